@@ -9,16 +9,27 @@ Buffer = bytes | bytearray | memoryview
 class FrameError(ValueError):
     """A push frame header or payload that does not fit the protocol."""
 
-def pull_header(batch: StreamBatch, field: bytes = b"d") -> bytes:
-    """JSON `[[sid, id, start], ...]` (UTF-8): start offsets of each entry's `field`
-    value in the pull payload."""
+REFERENCE_MIN: int  # pack_commands references (does not copy) args of at least this many bytes
 
-def pull_payload(batch: StreamBatch, field: bytes = b"d") -> bytes:
+def json_string(s: str | bytes) -> bytes:
+    """`s` as a JSON string literal, escaped as pull_header escapes names and ids
+    (invalid UTF-8 -> one U+FFFD per invalid sequence, as bytes.decode(errors="replace"))."""
+
+def pull_header(
+    batch: StreamBatch, field: bytes | str = b"d", sid: str | bytes | None = None
+) -> bytes:
+    """JSON `[[sid, id, start], ...]` (UTF-8): start offsets of each entry's `field`
+    value in the pull payload. `sid` names the stream of every entry: required for
+    RANGE/AUTOCLAIM batches (no stream names in the reply), overrides READ names.
+    Stream names that are not valid UTF-8 get U+FFFD for each invalid sequence."""
+
+def pull_payload(batch: StreamBatch, field: bytes | str = b"d") -> bytes:
     """The `field` values of every entry back to back (one memcpy each).
     An entry without the field contributes 0 bytes."""
 
-def pull_views(batch: StreamBatch, field: bytes = b"d") -> list[memoryview]:
-    """The same payload as views into the batch buffer, for writelines."""
+def pull_views(batch: StreamBatch, field: bytes | str = b"d") -> list[memoryview]:
+    """The same payload as views into the batch buffer, for writelines: one view per
+    entry (empty for entries without the field), aligned with the batch."""
 
 def push_entries(
     header: Any, payload: Buffer, sids: list[str]
