@@ -1,0 +1,377 @@
+"""GraphQL face of the server (seed 003): stream info, metadata, and a data subscription.
+
+`make_graphql_app()` returns a Strawberry ASGI app (GraphiQL for browsers; subscriptions
+over both ``graphql-transport-ws`` and ``graphql-ws``). Mount it at ``/graphql`` for
+HTTP and websocket, e.g. ``Route("/graphql", gql)`` plus ``WebSocketRoute("/graphql",
+gql)``. Redis comes from ``app.state.redis`` of the Starlette app it runs under
+(a ``redis.asyncio.Redis`` made by `fastredis.redis_io.make_async_client`), or from
+the ``redis=`` argument.
+
+Schema::
+
+    query { sids  streams(sids: [String!] = null) { sid entriesAdded ... error meta } }
+    mutation { streamMeta(sid: "glf", meta: {format: "mp4"}) }
+    subscription { data(sids: ["glf"]) { sid time data utf8 } }
+
+Choices where the seed is silent:
+
+* ``streams`` without ``sids`` lists every stream key (``SCAN ... TYPE stream``),
+  sorted; with ``sids`` it answers for exactly those, in that order, and a key that
+  is missing or not a stream gets ``error`` (Redis's own message) and null info.
+* Fields an older Redis does not report (``entriesAdded``, ``maxDeletedEntryId``,
+  ``recordedFirstEntryId`` need Redis >= 7.0) are null, never a guess.
+* ``firstEntryData``/``lastEntryData`` are the base64 of the entry's ``d`` field (the
+  payload the server writes); an entry written by another tool without ``d`` gives
+  the value of its only field, or null when it has several.
+* ``*Time`` fields are ISO 8601 datetimes in UTC from the id's milliseconds.
+* Counters (``entriesAdded``, ``length``, radix tree sizes) are the ``Long`` scalar:
+  GraphQL's Int stops at 2**31-1, which a busy stream's ``entriesAdded`` passes.
+* ``meta`` is the JSON stored (as JSON text) at ``XMETA:{sid}``; null when unset; a
+  value there that is not JSON is returned as a string. ``streamMeta`` replaces it
+  and returns what was stored; ``meta: null`` deletes it.
+* The subscription's ``time`` is the entry id (as in the pull header);
+  ``datetime`` gives it as an ISO datetime. ``lastEntryId`` (default ``$``: only
+  entries added after subscribing, with no gap between reads) may be ``0`` or an id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, NewType
+
+import strawberry
+from redis.asyncio import Redis as AsyncRedis
+from strawberry.asgi import GraphQL
+from strawberry.scalars import JSON
+from strawberry.schema.config import StrawberryConfig
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types import Info
+
+from fastredis.redis_io import axread_batch
+
+__all__ = ["META_PREFIX", "make_graphql_app", "schema"]
+
+META_PREFIX = "XMETA:"
+SUBSCRIPTION_COUNT = 100  # entries per XREAD of a subscription
+SUBSCRIPTION_BLOCK_MS = 5000  # BLOCK of each XREAD; the loop simply reads again
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+Long = NewType("Long", int)
+_LONG = strawberry.scalar(
+    name="Long",
+    description="A whole number that may exceed 32 bits (JSON number).",
+    serialize=int,
+    parse_value=int,
+)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _redis(info: Info) -> AsyncRedis:
+    return info.context["redis"]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _id_time(entry_id: str | None) -> datetime | None:
+    """The UTC datetime of an entry id's milliseconds."""
+    if not entry_id:
+        return None
+    try:
+        return _EPOCH + timedelta(milliseconds=int(entry_id.partition("-")[0]))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _payload(fields: Any) -> bytes | None:
+    """The payload of an entry's fields: `d`, else the only field's value."""
+    if fields is None:
+        return None
+    if isinstance(fields, dict):
+        items = list(fields.items())
+    else:  # flat [k1, v1, k2, v2, ...]
+        it = iter(fields)
+        items = list(zip(it, it, strict=False))
+    for key, value in items:
+        if key in (b"d", "d"):
+            return bytes(value) if not isinstance(value, str) else value.encode()
+    if len(items) == 1:
+        value = items[0][1]
+        return bytes(value) if not isinstance(value, str) else value.encode()
+    return None
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """XINFO STREAM's reply (RESP2 flat list or RESP3 map) as a dict with str keys."""
+    if isinstance(reply, dict):
+        items = reply.items()
+    else:
+        it = iter(reply)
+        items = zip(it, it, strict=False)
+    return {_text(k): v for k, v in items}
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _decode_meta(raw: Any) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):
+        return _text(raw)
+
+
+# -- types -----------------------------------------------------------------------
+
+
+@strawberry.type(description="XINFO STREAM of one stream key, plus its metadata.")
+class Stream:
+    sid: str = strawberry.field(description="The stream key.")
+    entries_added: Long | None = None
+    first_entry_id: str | None = None
+    last_entry_id: str | None = None
+    last_generated_id: str | None = None
+    max_deleted_entry_id: str | None = None
+    groups: int | None = None
+    length: Long | None = None
+    radix_tree_keys: Long | None = None
+    radix_tree_nodes: Long | None = None
+    recorded_first_entry_id: str | None = None
+    error: str | None = strawberry.field(
+        default=None, description="Why there is no info: missing key or not a stream."
+    )
+    meta: JSON | None = strawberry.field(
+        default=None, description="User metadata (JSON) stored at XMETA:{sid}."
+    )
+    first_payload: strawberry.Private[bytes | None] = None
+    last_payload: strawberry.Private[bytes | None] = None
+
+    @strawberry.field(description="The first entry's payload, base64.")
+    def first_entry_data(self) -> str | None:
+        return None if self.first_payload is None else base64.b64encode(self.first_payload).decode()
+
+    @strawberry.field(description="The last entry's payload, base64.")
+    def last_entry_data(self) -> str | None:
+        return None if self.last_payload is None else base64.b64encode(self.last_payload).decode()
+
+    @strawberry.field(description="The first entry id's time (UTC).")
+    def first_entry_time(self) -> datetime | None:
+        return _id_time(self.first_entry_id)
+
+    @strawberry.field(description="The last entry id's time (UTC).")
+    def last_entry_time(self) -> datetime | None:
+        return _id_time(self.last_entry_id)
+
+    @classmethod
+    def from_info(cls, sid: str, info: Any, meta: Any) -> Stream:
+        if isinstance(info, Exception):
+            return cls(sid=sid, error=str(info), meta=_decode_meta(meta))
+        d = _pairs(info)
+        first = d.get("first-entry") or (None, None)
+        last = d.get("last-entry") or (None, None)
+        return cls(
+            sid=sid,
+            entries_added=_int(d.get("entries-added")),
+            first_entry_id=_text(first[0]),
+            first_payload=_payload(first[1]),
+            last_entry_id=_text(last[0]),
+            last_payload=_payload(last[1]),
+            last_generated_id=_text(d.get("last-generated-id")),
+            max_deleted_entry_id=_text(d.get("max-deleted-entry-id")),
+            groups=_int(d.get("groups")),
+            length=_int(d.get("length")),
+            radix_tree_keys=_int(d.get("radix-tree-keys")),
+            radix_tree_nodes=_int(d.get("radix-tree-nodes")),
+            recorded_first_entry_id=_text(d.get("recorded-first-entry-id")),
+            meta=_decode_meta(meta),
+        )
+
+
+@strawberry.type(description="One stream entry.")
+class Data:
+    sid: str
+    time: str = strawberry.field(description="The entry id, e.g. 1638125133432-0.")
+    payload: strawberry.Private[bytes]
+
+    @strawberry.field(description="The payload, base64.")
+    def data(self) -> str:
+        return base64.b64encode(self.payload).decode()
+
+    @strawberry.field(description="The payload as UTF-8 text; null if it is not UTF-8.")
+    def utf8(self) -> str | None:
+        try:
+            return self.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    @strawberry.field(name="datetime", description="The entry id's time (UTC).")
+    def entry_datetime(self) -> datetime | None:
+        return _id_time(self.time)
+
+
+# -- resolvers -------------------------------------------------------------------
+
+
+async def list_sids(client: AsyncRedis) -> list[str]:
+    """Every stream key (SCAN TYPE stream), sorted."""
+    keys = {_text(k) async for k in client.scan_iter(count=1000, _type="stream")}
+    return sorted(k for k in keys if k is not None)
+
+
+async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
+    """XINFO STREAM and the metadata of each sid, in one round trip."""
+    if not sids:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for sid in sids:
+            # "XINFO", "STREAM" as two words: the raw reply, not redis-py's reshaped one
+            pipe.execute_command("XINFO", "STREAM", sid)
+            pipe.get(META_PREFIX + sid)
+        replies = await pipe.execute(raise_on_error=False)
+    return [
+        Stream.from_info(sid, info, None if isinstance(meta, Exception) else meta)
+        for sid, info, meta in zip(sids, replies[::2], replies[1::2], strict=False)
+    ]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The names of every stream key.")
+    async def sids(self, info: Info) -> list[str]:
+        return await list_sids(_redis(info))
+
+    @strawberry.field(description="XINFO STREAM of the given streams (default: all).")
+    async def streams(self, info: Info, sids: list[str] | None = None) -> list[Stream]:
+        client = _redis(info)
+        if sids is None:
+            sids = await list_sids(client)
+        return await stream_infos(client, sids)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Store JSON metadata for a stream (at XMETA:{sid}); null deletes it. "
+        "Returns what is stored."
+    )
+    async def stream_meta(self, info: Info, sid: str, meta: JSON | None) -> JSON | None:
+        client = _redis(info)
+        if meta is None:
+            await client.delete(META_PREFIX + sid)
+            return None
+        await client.set(META_PREFIX + sid, json.dumps(meta, separators=(",", ":")))
+        return meta
+
+
+async def _start_ids(client: AsyncRedis, sids: list[str], start: str) -> dict[str, str]:
+    """Concrete XREAD cursors: "$" becomes each stream's last id now ("0-0" if empty),
+    so no entry falls between two blocking reads."""
+    if start != "$":
+        return dict.fromkeys(sids, start)
+    async with client.pipeline(transaction=False) as pipe:
+        for sid in sids:
+            pipe.execute_command("XREVRANGE", sid, "+", "-", "COUNT", 1)
+        replies = await pipe.execute(raise_on_error=True)
+    ids = {}
+    for sid, reply in zip(sids, replies, strict=False):
+        ids[sid] = _text(reply[0][0]) if reply else "0-0"
+    return ids
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Entries of the given streams as they arrive (XREAD BLOCK loop)."
+    )
+    async def data(
+        self, info: Info, sids: list[str], last_entry_id: str = "$"
+    ) -> AsyncGenerator[Data, None]:
+        client = _redis(info)
+        sids = list(dict.fromkeys(sids))
+        if not sids:
+            return
+        cursors = await _start_ids(client, sids, last_entry_id)
+        while True:
+            batch = await axread_batch(
+                client, cursors, count=SUBSCRIPTION_COUNT, block=SUBSCRIPTION_BLOCK_MS,
+                encoding=None,
+            )  # fmt: skip
+            if not len(batch):
+                continue
+            cursors.update({_text(k): _text(v) for k, v in batch.last_ids().items()})
+            for sid, entry_id, fields in batch:
+                payload = _payload(fields)
+                yield Data(
+                    sid=_text(sid),
+                    time=_text(entry_id),
+                    payload=b"" if payload is None else payload,
+                )
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    config=StrawberryConfig(scalar_map={Long: _LONG}),
+)
+
+
+class FastredisGraphQL(GraphQL):
+    """Strawberry's ASGI app with the Redis client in the context."""
+
+    def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._redis = redis
+
+    async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
+        client = self._redis
+        if client is None:
+            app = request.scope.get("app")
+            client = getattr(getattr(app, "state", None), "redis", None)
+            if client is None:
+                raise RuntimeError(
+                    "the GraphQL app needs a Redis client: run it under the fastredis "
+                    "Starlette app (app.state.redis) or pass make_graphql_app(redis=...)"
+                )
+        return {"request": request, "response": response, "redis": client}
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        if super().is_websocket_origin_allowed(request, origin):
+            return True
+        # the server's CORS setting also governs cross-origin GraphQL websockets
+        settings = getattr(getattr(request.scope.get("app"), "state", None), "settings", None)
+        allowed = getattr(settings, "cors_origins", None) or getattr(
+            settings, "allowed_origins", None
+        )
+        return bool(allowed) and ("*" in allowed or origin in allowed)
+
+
+def make_graphql_app(
+    redis: AsyncRedis | None = None,
+    *,
+    allowed_origins: Sequence[str] = (),
+    graphql_ide: str | None = "graphiql",
+) -> FastredisGraphQL:
+    """The GraphQL ASGI app: GraphiQL for browsers, subscriptions over
+    graphql-transport-ws and graphql-ws."""
+    return FastredisGraphQL(
+        schema,
+        redis=redis,
+        graphql_ide=graphql_ide,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        allowed_origins=allowed_origins,
+    )
