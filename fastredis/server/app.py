@@ -1,0 +1,100 @@
+"""The Starlette app: websocket push/pull, REST, GraphQL (when its module is there)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from fastredis.redis_io import make_async_client
+from fastredis.server.pull import pull_endpoint
+from fastredis.server.push import push_endpoint
+from fastredis.server.rest import get_data, post_data
+from fastredis.server.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("fastredis.server")
+
+GRAPHQL_MODULE = "fastredis.server.graphql_api"
+
+
+def _graphql_routes() -> list[BaseRoute]:
+    if importlib.util.find_spec(GRAPHQL_MODULE) is None:
+        return []
+    from fastredis.server.graphql_api import make_graphql_app  # type: ignore[import-not-found]
+
+    gql = make_graphql_app()
+    return [Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)]
+
+
+async def index(request: Request) -> JSONResponse:
+    has_graphql = any(getattr(r, "path", None) == "/graphql" for r in request.app.routes)
+    return JSONResponse(
+        {
+            "name": "fastredis",
+            "push": "ws /data/{sid}/push",
+            "pull": "ws /data/{sid}/pull",
+            "rest": "GET|POST /data/{sid}",
+            "graphql": "/graphql" if has_graphql else None,
+        }
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The server app. Its lifespan opens ``app.state.redis`` (a redis.asyncio client
+    with the fastredis parser, bytes replies) on ``settings.redis_url``; with no URL it
+    starts an embedded Valkey for the app's lifetime."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        embedded = None
+        url = settings.redis_url
+        if url is None:
+            from fastredis.embedded import EmbeddedRedis
+
+            embedded = await asyncio.to_thread(lambda: EmbeddedRedis().start())
+            url = embedded.url
+            log.info("started embedded Redis-compatible server at %s", url)
+        app.state.settings = settings
+        app.state.redis = make_async_client(settings.client_params, url=url)
+        app.state.embedded = embedded
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.close)
+
+    routes: list[BaseRoute] = [
+        Route("/", index),
+        WebSocketRoute("/data/{sid}/push", push_endpoint),
+        WebSocketRoute("/data/{sid}/pull", pull_endpoint),
+        Route("/data/{sid}", get_data, methods=["GET"]),
+        Route("/data/{sid}", post_data, methods=["POST"]),
+        *_graphql_routes(),
+    ]
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["entry-offset", "last-entry-id"],
+            )
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.settings = settings
+    return app

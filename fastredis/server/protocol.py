@@ -1,0 +1,244 @@
+"""What the seed-003 protocol accepts: stream ids, entry ids and query parameters.
+
+Every rejection is a `ProtocolError` that carries both the websocket close code
+and the HTTP status to answer with, and a reason that names the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "CLOSE_INTERNAL",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "CLOSE_UNSUPPORTED",
+    "MAX_ID_PART",
+    "ProtocolError",
+    "close_reason",
+    "format_id",
+    "parse_entry_id",
+    "parse_query",
+    "parse_sids",
+    "previous_id",
+]
+
+# Websocket close codes (RFC 6455, section 7.4.1).
+CLOSE_UNSUPPORTED = 1003  # text where binary was expected, or the reverse
+CLOSE_INVALID_DATA = 1007  # broken JSON, offsets that do not fit the payload
+CLOSE_POLICY = 1008  # bad query parameters or stream ids, Redis refused the write
+CLOSE_TOO_BIG = 1009  # message over max_message_size
+CLOSE_INTERNAL = 1011  # Redis unreachable or another server-side failure
+
+MAX_ID_PART = 2**64 - 1
+_ID_RE = re.compile(r"^([0-9]{1,20})(?:-([0-9]{1,20}|\*))?$")
+_CLOSE_REASON_BYTES = 123  # a close frame's reason is at most 123 bytes of UTF-8
+
+
+class ProtocolError(Exception):
+    """Input the protocol does not accept: close with `code` / answer with `status`."""
+
+    def __init__(self, reason: str, code: int = CLOSE_POLICY, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.status = status
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to fit a websocket close frame (123 bytes of UTF-8)."""
+    data = text.encode("utf-8")
+    if len(data) <= _CLOSE_REASON_BYTES:
+        return text
+    return data[: _CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
+def parse_sids(path_sid: str) -> list[str]:
+    """`a+b` -> ["a", "b"]: several streams, in order, without repeats."""
+    sids = path_sid.split("+")
+    if any(not s for s in sids):
+        raise ProtocolError(f"bad stream id {path_sid!r}: empty name between '+' signs")
+    if len(set(sids)) != len(sids):
+        raise ProtocolError(f"bad stream id {path_sid!r}: a stream is named twice")
+    return sids
+
+
+def format_id(ms: int, seq: int) -> str:
+    return f"{ms}-{seq}"
+
+
+def parse_entry_id(text: str, *, allow_partial: bool = False) -> tuple[int, int | None]:
+    """Parse "ms-seq" or "ms" (seq 0) to (ms, seq); "ms-*" to (ms, None) when allowed."""
+    m = _ID_RE.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a stream entry id (ms-seq)")
+    ms = int(m.group(1))
+    seq_text = m.group(2)
+    if seq_text == "*":
+        if not allow_partial:
+            raise ValueError(f"{text!r}: a '-*' id is only valid when adding entries")
+        seq = None
+    else:
+        seq = int(seq_text) if seq_text is not None else 0
+    if ms > MAX_ID_PART or (seq is not None and seq > MAX_ID_PART):
+        raise ValueError(f"{text!r}: id parts must be < 2**64")
+    return ms, seq
+
+
+def previous_id(ms: int, seq: int) -> str:
+    """The greatest id below ms-seq: XREAD after it returns ms-seq itself."""
+    if seq > 0:
+        return format_id(ms, seq - 1)
+    if ms > 0:
+        return format_id(ms - 1, MAX_ID_PART)
+    return "0-0"
+
+
+# -- query parameters ----------------------------------------------------------------
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ProtocolError(f"query parameter {name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ProtocolError(f"query parameter {name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ProtocolError(f"query parameter {name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def _float(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProtocolError(f"query parameter {name}={raw!r} is not a number") from None
+    if not low <= value <= high:  # also rejects nan
+        raise ProtocolError(f"query parameter {name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+MAX_COUNT = 100_000
+MAX_BLOCK_MS = 2**31 - 1
+_SPECIAL_IDS = {"$", "0", "-", "*"}
+
+
+def _last_entry_ids(raw: str, n_streams: int) -> list[str]:
+    """One start per stream: "$", "0" ("-" is the same), "*" or an id; either one for
+    all streams or one per stream joined by '+' (a '+' decoded as a space is fine)."""
+    parts = raw.replace(" ", "+").split("+") if raw else [""]
+    if len(parts) == 1:
+        parts = parts * n_streams
+    elif len(parts) != n_streams:
+        raise ProtocolError(
+            f"query parameter last_entry_id={raw!r} names {len(parts)} ids for "
+            f"{n_streams} streams (give one, or one per stream joined by '+')"
+        )
+    out = []
+    for part in parts:
+        if part in _SPECIAL_IDS:
+            out.append("0" if part == "-" else part)
+            continue
+        try:
+            ms, seq = parse_entry_id(part)
+        except ValueError as exc:
+            raise ProtocolError(f"query parameter last_entry_id: {exc} (or $, 0, *)") from None
+        out.append(format_id(ms, seq or 0))
+    return out
+
+
+@dataclass
+class ReadOptions:
+    """Query parameters of a pull (websocket) or GET (REST)."""
+
+    last_entry_ids: list[str]
+    count: int = 1
+    block: int | None = None  # ms; None: do not block (REST); 0: forever
+    latest: bool = False
+    max_fps: float = 0.0
+    header: bool = True
+    ack: bool = False
+
+
+@dataclass
+class PushOptions:
+    header: bool = True
+    ack: bool = False
+
+
+PULL_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack"})
+GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest"})
+PUSH_PARAMS = frozenset({"header", "ack"})
+POST_PARAMS: frozenset[str] = frozenset()
+
+
+def _check_names(query: Iterable[tuple[str, str]], allowed: frozenset[str]) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for name, value in query:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ProtocolError(f"unknown query parameter {name!r} (known: {known})")
+        if name in seen:
+            raise ProtocolError(f"query parameter {name!r} given twice")
+        seen[name] = value
+    return seen
+
+
+def parse_query(
+    kind: str,
+    query: Iterable[tuple[str, str]],
+    n_streams: int,
+    default_block: int | None = None,
+) -> ReadOptions | PushOptions:
+    """Validate the query of a `kind` ("pull", "get", "push", "post") request."""
+    if kind == "push":
+        q = _check_names(query, PUSH_PARAMS)
+        return PushOptions(
+            header=_bool("header", q.get("header", "1")), ack=_bool("ack", q.get("ack", "0"))
+        )
+    if kind == "post":
+        _check_names(query, POST_PARAMS)
+        return PushOptions(header=False, ack=True)
+    allowed = PULL_PARAMS if kind == "pull" else GET_PARAMS
+    q = _check_names(query, allowed)
+    default_start = "$" if kind == "pull" else "*"
+    opts = ReadOptions(
+        last_entry_ids=_last_entry_ids(q.get("last_entry_id", default_start), n_streams)
+    )
+    if "count" in q:
+        opts.count = _int("count", q["count"], 1, MAX_COUNT)
+    opts.block = default_block
+    if "block" in q:
+        opts.block = _int("block", q["block"], 0, MAX_BLOCK_MS)
+    if "latest" in q:
+        opts.latest = _bool("latest", q["latest"])
+    if "max_fps" in q:
+        opts.max_fps = _float("max_fps", q["max_fps"], 0.0, 1e6)
+    if "header" in q:
+        opts.header = _bool("header", q["header"])
+    if "ack" in q:
+        opts.ack = _bool("ack", q["ack"])
+    return opts
+
+
+def query_items(query_params: Mapping[str, str] | object) -> list[tuple[str, str]]:
+    """Starlette's QueryParams (a multi-dict) as a list of (name, value) pairs."""
+    items = getattr(query_params, "multi_items", None)
+    if items is not None:
+        return list(items())
+    return list(query_params.items())  # type: ignore[attr-defined]

@@ -1,0 +1,145 @@
+"""WS /data/{sid}/pull: per batch, a text JSON header ``[[sid, id, start], ...]`` and
+one binary message holding the payloads back to back.
+
+Query: ``last_entry_id`` (``$``: entries added from now on; ``0``; ``*``: start with
+the newest ``count`` entries; an id; or one per stream joined by '+'), ``count``
+(entries per stream per batch, 1), ``block`` (ms, default 5000: when nothing arrives
+for that long an empty batch -- header ``[]``, empty binary -- is sent, so an idle
+pull shows it is alive; 0 waits forever), ``latest`` (skip to the newest entries:
+frame dropping), ``max_fps`` (at most that many batches a second), ``header`` (1;
+with 0 every entry is sent as its own binary message and nothing for an empty batch),
+``ack`` (after each batch sent, wait for a text message from the client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.websockets import WebSocket
+
+from fastredis._frames import pull_header, pull_payload, pull_views
+from fastredis.server.protocol import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    ReadOptions,
+    parse_query,
+    parse_sids,
+    query_items,
+)
+from fastredis.server.reading import StreamCursor
+from fastredis.server.websocket import accept_checked, close_with
+
+__all__ = ["pull_endpoint", "redis_close"]
+
+log = logging.getLogger("fastredis.server")
+
+
+def redis_close(exc: RedisError) -> tuple[int, str]:
+    """Close code and reason for a Redis failure."""
+    if isinstance(exc, ResponseError):
+        return CLOSE_POLICY, f"Redis refused: {exc}"
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return CLOSE_INTERNAL, f"Redis unavailable: {exc}"
+    return CLOSE_INTERNAL, f"Redis error: {exc}"
+
+
+async def pull_endpoint(ws: WebSocket) -> None:
+    settings = ws.app.state.settings
+    if not await accept_checked(ws):
+        return
+    try:
+        sids = parse_sids(ws.path_params["sid"])
+        opts = parse_query(
+            "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms
+        )
+        assert isinstance(opts, ReadOptions)
+    except ProtocolError as exc:
+        await close_with(ws, exc.code, exc.reason)
+        return
+
+    # A watcher owns ws.receive(): it hands acks over and, when the client goes,
+    # cancels the pull wherever it waits (a blocking XREAD included).
+    main = asyncio.current_task()
+    assert main is not None
+    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    gone = False
+    pulling = True
+
+    async def watch() -> None:
+        nonlocal gone
+        with contextlib.suppress(Exception):
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if opts.ack:
+                    acks.put_nowait(message)
+                # Without ack, anything the client sends is ignored.
+        gone = True
+        if pulling:
+            main.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        try:
+            cursor = StreamCursor(
+                ws.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest
+            )
+            await _pull_loop(ws, cursor, opts, acks)
+        except ProtocolError as exc:
+            await close_with(ws, exc.code, exc.reason)
+        except RedisError as exc:
+            await close_with(ws, *redis_close(exc))
+        finally:
+            pulling = False
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        uncancel = getattr(main, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _pull_loop(
+    ws: WebSocket, cursor: StreamCursor, opts: ReadOptions, acks: asyncio.Queue[dict[str, Any]]
+) -> None:
+    send = ws.send
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / opts.max_fps if opts.max_fps > 0 else 0.0
+    next_at = 0.0
+    await cursor.resolve()
+    while True:
+        if interval:
+            now = loop.time()
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+                now = next_at
+            next_at = now + interval
+        batch = await cursor.read(opts.block)
+        if opts.header:
+            await send({"type": "websocket.send", "text": pull_header(batch).decode()})
+            await send({"type": "websocket.send", "bytes": pull_payload(batch)})
+            sent = True
+        else:
+            sent = False
+            for view in pull_views(batch):
+                await send({"type": "websocket.send", "bytes": bytes(view)})
+                sent = True
+        if opts.ack and sent:
+            message = await acks.get()
+            if message.get("text") is None:
+                raise ProtocolError(
+                    "expected a text message as ack, got a binary message", CLOSE_UNSUPPORTED
+                )

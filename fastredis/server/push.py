@@ -1,0 +1,146 @@
+"""WS /data/{sid}/push: a text JSON header, then one binary message, per push.
+
+Header forms (see `fastredis._frames.push_entries`): ``[end, ...]`` (every entry to
+each stream of the path), ``[[sid, end], ...]`` or ``[[sid, id, end], ...]``; end
+offsets into the binary message, the last equal to its length. ``?header=0``: no
+header, every binary message is one entry. ``?ack=1``: after each message is
+written, the server sends a text message with the JSON list of its new ids, in the
+order of the entries (stream by stream for each offset when the path names several
+streams).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.websockets import WebSocket
+
+from fastredis._frames import FrameError, push_entries
+from fastredis.server.protocol import (
+    CLOSE_INTERNAL,
+    CLOSE_INVALID_DATA,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    ProtocolError,
+    PushOptions,
+    parse_query,
+    parse_sids,
+    query_items,
+)
+from fastredis.server.websocket import accept_checked, close_with, send_quietly
+from fastredis.server.writing import PipelinedWriter
+
+__all__ = ["push_endpoint"]
+
+log = logging.getLogger("fastredis.server")
+
+
+def _header(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"header is not JSON: {exc}", CLOSE_INVALID_DATA) from None
+
+
+async def push_endpoint(ws: WebSocket) -> None:
+    settings = ws.app.state.settings
+    if not await accept_checked(ws):
+        return
+    try:
+        sids = parse_sids(ws.path_params["sid"])
+        opts = parse_query("push", query_items(ws.query_params), len(sids))
+        assert isinstance(opts, PushOptions)
+    except ProtocolError as exc:
+        await close_with(ws, exc.code, exc.reason)
+        return
+
+    async def send_ids(ids: list[str]) -> None:
+        await send_quietly(ws, {"type": "websocket.send", "text": json.dumps(ids)})
+
+    async def on_error(exc: BaseException) -> None:
+        code, reason = _close_for(exc)
+        await close_with(ws, code, reason)
+
+    writer = PipelinedWriter(
+        ws.app.state.redis,
+        settings.maxlen,
+        on_ids=send_ids if opts.ack else None,
+        on_error=on_error,
+    )
+    try:
+        await writer.start()
+    except RedisError as exc:
+        await close_with(ws, *_close_for(exc))
+        return
+    clean = False
+    try:
+        await _receive_loop(ws, writer, sids, opts, settings.max_message_size)
+        clean = True
+    except ProtocolError as exc:
+        await close_with(ws, exc.code, exc.reason)
+    except RedisError as exc:
+        await close_with(ws, *_close_for(exc))
+    finally:
+        # Messages received in full are written even when the client is gone.
+        await writer.close(wait=clean or writer.error is None)
+
+
+def _close_for(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, ProtocolError):
+        return exc.code, exc.reason
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return CLOSE_INTERNAL, f"Redis unavailable: {exc}"
+    log.exception("push failed", exc_info=exc)
+    return CLOSE_INTERNAL, f"server error: {type(exc).__name__}: {exc}"
+
+
+async def _receive_loop(
+    ws: WebSocket, writer: PipelinedWriter, sids: list[str], opts: PushOptions, max_size: int
+) -> None:
+    receive = ws.receive
+    with_header = opts.header
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if with_header:
+            text = message.get("text")
+            if text is None:
+                raise ProtocolError(
+                    "expected a text JSON header, got a binary message", CLOSE_UNSUPPORTED
+                )
+            header = _header(text)
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return  # header without its payload: nothing is written
+            payload = message.get("bytes")
+            if payload is None:
+                raise ProtocolError(
+                    "expected a binary payload after the header, got a text message",
+                    CLOSE_UNSUPPORTED,
+                )
+        else:
+            payload = message.get("bytes")
+            if payload is None:
+                raise ProtocolError(
+                    "expected a binary message (header=0), got a text message", CLOSE_UNSUPPORTED
+                )
+            header = [len(payload)]
+        if len(payload) > max_size:
+            raise ProtocolError(
+                f"message of {len(payload)} bytes is over the limit of {max_size}", CLOSE_TOO_BIG
+            )
+        try:
+            entries = push_entries(header, payload, sids)
+        except FrameError as exc:
+            raise ProtocolError(f"bad header: {exc}", CLOSE_INVALID_DATA) from None
+        if entries:
+            await writer.write(entries)
+        elif opts.ack:  # nothing to write; answer in order with the messages before
+            await writer.drain()
+            await send_quietly(ws, {"type": "websocket.send", "text": "[]"})

@@ -1,0 +1,137 @@
+"""REST: GET /data/{sid} reads one batch, POST /data/{sid} adds entries.
+
+GET answers the payloads back to back (application/octet-stream) with the pull
+header in the ``entry-offset`` response header (``[[sid, id, start], ...]``) and the
+cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). Query:
+``last_entry_id`` (default ``*``: the newest ``count`` entries; ``$``, ``0``, an id, or
+one per stream joined by '+'), ``count`` (1), ``latest``, ``block`` (ms; default: do
+not wait).
+
+POST takes multipart/form-data, every part one entry (its field name does not
+matter), or any other body as a single entry. Each entry goes to every stream of the
+path; all are written atomically; the answer is the JSON list of the new ids.
+Errors are 4xx (503 when Redis is unreachable) with a JSON ``{"error": ...}`` body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from fastredis._frames import pull_header, pull_payload
+from fastredis.server.protocol import (
+    ProtocolError,
+    PushOptions,
+    ReadOptions,
+    parse_query,
+    parse_sids,
+    query_items,
+)
+from fastredis.server.reading import StreamCursor
+from fastredis.server.writing import add_entries
+
+__all__ = ["get_data", "post_data"]
+
+log = logging.getLogger("fastredis.server")
+
+MAX_PARTS = 10_000
+
+
+def error_response(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def _redis_error(exc: RedisError) -> JSONResponse:
+    if isinstance(exc, ResponseError):
+        return error_response(409, f"Redis refused: {exc}")
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return error_response(503, f"Redis unavailable: {exc}")
+    return error_response(502, f"Redis error: {exc}")
+
+
+async def get_data(request: Request) -> Response:
+    try:
+        sids = parse_sids(request.path_params["sid"])
+        opts = parse_query("get", query_items(request.query_params), len(sids))
+        assert isinstance(opts, ReadOptions)
+        cursor = StreamCursor(
+            request.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest
+        )
+        await cursor.resolve()
+        batch = await cursor.read(opts.block)
+    except ProtocolError as exc:
+        return error_response(exc.status, exc.reason)
+    except RedisError as exc:
+        return _redis_error(exc)
+    header = pull_header(batch)
+    if not header.isascii():  # HTTP header values are latin-1: escape the rest
+        header = json.dumps(json.loads(header)).encode()
+    return Response(
+        pull_payload(batch),
+        media_type="application/octet-stream",
+        headers={"entry-offset": header.decode(), "last-entry-id": cursor.last_entry_id()},
+    )
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ProtocolError(f"request body is over the limit of {limit} bytes", status=413)
+        yield chunk
+
+
+async def _entries(request: Request, limit: int) -> list[bytes]:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ProtocolError(
+            f"request body of {length} bytes is over the limit of {limit}", status=413
+        )
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        return [b"".join([chunk async for chunk in _limited(request, limit)])]
+    parser = MultiPartParser(
+        request.headers, _limited(request, limit), max_files=MAX_PARTS, max_fields=MAX_PARTS
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ProtocolError(f"bad multipart body: {exc.message}", status=400) from None
+    try:
+        data = []
+        for _name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                data.append(await value.read())
+            else:
+                data.append(value.encode())
+    finally:
+        await form.close()
+    if not data:
+        raise ProtocolError("multipart body has no parts: nothing to add", status=400)
+    return data
+
+
+async def post_data(request: Request) -> Response:
+    settings = request.app.state.settings
+    try:
+        sids = parse_sids(request.path_params["sid"])
+        opts = parse_query("post", query_items(request.query_params), len(sids))
+        assert isinstance(opts, PushOptions)
+        data = await _entries(request, settings.max_message_size)
+        entries = [(sid, "*", payload) for payload in data for sid in sids]
+        ids = await add_entries(request.app.state.redis, entries, settings.maxlen)
+    except ProtocolError as exc:
+        return error_response(exc.status, exc.reason)
+    except RedisError as exc:
+        return _redis_error(exc)
+    return JSONResponse(ids)

@@ -1,0 +1,90 @@
+"""Server settings: one dataclass, filled from arguments or the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEFAULT_MAXLEN", "DEFAULT_MAX_MESSAGE_SIZE", "Settings"]
+
+DEFAULT_MAXLEN = 1000
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+# redis-py defaults for the server's client. No socket_timeout: a push connection
+# waits on replies for as long as Redis takes, and blocking reads set their own wait
+# (fastredis.redis_io never lets socket_timeout cut a BLOCK). Connect fails fast.
+DEFAULT_REDIS_PARAMS: dict[str, Any] = {
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "health_check_interval": 0,
+}
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, not {value}")
+    return value
+
+
+@dataclass
+class Settings:
+    """What the server needs to run.
+
+    * ``redis_url``: the Redis to use (``None``: the CLI starts an embedded Valkey).
+    * ``maxlen``: each XADD trims with ``MAXLEN ~ maxlen`` (approximate); 0 disables.
+    * ``max_message_size``: the largest websocket message (and REST body) accepted,
+      in bytes; larger ones close the socket with 1009 (REST: 413).
+    * ``cors_origins``: origins allowed by CORS for HTTP; when set, websocket
+      handshakes whose ``Origin`` is not listed are closed with 1008 as well.
+    * ``redis_params``: extra redis-py client arguments (passed unchanged).
+    * ``pull_block_ms``: the default ``block`` of a websocket pull.
+    """
+
+    redis_url: str | None = None
+    maxlen: int = DEFAULT_MAXLEN
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    cors_origins: list[str] = field(default_factory=list)
+    redis_params: dict[str, Any] = field(default_factory=dict)
+    pull_block_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.maxlen < 0:
+            raise ValueError(f"maxlen must be >= 0, not {self.maxlen}")
+        if self.max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, not {self.max_message_size}")
+        if self.pull_block_ms < 0:
+            raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
+
+    @property
+    def client_params(self) -> dict[str, Any]:
+        """redis-py arguments of the server's client (decode_responses is always off)."""
+        return {**DEFAULT_REDIS_PARAMS, **self.redis_params, "decode_responses": False}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, with `overrides` (None values ignored) on top.
+
+        REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE and
+        FASTREDIS_CORS_ORIGINS (comma-separated) are read.
+        """
+        env = os.environ if env is None else env
+        origins = [o.strip() for o in env.get("FASTREDIS_CORS_ORIGINS", "").split(",")]
+        values: dict[str, Any] = {
+            "redis_url": env.get("REDIS_URL") or None,
+            "maxlen": _env_int(env, "FASTREDIS_STREAM_MAXLEN", DEFAULT_MAXLEN),
+            "max_message_size": _env_int(
+                env, "FASTREDIS_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE
+            ),
+            "cors_origins": [o for o in origins if o],
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
