@@ -1,0 +1,112 @@
+"""A real uvicorn server in a thread, for tests that need a socket (not a test module)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from fastredis.embedded import free_port
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class LiveServer:
+    """uvicorn serving `app` on a free port of 127.0.0.1 until stop()."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = free_port(host)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        self.thread.start()
+        wait_for(
+            lambda: self.server.started or not self.thread.is_alive(),
+            timeout,
+            what="uvicorn to start",
+        )
+        if not self.server.started:
+            raise RuntimeError("uvicorn did not start (see the log above)")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout)
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def make_server_app(redis_url: str) -> Any:
+    """The fastredis server app on `redis_url` (GraphQL mounted at /graphql)."""
+    try:
+        from fastredis.server.app import create_app
+    except ImportError:  # interim, until the server core lands
+        return make_graphql_only_app(redis_url)
+    from fastredis.server.settings import Settings
+
+    return create_app(Settings(redis_url=redis_url))
+
+
+def make_graphql_only_app(redis_url: str) -> Any:
+    """Interim: just /graphql on a Starlette app, until the server core lands."""
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route, WebSocketRoute
+
+    from fastredis.redis_io import make_async_client
+    from fastredis.server.graphql_api import make_graphql_app
+
+    gql = make_graphql_app()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        app.state.redis = make_async_client(url=redis_url)
+        yield
+        await app.state.redis.aclose()
+
+    return Starlette(
+        routes=[Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)],
+        lifespan=lifespan,
+    )

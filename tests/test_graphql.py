@@ -1,0 +1,354 @@
+"""GraphQL at /graphql against the real app under uvicorn and a real Redis: every
+stream field of seed 003, the mutation as the seed writes it, GraphiQL, and the data
+subscription over graphql-transport-ws and graphql-ws (spoken by hand)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from live_server import LiveServer, make_server_app, wait_for
+from websockets.sync.client import ClientConnection, connect
+
+from fastredis.embedded import EmbeddedRedis
+
+ALL_FIELDS = """
+    sid
+    entriesAdded
+    firstEntryId
+    firstEntryData
+    firstEntryTime
+    lastEntryId
+    lastEntryData
+    lastEntryTime
+    lastGeneratedId
+    maxDeletedEntryId
+    groups
+    length
+    radixTreeKeys
+    radixTreeNodes
+    recordedFirstEntryId
+    error
+    meta
+"""
+
+# the seed README's query, as written
+SEED_QUERY = "query GetStreams {\n  sids\n  streams {" + ALL_FIELDS + "  }\n}"
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    with LiveServer(make_server_app(redis_server.url)) as live:
+        yield live
+
+
+@pytest.fixture
+def gql(server: LiveServer, redis_url: str) -> Iterator[Any]:
+    """POST a query to /graphql (Redis flushed first by redis_url); returns `data`."""
+    with httpx.Client(base_url=server.http_url, timeout=10) as http:
+
+        def run(query: str, variables: dict[str, Any] | None = None, errors: bool = False) -> Any:
+            r = http.post("/graphql", json={"query": query, "variables": variables or {}})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if errors:
+                return body
+            assert "errors" not in body, body
+            return body["data"]
+
+        yield run
+
+
+def _info(plain: redis.Redis, sid: str) -> dict[str, Any]:
+    """XINFO STREAM straight from Redis, keys as in the reply."""
+    raw = plain.execute_command("XINFO", "STREAM", sid)
+    if not isinstance(raw, dict):
+        it = iter(raw)
+        raw = dict(zip(it, it, strict=True))
+    return {k.decode(): v for k, v in raw.items()}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_seed_query_every_field(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("glf", {"d": b"first \x00\xff"}, id="1638125133432-0")
+    plain_redis.xadd("glf", {"d": b"second"}, id="1638125133432-1")
+    plain_redis.xadd("glf", {"d": b"third"}, id="1638125134000-0")
+    plain_redis.xdel("glf", "1638125133432-1")
+    plain_redis.xgroup_create("glf", "readers", id="0")
+    plain_redis.xadd("other", {"d": b"x"})
+    plain_redis.set("not-a-stream", "v")  # strings are not listed
+    plain_redis.set("XMETA:glf", json.dumps({"format": "mp4"}))
+
+    data = gql(SEED_QUERY)
+    assert data["sids"] == ["glf", "other"]
+    assert [s["sid"] for s in data["streams"]] == ["glf", "other"]
+    glf = data["streams"][0]
+    info = _info(plain_redis, "glf")
+    assert glf == {
+        "sid": "glf",
+        "entriesAdded": 3,
+        "firstEntryId": "1638125133432-0",
+        "firstEntryData": _b64(b"first \x00\xff"),
+        "firstEntryTime": "2021-11-28T18:45:33.432000+00:00",
+        "lastEntryId": "1638125134000-0",
+        "lastEntryData": _b64(b"third"),
+        "lastEntryTime": "2021-11-28T18:45:34+00:00",
+        "lastGeneratedId": "1638125134000-0",
+        "maxDeletedEntryId": "1638125133432-1",
+        "groups": 1,
+        "length": 2,
+        "radixTreeKeys": info["radix-tree-keys"],
+        "radixTreeNodes": info["radix-tree-nodes"],
+        "recordedFirstEntryId": "1638125133432-0",
+        "error": None,
+        "meta": {"format": "mp4"},
+    }
+    assert data["streams"][1]["meta"] is None
+    assert data["streams"][1]["length"] == 1
+
+
+def test_error_for_missing_and_non_stream_keys(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.set("plain", "value")
+    plain_redis.xadd("s", {"d": b"1"})
+    data = gql('{ streams(sids: ["s", "plain", "missing"]) {' + ALL_FIELDS + "} }")
+    ok, plain, missing = data["streams"]
+    assert ok["sid"] == "s" and ok["error"] is None and ok["length"] == 1
+    assert plain["sid"] == "plain"
+    assert "WRONGTYPE" in plain["error"]
+    assert missing["sid"] == "missing"
+    assert "no such key" in missing["error"]
+    for bad in (plain, missing):
+        assert all(v is None for k, v in bad.items() if k not in ("sid", "error")), bad
+
+
+def test_empty_stream_has_no_entries(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("e", {"d": b"1"}, id="5-0")
+    plain_redis.xdel("e", "5-0")
+    (e,) = gql('{ streams(sids: ["e"]) {' + ALL_FIELDS + "} }")["streams"]
+    assert e["length"] == 0 and e["entriesAdded"] == 1 and e["lastGeneratedId"] == "5-0"
+    for key in ("firstEntryId", "firstEntryData", "firstEntryTime", "lastEntryId"):
+        assert e[key] is None
+
+
+def test_entry_without_d_field(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("t", {"value": b"only"})
+    plain_redis.xadd("t", {"a": b"1", "b": b"2"})
+    (t,) = gql('{ streams(sids: ["t"]) { firstEntryData lastEntryData } }')["streams"]
+    assert t == {"firstEntryData": _b64(b"only"), "lastEntryData": None}
+
+
+def test_counters_beyond_32_bits(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("big", {"d": b"1"})
+    plain_redis.execute_command("XSETID", "big", "9999999999999-0", "ENTRIESADDED", 2**40)
+    (big,) = gql('{ streams(sids: ["big"]) { entriesAdded lastGeneratedId } }')["streams"]
+    assert big == {"entriesAdded": 2**40, "lastGeneratedId": "9999999999999-0"}
+
+
+def test_meta_mutation_as_the_seed_writes_it(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("glf", {"d": b"1"})
+    out = gql('mutation {\n  streamMeta(\n    sid: "glf",\n    meta: {format: "mp4"},\n  )\n}')
+    assert out == {"streamMeta": {"format": "mp4"}}
+    assert json.loads(plain_redis.get("XMETA:glf")) == {"format": "mp4"}
+    assert gql('{\n  streams(sids: ["glf"]) {\n    sid\n    meta\n  }\n}') == {
+        "streams": [{"sid": "glf", "meta": {"format": "mp4"}}]
+    }
+    # variables, nested JSON, replacing, and null deleting
+    meta = {"fps": 30, "shape": [700, 700, 3], "nested": {"ok": True, "none": None}}
+    out = gql('mutation M($m: JSON) { streamMeta(sid: "glf", meta: $m) }', {"m": meta})
+    assert out["streamMeta"] == meta
+    assert gql('{ streams(sids: ["glf"]) { meta } }')["streams"][0]["meta"] == meta
+    assert gql('mutation { streamMeta(sid: "glf", meta: null) }') == {"streamMeta": None}
+    assert plain_redis.get("XMETA:glf") is None
+    # metadata of a stream that does not exist yet is kept, next to the error
+    gql('mutation { streamMeta(sid: "later", meta: {unit: "m"}) }')
+    (later,) = gql('{ streams(sids: ["later"]) { meta error } }')["streams"]
+    assert later["meta"] == {"unit": "m"} and "no such key" in later["error"]
+    assert gql("{ sids }") == {"sids": ["glf"]}  # XMETA keys are not streams
+
+
+def test_non_json_meta_is_returned_as_text(gql: Any, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("s", {"d": b"1"})
+    plain_redis.set("XMETA:s", b"not json")
+    assert gql('{ streams(sids: ["s"]) { meta } }')["streams"] == [{"meta": "not json"}]
+
+
+def test_graphiql_served_to_a_browser(server: LiveServer) -> None:
+    r = httpx.get(
+        server.http_url + "/graphql",
+        headers={"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "graphiql" in r.text.lower()
+
+
+def test_query_via_get(server: LiveServer, redis_url: str) -> None:
+    r = httpx.get(server.http_url + "/graphql", params={"query": "{ sids }"})
+    assert r.status_code == 200 and r.json() == {"data": {"sids": []}}
+
+
+# -- subscription ---------------------------------------------------------------------
+
+SEED_SUBSCRIPTION = """subscription DataSubscription {
+  data(sids: ["glf"]) {
+    sid
+    time
+    data  # base64 encoded data
+    utf8  # read data as utf-8 text
+  }
+}"""
+
+
+def _recv_json(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+class _Protocol:
+    """The two subscription protocols, by hand."""
+
+    def __init__(self, name: str, ws: ClientConnection):
+        self.name, self.ws = name, ws
+
+    def init(self) -> None:
+        self.ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert _recv_json(self.ws)["type"] == "connection_ack"
+
+    def subscribe(self, op_id: str, query: str) -> None:
+        kind = "subscribe" if self.name == "graphql-transport-ws" else "start"
+        self.ws.send(json.dumps({"id": op_id, "type": kind, "payload": {"query": query}}))
+
+    def stop(self, op_id: str) -> None:
+        kind = "complete" if self.name == "graphql-transport-ws" else "stop"
+        self.ws.send(json.dumps({"id": op_id, "type": kind}))
+
+    def next(self, timeout: float = 10) -> dict[str, Any]:
+        """The next result message (keep-alives skipped)."""
+        while True:
+            msg = _recv_json(self.ws, timeout)
+            if msg["type"] in ("ka", "ping", "pong"):
+                if msg["type"] == "ping":
+                    self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            return msg
+
+    def next_data(self, timeout: float = 10) -> dict[str, Any]:
+        msg = self.next(timeout)
+        expected = "next" if self.name == "graphql-transport-ws" else "data"
+        assert msg["type"] == expected, msg
+        assert "errors" not in msg["payload"], msg
+        return msg["payload"]["data"]["data"]
+
+
+PROTOCOLS = ["graphql-transport-ws", "graphql-ws"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_subscription_seed_form(
+    protocol: str, server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    with connect(server.ws_url + "/graphql", subprotocols=[protocol], compression=None) as ws:
+        assert ws.subprotocol == protocol
+        p = _Protocol(protocol, ws)
+        p.init()
+        p.subscribe("1", SEED_SUBSCRIPTION)
+        # "$": only entries added after the subscription started; tick until one arrives
+        tick = 0
+
+        def first() -> dict[str, Any] | None:
+            nonlocal tick
+            plain_redis.xadd("glf", {"d": f"tick {tick}".encode()})
+            tick += 1
+            try:
+                return p.next_data(timeout=0.05)
+            except TimeoutError:
+                return None
+
+        got = wait_for(first, timeout=10, interval=0, what="the first subscription message")
+        first_tick = int(got["utf8"].split()[1])
+        entry_ids = [got["time"]]
+        for n in range(first_tick + 1, tick):  # every later tick, none lost, in order
+            msg = p.next_data()
+            assert msg["utf8"] == f"tick {n}"
+            entry_ids.append(msg["time"])
+        text_id = plain_redis.xadd("glf", {"d": "héllo".encode()}).decode()
+        bin_id = plain_redis.xadd("glf", {"d": b"\xff\xfe\x00"}).decode()
+        text, binary = p.next_data(), p.next_data()
+        assert text == {
+            "sid": "glf", "time": text_id, "data": _b64("héllo".encode()), "utf8": "héllo"
+        }  # fmt: skip
+        assert binary == {
+            "sid": "glf", "time": bin_id, "data": _b64(b"\xff\xfe\x00"), "utf8": None
+        }  # fmt: skip
+        stored = [i.decode() for i, _ in plain_redis.xrange("glf")]
+        assert stored[-len(entry_ids) - 2 :] == [*entry_ids, text_id, bin_id]
+        p.stop("1")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_subscription_several_streams_from_the_start(
+    protocol: str, server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    plain_redis.xadd("a", {"d": b"a0"}, id="1-0")
+    plain_redis.xadd("b", {"d": b"b0"}, id="1-1")
+    query = 'subscription { data(sids: ["a", "b"], lastEntryId: "0") { sid time utf8 datetime } }'
+    with connect(server.ws_url + "/graphql", subprotocols=[protocol], compression=None) as ws:
+        p = _Protocol(protocol, ws)
+        p.init()
+        p.subscribe("s1", query)
+        got = [p.next_data(), p.next_data()]
+        assert sorted((m["sid"], m["time"], m["utf8"]) for m in got) == [
+            ("a", "1-0", "a0"),
+            ("b", "1-1", "b0"),
+        ]
+        assert got[0]["datetime"] == "1970-01-01T00:00:00.001000+00:00"
+        plain_redis.xadd("b", {"d": b"b1"}, id="2-0")
+        assert p.next_data()["utf8"] == "b1"
+        p.stop("s1")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_subscription_on_a_non_stream_key_errors(
+    protocol: str, server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    plain_redis.set("plain", "v")
+    with connect(server.ws_url + "/graphql", subprotocols=[protocol], compression=None) as ws:
+        p = _Protocol(protocol, ws)
+        p.init()
+        p.subscribe("e", 'subscription { data(sids: ["plain"]) { sid } }')
+        msg = p.next()
+        if protocol == "graphql-transport-ws":
+            assert msg["type"] in ("next", "error"), msg
+            errors = msg["payload"] if msg["type"] == "error" else msg["payload"]["errors"]
+        else:
+            assert msg["type"] in ("data", "error"), msg
+            payload = msg["payload"]
+            errors = payload if msg["type"] == "error" else payload["errors"]
+        assert "WRONGTYPE" in json.dumps(errors)
+
+
+def test_subscription_survives_idle_periods(server: LiveServer, plain_redis: redis.Redis) -> None:
+    """A subscription idle for longer than one XREAD BLOCK still delivers."""
+    from fastredis.server import graphql_api
+
+    old = graphql_api.SUBSCRIPTION_BLOCK_MS
+    graphql_api.SUBSCRIPTION_BLOCK_MS = 100
+    try:
+        query = 'subscription { data(sids: ["idle"], lastEntryId: "0") { utf8 } }'
+        with connect(server.ws_url + "/graphql", subprotocols=PROTOCOLS[:1]) as ws:
+            p = _Protocol(PROTOCOLS[0], ws)
+            p.init()
+            p.subscribe("1", query)
+            time.sleep(0.35)  # a few empty BLOCK rounds on a stream that does not exist yet
+            plain_redis.xadd("idle", {"d": b"late"})
+            assert p.next_data() == {"utf8": "late"}
+    finally:
+        graphql_api.SUBSCRIPTION_BLOCK_MS = old
