@@ -21,7 +21,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import pull_header, pull_payload, pull_views
 from fastredis.server.protocol import (
@@ -98,6 +98,8 @@ async def pull_endpoint(ws: WebSocket) -> None:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
             await close_with(ws, *redis_close(exc))
+        except (WebSocketDisconnect, OSError):
+            pass  # the client went away while a batch was being sent
         finally:
             pulling = False
     except asyncio.CancelledError:

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
 from fastredis.server.protocol import (
@@ -85,6 +85,8 @@ async def push_endpoint(ws: WebSocket) -> None:
         await close_with(ws, exc.code, exc.reason)
     except RedisError as exc:
         await close_with(ws, *_close_for(exc))
+    except (WebSocketDisconnect, OSError):
+        clean = True  # gone while we answered: still write what arrived in full
     finally:
         # Messages received in full are written even when the client is gone.
         await writer.close(wait=clean or writer.error is None)
