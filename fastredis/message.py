@@ -1,0 +1,59 @@
+"""Message: the (stream, id, data) 3-tuple the streamz sources emit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from operator import itemgetter
+from typing import Any
+
+__all__ = ["Message", "messages_from", "parse_id"]
+
+
+class Message(tuple):
+    """One stream entry as a 3-tuple ``(stream, id, data)``.
+
+    A plain tuple for unpacking and equality (``Message("s", "1-0", {}) == ("s", "1-0", {})``),
+    with names for the parts and ``.copy()``, which copies ``data`` so the caller can change it
+    without touching the message other branches of a pipeline see.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, stream: Any, id: Any, data: Any) -> Message:  # noqa: A002
+        return tuple.__new__(cls, (stream, id, data))
+
+    stream = property(itemgetter(0), doc="stream name (str, or bytes with convert=False)")
+    id = property(itemgetter(1), doc="entry id, e.g. '1700000000000-0'")
+    data = property(itemgetter(2), doc="the entry's fields as a dict")
+
+    def copy(self) -> Message:
+        """A new Message with a shallow copy of ``data``."""
+        data = self[2]
+        return tuple.__new__(Message, (self[0], self[1], dict(data) if data is not None else None))
+
+    def __repr__(self) -> str:
+        return f"Message(stream={self[0]!r}, id={self[1]!r}, data={self[2]!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Message, tuple(self))
+
+
+_as_message = partial(tuple.__new__, Message)
+
+
+def messages_from(entries: Iterable[tuple[Any, Any, Any]]) -> list[Message]:
+    """Wrap (stream, id, data) tuples, e.g. ``StreamBatch.to_messages()``, as Messages."""
+    return list(map(_as_message, entries))
+
+
+def parse_id(entry_id: str | bytes) -> tuple[int, int]:
+    """An entry id as numbers ``(milliseconds, sequence)``; compare ids with these, never as
+    strings ('5-9' > '5-10' as strings). A bare ``'5'`` is ``(5, 0)``."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode("ascii")
+    ms, sep, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq) if sep else 0
+    except ValueError:
+        raise ValueError(f"not a stream entry id: {entry_id!r}") from None

@@ -1,0 +1,226 @@
+"""Consumer-group acknowledgement for the streamz sources: reference counts and batched XACK.
+
+Every entry a group source emits carries ``metadata=[{"ref": ref}]``, a streamz
+``RefCounter``. Nodes that hold data for later (partition, buffer, our sinks until the write
+is confirmed) retain it; when the count reaches zero nothing downstream needs the entry any
+more and its id joins the next XACK. Acks are sent by one background task, one XACK per
+stream with every id gathered since the last one, all streams in one pipeline: never a
+round trip per entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio
+from streamz.core import RefCounter
+
+from fastredis.streamz_common import TRANSIENT_ERRORS, Backoff, log
+
+__all__ = ["AckRef", "Acker", "BatchAckRef"]
+
+
+class AckRef(RefCounter):
+    """The reference count of one entry; at zero the entry is acknowledged (once).
+
+    Starts at 1: the source holds its own reference while it emits and while it waits for
+    what the emit returned, so an entry is never acked before everything downstream is done.
+    """
+
+    def __init__(self, acker: Acker, stream: Any, entry_id: Any) -> None:
+        # No RefCounter.__init__: it would look up (and maybe start) streamz's IO loop.
+        self.count = 1
+        self.cb = None
+        self.loop = None
+        self.acker = acker
+        self.stream = stream
+        self.entry_id = entry_id
+        acker.inflight_add(stream, entry_id)
+
+    def retain(self, n: int = 1) -> None:
+        self.count += n
+
+    def release(self, n: int = 1) -> None:
+        self.count -= n
+        if self.count <= 0 and self.acker is not None:
+            acker, self.acker = self.acker, None
+            acker.done(self.stream, self.entry_id)
+
+    def __repr__(self) -> str:
+        return f"<AckRef {self.stream!r} {self.entry_id!r} count={self.count}>"
+
+
+class BatchAckRef(RefCounter):
+    """The reference count of a whole emitted batch (batch mode): all its ids at zero."""
+
+    def __init__(self, acker: Acker, ids: dict[Any, list[Any]]) -> None:
+        self.count = 1
+        self.cb = None
+        self.loop = None
+        self.acker = acker
+        self.ids = ids
+        for stream, stream_ids in ids.items():
+            acker.inflight_update(stream, stream_ids)
+
+    def retain(self, n: int = 1) -> None:
+        self.count += n
+
+    def release(self, n: int = 1) -> None:
+        self.count -= n
+        if self.count <= 0 and self.acker is not None:
+            acker, self.acker = self.acker, None
+            for stream, stream_ids in self.ids.items():
+                acker.done_many(stream, stream_ids)
+
+    def __repr__(self) -> str:
+        n = sum(map(len, self.ids.values()))
+        return f"<BatchAckRef {n} entries count={self.count}>"
+
+
+class Acker:
+    """Gathers finished entry ids and XACKs them in the background, batched per stream.
+
+    `inflight` holds, per stream, the ids emitted and not yet acknowledged: replaying the
+    pending list after a reconnect (or an XAUTOCLAIM of our own entries) skips them.
+    """
+
+    def __init__(
+        self,
+        client_getter: Callable[[], redis.asyncio.Redis | None],
+        group: str,
+        what: str,
+        on_nogroup: Callable[[], Any] | None = None,
+    ) -> None:
+        self._client = client_getter
+        self.group = group
+        self.what = what
+        self.on_nogroup = on_nogroup
+        self.pending: dict[Any, list[Any]] = {}
+        self.inflight: dict[Any, set[Any]] = {}
+        self.acked = 0  # ids confirmed by XACK replies (sent, whatever the reply count)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- bookkeeping (called on the loop thread, many times: keep them cheap) -------------
+
+    def inflight_add(self, stream: Any, entry_id: Any) -> None:
+        try:
+            self.inflight[stream].add(entry_id)
+        except KeyError:
+            self.inflight[stream] = {entry_id}
+
+    def inflight_update(self, stream: Any, ids: Iterable[Any]) -> None:
+        self.inflight.setdefault(stream, set()).update(ids)
+
+    def is_inflight(self, stream: Any, entry_id: Any) -> bool:
+        s = self.inflight.get(stream)
+        return s is not None and entry_id in s
+
+    def done(self, stream: Any, entry_id: Any) -> None:
+        """One entry is finished downstream: ack it with the next flush."""
+        s = self.inflight.get(stream)
+        if s is not None:
+            s.discard(entry_id)
+        try:
+            self.pending[stream].append(entry_id)
+        except KeyError:
+            self.pending[stream] = [entry_id]
+        if self._task is None:
+            self._kick()
+
+    def done_many(self, stream: Any, ids: list[Any]) -> None:
+        s = self.inflight.get(stream)
+        if s is not None:
+            s.difference_update(ids)
+        self.pending.setdefault(stream, []).extend(ids)
+        if self._task is None:
+            self._kick()
+
+    def _kick(self) -> None:
+        try:
+            self._task = asyncio.ensure_future(self._flush_loop())
+        except RuntimeError:  # no running loop on this thread (released elsewhere)
+            self._task = None
+
+    # -- flushing -------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        backoff = Backoff(f"{self.what} acks")
+        try:
+            while self.pending:
+                client = self._client()
+                if client is None:
+                    return  # the source is closed; what remains is replayed on restart
+                batch, self.pending = self.pending, {}
+                try:
+                    await self._send(client, batch)
+                except TRANSIENT_ERRORS as exc:
+                    self._put_back(batch)
+                    if self._closing:
+                        log.warning("%s: %d acks not sent (%s)", self.what, _count(batch), exc)
+                        return
+                    await asyncio.sleep(backoff.next_delay(exc))
+                    continue
+                except redis.exceptions.ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        # The group is gone (e.g. a server restarted without persistence):
+                        # nothing to acknowledge any more.
+                        log.warning("%s: group gone, %d acks dropped", self.what, _count(batch))
+                        if self.on_nogroup is not None:
+                            self.on_nogroup()
+                    else:
+                        log.error("%s: XACK failed: %s", self.what, exc)
+                    continue
+                backoff.succeeded()
+        finally:
+            self._task = None
+
+    async def _send(self, client: redis.asyncio.Redis, batch: dict[Any, list[Any]]) -> None:
+        if len(batch) == 1:
+            ((stream, ids),) = batch.items()
+            await client.execute_command("XACK", stream, self.group, *ids)
+        else:
+            async with client.pipeline(transaction=False) as pipe:
+                for stream, ids in batch.items():
+                    pipe.execute_command("XACK", stream, self.group, *ids)
+                await pipe.execute()
+        self.acked += _count(batch)
+
+    def _put_back(self, batch: dict[Any, list[Any]]) -> None:
+        for stream, ids in batch.items():
+            newer = self.pending.get(stream)
+            self.pending[stream] = ids + newer if newer else ids
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send what is gathered and wait for it (used when stopping)."""
+
+        async def run() -> None:
+            while self.pending or self._task is not None:
+                if self._client() is None:
+                    return
+                if self._task is None:
+                    self._kick()
+                task = self._task
+                if task is None:
+                    return
+                await asyncio.shield(task)
+
+        self._closing = True
+        try:
+            await asyncio.wait_for(run(), timeout)
+        except (asyncio.TimeoutError, *TRANSIENT_ERRORS) as exc:
+            log.warning("%s: %d acks not sent at stop (%r)", self.what, _count(self.pending), exc)
+        finally:
+            self._closing = False
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+def _count(batch: dict[Any, list[Any]]) -> int:
+    return sum(map(len, batch.values()))
