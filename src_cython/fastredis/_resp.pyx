@@ -1,0 +1,1755 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Incremental RESP2/RESP3 reader with a zero-copy StreamBatch fast path.
+
+Design
+------
+The reader keeps the unconsumed socket bytes in one internal buffer (a private
+``bytes`` object used as a growable byte array). ``gets()`` runs a *resumable
+scanner* over the current reply: a C loop that validates every token exactly as
+hiredis does and tracks the open aggregates on an explicit stack, so a reply fed
+in N chunks is scanned once (only the last, incomplete token is looked at again;
+a bulk string's declared length is checked against the buffered bytes before
+anything else, so a 64 MB bulk fed in 64 KB chunks costs O(chunks)).
+
+* Generic replies: once the scanner has found the end of a complete reply, a
+  second pass builds the Python objects (hiredis's types and semantics; hiredis
+  is the test oracle).
+* Stream replies (after ``expect_batch``): the scanner itself records offsets
+  (stream names, entry ids parsed into (ms, seq), field keys and values) into the
+  C arrays of a ``StreamBatch`` while it validates, token by token. No Python
+  object is made per entry. When the reply ends exactly at the end of the
+  buffered bytes, the internal buffer object itself becomes ``batch.buf`` (no
+  copy at all); otherwise the reply region is copied once.
+
+All lengths are checked explicitly against the buffer (the module is compiled
+with boundscheck off). Nesting is limited to 1024 aggregates (hiredis's limit);
+bulk strings are limited to 512 MB and aggregates to 2**32-1 elements; nothing
+is allocated from a declared length.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+    _PyBytes_Resize,
+)
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
+from libc.math cimport INFINITY, NAN, isinf
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memchr, memcmp, memcpy, memmove
+
+import codecs
+
+cimport numpy as cnp
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8(object s) except NULL
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception)
+
+
+# --------------------------------------------------------------------------
+# Public constants and exception / reply types
+# --------------------------------------------------------------------------
+
+READ = 0
+RANGE = 1
+AUTOCLAIM = 2
+
+try:  # share hiredis's classes as bases so isinstance checks written for hiredis
+    import hiredis as _hiredis  # (e.g. redis-py's push handling) keep working
+
+    _PushBase = _hiredis.PushNotification
+    _ErrorBase = _hiredis.HiredisError
+    _ReplyErrorBase = _hiredis.ReplyError
+    _ProtocolErrorBase = _hiredis.ProtocolError
+except (ImportError, AttributeError):  # pragma: no cover - hiredis is a dependency
+    _PushBase = list
+    _ErrorBase = Exception
+    _ReplyErrorBase = Exception
+    _ProtocolErrorBase = Exception
+
+
+class PushNotification(_PushBase):
+    """A RESP3 push message (``>``), as hiredis.PushNotification (a list subclass;
+    a subclass of hiredis.PushNotification when hiredis is installed)."""
+
+
+class ReplyError(_ReplyErrorBase):
+    """Default class for error replies (``-ERR ...``) when no replyError is given."""
+
+
+class ProtocolError(_ProtocolErrorBase):
+    """Default class raised for malformed input when no protocolError is given."""
+
+
+cdef enum:
+    MAXDEPTH = 1024                     # hiredis's REDIS_READER_MAX_REPLY_DEPTH
+    MAX_BULK = 512 * 1024 * 1024        # Redis's proto-max-bulk-len default
+    DEFAULT_MAXBUF = 16 * 1024          # hiredis's REDIS_READER_MAX_BUF
+    MIN_BUF = 4096
+
+cdef enum:  # scan results
+    S_INCOMPLETE = 0
+    S_COMPLETE = 1
+    S_ERROR = 2
+    S_NOMEM = 3
+
+cdef enum:  # token kinds
+    T_STR = 1        # bulk / simple / verbatim string: (soff, slen)
+    T_ERR = 2        # error reply
+    T_NIL = 3        # nil of any type
+    T_AGG = 4        # aggregate with cnt children
+    T_OTHER = 5      # int, double, bool, bignum
+
+cdef enum:  # reply modes
+    M_GENERIC = 0
+    M_BATCH = 1
+    M_SHAPE = 2      # batch expected, reply has the wrong shape: scan to its end
+    M_EMPTY = 3      # batch expected, nil reply
+
+cdef enum:  # roles of open aggregates in batch mode (what their children are)
+    R_NONE = 0
+    R_READ_ARR = 1   # RESP2 XREAD: [[name, entries], ...]
+    R_READ_MAP = 2   # RESP3 XREAD: {name: entries}
+    R_PAIR = 3       # [name, entries]
+    R_ENTRIES = 4    # [entry, ...]
+    R_ENTRY = 5      # [id, fields]
+    R_FIELDS = 6     # [k, v, k, v, ...]
+    R_AC_ROOT = 7    # XAUTOCLAIM: [cursor, entries(, deleted)]
+    R_DELETED = 8    # [id, ...]
+
+
+# --------------------------------------------------------------------------
+# Low-level token helpers (pure C, never read outside [0, n))
+# --------------------------------------------------------------------------
+
+cdef inline Py_ssize_t find_crlf(const char* s, Py_ssize_t n) noexcept nogil:
+    """Index of the first "\\r\\n" in s[0:n], or -1."""
+    cdef const char* cur = s
+    cdef const char* q
+    cdef Py_ssize_t left = n - 1       # positions where the '\r' may be
+    while left > 0:
+        q = <const char*>memchr(cur, 13, left)
+        if q == NULL:
+            return -1
+        if q[1] == b'\n':
+            return q - s
+        left -= (q + 1 - cur)
+        cur = q + 1
+    return -1
+
+
+cdef inline bint string2ll(const char* s, Py_ssize_t n, long long* value) noexcept nogil:
+    """hiredis's strict string2ll: optional '-', no leading zeros, no overflow."""
+    cdef Py_ssize_t i = 0
+    cdef bint negative = 0
+    cdef unsigned long long v
+    cdef unsigned int d
+    if n <= 0:
+        return 0
+    if n == 1 and s[0] == b'0':
+        value[0] = 0
+        return 1
+    if s[0] == b'-':
+        negative = 1
+        i = 1
+        if i == n:
+            return 0
+    if s[i] >= b'1' and s[i] <= b'9':
+        v = <unsigned long long>(s[i] - 48)
+        i += 1
+    else:
+        return 0
+    while i < n:
+        d = <unsigned char>s[i] - 48
+        if d > 9:
+            return 0
+        if v > 1844674407370955161ULL:           # ULLONG_MAX / 10
+            return 0
+        v *= 10
+        if v > 18446744073709551615ULL - d:
+            return 0
+        v += d
+        i += 1
+    if negative:
+        if v > 9223372036854775808ULL:
+            return 0
+        value[0] = <long long>(0ULL - v)
+    else:
+        if v > 9223372036854775807ULL:
+            return 0
+        value[0] = <long long>v
+    return 1
+
+
+cdef inline int read_int_line(const char* base, Py_ssize_t p, Py_ssize_t avail,
+                              long long* out, Py_ssize_t* q) noexcept nogil:
+    """Parse the integer line starting at base[p] (just after the type byte).
+    1: ok (*q = index after the CRLF), 0: no CRLF yet, -1: not a valid integer."""
+    cdef Py_ssize_t i = p
+    cdef long long v = 0
+    cdef unsigned int d
+    cdef Py_ssize_t k
+    # fast path: 1..18 digits without a leading zero (or "0"), then CRLF
+    if i < avail:
+        d = <unsigned char>base[i] - 48
+        if d < 10:
+            v = d
+            i += 1
+            while i < avail and i - p < 18:
+                d = <unsigned char>base[i] - 48
+                if d > 9:
+                    break
+                v = v * 10 + d
+                i += 1
+            if (i + 1 < avail and base[i] == b'\r' and base[i + 1] == b'\n'
+                    and (base[p] != b'0' or i == p + 1)):
+                out[0] = v
+                q[0] = i + 2
+                return 1
+    # slow path: the whole line, strictly
+    k = find_crlf(base + p, avail - p)
+    if k < 0:
+        return 0
+    q[0] = p + k + 2
+    if string2ll(base + p, k, out):
+        return 1
+    return -1
+
+
+cdef int parse_double(const char* s, Py_ssize_t n, double* out) noexcept:
+    """hiredis's double rules. 0: ok, 1: too large, 2: bad value."""
+    cdef char tmp[330]
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t ndig = 0
+    cdef bint nonzero = 0
+    cdef double d
+    cdef char* endp
+    if n >= 326:
+        return 1
+    if n == 3 or n == 4:
+        i = 1 if (n == 4 and s[0] == b'-') else 0
+        if ((s[i] | 32) == b'i' and (s[i + 1] | 32) == b'n' and (s[i + 2] | 32) == b'f'):
+            out[0] = -INFINITY if i else INFINITY
+            return 0
+        if ((s[i] | 32) == b'n' and (s[i + 1] | 32) == b'a' and (s[i + 2] | 32) == b'n'):
+            out[0] = NAN
+            return 0
+        i = 0
+    # grammar: -?(digits[.digits*] | .digits)([eE][+-]?digits)?
+    if i < n and s[i] == b'-':
+        i += 1
+    while i < n and s[i] >= b'0' and s[i] <= b'9':
+        if s[i] != b'0':
+            nonzero = 1
+        ndig += 1
+        i += 1
+    if i < n and s[i] == b'.':
+        i += 1
+        while i < n and s[i] >= b'0' and s[i] <= b'9':
+            if s[i] != b'0':
+                nonzero = 1
+            ndig += 1
+            i += 1
+    if ndig == 0:
+        return 2
+    if i < n and (s[i] == b'e' or s[i] == b'E'):
+        i += 1
+        if i < n and (s[i] == b'+' or s[i] == b'-'):
+            i += 1
+        if i >= n or s[i] < b'0' or s[i] > b'9':
+            return 2
+        while i < n and s[i] >= b'0' and s[i] <= b'9':
+            i += 1
+    if i != n:
+        return 2
+    memcpy(tmp, s, n)
+    tmp[n] = 0
+    d = PyOS_string_to_double(tmp, &endp, NULL)
+    if PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        return 2
+    if endp != tmp + n or isinf(d) or (d == 0.0 and nonzero):
+        return 2                                   # out of range (over/underflow)
+    out[0] = d
+    return 0
+
+
+cdef inline Py_ssize_t parse_u64(const char* s, Py_ssize_t i, Py_ssize_t n, uint64_t* out) noexcept nogil:
+    """Decimal digits s[i:...] as a uint64 (stops at the first non-digit): the
+    index after them, or -1 on overflow or no digit."""
+    cdef uint64_t v = 0
+    cdef unsigned int d
+    cdef Py_ssize_t start = i
+    while i < n:
+        d = <unsigned char>s[i] - 48
+        if d > 9:
+            break
+        if v >= 1844674407370955161ULL and (v > 1844674407370955161ULL or d > 5):
+            return -1
+        v = v * 10 + d
+        i += 1
+    if i == start:
+        return -1
+    out[0] = v
+    return i
+
+
+cdef inline bint parse_id(const char* s, Py_ssize_t n, uint64_t* ms, uint64_t* seq) noexcept nogil:
+    """A stream entry id 'ms-seq' (both uint64 decimal)."""
+    cdef Py_ssize_t i = parse_u64(s, 0, n, ms)
+    if i < 0 or i >= n or s[i] != b'-':
+        return 0
+    return parse_u64(s, i + 1, n, seq) == n
+
+
+cdef str type_byte_message(char c):
+    cdef unsigned char u = <unsigned char>c
+    if c == b'\\' or c == b'"':
+        s = '"\\%s"' % chr(u)
+    elif c == b'\n':
+        s = '"\\n"'
+    elif c == b'\r':
+        s = '"\\r"'
+    elif c == b'\t':
+        s = '"\\t"'
+    elif c == b'\a':
+        s = '"\\a"'
+    elif c == b'\b':
+        s = '"\\b"'
+    elif 0x20 <= u <= 0x7e:
+        s = '"%s"' % chr(u)
+    else:
+        s = '"\\x%02x"' % u
+    return "Protocol error, got %s as reply type byte" % s
+
+
+# --------------------------------------------------------------------------
+# StreamBatch
+# --------------------------------------------------------------------------
+
+cdef class StreamBatch:
+    """One stream reply (XREAD/XREADGROUP, XRANGE/XREVRANGE/XCLAIM, XAUTOCLAIM):
+    the reply bytes (``buf``) plus C arrays of offsets into them. Python objects
+    are made only on access, straight from the buffer.
+
+    * ``batch[i]`` (negative indexes and slices allowed) and iteration give
+      ``(stream, id, fields)`` tuples. ``stream`` is the stream name for READ
+      batches and ``None`` for RANGE and AUTOCLAIM batches (those replies carry
+      no stream name). ``fields`` is a dict; when an entry repeats a key the last
+      value wins (as in a dict built from the pairs). An entry whose field list
+      was nil (XCLAIM/XREADGROUP of a deleted entry) has ``fields`` ``None``.
+    * Names, ids, keys and values are ``bytes`` when ``encoding`` is None, else
+      ``str`` decoded with that codec (errors="strict").
+    * Stream names are made once per batch (``streams``, an interned tuple) and
+      the same objects are reused for every entry.
+    * Nil elements in an entry list (XCLAIM on old servers) have no id and are
+      skipped: they do not count in ``len(batch)``.
+    """
+
+    def __cinit__(self):
+        self.buf = b""
+        self.data = PyBytes_AS_STRING(self.buf)
+        self.encoding = None
+        self.kind = READ
+        self.n_streams = self.n_entries = self.n_fields = 0
+        self.cap_streams = self.cap_entries = self.cap_fields = 0
+        self.stream_off = self.stream_len = NULL
+        self.entry_stream = NULL
+        self.id_off = self.id_len = NULL
+        self.id_ms = self.id_seq = NULL
+        self.field_first = NULL
+        self.entry_nil = NULL
+        self.key_off = self.key_len = self.val_off = self.val_len = NULL
+        self.stream_names = None
+        self.cursor = None
+        self.deleted = None
+
+    def __dealloc__(self):
+        # one block per group of arrays (see blk_alloc)
+        blk_free(self.stream_off)
+        blk_free(self.id_off)
+        blk_free(self.key_off)
+
+    # -- building (used by Reader) -------------------------------------------
+
+    # -- C API for the frames code -------------------------------------------
+
+    cdef Py_ssize_t find_value(self, Py_ssize_t entry, const char* key, Py_ssize_t key_len) noexcept:
+        """Index of the field pair of `entry` whose key equals key[0:key_len] (the
+        last one when the key repeats), or -1 (absent, nil entry, bad index)."""
+        cdef Py_ssize_t j, lo
+        if entry < 0 or entry >= self.n_entries or self.field_first == NULL:
+            return -1
+        lo = self.field_first[entry]
+        j = self.field_first[entry + 1] - 1
+        while j >= lo:
+            if self.key_len[j] == key_len and (
+                    key_len == 0 or memcmp(self.data + self.key_off[j], key, key_len) == 0):
+                return j
+            j -= 1
+        return -1
+
+    # -- object makers ---------------------------------------------------------
+
+    # -- Python API --------------------------------------------------------------
+
+    def __len__(self):
+        return self.n_entries
+
+    def __getitem__(self, i):
+        """``(stream_or_None, id, fields_or_None)``; stream is None for RANGE and
+        AUTOCLAIM batches. Negative indexes count from the end; a slice gives a list."""
+        cdef Py_ssize_t k
+        if isinstance(i, slice):
+            return [_sb_item(self, k, _sb_names(self)) for k in range(*i.indices(self.n_entries))]
+        k = i
+        if k < 0:
+            k += self.n_entries
+        if k < 0 or k >= self.n_entries:
+            raise IndexError("StreamBatch index out of range")
+        return _sb_item(self, k, _sb_names(self))
+
+    def __iter__(self):
+        cdef Py_ssize_t k
+        cdef tuple names = _sb_names(self)
+        for k in range(self.n_entries):
+            yield _sb_item(self, k, names)
+
+    def __repr__(self):
+        kinds = {READ: "READ", RANGE: "RANGE", AUTOCLAIM: "AUTOCLAIM"}
+        return (f"<StreamBatch {kinds.get(self.kind, self.kind)} entries={self.n_entries} "
+                f"streams={self.n_streams} nbytes={self.nbytes}>")
+
+    @property
+    def streams(self):
+        """Stream names in reply order, each made once (RANGE kinds: ``()``)."""
+        return _sb_names(self)
+
+    @property
+    def nbytes(self):
+        """Size of the owned reply buffer."""
+        return PyBytes_GET_SIZE(self.buf)
+
+    def to_messages(self):
+        """Every entry as a ``(stream_or_None, id, fields_or_None)`` tuple."""
+        cdef Py_ssize_t k
+        cdef tuple names = _sb_names(self)
+        return [_sb_item(self, k, names) for k in range(self.n_entries)]
+
+    def ids(self):
+        """The entry ids (bytes or str per ``encoding``)."""
+        cdef Py_ssize_t k
+        return [_sb_obj(self, self.id_off[k], self.id_len[k]) for k in range(self.n_entries)]
+
+    def id_at(self, Py_ssize_t i):
+        """Entry id i as numbers ``(milliseconds, sequence)``."""
+        if i < 0:
+            i += self.n_entries
+        if i < 0 or i >= self.n_entries:
+            raise IndexError("StreamBatch index out of range")
+        return (self.id_ms[i], self.id_seq[i])
+
+    def last_ids(self):
+        """The greatest id per stream, comparing ``(ms, seq)`` as unsigned 64-bit
+        numbers (never as strings), for XREAD cursors. READ batches are keyed by
+        stream name; RANGE/AUTOCLAIM batches (no names) by ``None``. Streams with
+        no entries are absent."""
+        cdef Py_ssize_t k, s, prev, n_keys
+        cdef Py_ssize_t* best
+        cdef tuple names = _sb_names(self)
+        cdef dict bestk = {}
+        if self.n_entries == 0:
+            return {}
+        n_keys = self.n_streams if self.kind == READ else 1
+        best = <Py_ssize_t*>realloc(NULL, (n_keys if n_keys > 0 else 1) * sizeof(Py_ssize_t))
+        if best == NULL:
+            raise MemoryError()
+        try:
+            for s in range(n_keys):
+                best[s] = -1
+            for k in range(self.n_entries):
+                s = self.entry_stream[k] if self.kind == READ else 0
+                if s < 0 or s >= n_keys:
+                    continue
+                if best[s] < 0 or _sb_id_gt(self, k, best[s]):
+                    best[s] = k
+            for s in range(n_keys):
+                if best[s] < 0:
+                    continue
+                key = names[s] if self.kind == READ else None
+                prev = bestk.get(key, -1)
+                if prev < 0 or _sb_id_gt(self, best[s], prev):  # a name twice: keep the max
+                    bestk[key] = best[s]
+        finally:
+            free(best)
+        return {key: _sb_obj(self, self.id_off[k], self.id_len[k]) for key, k in bestk.items()}
+
+    def field(self, key):
+        """The value of field `key` (bytes or str) of every entry, as memoryviews
+        into ``buf`` (``None`` where the entry lacks the field or is nil). When an
+        entry repeats the key, the last value is given."""
+        cdef bytes kb
+        cdef Py_ssize_t k, j
+        cdef list out
+        if isinstance(key, str):
+            kb = (<str>key).encode(self.encoding or "utf-8")
+        else:
+            kb = bytes(key)
+        mv = memoryview(self.buf)
+        out = []
+        for k in range(self.n_entries):
+            j = self.find_value(k, PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+            if j < 0:
+                out.append(None)
+            else:
+                out.append(mv[self.val_off[j]:self.val_off[j] + self.val_len[j]])
+        return out
+
+    def offsets(self):
+        """The offset arrays as read-only numpy views of the C arrays (no copy):
+        entry_stream, id_off, id_len, id_ms, id_seq, field_first (len+1),
+        entry_nil, key_off, key_len, val_off, val_len, stream_off, stream_len.
+        Each array keeps this batch alive."""
+        ne = self.n_entries
+        nf = self.n_fields
+        return {
+            "entry_stream": _sb_view(self, self.entry_stream, ne, cnp.NPY_INT32),
+            "id_off": _sb_view(self, self.id_off, ne, cnp.NPY_INT64),
+            "id_len": _sb_view(self, self.id_len, ne, cnp.NPY_INT64),
+            "id_ms": _sb_view(self, self.id_ms, ne, cnp.NPY_UINT64),
+            "id_seq": _sb_view(self, self.id_seq, ne, cnp.NPY_UINT64),
+            "field_first": _sb_view(self, self.field_first, ne + 1 if self.field_first != NULL else 0,
+                                      cnp.NPY_INT64),
+            "entry_nil": _sb_view(self, self.entry_nil, ne, cnp.NPY_UINT8),
+            "key_off": _sb_view(self, self.key_off, nf, cnp.NPY_INT64),
+            "key_len": _sb_view(self, self.key_len, nf, cnp.NPY_INT64),
+            "val_off": _sb_view(self, self.val_off, nf, cnp.NPY_INT64),
+            "val_len": _sb_view(self, self.val_len, nf, cnp.NPY_INT64),
+            "stream_off": _sb_view(self, self.stream_off, self.n_streams, cnp.NPY_INT64),
+            "stream_len": _sb_view(self, self.stream_len, self.n_streams, cnp.NPY_INT64),
+        }
+
+
+# Array blocks. Each group of parallel arrays lives in one block (the first array
+# of the group is the block start): per stream (stream_off, stream_len), per entry
+# (id_off, id_len, id_ms, id_seq, field_first, entry_stream, entry_nil), per field
+# pair (key_off, key_len, val_off, val_len). Freed blocks go to a small cache
+# (at most 8 blocks, 64 MB), so that a consumer parsing batch after batch reuses
+# warm memory instead of faulting in fresh pages every time.
+
+cdef enum:
+    POOL_SLOTS = 8
+    BLK_HDR = 16
+
+cdef void* _pool_blk[8]
+cdef size_t _pool_size[8]
+cdef int _pool_n = 0
+cdef size_t _pool_bytes = 0
+cdef size_t _POOL_MAX = 64 * 1024 * 1024
+
+
+cdef void* blk_alloc(size_t size) noexcept:
+    """At least `size` usable bytes (NULL when out of memory)."""
+    global _pool_n, _pool_bytes
+    cdef int i, best = -1
+    cdef char* h
+    for i in range(_pool_n):
+        if _pool_size[i] >= size and _pool_size[i] <= 4 * size + 65536:
+            if best < 0 or _pool_size[i] < _pool_size[best]:
+                best = i
+    if best >= 0:
+        h = <char*>_pool_blk[best]
+        _pool_bytes -= _pool_size[best]
+        _pool_n -= 1
+        _pool_blk[best] = _pool_blk[_pool_n]
+        _pool_size[best] = _pool_size[_pool_n]
+        return h + BLK_HDR
+    h = <char*>malloc(size + BLK_HDR)
+    if h == NULL:
+        return NULL
+    (<size_t*>h)[0] = size
+    return h + BLK_HDR
+
+
+cdef void blk_free(void* p) noexcept:
+    global _pool_n, _pool_bytes
+    cdef char* h
+    cdef size_t size
+    cdef int i, small = 0
+    if p == NULL:
+        return
+    h = <char*>p - BLK_HDR
+    size = (<size_t*>h)[0]
+    if size <= _POOL_MAX // 4:
+        if _pool_n == POOL_SLOTS:       # full: drop the smallest cached block
+            for i in range(1, _pool_n):
+                if _pool_size[i] < _pool_size[small]:
+                    small = i
+            if _pool_size[small] < size:
+                free(_pool_blk[small])
+                _pool_bytes -= _pool_size[small]
+                _pool_n -= 1
+                _pool_blk[small] = _pool_blk[_pool_n]
+                _pool_size[small] = _pool_size[_pool_n]
+        while _pool_n > 0 and _pool_bytes + size > _POOL_MAX:
+            _pool_n -= 1
+            free(_pool_blk[_pool_n])
+            _pool_bytes -= _pool_size[_pool_n]
+        if _pool_n < POOL_SLOTS:
+            _pool_blk[_pool_n] = h
+            _pool_size[_pool_n] = size
+            _pool_n += 1
+            _pool_bytes += size
+            return
+    free(h)
+
+
+cdef int _sb_grow_streams(StreamBatch self, Py_ssize_t need=0) noexcept:
+    cdef Py_ssize_t cap = self.cap_streams * 2 if self.cap_streams else 4
+    cdef char* blk
+    if cap < need:
+        cap = need
+    blk = <char*>blk_alloc(<size_t>cap * 16)
+    if blk == NULL:
+        return -1
+    if self.n_streams:
+        memcpy(blk, self.stream_off, self.n_streams * 8)
+        memcpy(blk + cap * 8, self.stream_len, self.n_streams * 8)
+    blk_free(self.stream_off)
+    self.stream_off = <int64_t*>blk
+    self.stream_len = <int64_t*>(blk + cap * 8)
+    self.cap_streams = cap
+    return 0
+
+
+cdef int _sb_grow_entries(StreamBatch self, Py_ssize_t need=0) noexcept:
+    """Grow the per-entry arrays to hold at least `need` (and twice as many) entries."""
+    cdef Py_ssize_t cap = self.cap_entries * 2 if self.cap_entries else 64
+    cdef Py_ssize_t n = self.n_entries
+    cdef char* blk
+    if cap < need:
+        cap = need
+    blk = <char*>blk_alloc(<size_t>cap * 45 + 8)
+    if blk == NULL:
+        return -1
+    if self.id_off != NULL:
+        memcpy(blk, self.id_off, n * 8)
+        memcpy(blk + cap * 8, self.id_len, n * 8)
+        memcpy(blk + cap * 16, self.id_ms, n * 8)
+        memcpy(blk + cap * 24, self.id_seq, n * 8)
+        memcpy(blk + cap * 32, self.field_first, (n + 1) * 8)
+        memcpy(blk + cap * 40 + 8, self.entry_stream, n * 4)
+        memcpy(blk + cap * 44 + 8, self.entry_nil, n)
+    else:
+        (<int64_t*>(blk + cap * 32))[0] = 0
+    blk_free(self.id_off)
+    self.id_off = <int64_t*>blk
+    self.id_len = <int64_t*>(blk + cap * 8)
+    self.id_ms = <uint64_t*>(blk + cap * 16)
+    self.id_seq = <uint64_t*>(blk + cap * 24)
+    self.field_first = <int64_t*>(blk + cap * 32)
+    self.entry_stream = <int32_t*>(blk + cap * 40 + 8)
+    self.entry_nil = <uint8_t*>(blk + cap * 44 + 8)
+    self.cap_entries = cap
+    return 0
+
+
+cdef int _sb_grow_fields(StreamBatch self, Py_ssize_t need=0) noexcept:
+    """Grow the per-field arrays to hold at least `need` (and twice as many) pairs."""
+    cdef Py_ssize_t cap = self.cap_fields * 2 if self.cap_fields else 256
+    cdef Py_ssize_t n = self.n_fields
+    cdef char* blk
+    if cap < need:
+        cap = need
+    blk = <char*>blk_alloc(<size_t>cap * 32)
+    if blk == NULL:
+        return -1
+    if self.key_off != NULL:
+        memcpy(blk, self.key_off, n * 8)
+        memcpy(blk + cap * 8, self.key_len, n * 8)
+        memcpy(blk + cap * 16, self.val_off, n * 8)
+        memcpy(blk + cap * 24, self.val_len, n * 8)
+    blk_free(self.key_off)
+    self.key_off = <int64_t*>blk
+    self.key_len = <int64_t*>(blk + cap * 8)
+    self.val_off = <int64_t*>(blk + cap * 16)
+    self.val_len = <int64_t*>(blk + cap * 24)
+    self.cap_fields = cap
+    return 0
+
+
+cdef inline Py_ssize_t fast_uint(const char* base, Py_ssize_t p, Py_ssize_t avail,
+                                 long long* out) noexcept nogil:
+    """Fast path for a canonical non-negative length line "<digits>\r\n" at base[p]
+    (1..18 digits, no leading zero): the index after the CRLF, or -1 for anything
+    else (the generic path then decides)."""
+    cdef Py_ssize_t i = p
+    cdef long long v
+    cdef unsigned int dg
+    if i >= avail:
+        return -1
+    dg = <unsigned char>base[i] - 48
+    if dg > 9:
+        return -1
+    v = dg
+    i += 1
+    if dg != 0:
+        while i < avail:
+            dg = <unsigned char>base[i] - 48
+            if dg > 9:
+                break
+            v = v * 10 + dg
+            i += 1
+        if i - p > 18:
+            return -1
+    if i + 1 >= avail or base[i] != b'\r' or base[i + 1] != b'\n':
+        return -1
+    out[0] = v
+    return i + 2
+
+
+cdef bint LITTLE_ENDIAN
+cdef uint32_t _endian_probe = 1
+LITTLE_ENDIAN = (<uint8_t*>&_endian_probe)[0] == 1
+
+
+cdef inline Py_ssize_t fast_bulk(const char* base, Py_ssize_t q, Py_ssize_t avail,
+                                 int64_t* off, int64_t* n) noexcept nogil:
+    """A complete canonical bulk string "$<len>\r\n<data>\r\n" at base[q]: sets
+    *off/*n and returns the index after it, or -1 (not canonical / incomplete)."""
+    cdef uint64_t w
+    cdef unsigned int d1, d2
+    cdef long long v = 0
+    cdef Py_ssize_t r
+    if LITTLE_ENDIAN and avail - q >= 8:
+        memcpy(&w, base + q, 8)
+        d1 = <unsigned int>((w >> 8) & 0xFF) - 48
+        if (w & 0xFFFF00FFULL) == 0x0A0D0024ULL and d1 <= 9:            # "$d\r\n"
+            r = q + 4
+            v = d1
+        else:
+            d2 = <unsigned int>((w >> 16) & 0xFF) - 48
+            if ((w & 0xFFFF0000FFULL) == 0x0A0D000024ULL and d1 - 1 <= 8 and d2 <= 9):
+                r = q + 5                                                # "$dd\r\n"
+                v = d1 * 10 + d2
+            else:
+                r = -1
+        if r < 0:
+            if (w & 0xFF) != 0x24:
+                return -1
+            r = fast_uint(base, q + 1, avail, &v)
+            if r < 0 or v > MAX_BULK:
+                return -1
+    else:
+        if q >= avail or base[q] != b'$':
+            return -1
+        r = fast_uint(base, q + 1, avail, &v)
+        if r < 0 or v > MAX_BULK:
+            return -1
+    if v + 2 > avail - r:
+        return -1
+    off[0] = r
+    n[0] = v
+    return r + v + 2
+
+
+cdef inline uint64_t swar8(const char* s) noexcept nogil:
+    """Eight ASCII digits (already validated) as a number (little-endian SWAR)."""
+    cdef uint64_t v
+    memcpy(&v, s, 8)
+    v -= 0x3030303030303030ULL
+    v = (v * 10) + (v >> 8)
+    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
+         + (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32
+    return v
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FR_CTZ64(x) __builtin_ctzll(x)
+    #else
+    static int FR_CTZ64(unsigned long long x) { int n = 0; while (!(x & 1)) { x >>= 1; n++; } return n; }
+    #endif
+    """
+    int FR_CTZ64(unsigned long long x) nogil
+
+
+cdef inline Py_ssize_t digit_run(const char* s, Py_ssize_t n, Py_ssize_t lim) noexcept nogil:
+    """Length of the run of ASCII digits at s (at most n; s[0:lim] is readable,
+    lim >= n)."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w, x
+    if LITTLE_ENDIAN:
+        while lim - i >= 8:
+            memcpy(&w, s + i, 8)
+            # a zero byte in x <=> a digit (the first non-digit is exact; carries
+            # from it can only disturb the bytes after it)
+            x = (((w & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL)
+                 | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL))
+            if x != 0:
+                i += FR_CTZ64(x) >> 3
+                return i if i < n else n
+            i += 8
+            if i >= n:
+                return n
+    while i < n and <unsigned int>(<unsigned char>s[i] - 48) <= 9:
+        i += 1
+    return i
+
+
+cdef inline bint fast_id(const char* s, Py_ssize_t n, Py_ssize_t lim, uint64_t* ms,
+                         uint64_t* seq) noexcept nogil:
+    """parse_id for the usual case (ms part 1..19 digits); falls back to it."""
+    cdef Py_ssize_t i, j, L
+    cdef uint64_t v = 0
+    L = digit_run(s, n, lim)
+    if L == 0 or L > 19 or L >= n or s[L] != b'-':
+        return parse_id(s, n, ms, seq)
+    j = 0
+    while j < (L & 7):
+        v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
+        j += 1
+    if LITTLE_ENDIAN:
+        while j < L:
+            v = v * 100000000ULL + swar8(s + j)
+            j += 8
+    else:
+        while j < L:
+            v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
+            j += 1
+    ms[0] = v
+    i = L + 1
+    j = i
+    v = 0
+    while j < n:
+        if <unsigned int>(<unsigned char>s[j] - 48) > 9:
+            return 0
+        v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
+        j += 1
+        if j - i > 19:
+            return parse_id(s, n, ms, seq)
+    if j == i:
+        return 0
+    seq[0] = v
+    return 1
+
+
+cdef Py_ssize_t fast_entries(StreamBatch b, const char* base, Py_ssize_t p, Py_ssize_t avail,
+                             int32_t stream, int64_t max_entries, int64_t* done) noexcept:
+    """Parse up to `max_entries` whole canonical entries ``*2 $id *2K ($k $v)*K``
+    from base[p] straight into the batch arrays; stops at the first entry that is
+    not canonical or not complete (left to the generic path; nothing of it is
+    committed). Sets *done and returns the index after the last entry parsed, or
+    -2 when out of memory."""
+    cdef Py_ssize_t q, nf, ne, target, bound
+    cdef long long cnt = 0, j
+    cdef int64_t id_off = 0, id_len = 0
+    cdef uint64_t ms = 0, seq = 0
+    cdef int64_t* ko = b.key_off
+    cdef int64_t* kl = b.key_len
+    cdef int64_t* vo = b.val_off
+    cdef int64_t* vl = b.val_len
+    cdef int64_t k
+    done[0] = 0
+    ne = b.n_entries
+    nf = b.n_fields
+    k = 0
+    while k < max_entries:
+        if (avail - p < 5 or base[p] != b'*' or base[p + 1] != b'2' or base[p + 2] != b'\r'
+                or base[p + 3] != b'\n'):
+            break
+        q = fast_bulk(base, p + 4, avail, &id_off, &id_len)
+        if q < 0 or not fast_id(base + id_off, id_len, avail - id_off, &ms, &seq):
+            break
+        if q >= avail or base[q] != b'*':
+            break
+        q = fast_uint(base, q + 1, avail, &cnt)
+        if q < 0 or (cnt & 1) or cnt > 4294967295LL:
+            break
+        if nf + (cnt >> 1) > b.cap_fields:
+            # size for every remaining entry having as many pairs (bounded by the
+            # bytes buffered: a pair takes at least 12 bytes)
+            target = nf + (cnt >> 1) * (max_entries - k)
+            bound = nf + (cnt >> 1) + (avail - q) // 12
+            if target > bound:
+                target = bound
+            b.n_fields = nf
+            if _sb_grow_fields(b, target) < 0:
+                return -2
+            ko = b.key_off
+            kl = b.key_len
+            vo = b.val_off
+            vl = b.val_len
+        j = 0
+        while j < cnt:
+            q = fast_bulk(base, q, avail, &ko[nf], &kl[nf])
+            if q < 0:
+                break
+            q = fast_bulk(base, q, avail, &vo[nf], &vl[nf])
+            if q < 0:
+                break
+            nf += 1
+            j += 2
+        if j < cnt:
+            nf = b.n_fields             # roll back this entry's pairs
+            break
+        if ne >= b.cap_entries:
+            b.n_entries = ne
+            if _sb_grow_entries(b, ne + 1) < 0:
+                return -2
+        b.entry_stream[ne] = stream
+        b.id_off[ne] = id_off
+        b.id_len[ne] = id_len
+        b.id_ms[ne] = ms
+        b.id_seq[ne] = seq
+        b.field_first[ne] = b.n_fields
+        b.entry_nil[ne] = 0
+        b.n_fields = nf
+        ne += 1
+        b.n_entries = ne
+        p = q
+        k += 1
+    done[0] = k
+    return p
+
+
+cdef int _sb_reserve(StreamBatch self) noexcept:
+    """Allocate every array (so numpy views never see NULL)."""
+    if self.cap_streams == 0 and _sb_grow_streams(self, 4) < 0:
+        return -1
+    if self.cap_entries == 0 and _sb_grow_entries(self, 16) < 0:
+        return -1
+    if self.cap_fields == 0 and _sb_grow_fields(self, 16) < 0:
+        return -1
+    self.field_first[0] = 0
+    return 0
+
+
+cdef inline object _sb_obj(StreamBatch self, int64_t off, int64_t n):
+    if self.encoding is None:
+        return PyBytes_FromStringAndSize(self.data + off, n)
+    return PyUnicode_Decode(self.data + off, n, PyUnicode_AsUTF8(self.encoding), NULL)
+
+
+cdef tuple _sb_names(StreamBatch self):
+    cdef Py_ssize_t s
+    cdef list names
+    if self.stream_names is None:
+        names = []
+        for s in range(self.n_streams):
+            name = _sb_obj(self, self.stream_off[s], self.stream_len[s])
+            if type(name) is str:
+                name = intern(name)
+            names.append(name)
+        self.stream_names = tuple(names)
+    return <tuple>self.stream_names
+
+
+cdef object _sb_fields(StreamBatch self, Py_ssize_t i):
+    cdef dict d
+    cdef int64_t j
+    if self.entry_nil[i]:
+        return None
+    d = {}
+    for j in range(self.field_first[i], self.field_first[i + 1]):
+        d[_sb_obj(self, self.key_off[j], self.key_len[j])] = _sb_obj(self, self.val_off[j], self.val_len[j])
+    return d
+
+
+cdef tuple _sb_item(StreamBatch self, Py_ssize_t i, tuple names):
+    stream = names[self.entry_stream[i]] if self.kind == READ else None
+    return (stream, _sb_obj(self, self.id_off[i], self.id_len[i]), _sb_fields(self, i))
+
+
+cdef inline bint _sb_id_gt(StreamBatch self, Py_ssize_t a, Py_ssize_t b) noexcept:
+    return self.id_ms[a] > self.id_ms[b] or (
+        self.id_ms[a] == self.id_ms[b] and self.id_seq[a] > self.id_seq[b])
+
+
+cdef object _sb_view(StreamBatch self, void* ptr, Py_ssize_t n, int typenum):
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray arr
+    if ptr == NULL:
+        arr = np.zeros(0, dtype=cnp.PyArray_DescrFromType(typenum))
+    else:
+        arr = cnp.PyArray_SimpleNewFromData(1, &dim, typenum, ptr)
+        cnp.set_array_base(arr, self)
+    cnp.PyArray_CLEARFLAGS(arr, cnp.NPY_ARRAY_WRITEABLE)
+    return arr
+
+
+# --------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------
+
+cdef object _check_callable(obj):
+    if not callable(obj):
+        raise TypeError("Expected a callable")
+    return obj
+
+
+cdef class Reader:
+    """Incremental RESP2/RESP3 reader; a drop-in for ``hiredis.Reader``.
+
+    Generic replies are the same objects hiredis.Reader returns for the same
+    bytes and arguments (str/bytes, ints, floats, bools, None, lists, dicts,
+    PushNotification, error objects made by ``replyError``). Known, deliberate
+    differences: a blob error ``!<len>`` (RESP3) is an error reply like ``-``
+    (hiredis 3.5 rejects the type byte); an unhashable map key raises TypeError
+    once the whole reply is read and the reader stays usable (hiredis raises at
+    once and then fails forever); bulk strings over 512 MB are rejected.
+
+    ``expect_batch(kind, encoding)`` makes the next complete reply a
+    ``StreamBatch`` (see its docs). In that mode, RESP3 push (``>``) and attribute
+    (``|``) replies arriving first are returned as usual and the expectation
+    stays; an error reply is returned as usual and clears it; a nil reply gives
+    an empty batch; any other shape raises ``protocolError`` once the reply has
+    been read in full (the reader stays usable). The expectation is cleared
+    after any of these.
+    """
+
+    cdef PyObject* _bo                  # internal buffer: a private bytes object (or NULL)
+    cdef char* rbuf
+    cdef Py_ssize_t rcap, rlen, rpos    # capacity, bytes held, start of the current reply
+    cdef Py_ssize_t maxbuf
+    cdef bint busy                      # building objects: feed() must not move rbuf
+
+    # scan state of the current reply (positions relative to rpos)
+    cdef Py_ssize_t spos
+    cdef int depth
+    cdef int mode
+    cdef bint clear_after
+    cdef int64_t rem[MAXDEPTH + 1]
+    cdef int64_t cnt[MAXDEPTH + 1]
+    cdef uint8_t role[MAXDEPTH + 1]
+    cdef const char* err_msg
+    cdef char err_byte
+    cdef const char* shape_msg
+    cdef object perr                    # sticky protocol error message
+
+    # configuration
+    cdef object protocolError, replyError, notEnoughData
+    cdef object encoding, errors
+    cdef bytes enc_b, err_b
+    cdef object build_err
+
+    # stream batch state
+    cdef int want_kind
+    cdef object want_encoding
+    cdef StreamBatch cur
+    cdef int32_t cur_stream
+    cdef int64_t cursor_off, cursor_len
+    cdef bint has_cursor, has_deleted
+    cdef int64_t* del_off
+    cdef int64_t* del_len
+    cdef Py_ssize_t n_del, cap_del
+
+    def __cinit__(self):
+        self._bo = NULL
+        self.rbuf = NULL
+        self.rcap = self.rlen = self.rpos = 0
+        self.maxbuf = DEFAULT_MAXBUF
+        self.busy = 0
+        self.spos = 0
+        self.depth = 0
+        self.mode = M_GENERIC
+        self.clear_after = 0
+        self.err_msg = NULL
+        self.err_byte = 0
+        self.shape_msg = NULL
+        self.want_kind = -1
+        self.del_off = self.del_len = NULL
+        self.n_del = self.cap_del = 0
+
+    def __init__(self, protocolError=None, replyError=None, encoding=None, errors=None,
+                 notEnoughData=False):
+        self.protocolError = ProtocolError if protocolError is None else _check_callable(protocolError)
+        self.replyError = ReplyError if replyError is None else _check_callable(replyError)
+        self.notEnoughData = notEnoughData
+        self.set_encoding(encoding, errors)
+
+    def __dealloc__(self):
+        Py_XDECREF(self._bo)
+        self._bo = NULL
+        free(self.del_off)
+        free(self.del_len)
+
+    # -- configuration -----------------------------------------------------------
+
+    def set_encoding(self, encoding=None, errors=None):
+        """Decode bulk/simple/verbatim/bignum strings with `encoding` (None: bytes)."""
+        if encoding is not None:
+            if not isinstance(encoding, str):
+                raise TypeError(f"encoding must be str or None, not {type(encoding).__name__}")
+            codecs.lookup(encoding)
+        if errors is not None:
+            if not isinstance(errors, str):
+                raise TypeError(f"errors must be str or None, not {type(errors).__name__}")
+            codecs.lookup_error(errors)
+        self.encoding = encoding
+        self.errors = errors
+        self.enc_b = encoding.encode("ascii") if encoding is not None else None
+        self.err_b = errors.encode("ascii") if errors is not None else None
+
+    def getmaxbuf(self):
+        return self.maxbuf
+
+    def setmaxbuf(self, Py_ssize_t maxbuf):
+        """An empty internal buffer larger than this is released (0: never)."""
+        if maxbuf < 0:
+            raise ValueError("maxbuf value out of range")
+        self.maxbuf = maxbuf
+
+    def expect_batch(self, int kind, encoding=None):
+        """Parse the next reply as a StreamBatch of `kind` (READ, RANGE, AUTOCLAIM):
+        names, ids, keys and values as bytes (encoding None) or str. A nil reply
+        gives an empty batch."""
+        if kind != READ and kind != RANGE and kind != AUTOCLAIM:
+            raise ValueError(f"unknown StreamBatch kind {kind!r}")
+        if encoding is not None:
+            if not isinstance(encoding, str):
+                raise TypeError(f"encoding must be str or None, not {type(encoding).__name__}")
+            codecs.lookup(encoding)
+        self.want_kind = kind
+        self.want_encoding = encoding
+
+    # -- input -------------------------------------------------------------------
+
+    def feed(self, buf, Py_ssize_t off=0, Py_ssize_t len=-1):
+        """Append buf[off:off+len] (any contiguous buffer, or str as UTF-8)."""
+        cdef Py_buffer view
+        if isinstance(buf, str):
+            buf = (<str>buf).encode("utf-8")
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            if len == -1:
+                len = view.len - off
+            if off < 0 or len < 0:
+                raise ValueError("negative input")
+            if off + len > view.len:
+                raise ValueError("input is larger than buffer size")
+            if self.perr is not None:
+                return                      # like hiredis: ignored once in error
+            if self.busy:
+                raise RuntimeError("Reader.feed() called while a reply is being built")
+            if len > 0:
+                self._append(<const char*>view.buf + off, len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _append(self, const char* src, Py_ssize_t n) except -1:
+        cdef Py_ssize_t need, cap
+        if self.rlen + n > self.rcap and self.rpos > 0:
+            # drop consumed bytes first
+            memmove(self.rbuf, self.rbuf + self.rpos, self.rlen - self.rpos)
+            self.rlen -= self.rpos
+            self.rpos = 0
+        need = self.rlen + n
+        if need > self.rcap:
+            cap = self.rcap * 2
+            if cap < need:
+                cap = need
+            if cap < MIN_BUF:
+                cap = MIN_BUF
+            if self._bo == NULL:
+                obj = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(obj)
+                self._bo = <PyObject*>obj
+            else:
+                try:
+                    _PyBytes_Resize(&self._bo, cap)
+                except MemoryError:
+                    self._bo = NULL
+                    self._reset_buffer()
+                    self._reset_reply()
+                    raise
+            self.rbuf = PyBytes_AS_STRING(<object>self._bo)
+            self.rcap = cap
+        memcpy(self.rbuf + self.rlen, src, n)
+        self.rlen += n
+        return 0
+
+    cdef void _reset_buffer(self) noexcept:
+        Py_XDECREF(self._bo)
+        self._bo = NULL
+        self.rbuf = NULL
+        self.rcap = self.rlen = self.rpos = 0
+
+    cdef void _reset_reply(self) noexcept:
+        self.spos = 0
+        self.depth = 0
+        self.mode = M_GENERIC
+        self.clear_after = 0
+        self.shape_msg = NULL
+        self.cur = None
+        self.n_del = 0
+        self.has_cursor = self.has_deleted = 0
+
+    cdef void _consumed(self) noexcept:
+        """Compact or release the buffer after a reply was taken."""
+        if self.rbuf == NULL:
+            return
+        if self.rpos >= self.rlen:
+            self.rpos = self.rlen = 0
+            if self.maxbuf and self.rcap > self.maxbuf:
+                self._reset_buffer()
+        elif self.rpos >= 1024 and self.rpos >= self.rlen - self.rpos:
+            memmove(self.rbuf, self.rbuf + self.rpos, self.rlen - self.rpos)
+            self.rlen -= self.rpos
+            self.rpos = 0
+
+    def has_data(self):
+        """Whether bytes beyond the parsed tokens are buffered (as hiredis)."""
+        return self.rpos + self.spos < self.rlen
+
+    def len(self):
+        """Bytes held by the internal buffer (consumed bytes may linger until the
+        buffer is compacted, as in hiredis)."""
+        return self.rlen
+
+    # -- output ------------------------------------------------------------------
+
+    def gets(self, decode=True):
+        """The next reply, or notEnoughData when it is not complete yet.
+        ``gets(False)`` does not decode strings (hiredis semantics)."""
+        cdef int st
+        cdef Py_ssize_t start, end
+        cdef int mode
+        if self.perr is not None:
+            self._raise_protocol(self.perr)
+        if self.rpos >= self.rlen:
+            return self.notEnoughData
+        st = self._scan()
+        if st == S_INCOMPLETE:
+            return self.notEnoughData
+        if st == S_ERROR:
+            msg = type_byte_message(self.err_byte) if self.err_msg == NULL else (
+                <bytes>self.err_msg).decode("ascii")
+            self.perr = msg
+            self._reset_buffer()
+            self._reset_reply()
+            self.want_kind = -1
+            self._raise_protocol(msg)
+        if st == S_NOMEM:
+            self.perr = "Out of memory"
+            self._reset_buffer()
+            self._reset_reply()
+            self.want_kind = -1
+            raise MemoryError()
+        # a complete reply: [start, end)
+        start = self.rpos
+        end = start + self.spos
+        mode = self.mode
+        if self.clear_after:
+            self.want_kind = -1
+        self.rpos = end
+        try:
+            if mode == M_GENERIC:
+                return self._build_reply(start, end, decode)
+            if mode == M_BATCH:
+                return self._finish_batch(start, end)
+            if mode == M_EMPTY:
+                return self._empty_batch()
+            msg = (<bytes>self.shape_msg).decode("ascii") if self.shape_msg != NULL else "bad reply shape"
+            self._raise_protocol(msg)
+        finally:
+            self._reset_reply()
+            self._consumed()
+
+    cdef int _raise_protocol(self, msg) except -1:
+        e = self.protocolError(msg)
+        if isinstance(e, BaseException):
+            raise e
+        raise ProtocolError(msg)
+
+    # -- the scanner -------------------------------------------------------------
+
+    cdef inline int _fail(self, const char* msg) noexcept:
+        self.err_msg = msg
+        return S_ERROR
+
+    cdef inline void _shape(self, const char* msg) noexcept:
+        self.mode = M_SHAPE
+        self.shape_msg = msg
+
+    cdef int _scan(self) noexcept:
+        """Validate tokens from rpos+spos on; 0 incomplete, 1 complete, 2 error, 3 OOM."""
+        cdef const char* base = self.rbuf + self.rpos
+        cdef Py_ssize_t avail = self.rlen - self.rpos
+        cdef Py_ssize_t p = self.spos
+        cdef Py_ssize_t p2 = 0, q = 0, k, soff = 0, slen = 0, i
+        cdef long long n = 0
+        cdef int64_t count = 0, idx
+        cdef int d = self.depth
+        cdef int kind = 0, r, newrole, role
+        cdef char c
+        cdef double dv
+        cdef uint64_t ms, seq
+        cdef StreamBatch b = self.cur
+        cdef Py_ssize_t ne, nf, ns
+
+        while p < avail:
+            if d > 0 and self.mode == M_BATCH and self.role[d - 1] == R_ENTRIES:
+                # fast path: whole canonical entries, no per-token bookkeeping
+                p2 = fast_entries(b, base, p, avail, self.cur_stream, self.rem[d - 1], &count)
+                if p2 == -2:
+                    return S_NOMEM
+                p = p2
+                self.rem[d - 1] -= count
+                if self.rem[d - 1] == 0:        # the entries array is complete
+                    d -= 1
+                    while d > 0:
+                        self.rem[d - 1] -= 1
+                        if self.rem[d - 1] > 0:
+                            break
+                        d -= 1
+                    if d == 0:
+                        self.spos = p
+                        self.depth = 0
+                        return S_COMPLETE
+                    continue
+                if p >= avail:
+                    break
+            c = base[p]
+            # ---- one token: [p, p2) -------------------------------------------
+            if c == b'$' or c == b'=' or c == b'!':
+                r = read_int_line(base, p + 1, avail, &n, &q)
+                if r == 0:
+                    break
+                if r < 0:
+                    return self._fail("Bad bulk string length")
+                if n < -1 or n > MAX_BULK:
+                    return self._fail("Bulk string length out of range")
+                if n == -1:
+                    kind = T_NIL
+                    p2 = q
+                else:
+                    if n + 2 > avail - q:
+                        break
+                    p2 = q + n + 2
+                    soff = q
+                    slen = n
+                    if c == b'$':
+                        kind = T_STR
+                    elif c == b'=':
+                        if n < 4 or base[q + 3] != b':':
+                            return self._fail("Verbatim string 4 bytes of content type are "
+                                              "missing or incorrectly encoded.")
+                        soff = q + 4
+                        slen = n - 4
+                        kind = T_STR
+                    else:
+                        kind = T_ERR
+            elif c == b'*' or c == b'%' or c == b'~' or c == b'>' or c == b'|':
+                if d >= MAXDEPTH:
+                    return self._fail("Max nesting depth exceeded")
+                r = read_int_line(base, p + 1, avail, &n, &q)
+                if r == 0:
+                    break
+                if r < 0:
+                    return self._fail("Bad multi-bulk length")
+                if n < -1 or n > 4294967295LL:
+                    return self._fail("Multi-bulk length out of range")
+                p2 = q
+                if n == -1:
+                    kind = T_NIL
+                else:
+                    kind = T_AGG
+                    count = n * 2 if (c == b'%' or c == b'|') else n
+            elif c == b'+' or c == b'-':
+                k = find_crlf(base + p + 1, avail - p - 1)
+                if k < 0:
+                    break
+                if (memchr(base + p + 1, 13, k) != NULL
+                        or memchr(base + p + 1, 10, k) != NULL):
+                    return self._fail("Bad simple string value")
+                soff = p + 1
+                slen = k
+                p2 = p + k + 3
+                kind = T_STR if c == b'+' else T_ERR
+            elif c == b':':
+                r = read_int_line(base, p + 1, avail, &n, &q)
+                if r == 0:
+                    break
+                if r < 0:
+                    return self._fail("Bad integer value")
+                p2 = q
+                kind = T_OTHER
+            elif c == b',':
+                k = find_crlf(base + p + 1, avail - p - 1)
+                if k < 0:
+                    break
+                r = parse_double(base + p + 1, k, &dv)
+                if r == 1:
+                    return self._fail("Double value is too large")
+                if r != 0:
+                    return self._fail("Bad double value")
+                p2 = p + k + 3
+                kind = T_OTHER
+            elif c == b'_':
+                k = find_crlf(base + p + 1, avail - p - 1)
+                if k < 0:
+                    break
+                if k != 0:
+                    return self._fail("Bad nil value")
+                p2 = p + 3
+                kind = T_NIL
+            elif c == b'#':
+                k = find_crlf(base + p + 1, avail - p - 1)
+                if k < 0:
+                    break
+                if k != 1 or not (base[p + 1] == b't' or base[p + 1] == b'T'
+                                  or base[p + 1] == b'f' or base[p + 1] == b'F'):
+                    return self._fail("Bad bool value")
+                p2 = p + 4
+                kind = T_OTHER
+            elif c == b'(':
+                k = find_crlf(base + p + 1, avail - p - 1)
+                if k < 0:
+                    break
+                for i in range(k):
+                    if i == 0 and base[p + 1] == b'-':
+                        continue
+                    if base[p + 1 + i] < b'0' or base[p + 1 + i] > b'9':
+                        return self._fail("Bad bignum value")
+                p2 = p + k + 3
+                kind = T_OTHER
+            else:
+                self.err_byte = c
+                return self._fail(NULL)
+
+            # ---- what the token means for a stream batch -----------------------
+            newrole = R_NONE
+            if d == 0:
+                newrole = self._root(c, kind, count)
+                if newrole < 0:
+                    return S_NOMEM
+                b = self.cur
+            elif self.mode == M_BATCH:
+                role = self.role[d - 1]
+                idx = self.cnt[d - 1] - self.rem[d - 1]
+                if role == R_FIELDS:
+                    if kind != T_STR:
+                        self._shape("stream entry field is not a string")
+                    elif (idx & 1) == 0:
+                        nf = b.n_fields
+                        if nf >= b.cap_fields and _sb_grow_fields(b, nf + 1) < 0:
+                            return S_NOMEM
+                        b.key_off[nf] = soff
+                        b.key_len[nf] = slen
+                    else:
+                        nf = b.n_fields
+                        b.val_off[nf] = soff
+                        b.val_len[nf] = slen
+                        b.n_fields = nf + 1
+                elif role == R_ENTRY:
+                    if idx == 0:
+                        if kind != T_STR:
+                            self._shape("stream entry id is not a string")
+                        elif not parse_id(base + soff, slen, &ms, &seq):
+                            self._shape("Bad stream entry id")
+                        else:
+                            ne = b.n_entries
+                            if ne >= b.cap_entries and _sb_grow_entries(b, ne + 1) < 0:
+                                return S_NOMEM
+                            b.entry_stream[ne] = self.cur_stream
+                            b.id_off[ne] = soff
+                            b.id_len[ne] = slen
+                            b.id_ms[ne] = ms
+                            b.id_seq[ne] = seq
+                            b.field_first[ne] = b.n_fields
+                            b.entry_nil[ne] = 0
+                            b.n_entries = ne + 1
+                    elif kind == T_AGG and (c == b'*' or c == b'~') and (count & 1) == 0:
+                        newrole = R_FIELDS
+                    elif kind == T_NIL:
+                        b.entry_nil[b.n_entries - 1] = 1
+                    else:
+                        self._shape("stream entry fields are not a key/value array")
+                elif role == R_ENTRIES:
+                    if kind == T_AGG and c == b'*' and count == 2:
+                        newrole = R_ENTRY
+                    elif kind != T_NIL:           # nil entries (old XCLAIM): skipped
+                        self._shape("stream entry is not an [id, fields] pair")
+                elif role == R_PAIR or role == R_READ_MAP:
+                    if (idx & 1) == 0:
+                        if kind != T_STR:
+                            self._shape("stream name is not a string")
+                        else:
+                            ns = b.n_streams
+                            if ns >= 2147483647:
+                                return S_NOMEM
+                            if ns >= b.cap_streams and _sb_grow_streams(b) < 0:
+                                return S_NOMEM
+                            b.stream_off[ns] = soff
+                            b.stream_len[ns] = slen
+                            b.n_streams = ns + 1
+                            self.cur_stream = <int32_t>ns
+                    elif kind == T_AGG and c == b'*':
+                        newrole = R_ENTRIES
+                    elif kind != T_NIL:
+                        self._shape("stream entries are not an array")
+                elif role == R_READ_ARR:
+                    if kind == T_AGG and c == b'*' and count == 2:
+                        newrole = R_PAIR
+                    else:
+                        self._shape("XREAD stream is not a [name, entries] pair")
+                elif role == R_AC_ROOT:
+                    if idx == 0:
+                        if kind != T_STR:
+                            self._shape("XAUTOCLAIM cursor is not a string")
+                        else:
+                            self.cursor_off = soff
+                            self.cursor_len = slen
+                            self.has_cursor = 1
+                    elif idx == 1:
+                        if kind == T_AGG and c == b'*':
+                            newrole = R_ENTRIES
+                        elif kind != T_NIL:
+                            self._shape("XAUTOCLAIM entries are not an array")
+                    else:
+                        if kind == T_AGG and c == b'*':
+                            newrole = R_DELETED
+                            self.has_deleted = 1
+                        elif kind == T_NIL:
+                            self.has_deleted = 1
+                        else:
+                            self._shape("XAUTOCLAIM deleted ids are not an array")
+                elif role == R_DELETED:
+                    if kind != T_STR:
+                        self._shape("XAUTOCLAIM deleted id is not a string")
+                    elif self._add_deleted(soff, slen) < 0:
+                        return S_NOMEM
+
+            # ---- advance ----------------------------------------------------------
+            p = p2
+            if newrole == R_ENTRIES and count > 0 and self.mode == M_BATCH:
+                # reserve the entries (bounded by the bytes buffered: >= 15 each)
+                k = (avail - p) // 15 + 1
+                if k > count:
+                    k = count
+                if b.n_entries + k > b.cap_entries and _sb_grow_entries(b, b.n_entries + k) < 0:
+                    return S_NOMEM
+            if kind == T_AGG and count > 0:
+                self.rem[d] = count
+                self.cnt[d] = count
+                self.role[d] = <uint8_t>newrole
+                d += 1
+                continue
+            while d > 0:
+                self.rem[d - 1] -= 1
+                if self.rem[d - 1] > 0:
+                    break
+                d -= 1
+            if d == 0:
+                self.spos = p
+                self.depth = 0
+                return S_COMPLETE
+        self.spos = p
+        self.depth = d
+        return S_INCOMPLETE
+
+    cdef int _root(self, char c, int kind, int64_t count) noexcept:
+        """Decide what the reply is from its first token; the role of the root
+        aggregate (R_NONE for generic replies), or -1 when out of memory."""
+        cdef int newrole = R_NONE
+        cdef StreamBatch b
+        self.mode = M_GENERIC
+        if self.want_kind < 0:
+            return R_NONE
+        if kind == T_ERR:
+            self.clear_after = 1            # an error answers the expected command
+            return R_NONE
+        if c == b'>' or c == b'|':
+            return R_NONE                   # out-of-band: the batch is still to come
+        self.clear_after = 1
+        if kind == T_NIL:
+            self.mode = M_EMPTY
+            return R_NONE
+        if kind == T_AGG:
+            if self.want_kind == READ:
+                if c == b'*':
+                    newrole = R_READ_ARR
+                elif c == b'%':
+                    newrole = R_READ_MAP
+            elif self.want_kind == RANGE:
+                if c == b'*':
+                    newrole = R_ENTRIES
+            elif c == b'*' and (count == 2 or count == 3):
+                newrole = R_AC_ROOT
+        if newrole == R_NONE:
+            self._shape("reply does not have the shape of a stream reply")
+            return R_NONE
+        try:
+            b = self._new_batch()
+        except MemoryError:
+            return -1
+        self.cur = b
+        self.mode = M_BATCH
+        self.cur_stream = 0
+        self.n_del = 0
+        self.has_cursor = self.has_deleted = 0
+        return newrole
+
+    cdef StreamBatch _new_batch(self):
+        cdef StreamBatch b = StreamBatch.__new__(StreamBatch)
+        b.kind = self.want_kind
+        b.encoding = self.want_encoding
+        if _sb_reserve(b) < 0:
+            raise MemoryError()
+        return b
+
+    cdef int _add_deleted(self, int64_t off, int64_t n) noexcept:
+        cdef Py_ssize_t cap
+        cdef void* a
+        if self.n_del >= self.cap_del:
+            cap = self.cap_del * 2 if self.cap_del else 16
+            a = realloc(self.del_off, cap * sizeof(int64_t))
+            if a == NULL:
+                return -1
+            self.del_off = <int64_t*>a
+            a = realloc(self.del_len, cap * sizeof(int64_t))
+            if a == NULL:
+                return -1
+            self.del_len = <int64_t*>a
+            self.cap_del = cap
+        self.del_off[self.n_del] = off
+        self.del_len[self.n_del] = n
+        self.n_del += 1
+        return 0
+
+    # -- stream batches ----------------------------------------------------------
+
+    cdef object _finish_batch(self, Py_ssize_t start, Py_ssize_t end):
+        cdef StreamBatch b = self.cur
+        cdef Py_ssize_t i
+        cdef object buf
+        b.field_first[b.n_entries] = b.n_fields
+        if start == 0 and end == self.rlen and end >= 2:
+            # the reply is everything buffered: hand the buffer object over
+            _PyBytes_Resize(&self._bo, end)
+            buf = <object>self._bo
+            Py_XDECREF(self._bo)
+            self._bo = NULL
+            self.rbuf = NULL
+            self.rcap = self.rlen = self.rpos = 0
+        else:
+            buf = PyBytes_FromStringAndSize(self.rbuf + start, end - start)
+        b.buf = buf
+        b.data = PyBytes_AS_STRING(buf)
+        if b.kind == AUTOCLAIM:
+            if self.has_cursor:
+                b.cursor = _sb_obj(b, self.cursor_off, self.cursor_len)
+            if self.has_deleted:
+                b.deleted = [_sb_obj(b, self.del_off[i], self.del_len[i]) for i in range(self.n_del)]
+        return b
+
+    cdef object _empty_batch(self):
+        return self._new_batch()
+
+    # -- generic replies ---------------------------------------------------------
+
+    cdef object _build_reply(self, Py_ssize_t start, Py_ssize_t end, bint decode):
+        cdef Py_ssize_t p = 0
+        self.build_err = None
+        self.busy = 1
+        try:
+            obj = self._build(self.rbuf + start, &p, end - start, decode)
+        finally:
+            self.busy = 0
+        if self.build_err is not None:
+            e = self.build_err
+            self.build_err = None
+            raise e
+        return obj
+
+    cdef object _string(self, const char* s, Py_ssize_t n, bint decode):
+        if decode and self.enc_b is not None:
+            try:
+                return PyUnicode_Decode(s, n, <const char*>self.enc_b,
+                                        NULL if self.err_b is None else <const char*>self.err_b)
+            except Exception as e:          # the first one is raised for the reply
+                if self.build_err is None:
+                    self.build_err = e
+                return None
+        return PyBytes_FromStringAndSize(s, n)
+
+    cdef object _error(self, const char* s, Py_ssize_t n):
+        msg = PyUnicode_DecodeUTF8(s, n, "replace")
+        try:
+            return self.replyError(msg)
+        except Exception as e:
+            if self.build_err is None:
+                self.build_err = e
+            return None
+
+    cdef object _build(self, const char* base, Py_ssize_t* pp, Py_ssize_t end, bint decode):
+        """Build the (already validated) element at base[pp[0]]."""
+        cdef Py_ssize_t p = pp[0], q = 0, k, i
+        cdef long long n = 0
+        cdef double dv = 0
+        cdef char c = base[p]
+        cdef list lst
+        cdef dict dct
+        if c == b'$' or c == b'=' or c == b'!':
+            read_int_line(base, p + 1, end, &n, &q)
+            if n < 0:
+                pp[0] = q
+                return None
+            pp[0] = q + n + 2
+            if c == b'$':
+                return self._string(base + q, n, decode)
+            if c == b'=':
+                return self._string(base + q + 4, n - 4, decode)
+            return self._error(base + q, n)
+        if c == b'*' or c == b'~' or c == b'>' or c == b'|' or c == b'%':
+            read_int_line(base, p + 1, end, &n, &q)
+            pp[0] = q
+            if n < 0:
+                return None
+            if c == b'%':
+                dct = {}
+                for i in range(n):
+                    key = self._build(base, pp, end, decode)
+                    val = self._build(base, pp, end, decode)
+                    try:
+                        dct[key] = val
+                    except TypeError as e:    # unhashable key
+                        if self.build_err is None:
+                            self.build_err = e
+                return dct
+            if c == b'|':
+                n *= 2
+            lst = []
+            for i in range(n):
+                lst.append(self._build(base, pp, end, decode))
+            if c == b'>':
+                return PushNotification(lst)
+            return lst
+        k = find_crlf(base + p + 1, end - p - 1)
+        pp[0] = p + k + 3
+        if c == b'+' or c == b'(':
+            return self._string(base + p + 1, k, decode)
+        if c == b'-':
+            return self._error(base + p + 1, k)
+        if c == b':':
+            string2ll(base + p + 1, k, &n)
+            return n
+        if c == b',':
+            parse_double(base + p + 1, k, &dv)
+            return dv
+        if c == b'#':
+            return base[p + 1] == b't' or base[p + 1] == b'T'
+        return None                             # '_'
