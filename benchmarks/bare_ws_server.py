@@ -3,10 +3,14 @@
     python benchmarks/bare_ws_server.py --port 8001
 
 It is the websocket-layer limit of the server benchmark: the same stack as
-`fastredis serve` (Starlette under uvicorn, permessage-deflate off), but pushed entries
-are kept in process memory (a list per stream) and pulls are answered straight from
-there, so what it measures is what the websocket layer and the load client carry at
-best, with nothing of Redis or of fastredis's code in the way.
+`fastredis serve` (Starlette under uvicorn, websockets-sansio, permessage-deflate off),
+with nothing of Redis or of fastredis's code in the way, so what it measures is what
+the websocket layer and the load client carry at best. A push is parsed (header
+offsets checked against the payload) and only its ids and sizes are kept, plus the
+last few payloads of each stream; a pull is answered with the real payloads when they
+are that recent (a live pull: the latency case), otherwise with canned frames cut
+from a pushed payload, each entry stamped with its sequence number the way the load
+tool stamps them (one reused buffer per batch shape: no allocation per batch).
 
 Protocol subset (the shape of DESIGN.md's "Server face"):
 
@@ -21,7 +25,7 @@ Protocol subset (the shape of DESIGN.md's "Server face"):
   when nothing is new it waits (like `block=0`). Other parameters are ignored.
 
 Ids are made like Redis makes them (ms-seq, strictly increasing per stream).
-Entries are never trimmed: it is a benchmark tool, not a store.
+It is a benchmark tool, not a store: payloads come back canned, not as pushed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import asyncio
 import bisect
 import contextlib
 import json
+import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,11 +51,18 @@ __all__ = ["create_app", "main", "uvicorn_config"]
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
+RECENT = 8  # real payloads kept per stream (for live pulls); older ones are canned
+_SEQ = struct.Struct(">Q")
+
+
 @dataclass
 class _Stream:
     keys: list[tuple[int, int]] = field(default_factory=list)  # (ms, seq) per entry
     frags: list[str] = field(default_factory=list)  # '["sid","ms-seq",' per entry
-    payloads: list[Any] = field(default_factory=list)  # bytes or memoryview per entry
+    sizes: list[int] = field(default_factory=list)
+    recent: deque[Any] = field(default_factory=lambda: deque(maxlen=RECENT))
+    template: bytes = b""  # the largest payload seen: canned entries are cut from it
+    seq0: int = 0  # the sequence number in the first entry's first 8 bytes
     last: tuple[int, int] = (0, 0)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -60,6 +73,8 @@ class _Stream:
             ms, seq = last_ms, seq + 1
         else:
             seq = 0
+        if not self.keys and len(parts[0]) >= _SEQ.size:
+            self.seq0 = _SEQ.unpack_from(parts[0])[0]
         ids = []
         prefix = json.dumps(sid)
         for part in parts:
@@ -67,12 +82,38 @@ class _Stream:
             entry_id = f"{ms}-{seq}"
             ids.append(entry_id)
             self.frags.append(f'[{prefix},"{entry_id}",')
-            self.payloads.append(part)
+            self.sizes.append(len(part))
+            self.recent.append(part)
+            if len(part) > len(self.template):
+                self.template = bytes(part)
             seq += 1
         self.last = (ms, seq - 1)
         self.changed.set()
         self.changed = asyncio.Event()
         return ids
+
+    def payload(self, pos: int, end: int, canned: dict[Any, bytearray]) -> Any:
+        """The payloads of entries pos..end-1 back to back: the real ones when they are
+        all recent, else canned bytes (cut from the template, each entry stamped with
+        its sequence number like the load tool's payloads), reusing one buffer per
+        batch shape (`canned`) so a batch costs no allocation."""
+        first_recent = len(self.keys) - len(self.recent)
+        if pos >= first_recent:
+            parts = [self.recent[i - first_recent] for i in range(pos, end)]
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        sizes = self.sizes[pos:end]
+        key = (sizes[0], len(sizes)) if sizes.count(sizes[0]) == len(sizes) else None
+        buf = canned.get(key) if key is not None else None
+        if buf is None:
+            buf = bytearray(b"".join(self.template[:n] for n in sizes))
+            if key is not None:
+                canned[key] = buf
+        start = 0
+        for i, n in enumerate(sizes):
+            if n >= _SEQ.size:
+                _SEQ.pack_into(buf, start, self.seq0 + pos + i)
+            start += n
+        return buf
 
 
 class _Store:
@@ -156,6 +197,7 @@ async def pull(ws: WebSocket) -> None:
     await ws.accept()
     st = store.get(sid)
     pos = _start(st, q.get("last_entry_id", "$"))
+    canned: dict[Any, bytearray] = {}
     gone = asyncio.ensure_future(ws.receive())  # the client's close, or anything it sends
     try:
         while True:
@@ -168,15 +210,14 @@ async def pull(ws: WebSocket) -> None:
             if latest:
                 pos = len(st.keys) - 1
             end = min(pos + count, len(st.keys))
-            payloads = st.payloads[pos:end]
             starts, offset = [], 0
-            for p in payloads:
+            for n in st.sizes[pos:end]:
                 starts.append(offset)
-                offset += len(p)
+                offset += n
             frags = st.frags[pos:end]
             header = "[" + ",".join(f"{f}{s}]" for f, s in zip(frags, starts, strict=True)) + "]"
             await ws.send_text(header)
-            await ws.send_bytes(payloads[0] if len(payloads) == 1 else b"".join(payloads))
+            await ws.send_bytes(st.payload(pos, end, canned))
             pos = end
     except (WebSocketDisconnect, RuntimeError, OSError):
         return
@@ -201,8 +242,9 @@ def uvicorn_config(host: str = "127.0.0.1", port: int = 8001) -> uvicorn.Config:
         create_app(),
         host=host,
         port=port,
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
-        ws_max_size=MAX_MESSAGE_SIZE,
+        ws_max_size=MAX_MESSAGE_SIZE + 65536,
         log_level="warning",
         lifespan="off",
     )
