@@ -25,7 +25,7 @@ from fastredis._frames import (
     pull_views,
     push_entries,
 )
-from fastredis._resp import RANGE, READ, Reader, StreamBatch
+from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
 
 # --------------------------------------------------------------------------
 # building batches from RESP2 reply bytes
@@ -273,6 +273,32 @@ def test_pull_range_batch_needs_sid() -> None:
         ("cam 1", "2-0", b"c"),
     ]
     assert json.loads(pull_header(batch, sid='q"\\')) [0][0] == 'q"\\'  # fmt: skip
+
+
+def test_pull_resp3_map_and_autoclaim_batches() -> None:
+    resp3 = (
+        b"%2\r\n"
+        + _bulk(b"a")
+        + _entries([(b"1-0", [(b"d", b"xy")])])
+        + _bulk(b"b")
+        + _entries([(b"2-0", [(b"d", b"z")])])
+    )
+    batch = batch_of(resp3, READ)
+    assert pull_header(batch) == b'[["a","1-0",0],["b","2-0",2]]'
+    assert pull_payload(batch) == b"xyz"
+    autoclaim = (
+        b"*3\r\n"
+        + _bulk(b"0-0")
+        + _entries([(b"1-0", [(b"d", b"xy")]), (b"2-0", None)])
+        + b"*1\r\n"
+        + _bulk(b"3-0")
+    )
+    batch = batch_of(autoclaim, AUTOCLAIM)
+    with pytest.raises(ValueError, match="sid"):
+        pull_header(batch)
+    assert pull_header(batch, sid="s") == b'[["s","1-0",0],["s","2-0",2]]'
+    assert pull_payload(batch) == b"xy"
+    assert [bytes(v) for v in pull_views(batch)] == [b"xy", b""]
 
 
 def test_pull_sid_overrides_read_names() -> None:
