@@ -87,12 +87,10 @@ async def pull_endpoint(ws: WebSocket) -> None:
         if pulling:
             main.cancel()
 
+    cursor = StreamCursor(ws.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest)
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         try:
-            cursor = StreamCursor(
-                ws.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest
-            )
             await _pull_loop(ws, cursor, opts, acks)
         except ProtocolError as exc:
             await close_with(ws, exc.code, exc.reason)
@@ -112,6 +110,7 @@ async def pull_endpoint(ws: WebSocket) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await cursor.close()
 
 
 async def _pull_loop(
@@ -122,26 +121,43 @@ async def _pull_loop(
     interval = 1.0 / opts.max_fps if opts.max_fps > 0 else 0.0
     next_at = 0.0
     await cursor.resolve()
-    while True:
-        if interval:
-            now = loop.time()
-            if now < next_at:
-                await asyncio.sleep(next_at - now)
-                now = next_at
-            next_at = now + interval
-        batch = await cursor.read(opts.block)
-        if opts.header:
-            await send({"type": "websocket.send", "text": pull_header(batch).decode()})
-            await send({"type": "websocket.send", "bytes": pull_payload(batch)})
-            sent = True
-        else:
-            sent = False
-            for view in pull_views(batch):
-                await send({"type": "websocket.send", "bytes": bytes(view)})
+    # Without latest, ack or max_fps the next batch is read while this one is sent,
+    # so Redis's work and the websocket's overlap (at most two batches in memory).
+    prefetch = not (opts.latest or opts.ack or interval)
+    ahead: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if interval:
+                now = loop.time()
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                    now = next_at
+                next_at = now + interval
+            if ahead is not None:
+                batch, ahead = await ahead, None
+            else:
+                batch = await cursor.read(opts.block)
+            if prefetch:
+                ahead = loop.create_task(cursor.read(opts.block))
+            if opts.header:
+                await send({"type": "websocket.send", "text": pull_header(batch).decode()})
+                await send({"type": "websocket.send", "bytes": pull_payload(batch)})
                 sent = True
-        if opts.ack and sent:
-            message = await acks.get()
-            if message.get("text") is None:
-                raise ProtocolError(
-                    "expected a text message as ack, got a binary message", CLOSE_UNSUPPORTED
-                )
+            else:
+                sent = False
+                for view in pull_views(batch):
+                    await send({"type": "websocket.send", "bytes": bytes(view)})
+                    sent = True
+            del batch
+            if opts.ack and sent:
+                message = await acks.get()
+                if message.get("text") is None:
+                    raise ProtocolError(
+                        "expected a text message as ack, got a binary message",
+                        CLOSE_UNSUPPORTED,
+                    )
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                await ahead

@@ -10,16 +10,21 @@ sending payloads, then one XREAD reads exactly those.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio
 
-from fastredis._resp import StreamBatch
-from fastredis.redis_io import axread_batch
+from fastredis._frames import pack_commands
+from fastredis._resp import READ, StreamBatch
+from fastredis.redis_io import AsyncFastParser
 from fastredis.server.protocol import parse_entry_id, previous_id
 
-__all__ = ["NEWEST_LUA", "StreamCursor"]
+__all__ = ["NEWEST_LUA", "BatchReader", "StreamCursor"]
+
+# Extra seconds past BLOCK before a blocking read counts as dead.
+BLOCK_MARGIN = 5.0
 
 # KEYS: streams; ARGV[i]: lowest id to consider for stream i ("-" or "(id"),
 # ARGV[#KEYS + 1]: n. Reply per stream: the id of the oldest of its newest n entries
@@ -37,6 +42,53 @@ return out
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class BatchReader:
+    """XREAD into StreamBatches over one connection held for a pull's lifetime.
+
+    `fastredis.redis_io.axread_batch` checks a connection out of the pool for each
+    call; at thousands of batches a second the checkout, redis-py's Python packer and
+    its per-call timeout task cost more than the read itself, so a pull keeps one
+    connection and packs XREAD with the Cython packer. The reply is parsed by the
+    same fastredis parser (``expect_batch``) that axread_batch uses.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self._conn: Any = None
+
+    async def xread(
+        self, streams: Mapping[str, str], count: int | None, block: int | None
+    ) -> StreamBatch:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.client.connection_pool.get_connection()
+            if not isinstance(conn._parser, AsyncFastParser):
+                raise TypeError("the server's Redis client must use the fastredis parser")
+        args: list[Any] = [b"XREAD"]
+        if count is not None:
+            args += [b"COUNT", count]
+        if block is not None:
+            args += [b"BLOCK", block]
+        args.append(b"STREAMS")
+        args.extend(streams.keys())
+        args.extend(streams.values())
+        await conn.send_packed_command(pack_commands([args]), check_health=False)
+        conn._parser.expect_batch(READ, None)
+        if block is None:
+            timeout = None  # the client's socket_timeout
+        elif block == 0:
+            timeout = math.inf
+        else:
+            wait = block / 1000 + BLOCK_MARGIN
+            timeout = wait if conn.socket_timeout is None else max(conn.socket_timeout, wait)
+        return await conn.read_response(timeout=timeout)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self.client.connection_pool.release(conn)
 
 
 def _before(entry_id: Any) -> str:
@@ -63,6 +115,7 @@ class StreamCursor:
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
         self._newest = client.register_script(NEWEST_LUA)
+        self.reader = BatchReader(client)
 
     async def _oldest_of_newest(
         self, sids: Sequence[str], bounds: Sequence[str], n: int
@@ -112,9 +165,7 @@ class StreamCursor:
             if batch is not None:
                 self.advance(batch)
                 return batch
-        batch = await axread_batch(
-            self.client, self.ids, count=self.count, block=block, encoding=None
-        )
+        batch = await self.reader.xread(self.ids, self.count, block)
         self.advance(batch)
         return batch
 
@@ -125,7 +176,11 @@ class StreamCursor:
         starts = {sid: _before(first) for sid, first in zip(sids, oldest, strict=True) if first}
         if not starts:
             return None
-        return await axread_batch(self.client, starts, count=self.count, encoding=None)
+        return await self.reader.xread(starts, self.count, None)
+
+    async def close(self) -> None:
+        """Give the pull's connection back."""
+        await self.reader.close()
 
     def last_entry_id(self) -> str:
         """The cursors as a `last_entry_id` query value ('+'-joined, in stream order)."""

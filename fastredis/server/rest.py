@@ -66,8 +66,11 @@ async def get_data(request: Request) -> Response:
         cursor = StreamCursor(
             request.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest
         )
-        await cursor.resolve()
-        batch = await cursor.read(opts.block)
+        try:
+            await cursor.resolve()
+            batch = await cursor.read(opts.block)
+        finally:
+            await cursor.close()
     except ProtocolError as exc:
         return error_response(exc.status, exc.reason)
     except RedisError as exc:

@@ -12,10 +12,12 @@ __all__ = ["DEFAULT_MAXLEN", "DEFAULT_MAX_MESSAGE_SIZE", "Settings"]
 DEFAULT_MAXLEN = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
-# redis-py defaults for the server's client. No socket_timeout: a push connection
-# waits on replies for as long as Redis takes, and blocking reads set their own wait
-# (fastredis.redis_io never lets socket_timeout cut a BLOCK). Connect fails fast.
+# redis-py defaults for the server's client. No socket_timeout (redis-py's default
+# is 5 s): blocking reads set their own wait anyway, and with a timeout redis-py
+# wraps every send in asyncio.wait_for, a task per command. Dead peers are found by
+# TCP keepalive; connecting fails fast.
 DEFAULT_REDIS_PARAMS: dict[str, Any] = {
+    "socket_timeout": None,
     "socket_connect_timeout": 5.0,
     "socket_keepalive": True,
     "health_check_interval": 0,
