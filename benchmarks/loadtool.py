@@ -311,20 +311,23 @@ async def pull(
     latest: bool = False,
     check_seq: bool = True,
     idle_timeout: float = 10.0,
+    query: dict[str, Any] | None = None,
 ) -> Result:
-    """Pull until `entries` entries arrived (or nothing came for `idle_timeout` s)."""
+    """Pull until `entries` entries arrived (or nothing came for `idle_timeout` s).
+    `query`: more query parameters for the server (e.g. block, max_fps)."""
     res = Result(
         "pull",
         url,
         sid,
         params={"count": count, "size": size, "last_entry_id": last_entry_id, "latest": latest},
     )
-    query: dict[str, Any] = {"last_entry_id": last_entry_id, "count": count}
+    params: dict[str, Any] = {"last_entry_id": last_entry_id, "count": count}
     if latest:
-        query["latest"] = 1
+        params["latest"] = 1
+    params.update(query or {})
     check = _Checker(res, size, check_seq)
     try:
-        async with _connect(_endpoint(url, sid, "pull", query)) as ws:
+        async with _connect(_endpoint(url, sid, "pull", params)) as ws:
             t0 = time.perf_counter()
             while res.entries < entries:
                 header, data = await _recv_batch(ws, idle_timeout)
@@ -455,6 +458,9 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--latest", action="store_true")
     pl.add_argument("--no-check-seq", action="store_true", help="payloads carry no seq")
     pl.add_argument("--idle-timeout", type=float, default=10.0)
+    pl.add_argument(
+        "--query", action="append", default=[], metavar="K=V", help="more query parameters"
+    )
 
     la = sub.add_parser("latency", help="one pusher at --fps, one puller")
     la.add_argument("--sid", required=True)
@@ -488,6 +494,7 @@ async def _main(args: argparse.Namespace) -> Result:
             latest=args.latest,
             check_seq=not args.no_check_seq,
             idle_timeout=args.idle_timeout,
+            query=dict(kv.split("=", 1) for kv in args.query),
         )
     return await latency(args.url, args.sid, args.size, args.fps, args.duration, latest=args.latest)
 
