@@ -141,12 +141,16 @@ async def _pull_loop(
                 ahead = loop.create_task(cursor.read(opts.block))
             if opts.header:
                 await send({"type": "websocket.send", "text": pull_header(batch).decode()})
-                await send({"type": "websocket.send", "bytes": pull_payload(batch)})
+                # One entry: a view into the batch instead of a copy (~0.5 ms per MB
+                # here); websocket servers take any bytes-like object.
+                payload = pull_views(batch)[0] if len(batch) == 1 else pull_payload(batch)
+                await send({"type": "websocket.send", "bytes": payload})
+                del payload
                 sent = True
             else:
                 sent = False
                 for view in pull_views(batch):
-                    await send({"type": "websocket.send", "bytes": bytes(view)})
+                    await send({"type": "websocket.send", "bytes": view})
                     sent = True
             del batch
             if opts.ack and sent:
