@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
@@ -41,13 +42,29 @@ log = logging.getLogger("fastredis.server")
 
 
 def _header(text: str) -> Any:
+    # Fast path for the README's form, `[len(data)]`: ~5 us less than json.loads.
+    if text[:1] == "[" and text[-1:] == "]":
+        inner = text[1:-1].strip()
+        if inner.isdigit() and inner.isascii() and (inner[0] != "0" or inner == "0"):
+            return [int(inner)]
     try:
         return json.loads(text)
     except ValueError as exc:
         raise ProtocolError(f"header is not JSON: {exc}", CLOSE_INVALID_DATA) from None
 
 
-async def push_endpoint(ws: WebSocket) -> None:
+class PushEndpoint:
+    """The push socket as a plain ASGI app: the receive loop calls the server's
+    `receive` directly (Starlette's WebSocket.receive adds ~3 us a message)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _push(WebSocket(scope, receive, send), receive)
+
+
+push_endpoint = PushEndpoint()
+
+
+async def _push(ws: WebSocket, receive: Receive) -> None:
     settings = ws.app.state.settings
     if not await accept_checked(ws):
         return
@@ -79,7 +96,7 @@ async def push_endpoint(ws: WebSocket) -> None:
         return
     clean = False
     try:
-        await _receive_loop(ws, writer, sids, opts, settings.max_message_size)
+        await _receive_loop(ws, receive, writer, sids, opts, settings.max_message_size)
         clean = True
     except ProtocolError as exc:
         await close_with(ws, exc.code, exc.reason)
@@ -102,9 +119,13 @@ def _close_for(exc: BaseException) -> tuple[int, str]:
 
 
 async def _receive_loop(
-    ws: WebSocket, writer: PipelinedWriter, sids: list[str], opts: PushOptions, max_size: int
+    ws: WebSocket,
+    receive: Receive,
+    writer: PipelinedWriter,
+    sids: list[str],
+    opts: PushOptions,
+    max_size: int,
 ) -> None:
-    receive = ws.receive
     with_header = opts.header
     while True:
         message = await receive()
