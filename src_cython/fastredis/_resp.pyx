@@ -1614,6 +1614,10 @@ cdef class Reader:
             return R_NONE                   # out-of-band: the batch is still to come
         self.clear_after = 1
         if kind == T_NIL:
+            try:
+                self.cur = self._new_batch()
+            except MemoryError:
+                return -1
             self.mode = M_EMPTY
             return R_NONE
         if kind == T_AGG:
@@ -1700,7 +1704,7 @@ cdef class Reader:
         return b
 
     cdef object _empty_batch(self):
-        return self._new_batch()
+        return self.cur
 
     # -- generic replies ---------------------------------------------------------
 
