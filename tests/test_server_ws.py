@@ -311,6 +311,25 @@ async def test_pull_count_and_last_entry_id(url: str, r: redis.Redis) -> None:
     assert [(t, d) for _, t, d in split(header, data)] == [(ids[3], b"3"), (ids[4], b"4")]
 
 
+async def test_pull_batches_hold_count_entries(url: str, r: redis.Redis) -> None:
+    """The server reads ahead from Redis, but every batch holds at most `count`."""
+    ids = [r.xadd("s", {"d": f"entry-{i}" * (i % 3)}).decode() for i in range(200)]
+    for count in (1, 3):
+        async with connect(f"{url}/data/s/pull?last_entry_id=0&count={count}") as ws:
+            got: list[tuple[str, str, bytes]] = []
+            while len(got) < 200:
+                header, data = await recv_batch(ws)
+                assert 1 <= len(header) <= count
+                got += split(header, data)
+        assert got == [("s", ids[i], (f"entry-{i}" * (i % 3)).encode()) for i in range(200)]
+    async with connect(f"{url}/data/s/pull?last_entry_id=0&header=0&ack=1&count=2") as ws:
+        assert [await recv(ws), await recv(ws)] == [b"", b"entry-1"]
+        with pytest.raises(asyncio.TimeoutError):  # the rest of the read waits for the ack
+            await asyncio.wait_for(ws.recv(), 0.3)
+        await ws.send("ok")
+        assert [await recv(ws), await recv(ws)] == [b"entry-2entry-2", b""]
+
+
 async def test_pull_compares_ids_as_numbers(url: str, r: redis.Redis) -> None:
     """'5-9' < '5-10': an entry after 5-9 is delivered exactly once."""
     r.xadd("s", {"d": "a"}, id="5-9")

@@ -158,14 +158,15 @@ class StreamCursor:
                 if sid is not None:
                     self.ids[sid] = _text(eid)
 
-    async def read(self, block: int | None) -> StreamBatch:
-        """The next batch (empty when `block` ms pass with nothing new)."""
+    async def read(self, block: int | None, count: int | None = None) -> StreamBatch:
+        """The next batch (empty when `block` ms pass with nothing new); `count`
+        entries per stream at most (default: the cursor's)."""
         if self.latest:
             batch = await self._read_latest()
             if batch is not None:
                 self.advance(batch)
                 return batch
-        batch = await self.reader.xread(self.ids, self.count, block)
+        batch = await self.reader.xread(self.ids, count or self.count, block)
         self.advance(batch)
         return batch
 
