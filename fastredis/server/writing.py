@@ -223,12 +223,15 @@ class PipelinedWriter:
         on_ids: ReplyHandler | None = None,
         on_error: Callable[[BaseException], Awaitable[None]] | None = None,
         max_pending: int = 4096,
+        max_unsent_bytes: int = 8 << 20,
     ) -> None:
         self.client = client
         self.maxlen = maxlen
         self.on_ids = on_ids
         self.on_error = on_error
         self.max_pending = max_pending
+        self.max_unsent_bytes = max_unsent_bytes
+        self._unsent = 0  # bytes queued or being written, not yet taken by the socket
         self.error: BaseException | None = None
         self._conn: Any = None
         self._queued: list[Any] = []
@@ -254,12 +257,17 @@ class PipelinedWriter:
         if self.error is not None:
             raise self.error
         command = entry_commands(entries, self.maxlen)
-        while self._pending >= self.max_pending:
+        # Backpressure: a client faster than Redis waits here, so its socket stops
+        # being read (not the server's memory filling up).
+        while self._pending >= self.max_pending or self._unsent >= self.max_unsent_bytes:
             self._room.clear()
             await self._room.wait()
             if self.error is not None:
                 raise self.error
-        self._queued.extend(pack_commands([command]))
+        bufs = pack_commands([command])
+        for buf in bufs:
+            self._unsent += len(buf)
+        self._queued.extend(bufs)
         self._pending += 1
         self._done.clear()
         self._flush_wanted.set()
@@ -282,6 +290,10 @@ class PipelinedWriter:
                 self._sent = self._pending
                 self._reply_wanted.set()
                 await send_buffers(self._conn, bufs)
+                self._unsent -= sum(len(b) for b in bufs)
+                del bufs
+                if not self._room.is_set() and self._unsent < self.max_unsent_bytes:
+                    self._room.set()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -301,7 +313,11 @@ class PipelinedWriter:
                     raise _refusal(exc) from None
                 self._sent -= 1
                 self._pending -= 1
-                if not self._room.is_set() and self._pending < self.max_pending:
+                if (
+                    not self._room.is_set()
+                    and self._pending < self.max_pending
+                    and self._unsent < self.max_unsent_bytes
+                ):
                     self._room.set()
                 if self._pending == 0:
                     self._done.set()
