@@ -14,6 +14,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 from fastredis._frames import (
     REFERENCE_MIN,
@@ -559,14 +561,22 @@ def test_push_random_offsets_valid_iff_rules_hold(payload: bytes, header: list) 
 # RESP encoding
 # --------------------------------------------------------------------------
 
-_conn = redis.Connection()
+# redis-py packs with hiredis when it is installed, else in Python: check against both
+_HIREDIS_CONN = redis.Connection()
+_PYTHON_CONN = redis.Connection(
+    command_packer=PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+)
 
 
 def redis_py_bytes(*commands: list) -> bytes:
-    chunks = (
-        _conn.pack_commands(commands) if len(commands) > 1 else _conn.pack_command(*commands[0])
-    )
-    return b"".join(bytes(c) for c in chunks)
+    results = set()
+    for conn in (_HIREDIS_CONN, _PYTHON_CONN):
+        chunks = (
+            conn.pack_commands(commands) if len(commands) > 1 else conn.pack_command(*commands[0])
+        )
+        results.add(b"".join(bytes(c) for c in chunks))
+    assert len(results) == 1
+    return results.pop()
 
 
 def ours(commands: list) -> bytes:

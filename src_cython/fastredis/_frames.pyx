@@ -129,18 +129,27 @@ cdef inline void w_raw(Writer* w, const char* s, Py_ssize_t n) noexcept:
     w.pos += n
 
 
+cdef uint64_t[20] _POW10
+_POW10[0] = 1
+for _k in range(1, 20):
+    _POW10[_k] = _POW10[_k - 1] * 10
+
+
 cdef inline void w_uint(Writer* w, uint64_t v) noexcept:
-    """Decimal digits of v; the caller reserved 20 bytes."""
-    cdef char tmp[20]
-    cdef int i = 20
+    """Decimal digits of v; the caller reserved 20 bytes. (Digits go straight to
+    their place: building them in a temporary and copying stalls on store forwarding.)"""
+    cdef int nd = 1
+    cdef char* p
+    while nd < 20 and v >= _POW10[nd]:
+        nd += 1
+    p = w.p + w.pos + nd
+    w.pos += nd
     while True:
-        i -= 1
-        tmp[i] = <char>(48 + v % 10)
+        p -= 1
+        p[0] = <char>(48 + v % 10)
         v //= 10
         if v == 0:
             break
-    memcpy(w.p + w.pos, tmp + i, 20 - i)
-    w.pos += 20 - i
 
 
 cdef inline void w_int(Writer* w, long long v) noexcept:
@@ -256,6 +265,34 @@ cdef void w_json_chars(Writer* w, const unsigned char* s, Py_ssize_t n) noexcept
     w.pos = pos
 
 
+cdef inline bint _id_word(uint64_t x) noexcept:
+    """All 8 bytes of x in '-'..'9' (0x2d..0x39)? (SWAR: hasless / hasmore)"""
+    return not (((x - 0x0101010101010101ULL * 0x2d) & ~x & 0x8080808080808080ULL)
+                | (((x + 0x0101010101010101ULL * (127 - 0x39)) | x) & 0x8080808080808080ULL))
+
+
+cdef inline void w_json_id(Writer* w, const unsigned char* s, Py_ssize_t n) noexcept:
+    """Like w_json_chars, with a fast path for ids (only '-', '.', '/' and digits:
+    nothing to escape), 8 bytes at a time."""
+    cdef Py_ssize_t j = 0
+    cdef char* out = w.p + w.pos
+    cdef uint64_t x
+    while j + 8 <= n:
+        memcpy(&x, s + j, 8)
+        if not _id_word(x):
+            w_json_chars(w, s, n)
+            return
+        memcpy(out + j, &x, 8)
+        j += 8
+    while j < n:
+        if <unsigned char>(s[j] - 45) > 12:
+            w_json_chars(w, s, n)
+            return
+        out[j] = <char>s[j]
+        j += 1
+    w.pos += n
+
+
 cdef int w_json_string(Writer* w, const char* s, Py_ssize_t n) except -1:
     w_reserve(w, 6 * n + 2)
     w.p[w.pos] = b'"'
@@ -301,12 +338,17 @@ cdef inline Py_ssize_t _buf_size(StreamBatch batch) except -1:
     return PyBytes_GET_SIZE(batch.buf)
 
 
-cdef int _check_span(int64_t off, int64_t length, Py_ssize_t size, str what,
+cdef int _span_error(int64_t off, int64_t length, Py_ssize_t size, str what,
                      Py_ssize_t i) except -1:
+    raise ValueError(
+        f"corrupt StreamBatch: {what} of entry {i} ({off}+{length}) "
+        f"outside the buffer ({size} bytes)")
+
+
+cdef inline int _check_span(int64_t off, int64_t length, Py_ssize_t size, str what,
+                            Py_ssize_t i) except -1:
     if off < 0 or length < 0 or off + length > size:
-        raise ValueError(
-            f"corrupt StreamBatch: {what} of entry {i} ({off}+{length}) "
-            f"outside the buffer ({size} bytes)")
+        return _span_error(off, length, size, what, i)
     return 0
 
 
@@ -408,7 +450,7 @@ def pull_header(StreamBatch batch not None, field=b"d", sid=None) -> bytes:
             w.p[w.pos] = b','
             w.p[w.pos + 1] = b'"'
             w.pos += 2
-            w_json_chars(&w, <const unsigned char*>(data + batch.id_off[i]), batch.id_len[i])
+            w_json_id(&w, <const unsigned char*>(data + batch.id_off[i]), batch.id_len[i])
             w.p[w.pos] = b'"'
             w.p[w.pos + 1] = b','
             w.pos += 2
