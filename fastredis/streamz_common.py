@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fastredis.message import parse_id
-from fastredis.redis_io import make_async_client
+from fastredis.redis_io import AsyncFastParser, make_async_client
 
 log = logging.getLogger("fastredis.streamz")
 
@@ -114,10 +114,18 @@ def make_source_client(
     the sources reconnect themselves, log it, and know a reply may have been lost.
     """
     if client_params is not None and not isinstance(client_params, Mapping):
-        raise TypeError(f"client_params must be a dict of redis-py arguments, not {client_params!r}")
+        raise TypeError(
+            f"client_params must be a dict of redis-py arguments, not {client_params!r}"
+        )
     params = dict(client_params or {})
     params.setdefault("retry", Retry(NoBackoff(), 0))
-    return make_async_client(params, url=url)
+    if url is not None:
+        return make_async_client(params, url=url)
+    # redis.asyncio.Redis(**kwargs) has no parser_class argument: give it to the pool,
+    # which makes every connection (TCP, TLS or unix socket) with it.
+    client = redis.asyncio.Redis(**params)
+    client.connection_pool.connection_kwargs["parser_class"] = AsyncFastParser
+    return client
 
 
 def describe(client: redis.asyncio.Redis) -> str:

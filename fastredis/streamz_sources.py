@@ -71,9 +71,23 @@ def heartbeat_channel(group_name: str) -> str:
 
 
 def _check_batch(batch: Any) -> bool | str:
-    if batch in (False, True, "raw"):
+    if batch is False or batch is True or batch == "messages":
         return batch
-    raise ValueError(f"batch must be False, True or 'raw', not {batch!r}")
+    raise ValueError(f"batch must be False, True or 'messages', not {batch!r}")
+
+
+def _ids_by_stream(batch: Any, stream: Any = None) -> dict[Any, list[Any]]:
+    """The entry ids of a batch per stream (for acknowledging a whole batch)."""
+    ids = batch.ids()
+    if stream is not None:
+        return {stream: ids}
+    names = batch.streams
+    if len(names) == 1:
+        return {names[0]: ids}
+    out: dict[Any, list[Any]] = {}
+    for k, entry_id in zip(batch.offsets()["entry_stream"].tolist(), ids, strict=True):
+        out.setdefault(names[k], []).append(entry_id)
+    return out
 
 
 class _RedisSource(Source):
@@ -91,7 +105,9 @@ class _RedisSource(Source):
         **kwargs: Any,
     ) -> None:
         if client_params is not None and not isinstance(client_params, Mapping):
-            raise TypeError(f"client_params must be a dict of redis-py arguments, not {client_params!r}")
+            raise TypeError(
+                f"client_params must be a dict of redis-py arguments, not {client_params!r}"
+            )
         if convert and not encoding:
             raise ValueError("convert=True needs an encoding (or pass convert=False for bytes)")
         self.client_params = dict(client_params or {})
@@ -241,7 +257,7 @@ class _RedisSource(Source):
             for key in keys:
                 pipe.type(key)
             types = await pipe.execute()
-        for key, typ in zip(keys, types):
+        for key, typ in zip(keys, types, strict=True):
             typ = as_str(typ)
             if typ not in ("none", wanted):
                 raise TypeError(
@@ -329,7 +345,9 @@ class from_redis_lists(_RedisSource):
         self.left = bool(left)
         self.count = check_count(count)
         self._mpop = True
-        super().__init__(client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs)
+        super().__init__(
+            client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs
+        )
 
     def _names_for_log(self) -> str:
         return ", ".join(map(repr, self.keys))
@@ -346,7 +364,15 @@ class from_redis_lists(_RedisSource):
         assert self.client is not None
         side = "LEFT" if self.left else "RIGHT"
         if self._mpop:
-            args = ["BLMPOP", self._timeout_arg(), len(self.keys), *self.keys, side, "COUNT", self.count]
+            args = [
+                "BLMPOP",
+                self._timeout_arg(),
+                len(self.keys),
+                *self.keys,
+                side,
+                "COUNT",
+                self.count,
+            ]
             try:
                 reply = await blocking_command(self.client, args, self._block_s)
             except redis.exceptions.ResponseError as exc:
@@ -356,7 +382,9 @@ class from_redis_lists(_RedisSource):
             else:
                 return [] if reply is None else list(reply[1])
         cmd = "BLPOP" if self.left else "BRPOP"
-        reply = await blocking_command(self.client, [cmd, *self.keys, self._timeout_arg()], self._block_s)
+        reply = await blocking_command(
+            self.client, [cmd, *self.keys, self._timeout_arg()], self._block_s
+        )
         return [] if reply is None else [reply[1]]
 
     async def _main(self) -> None:
@@ -386,7 +414,9 @@ class from_redis_lists(_RedisSource):
 
 
 class _StreamSource(_RedisSource):
-    def _init_streams(self, streams: dict[str, str], count: int | None, timeout: float | None, batch: Any) -> None:
+    def _init_streams(
+        self, streams: dict[str, str], count: int | None, timeout: float | None, batch: Any
+    ) -> None:
         self.streams = streams
         self.count = check_count(count)
         self.timeout = timeout
@@ -483,9 +513,11 @@ class from_redis_streams(_StreamSource):
         or any entry id: after that id.
     convert, encoding:
         Decode names, ids, keys and values to str (default UTF-8); ``convert=False``: bytes.
-    batch: False, True or "raw"
-        False (default): emit one Message per entry. True: emit one list of Messages per read.
-        "raw": emit the StreamBatch of each read itself (no per-entry objects until asked).
+    batch: False, True or "messages"
+        False (default): emit one Message per entry. True: emit each read's StreamBatch
+        itself, a sequence of ``(stream, id, data)`` tuples made only when accessed (also
+        ``len()``, ``field(key)`` for one column, ``to_messages()``): the fast path.
+        "messages": emit each read as a list of Messages.
 
     Entry ids are tracked per stream as numbers (the reader's ``last_ids()``), so '5-10'
     follows '5-9'; after a lost connection reading resumes after the last id emitted.
@@ -510,7 +542,9 @@ class from_redis_streams(_StreamSource):
         self.default_start_id = default_start_id
         self._init_streams(normalize_streams(streams, default_start_id), count, timeout, batch)
         self._ids: dict[str, Any] = {}
-        super().__init__(client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs)
+        super().__init__(
+            client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs
+        )
 
     @property
     def last_ids(self) -> dict[str, Any]:
@@ -540,7 +574,7 @@ class from_redis_streams(_StreamSource):
         self._ids.update(self._where_ids(batch))
 
     async def _deliver(self, batch: Any) -> None:
-        if self.batch == "raw":
+        if self.batch is True:
             await self._emit_one(batch)
         elif self.batch:
             await self._emit_one(messages_from(batch.to_messages()))
@@ -587,8 +621,10 @@ class from_redis_consumer_group(_StreamSource):
         Where a group created here starts: "0" (default: entries already in the stream
         are read too) or "$" (only new entries).
     convert, encoding, batch:
-        As for from_redis_streams. In batch mode a list (or StreamBatch) is acknowledged
-        as a whole when everything downstream is done with it.
+        As for from_redis_streams. A batch is acknowledged as a whole when everything
+        downstream is done with it. With ``batch=True``, entries claimed from other
+        consumers or replayed after a reconnect come as a list of Messages (a sequence
+        of the same (stream, id, data) tuples) rather than a StreamBatch.
 
     Acknowledgement: every emitted entry carries a streamz reference count
     (``metadata=[{"ref": ...}]``); when nothing downstream holds it any more (partition
@@ -638,7 +674,9 @@ class from_redis_consumer_group(_StreamSource):
         self._seen: dict[str, float] = {}  # consumer -> loop time of its last heartbeat
         self._listening_since: float | None = None
         self.claimed = 0  # entries taken over from other consumers
-        super().__init__(client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs)
+        super().__init__(
+            client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs
+        )
 
     def _names_for_log(self) -> str:
         names = ", ".join(map(repr, self.streams))
@@ -746,20 +784,25 @@ class from_redis_consumer_group(_StreamSource):
 
     # -- emission with acknowledgement -------------------------------------------------------
 
-    async def _deliver(self, batch: Any, skip_inflight: bool = False) -> int:
-        """Emit a batch, each entry (or the batch) with its reference count. Returns how
-        many entries were emitted."""
+    async def _deliver(self, batch: Any, skip_inflight: bool = False, stream: Any = None) -> int:
+        """Emit a batch, each entry (or the batch) with its reference count; return how many
+        entries were emitted. `stream`: the stream of a claim batch (XCLAIM / XAUTOCLAIM
+        replies carry no stream name). `skip_inflight`: leave out entries emitted before and
+        not finished yet (replays after a reconnect, our own entries autoclaimed)."""
         acker = self.acker
         assert acker is not None
-        if self.batch == "raw" and not skip_inflight:
-            ids: dict[Any, list[Any]] = {}
-            for stream, entry_id, _ in batch.to_messages():
-                ids.setdefault(stream, []).append(entry_id)
-            ref = BatchAckRef(acker, ids)
+        if stream is not None and self.encoding is None:
+            stream = stream.encode()
+        if self.batch is True and stream is None and not skip_inflight:
+            # The StreamBatch itself, acknowledged as a whole.
+            ref = BatchAckRef(acker, _ids_by_stream(batch))
             await self._emit_one(batch, [{"ref": ref}])
             ref.release()
             return len(batch)
-        msgs = messages_from(batch.to_messages())
+        if stream is None:
+            msgs = messages_from(batch.to_messages())
+        else:
+            msgs = [Message(stream, entry_id, data) for _, entry_id, data in batch.to_messages()]
         if skip_inflight:
             keep = []
             for m in msgs:
@@ -771,10 +814,17 @@ class from_redis_consumer_group(_StreamSource):
         if not msgs:
             return 0
         if self.batch:
-            live = [m for m in msgs if m[2] is not None]
-            ids = {}
+            # A list of Messages (also in batch=True mode for claimed or replayed entries).
+            live = []
+            ids: dict[Any, list[Any]] = {}
             for m in msgs:
-                ids.setdefault(m[0], []).append(m[1])
+                if m[2] is None:
+                    acker.done(m[0], m[1])
+                else:
+                    live.append(m)
+                    ids.setdefault(m[0], []).append(m[1])
+            if not live:
+                return 0
             ref = BatchAckRef(acker, ids)
             await self._emit_one(live, [{"ref": ref}])
             ref.release()
@@ -883,7 +933,7 @@ class from_redis_consumer_group(_StreamSource):
                     "%s: consumer %r silent for over %ss: claimed %d pending entries of %r",
                     self._what, consumer, self.claim_timeout, len(batch), stream,
                 )  # fmt: skip
-                await self._deliver(batch)
+                await self._deliver(batch, stream=stream)
             if len(ids) < CLAIM_CHUNK or not len(batch):
                 return
 
@@ -904,7 +954,7 @@ class from_redis_consumer_group(_StreamSource):
                             start, count=CLAIM_CHUNK, encoding=self.encoding,
                         )  # fmt: skip
                         if len(batch):
-                            n = await self._deliver(batch, skip_inflight=True)
+                            n = await self._deliver(batch, skip_inflight=True, stream=stream)
                             if n:
                                 self.claimed += n
                                 log.warning(

@@ -1,0 +1,329 @@
+"""streamz sinks writing to a Redis list (RPUSH/LPUSH) or stream (XADD), in pipelined batches.
+
+Registered through the ``streamz.sinks`` entry point::
+
+    source.map(json.dumps).sink_to_redis_list("out", client_params={"host": "..."})
+    source.sink_to_redis_stream("out-stream", maxlen=100_000)
+
+``update()`` only queues the item: one background task on the stream's loop writes
+everything queued since its last write in one round trip (one RPUSH with many items, or
+one pipeline of XADDs), so items that arrive faster than round trips are batched. An item
+is written in order, once. Its streamz references (e.g. a consumer group's acknowledgement)
+are held until Redis confirmed the write, so an entry read from a group is acknowledged
+only once it is stored. When the queue holds ``high_water`` items, update() returns a
+future the upstream waits for (backpressure). A lost connection is retried with backoff;
+nothing queued is dropped. ``flush()`` waits until everything queued is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+import redis.asyncio
+from streamz import Stream
+from streamz.sinks import Sink
+
+from fastredis.message import Message
+from fastredis.streamz_common import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    check_count,
+    check_name,
+    log,
+    make_source_client,
+    on_loop_thread,
+    running_loop,
+)
+
+__all__ = ["DEFAULT_FIELD", "sink_to_redis_list", "sink_to_redis_stream"]
+
+DEFAULT_FIELD = "d"  # the field a str/bytes/number item is stored under in a stream entry
+MAX_BATCH = 10_000  # most items per write round trip
+HIGH_WATER = 100_000  # queued items beyond which update() makes the upstream wait
+
+_SCALARS = (str, bytes, memoryview, int, float)
+
+
+class _RedisSink(Sink):
+    _what_kind = "redis"
+
+    def __init__(
+        self,
+        upstream: Stream,
+        key: str,
+        client_params: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        max_batch: int = MAX_BATCH,
+        high_water: int = HIGH_WATER,
+        **kwargs: Any,
+    ) -> None:
+        self.key = check_name(key, "key")
+        if client_params is not None and not isinstance(client_params, Mapping):
+            raise TypeError(
+                f"client_params must be a dict of redis-py arguments, not {client_params!r}"
+            )
+        self.client_params = dict(client_params or {})
+        self.url = url
+        self.max_batch = check_count(max_batch, "max_batch")
+        self.high_water = check_count(high_water, "high_water")
+        self.client: redis.asyncio.Redis | None = None
+        self.error: BaseException | None = None  # the last write Redis refused
+        self.written = 0  # items Redis confirmed
+        self._queue: list[Any] = []  # encoded items (command args)
+        self._metas: list[tuple[int, list[dict[str, Any]]]] = []  # (item index, metadata)
+        self._base = 0  # index of _queue[0] among all items ever queued
+        self._task: asyncio.Task[None] | None = None
+        self._drained: list[asyncio.Future[None]] = []
+        kwargs["ensure_io_loop"] = True
+        super().__init__(upstream, **kwargs)
+
+    @property
+    def _what(self) -> str:
+        return f"{type(self).__name__}({self.key!r})"
+
+    # -- streamz --------------------------------------------------------------------------
+
+    def update(self, x: Any, who: Any = None, metadata: Any = None) -> Any:
+        args = self._encode(x)  # raises on what cannot be stored, before anything is queued
+        if not on_loop_thread(self.loop):
+            # Called from outside the loop (e.g. update() called directly): hand it over.
+            self.loop.add_callback(self._enqueue, args, metadata)
+            return None
+        return self._enqueue(args, metadata)
+
+    def _enqueue(self, args: Any, metadata: Any) -> Any:
+        if metadata:
+            self._retain_refs(metadata)
+            self._metas.append((self._base + len(self._queue), metadata))
+        self._queue.append(args)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._writer())
+        if len(self._queue) >= self.high_water:
+            fut = asyncio.get_running_loop().create_future()
+            self._drained.append(fut)
+            return fut
+        return None
+
+    def destroy(self) -> None:
+        super().destroy()
+        if self.loop is not None:
+            self.loop.add_callback(self._close)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        backoff = Backoff(self._what)
+        try:
+            while self._queue:
+                if self.client is None:
+                    self.client = make_source_client(self.client_params, self.url)
+                n = min(len(self._queue), self.max_batch)
+                items = self._queue[:n]
+                try:
+                    await self._write(self.client, items)
+                except TRANSIENT_ERRORS as exc:
+                    await asyncio.sleep(backoff.next_delay(exc))
+                    continue  # the items stay queued: written after reconnecting
+                except redis.exceptions.ResponseError as exc:
+                    # Redis refused (e.g. the key holds another type). The items are dropped
+                    # and their references kept: a consumer group does not ack them.
+                    self.error = exc
+                    log.error(
+                        "%s: Redis refused %d items for key %r: %s", self._what, n, self.key, exc
+                    )
+                    self._done(n, release=False)
+                    continue
+                backoff.succeeded()
+                self.written += n
+                self._done(n, release=True)
+        finally:
+            self._task = None
+            self._wake_drained()
+
+    def _done(self, n: int, release: bool) -> None:
+        del self._queue[:n]
+        end = self._base + n
+        self._base = end
+        metas = self._metas
+        k = 0
+        while k < len(metas) and metas[k][0] < end:
+            k += 1
+        finished, self._metas = metas[:k], metas[k:]
+        if release:
+            for _, md in finished:
+                self._release_refs(md)
+        if len(self._queue) < self.high_water:
+            self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        drained, self._drained = self._drained, []
+        for fut in drained:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def aflush(self) -> None:
+        """Wait (on the loop) until everything queued so far is written."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Wait until everything queued so far is written (from any thread but the loop's)."""
+        if on_loop_thread(self.loop):
+            raise RuntimeError("flush() would block the loop: await sink.aflush() instead")
+        done = threading.Event()
+
+        async def wait() -> None:
+            try:
+                await self.aflush()
+            finally:
+                done.set()
+
+        self.loop.add_callback(wait)
+        if not done.wait(timeout):
+            raise TimeoutError(
+                f"{self._what}: {len(self._queue)} items not written after {timeout}s"
+            )
+
+    async def _close(self) -> None:
+        await self.aflush()
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued, then close the connection (the sink can still be used: a
+        later item opens a new one)."""
+        if running_loop() is not None and on_loop_thread(self.loop):
+            raise RuntimeError("close() would block the loop: await sink.aclose() instead")
+        done = threading.Event()
+
+        async def run() -> None:
+            try:
+                await self._close()
+            finally:
+                done.set()
+
+        self.loop.add_callback(run)
+        done.wait(timeout)
+
+    async def aclose(self) -> None:
+        await self._close()
+
+    def _encode(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class sink_to_redis_list(_RedisSink):
+    """Push every item onto a Redis list: RPUSH (``right=True``, default) or LPUSH.
+
+    Items must be str, bytes or numbers (e.g. ``.map(json.dumps)`` first for dicts).
+    Many items queued while a write is under way go in one RPUSH/LPUSH, in order.
+    """
+
+    def __init__(
+        self,
+        upstream: Stream,
+        key: str,
+        right: bool = True,
+        client_params: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.right = bool(right)
+        super().__init__(upstream, key, client_params=client_params, url=url, **kwargs)
+
+    def _encode(self, x: Any) -> Any:
+        if isinstance(x, _SCALARS) and not isinstance(x, bool):
+            return x
+        raise TypeError(
+            f"{self._what}: items must be str, bytes or numbers, not {type(x).__name__} "
+            f"(convert first, e.g. .map(json.dumps))"
+        )
+
+    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+        await client.execute_command("RPUSH" if self.right else "LPUSH", self.key, *items)
+
+
+class sink_to_redis_stream(_RedisSink):
+    """Append every item to a Redis stream with XADD (id ``*``).
+
+    A dict item gives the entry's fields; a Message (from a stream source) gives its data;
+    a str, bytes or number is stored in one field, ``field`` (default ``"d"``, as the
+    fastredis server does). ``maxlen`` caps the stream (``MAXLEN ~ n`` with
+    ``approximate=True``, the cheap default; exact otherwise). Many items queued while a
+    write is under way go in one pipeline of XADDs, in order.
+    """
+
+    def __init__(
+        self,
+        upstream: Stream,
+        key: str,
+        maxlen: int | None = None,
+        approximate: bool = True,
+        client_params: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        field: str = DEFAULT_FIELD,
+        **kwargs: Any,
+    ) -> None:
+        if maxlen is not None and (
+            isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0
+        ):
+            raise ValueError(f"maxlen must be None or an int >= 0, not {maxlen!r}")
+        self.maxlen = maxlen
+        self.approximate = bool(approximate)
+        self.field = check_name(field, "field")
+        super().__init__(upstream, key, client_params=client_params, url=url, **kwargs)
+        trim = [] if maxlen is None else ["MAXLEN", "~" if approximate else "=", maxlen]
+        self._head = ["XADD", self.key, *trim, "*"]
+
+    def _encode(self, x: Any) -> Any:
+        if isinstance(x, Message):
+            x = x[2]
+        if isinstance(x, Mapping):
+            if not x:
+                raise ValueError(f"{self._what}: an entry needs at least one field, got {{}}")
+            flat: list[Any] = []
+            for k, v in x.items():
+                if (
+                    not isinstance(k, (str, bytes))
+                    or not isinstance(v, _SCALARS)
+                    or isinstance(v, bool)
+                ):
+                    raise TypeError(
+                        f"{self._what}: field names must be str/bytes and values str, bytes or "
+                        f"numbers, not {k!r}: {type(v).__name__}"
+                    )
+                flat.append(k)
+                flat.append(v)
+            return flat
+        if isinstance(x, _SCALARS) and not isinstance(x, bool):
+            return [self.field, x]
+        raise TypeError(
+            f"{self._what}: items must be dicts, Messages, str, bytes or numbers, "
+            f"not {type(x).__name__}"
+        )
+
+    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+        head = self._head
+        if len(items) == 1:
+            await client.execute_command(*head, *items[0])
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for fields in items:
+                pipe.execute_command(*head, *fields)
+            results = await pipe.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+
+
+for _node in (sink_to_redis_list, sink_to_redis_stream):
+    if not hasattr(Stream, _node.__name__):
+        Stream.register_api()(_node)
