@@ -324,6 +324,11 @@ def test_pull_rejects_bad_field_type() -> None:
         pull_header(batch, 5)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         pull_payload(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sid must be str or bytes"):
+        pull_header(batch, sid=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        json_string(3)  # type: ignore[arg-type]
+    assert pull_header(batch, sid=bytearray(b"q")) == b'[["q","1-0",0]]'
 
 
 entry_st = st.tuples(
@@ -652,6 +657,8 @@ def test_pack_edge_cases() -> None:
     assert pack_commands([]) == []
     assert ours([("GET", "k")]) == redis_py_bytes(["GET", "k"])  # tuples
     assert ours([iter(["GET", "k"])]) == redis_py_bytes(["GET", "k"])  # iterables
+    with pytest.raises(TypeError, match="list of arguments"):
+        pack_commands(["PING"])
     with pytest.raises(ValueError, match="empty command"):
         pack_commands([[]])
     with pytest.raises(TypeError, match="bool"):

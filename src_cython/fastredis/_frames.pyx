@@ -152,16 +152,6 @@ cdef inline void w_uint(Writer* w, uint64_t v) noexcept:
             break
 
 
-cdef inline void w_int(Writer* w, long long v) noexcept:
-    """Decimal digits of v (sign included); the caller reserved 21 bytes."""
-    if v < 0:
-        w.p[w.pos] = b'-'
-        w.pos += 1
-        w_uint(w, <uint64_t>0 - <uint64_t>v)
-    else:
-        w_uint(w, <uint64_t>v)
-
-
 # --------------------------------------------------------------------------
 # JSON string escaping with UTF-8 validation
 # --------------------------------------------------------------------------
@@ -303,11 +293,22 @@ cdef int w_json_string(Writer* w, const char* s, Py_ssize_t n) except -1:
     return 0
 
 
+cdef bytes _name_bytes(s, str what):
+    """str (UTF-8) or a bytes-like object as bytes; anything else is a TypeError."""
+    if isinstance(s, str):
+        return (<str>s).encode("utf-8")
+    if PyBytes_Check(s):
+        return <bytes>s
+    if isinstance(s, (bytearray, memoryview)):
+        return bytes(s)
+    raise TypeError(f"{what} must be str or bytes, not {type(s).__name__}")
+
+
 def json_string(s) -> bytes:
     """`s` (bytes or str) as a JSON string literal, escaped as pull_header does it
     (exposed for tests and for other writers of the protocol)."""
     cdef Writer w
-    cdef bytes b = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+    cdef bytes b = _name_bytes(s, "s")
     w_init(&w, len(b) + 2)
     try:
         w_json_string(&w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
@@ -320,14 +321,10 @@ def json_string(s) -> bytes:
 # Pull side
 # --------------------------------------------------------------------------
 
-cdef bytes _field_bytes(field):
-    if isinstance(field, str):
-        return (<str>field).encode("utf-8")
+cdef inline bytes _field_bytes(field):
     if PyBytes_Check(field):
         return <bytes>field
-    if PyObject_CheckBuffer(field):
-        return bytes(field)
-    raise TypeError(f"field must be bytes or str, not {type(field).__name__}")
+    return _name_bytes(field, "field")
 
 
 cdef inline Py_ssize_t _buf_size(StreamBatch batch) except -1:
@@ -399,10 +396,7 @@ def pull_header(StreamBatch batch not None, field=b"d", sid=None) -> bytes:
     try:
         # 1. every stream name escaped once
         if sid is not None:
-            if isinstance(sid, str):
-                sid_b = (<str>sid).encode("utf-8")
-            else:
-                sid_b = bytes(sid)
+            sid_b = _name_bytes(sid, "sid")
             n_names = 1
             name_off = <int64_t*>malloc(2 * sizeof(int64_t))
             if name_off == NULL:
@@ -857,6 +851,9 @@ def pack_commands(commands) -> list:
     try:
         for cmd in commands:
             if not isinstance(cmd, (list, tuple)):
+                if isinstance(cmd, (str, bytes, bytearray, memoryview)):
+                    raise TypeError(
+                        f"each command must be a list of arguments, not {type(cmd).__name__}")
                 cmd = list(cmd)
             n_args = len(cmd)
             if n_args == 0:
