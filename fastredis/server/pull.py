@@ -114,55 +114,43 @@ async def pull_endpoint(ws: WebSocket) -> None:
         await cursor.close()
 
 
-# Read-ahead for small entries: a pull of one stream without `latest` asks Redis for
-# up to READ_AHEAD_MAX entries at once (aiming at READ_AHEAD_BYTES a read) and sends
-# them as batches of `count`. Every Redis round trip costs a send and a receive
-# system call, the price that matters most at count=1.
+# Read-ahead at count=1: a pull of one stream without `latest` asks Redis for up to
+# READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and sends
+# them one batch per entry. A Redis round trip costs a send and a receive system
+# call, which at one entry per batch is most of the work. (Each one-entry batch
+# needs its own header anyway; larger counts are framed in C from the batch.)
 READ_AHEAD_MAX = 64
 READ_AHEAD_BYTES = 256 * 1024
 
 Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
 
 
-def _redis_count(batch: StreamBatch, count: int) -> int:
-    """Entries to ask Redis for next, from the entry size seen in `batch`."""
+def _redis_count(batch: StreamBatch) -> int:
+    """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
     n = len(batch)
-    if n == 0 or count >= READ_AHEAD_MAX:
-        return count
-    per_batch = max(1, batch.nbytes // n) * count
-    factor = max(1, min(READ_AHEAD_BYTES // per_batch, READ_AHEAD_MAX // count))
-    return count * factor
+    if n == 0:
+        return 1
+    return max(1, min(READ_AHEAD_BYTES // max(1, batch.nbytes // n), READ_AHEAD_MAX))
 
 
-def _frames(batch: StreamBatch, count: int, header: bool, sid_json: str | None) -> list[Frame]:
-    """What to send for `batch`: one frame per websocket batch. `sid_json` (the one
-    stream's name as JSON) is given for a read-ahead, which is split by `count`."""
+def _frames(batch: StreamBatch, header: bool, sid_json: str | None) -> list[Frame]:
+    """What to send for `batch`: one websocket batch, or with `sid_json` (the one
+    stream's name as JSON: a count=1 read-ahead) one batch per entry."""
     n = len(batch)
-    if n <= count or sid_json is None:  # one Redis read, one websocket batch
-        views = pull_views(batch)
-        if not header:
-            return [(None, views)] if n else []
-        # One entry: a view into the batch instead of a copy (~0.5 ms per MB here);
-        # websocket servers take any bytes-like object.
-        payload = views[0] if n == 1 else pull_payload(batch)
-        return [(pull_header(batch).decode(), [payload])]
-    # A read ahead of one stream: split it into batches of `count`.
     views = pull_views(batch)
+    if sid_json is not None and n > 1:
+        if not header:
+            return [(None, [view]) for view in views]
+        return [
+            (f'[[{sid_json},"{eid.decode()}",0]]', [view])
+            for eid, view in zip(batch.ids(), views, strict=True)
+        ]
     if not header:
-        return [(None, views[i : i + count]) for i in range(0, n, count)]
-    ids = batch.ids()
-    frames: list[Frame] = []
-    for i in range(0, n, count):
-        part = views[i : i + count]
-        if count == 1:
-            frames.append((f'[[{sid_json},"{ids[i].decode()}",0]]', part))
-            continue
-        items, start = [], 0
-        for eid, view in zip(ids[i : i + count], part, strict=True):
-            items.append(f'[{sid_json},"{eid.decode()}",{start}]')
-            start += len(view)
-        frames.append(("[" + ",".join(items) + "]", [b"".join(part)]))
-    return frames
+        return [(None, views)] if n else []
+    # One entry: a view into the batch instead of a copy (~0.5 ms per MB here);
+    # websocket servers take any bytes-like object.
+    payload = views[0] if n == 1 else pull_payload(batch)
+    return [(pull_header(batch).decode(), [payload])]
 
 
 async def _pull_loop(
@@ -185,7 +173,7 @@ async def _pull_loop(
     # Without latest, ack or max_fps the next read runs while this one is sent, so
     # Redis's work and the websocket's overlap (at most two reads in memory).
     prefetch = not (opts.latest or opts.ack or interval)
-    read_ahead = len(cursor.sids) == 1 and not opts.latest
+    read_ahead = len(cursor.sids) == 1 and opts.count == 1 and not opts.latest
     sid_json = json_string(cursor.sids[0]).decode() if read_ahead else None
     redis_count = opts.count
     ahead: asyncio.Task[Any] | None = None
@@ -198,13 +186,11 @@ async def _pull_loop(
             else:
                 batch = await cursor.read(opts.block, redis_count)
             if read_ahead:
-                redis_count = _redis_count(batch, opts.count)
+                redis_count = _redis_count(batch)
             if prefetch:
                 ahead = loop.create_task(cursor.read(opts.block, redis_count))
-            frames = _frames(batch, opts.count, opts.header, sid_json)
+            frames = _frames(batch, opts.header, sid_json)
             del batch
-            if opts.header and not frames:
-                frames = [("[]", [b""])]  # the block ran out: an empty batch
             for header, payloads in frames:
                 if interval and not opts.latest:
                     await pace()
