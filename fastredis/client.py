@@ -143,12 +143,11 @@ def _push_frame(data: Payload | Sequence[Payload]) -> tuple[str, Payload]:
 
 def split_frame(header: list[Any], payload: bytes) -> list[Entry]:
     """Pull header `[[sid, id, start], ...]` + payload -> [(sid, id, bytes), ...]."""
-    n = len(header)
-    out = []
-    for i, (sid, entry_id, start) in enumerate(header):
-        end = header[i + 1][2] if i + 1 < n else len(payload)
-        out.append((sid, entry_id, payload[start:end]))
-    return out
+    if not header:
+        return []
+    starts = [h[2] for h in header]
+    ends = [*starts[1:], len(payload)]
+    return [(h[0], h[1], payload[a:b]) for h, a, b in zip(header, starts, ends, strict=True)]
 
 
 def id_ms(entry_id: str | bytes) -> int:
@@ -267,6 +266,7 @@ class AsyncPuller:
         self._open_timeout = open_timeout
         self._ws: AsyncConnection | None = None
         self._owe_ack = False
+        self.closed = False
 
     async def connect(self) -> AsyncPuller:
         if self._ws is None:
@@ -306,6 +306,7 @@ class AsyncPuller:
                 yield entry
 
     async def close(self) -> None:
+        self.closed = True
         if self._ws is not None:
             ws, self._ws = self._ws, None
             await ws.close()
@@ -349,6 +350,8 @@ class AsyncClient:
         """A pull socket: options last_entry_id ("$", "0", an id), count, latest,
         block (ms), max_fps, ack. Iterate it for (sid, id, bytes)."""
         puller = AsyncPuller(self.url, sid, open_timeout=self.open_timeout, **options)
+        # kept to be closed with the client; those closed already are dropped
+        self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)
         return puller
 
@@ -452,6 +455,7 @@ class Puller:
         self._open_timeout = open_timeout
         self._ws: SyncConnection | None = None
         self._owe_ack = False
+        self.closed = False
 
     def connect(self) -> Puller:
         if self._ws is None:
@@ -488,6 +492,7 @@ class Puller:
             yield from batch
 
     def close(self) -> None:
+        self.closed = True
         if self._ws is not None:
             ws, self._ws = self._ws, None
             ws.close()
@@ -528,6 +533,8 @@ class Client:
     def pull(self, sid: str, **options: Any) -> Puller:
         """A pull socket: options last_entry_id, count, latest, block, max_fps, ack."""
         puller = Puller(self.url, sid, open_timeout=self.open_timeout, **options)
+        # kept to be closed with the client; those closed already are dropped
+        self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)
         return puller
 

@@ -38,14 +38,48 @@ ALL_FIELDS = """
     meta
 """
 
-# the seed README's query, as written
-SEED_QUERY = "query GetStreams {\n  sids\n  streams {" + ALL_FIELDS + "  }\n}"
+# the seed README's query, as written (comments included)
+SEED_QUERY = """query GetStreams {
+  sids  # get just the names without querying everything else
+  streams {
+    # redis XINFO STREAM information
+    sid
+    entriesAdded
+    firstEntryId
+    firstEntryData
+    firstEntryTime
+    lastEntryId
+    lastEntryData
+    lastEntryTime
+    lastGeneratedId
+    maxDeletedEntryId
+    groups
+    length
+    radixTreeKeys
+    radixTreeNodes
+    recordedFirstEntryId
+    # error message for XINFO STREAMS
+    error
+
+    # user-defined stream metadata
+    meta
+  }
+}"""
 
 
 @pytest.fixture(scope="module")
 def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
-    with LiveServer(make_server_app(redis_server.url)) as live:
-        yield live
+    from fastredis.server import graphql_api
+
+    # Shorter BLOCK rounds: a subscription whose cancellation was lost (see
+    # test_closing_a_subscription_frees_its_redis_read) ends sooner.
+    block = graphql_api.SUBSCRIPTION_BLOCK_MS
+    graphql_api.SUBSCRIPTION_BLOCK_MS = 500
+    try:
+        with LiveServer(make_server_app(redis_server.url)) as live:
+            yield live
+    finally:
+        graphql_api.SUBSCRIPTION_BLOCK_MS = block
 
 
 @pytest.fixture
@@ -335,20 +369,65 @@ def test_subscription_on_a_non_stream_key_errors(
         assert "WRONGTYPE" in json.dumps(errors)
 
 
-def test_subscription_survives_idle_periods(server: LiveServer, plain_redis: redis.Redis) -> None:
-    """A subscription idle for longer than one XREAD BLOCK still delivers."""
+def _xread_calls(plain: redis.Redis) -> int:
+    return plain.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+
+
+def test_subscription_survives_idle_periods(
+    server: LiveServer, plain_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscription idle for several XREAD BLOCK rounds (on a stream that does not
+    exist yet) still delivers."""
     from fastredis.server import graphql_api
 
-    old = graphql_api.SUBSCRIPTION_BLOCK_MS
-    graphql_api.SUBSCRIPTION_BLOCK_MS = 100
-    try:
-        query = 'subscription { data(sids: ["idle"], lastEntryId: "0") { utf8 } }'
-        with connect(server.ws_url + "/graphql", subprotocols=PROTOCOLS[:1]) as ws:
-            p = _Protocol(PROTOCOLS[0], ws)
+    monkeypatch.setattr(graphql_api, "SUBSCRIPTION_BLOCK_MS", 50)
+    query = 'subscription { data(sids: ["idle"], lastEntryId: "0") { utf8 } }'
+    with connect(server.ws_url + "/graphql", subprotocols=PROTOCOLS[:1]) as ws:
+        p = _Protocol(PROTOCOLS[0], ws)
+        p.init()
+        calls = _xread_calls(plain_redis)
+        p.subscribe("1", query)
+        wait_for(lambda: _xread_calls(plain_redis) >= calls + 3, what="three empty XREADs")
+        plain_redis.xadd("idle", {"d": b"late"})
+        assert p.next_data() == {"utf8": "late"}
+
+
+def _blocked_xreads(plain: redis.Redis) -> list[dict[str, Any]]:
+    return [c for c in plain.client_list() if c.get("cmd") == "xread" and "b" in c.get("flags", "")]
+
+
+@pytest.mark.parametrize("stop_first", [True, False], ids=["stop-then-close", "close"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_closing_a_subscription_frees_its_redis_read(
+    protocol: str,
+    stop_first: bool,
+    server: LiveServer,
+    plain_redis: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No subscription keeps reading for a client that has gone, even when the
+    cancellation lands on a redis-py send (Python < 3.12 wait_for can swallow it;
+    then the loop notices at the end of its current BLOCK, shortened here)."""
+    from fastredis.server import graphql_api
+
+    monkeypatch.setattr(graphql_api, "SUBSCRIPTION_BLOCK_MS", 300)
+    query = 'subscription { data(sids: ["x", "y"], lastEntryId: "0") { utf8 } }'
+    for round_ in range(3):
+        with connect(server.ws_url + "/graphql", subprotocols=[protocol]) as ws:
+            p = _Protocol(protocol, ws)
             p.init()
             p.subscribe("1", query)
-            time.sleep(0.35)  # a few empty BLOCK rounds on a stream that does not exist yet
-            plain_redis.xadd("idle", {"d": b"late"})
-            assert p.next_data() == {"utf8": "late"}
-    finally:
-        graphql_api.SUBSCRIPTION_BLOCK_MS = old
+            plain_redis.xadd("x", {"d": str(round_).encode()})
+            assert p.next_data() == {"utf8": str(round_)}
+            if stop_first:
+                p.stop("1")  # lands while the generator starts its next XREAD
+        plain_redis.delete("x")
+    wait_for(
+        lambda: not _blocked_xreads(plain_redis),
+        timeout=graphql_api.SUBSCRIPTION_BLOCK_MS / 1000 + 5,
+        what="no XREAD left blocked for a closed subscription",
+    )
+    # and none comes back: a loop still running would XREAD again every BLOCK
+    calls = _xread_calls(plain_redis)
+    time.sleep(4 * graphql_api.SUBSCRIPTION_BLOCK_MS / 1000)
+    assert _xread_calls(plain_redis) == calls

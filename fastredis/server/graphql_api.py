@@ -36,6 +36,7 @@ Choices where the seed is silent:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncGenerator, Sequence
@@ -277,6 +278,18 @@ class Mutation:
         return meta
 
 
+def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Stop a subscription whose task was cancelled even if the CancelledError got lost.
+
+    On Python < 3.12, asyncio.wait_for (which redis-py wraps around every send when
+    socket_timeout is set, 5 s by default in redis-py 8) can swallow a cancellation
+    that arrives as the send completes; the loop would then read on forever for a
+    client that has gone."""
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
 async def _start_ids(client: AsyncRedis, sids: list[str], start: str) -> dict[str, str]:
     """Concrete XREAD cursors: "$" becomes each stream's last id now ("0-0" if empty),
     so no entry falls between two blocking reads."""
@@ -305,11 +318,13 @@ class Subscription:
         if not sids:
             return
         cursors = await _start_ids(client, sids, last_entry_id)
+        task = asyncio.current_task()
         while True:
             batch = await axread_batch(
                 client, cursors, count=SUBSCRIPTION_COUNT, block=SUBSCRIPTION_BLOCK_MS,
                 encoding=None,
             )  # fmt: skip
+            _raise_if_cancelled(task)
             if not len(batch):
                 continue
             cursors.update({_text(k): _text(v) for k, v in batch.last_ids().items()})
