@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from live_server import LiveServer, make_server_app
+from live_server import LiveServer, make_server_app, wait_for
 
 from fastredis.client import (
     AsyncClient,
@@ -38,7 +38,11 @@ def url(server: LiveServer, redis_url: str) -> str:
     return server.ws_url
 
 
-def _stored(plain: redis.Redis, sid: str) -> list[tuple[str, bytes]]:
+def _stored(plain: redis.Redis, sid: str, n: int | None = None) -> list[tuple[str, bytes]]:
+    """The entries of `sid`; with `n`, first wait until there are n (a push without
+    ack returns before the server has written it)."""
+    if n is not None:
+        wait_for(lambda: plain.xlen(sid) >= n, what=f"{n} entries in {sid}")
     return [(i.decode(), f[b"d"]) for i, f in plain.xrange(sid)]
 
 
@@ -78,7 +82,7 @@ def test_sync_push_pull_round_trip(url: str, plain_redis: redis.Redis) -> None:
         assert c.push("s", payloads[0]) is None
         c.push("s", payloads[1:3])  # two entries, one message
         c.push("s", "text é")  # str is sent as UTF-8
-        stored = _stored(plain_redis, "s")
+        stored = _stored(plain_redis, "s", len(payloads))
         assert [d for _, d in stored] == payloads
         got = []
         for entry in c.pull("s", last_entry_id="0", count=3, block=1000):
@@ -110,8 +114,8 @@ def test_sync_pull_batches_and_latest(url: str, plain_redis: redis.Redis) -> Non
 def test_sync_multi_stream(url: str, plain_redis: redis.Redis) -> None:
     with Client(url) as c:
         c.push("a+b", [b"1", b"2"])
-        assert [d for _, d in _stored(plain_redis, "a")] == [b"1", b"2"]
-        assert [d for _, d in _stored(plain_redis, "b")] == [b"1", b"2"]
+        assert [d for _, d in _stored(plain_redis, "a", 2)] == [b"1", b"2"]
+        assert [d for _, d in _stored(plain_redis, "b", 2)] == [b"1", b"2"]
         with c.pull("a+b", last_entry_id="0", count=10) as p:
             got = []
             while len(got) < 4:
@@ -152,9 +156,10 @@ async def test_async_push_pull_round_trip(url: str, plain_redis: redis.Redis) ->
     async with AsyncClient(url) as c:
         await c.push("s", b"one")
         await c.push("s", [b"two", b"three"])
-        ids = await c.push("s", [b"four"], ack=True)
-        stored = _stored(plain_redis, "s")
-        assert ids == [stored[-1][0]]
+        ids = await c.push("s", [b"four"], ack=True)  # another socket: may come first
+        stored = _stored(plain_redis, "s", 4)
+        assert sorted(d for _, d in stored) == [b"four", b"one", b"three", b"two"]
+        assert ids == [i for i, d in stored if d == b"four"]
         got = []
         async for entry in c.pull("s", last_entry_id="0", count=2):
             got.append(entry)
@@ -163,7 +168,7 @@ async def test_async_push_pull_round_trip(url: str, plain_redis: redis.Redis) ->
         assert got == [("s", i, d) for i, d in stored]
         batches = c.pull_batches("s", last_entry_id="0", count=10)
         batch = await anext(batches)
-        assert [d for _, _, d in batch] == [b"one", b"two", b"three", b"four"]
+        assert [d for _, _, d in batch] == [d for _, d in stored]
         await batches.aclose()
 
 
@@ -226,4 +231,4 @@ def test_a_bad_push_closes_only_that_socket(url: str, plain_redis: redis.Redis) 
         assert getattr(closed.value, "rcvd", None) is not None
         assert closed.value.rcvd.code == 1007
         c.push("s", b"fine")
-    assert [d for _, d in _stored(plain_redis, "s")] == [b"fine"]
+    assert [d for _, d in _stored(plain_redis, "s", 1)] == [b"fine"]
