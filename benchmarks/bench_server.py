@@ -117,6 +117,16 @@ class Stack:
     def url(self, target: str) -> str:
         return self.server_url if target == "server" else self.bare_url
 
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each process of the run."""
+        procs = {
+            "client": psutil.Process(),
+            "server": psutil.Process(self.server.pid),
+            "bare": psutil.Process(self.bare.pid),
+            "valkey": psutil.Process(self.redis.pid),
+        }
+        return {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+
 
 @pytest.fixture(scope="module")
 def stack(bench_server: EmbeddedRedis) -> Iterator[Stack]:
@@ -328,7 +338,11 @@ def test_throughput(benchmark: Any, stack: Stack, case: str) -> None:
     def one_round() -> None:
         r = next(rounds)
         for target in TARGETS[r % 3 :] + TARGETS[: r % 3]:
-            results[target].append(RUNNERS[case](stack, target, r))
+            before = stack.cpu()
+            res = RUNNERS[case](stack, target, r)
+            after = stack.cpu()
+            res.params["cpu_ms"] = {k: round((after[k] - v) * 1e3) for k, v in before.items()}
+            results[target].append(res)
 
     benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
     unit = CASES[case].unit
@@ -536,7 +550,39 @@ def build_table(st: Stack) -> tuple[str, list[dict[str, Any]]]:
         "",
         "Latency: limit = the higher of the two limits' latencies; ratio = limit / server.",
     ]
+    cpu_lines = _cpu_table(st)
+    if cpu_lines:
+        lines += ["", *cpu_lines]
     return "\n".join(lines), rows
+
+
+def _cpu_table(st: Stack) -> list[str]:
+    """CPU ms each process used in the median run of every case and target: unlike
+    wall time, hardly moved by other load on the machine."""
+    lines = [
+        "CPU time of the median run, ms (user + system): load client / gateway process "
+        "/ Valkey; wall ms for comparison.",
+        "",
+        "| case | server: client / server / valkey (wall) | direct: client / valkey (wall) "
+        "| bare: client / bare (wall) |",
+        "|---|---|---|---|",
+    ]
+    for name, case in CASES.items():
+        got = {t: st.results.get((name, t)) for t in TARGETS}
+        if not all(got.values()):
+            continue
+        cells = []
+        for target, procs in (
+            ("server", ("client", "server", "valkey")),
+            ("direct", ("client", "valkey")),
+            ("bare", ("client", "bare")),
+        ):
+            mid = _median(got[target])  # type: ignore[arg-type]
+            cpu = mid.params.get("cpu_ms", {})
+            used = " / ".join(str(cpu.get(p, "?")) for p in procs)
+            cells.append(f"{used} ({mid.seconds * 1e3:.0f})")
+        lines.append(f"| {case.title} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
