@@ -79,34 +79,7 @@ class LiveServer:
 
 def make_server_app(redis_url: str) -> Any:
     """The fastredis server app on `redis_url` (GraphQL mounted at /graphql)."""
-    try:
-        from fastredis.server.app import create_app
-    except ImportError:  # interim, until the server core lands
-        return make_graphql_only_app(redis_url)
+    from fastredis.server.app import create_app
     from fastredis.server.settings import Settings
 
     return create_app(Settings(redis_url=redis_url))
-
-
-def make_graphql_only_app(redis_url: str) -> Any:
-    """Interim: just /graphql on a Starlette app, until the server core lands."""
-    import contextlib
-
-    from starlette.applications import Starlette
-    from starlette.routing import Route, WebSocketRoute
-
-    from fastredis.redis_io import make_async_client
-    from fastredis.server.graphql_api import make_graphql_app
-
-    gql = make_graphql_app()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
-        app.state.redis = make_async_client(url=redis_url)
-        yield
-        await app.state.redis.aclose()
-
-    return Starlette(
-        routes=[Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)],
-        lifespan=lifespan,
-    )
