@@ -521,6 +521,19 @@ def test_maxbuf():
         r.setmaxbuf(-1)
 
 
+def test_gets_while_building_is_refused():
+    holder = {}
+
+    def reply_error(msg):
+        return holder["r"].gets()
+
+    r = holder["r"] = Reader(replyError=reply_error)
+    r.feed(b"-E\r\n+next\r\n")
+    with pytest.raises(RuntimeError):
+        r.gets()
+    assert r.gets() == b"next"
+
+
 def test_feed_while_building_is_refused():
     holder = {}
 
@@ -575,6 +588,31 @@ def test_big_bulk_fed_in_chunks_is_not_quadratic():
     assert results[:-1] == [False] * (len(results) - 1)
     assert results[-1] == payload
     assert elapsed < 2.0, elapsed
+
+
+def test_long_line_fed_in_chunks_is_not_quadratic():
+    line = b"x" * (16 << 20)
+    for data in (b"+" + line + b"\r\n", b"$" + b"1" * 100 + line + b"\r\n"):
+        r = Reader()
+        t = time.perf_counter()
+        for i in range(0, len(data), 64 << 10):
+            r.feed(data[i : i + (64 << 10)])
+            try:
+                out = r.gets()
+            except _resp.ProtocolError:
+                out = "error"
+        assert time.perf_counter() - t < 2.0
+        assert out in (line, "error")
+    # the search resumes after a '\r' that was the last byte
+    r = Reader()
+    r.feed(b"+ab\r")
+    assert r.gets() is False
+    r.feed(b"\n")
+    assert r.gets() == b"ab"
+    r.feed(b":12\r")
+    assert r.gets() is False
+    r.feed(b"\n")
+    assert r.gets() == 12
 
 
 def test_many_small_replies_in_one_feed():

@@ -236,6 +236,7 @@ def test_empty_batches():
     assert len(b) == 0 and b.buf == b"" and b.nbytes == 0 and b.streams == ()
     assert b.to_messages() == [] and b.last_ids() == {}
     assert len(b.offsets()["key_off"]) == 0
+    assert list(b.offsets()["field_first"]) == [0]
 
 
 # --------------------------------------------------------------------------
@@ -261,6 +262,13 @@ def test_binary_values_and_empty_values():
         assert b.field(b"")[0] == b""
         assert b.field("k\r\n")[0] == b"\r\n"
         assert b.field("nope") == [None, None, None]
+
+
+def test_field_key_types():
+    b = parse(arr([entry("1-0", [("k", "v")])]), RANGE)
+    assert b.field(bytearray(b"k")) == [b"v"] and b.field(memoryview(b"k")) == [b"v"]
+    with pytest.raises(TypeError):
+        b.field(5)
 
 
 def test_duplicate_keys_last_wins():

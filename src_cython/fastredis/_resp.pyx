@@ -5,7 +5,8 @@
 Design
 ------
 The reader keeps the unconsumed socket bytes in one internal buffer (a private
-``bytes`` object used as a growable byte array). ``gets()`` runs a *resumable
+``bytes`` object used as a growable byte array); a ``bytes`` object fed while
+nothing is pending is kept as it is instead (no copy). ``gets()`` runs a *resumable
 scanner* over the current reply: a C loop that validates every token exactly as
 hiredis does and tracks the open aggregates on an explicit stack, so a reply fed
 in N chunks is scanned once (only the last, incomplete token is looked at again;
@@ -17,10 +18,11 @@ anything else, so a 64 MB bulk fed in 64 KB chunks costs O(chunks)).
   is the test oracle).
 * Stream replies (after ``expect_batch``): the scanner itself records offsets
   (stream names, entry ids parsed into (ms, seq), field keys and values) into the
-  C arrays of a ``StreamBatch`` while it validates, token by token. No Python
-  object is made per entry. When the reply ends exactly at the end of the
-  buffered bytes, the internal buffer object itself becomes ``batch.buf`` (no
-  copy at all); otherwise the reply region is copied once.
+  C arrays of a ``StreamBatch`` while it validates (whole canonical entries take
+  a fast path with no per-token bookkeeping). No Python object is made per
+  entry. When the reply is exactly the buffered bytes, the buffer object itself
+  (the fed ``bytes``, or the internal one) becomes ``batch.buf``: no copy at all;
+  otherwise the reply region is copied once.
 
 All lengths are checked explicitly against the buffer (the module is compiled
 with boundscheck off). Nesting is limited to 1024 aggregates (hiredis's limit);
@@ -193,7 +195,7 @@ cdef inline bint string2ll(const char* s, Py_ssize_t n, long long* value) noexce
 
 
 cdef inline int read_int_line(const char* base, Py_ssize_t p, Py_ssize_t avail,
-                              long long* out, Py_ssize_t* q) noexcept nogil:
+                              long long* out, Py_ssize_t* q, Py_ssize_t from_=-1) noexcept nogil:
     """Parse the integer line starting at base[p] (just after the type byte).
     1: ok (*q = index after the CRLF), 0: no CRLF yet, -1: not a valid integer."""
     cdef Py_ssize_t i = p
@@ -217,10 +219,14 @@ cdef inline int read_int_line(const char* base, Py_ssize_t p, Py_ssize_t avail,
                 out[0] = v
                 q[0] = i + 2
                 return 1
-    # slow path: the whole line, strictly
-    k = find_crlf(base + p, avail - p)
+    # slow path: the whole line, strictly (the CRLF is searched from `from_` when
+    # the bytes before it were searched already)
+    if from_ < p:
+        from_ = p
+    k = find_crlf(base + from_, avail - from_)
     if k < 0:
         return 0
+    k += from_ - p
     q[0] = p + k + 2
     if string2ll(base + p, k, out):
         return 1
@@ -504,8 +510,10 @@ cdef class StreamBatch:
         cdef list out
         if isinstance(key, str):
             kb = (<str>key).encode(self.encoding or "utf-8")
-        else:
+        elif isinstance(key, (bytes, bytearray, memoryview)):
             kb = bytes(key)
+        else:
+            raise TypeError(f"field key must be bytes or str, not {type(key).__name__}")
         mv = memoryview(self.buf)
         out = []
         for k in range(self.n_entries):
@@ -529,8 +537,7 @@ cdef class StreamBatch:
             "id_len": _sb_view(self, self.id_len, ne, cnp.NPY_INT64),
             "id_ms": _sb_view(self, self.id_ms, ne, cnp.NPY_UINT64),
             "id_seq": _sb_view(self, self.id_seq, ne, cnp.NPY_UINT64),
-            "field_first": _sb_view(self, self.field_first, ne + 1 if self.field_first != NULL else 0,
-                                      cnp.NPY_INT64),
+            "field_first": _sb_view(self, self.field_first, ne + 1, cnp.NPY_INT64),
             "entry_nil": _sb_view(self, self.entry_nil, ne, cnp.NPY_UINT8),
             "key_off": _sb_view(self, self.key_off, nf, cnp.NPY_INT64),
             "key_len": _sb_view(self, self.key_len, nf, cnp.NPY_INT64),
@@ -872,30 +879,48 @@ cdef Py_ssize_t fast_entries(StreamBatch b, const char* base, Py_ssize_t p, Py_s
     cdef int64_t* vo = b.val_off
     cdef int64_t* vl = b.val_len
     cdef int64_t k
+    cdef uint32_t w4
+    cdef unsigned int d
     done[0] = 0
     ne = b.n_entries
     nf = b.n_fields
     k = 0
     while k < max_entries:
         FR_PREFETCH(base + p + 512)
-        if (avail - p < 5 or base[p] != b'*' or base[p + 1] != b'2' or base[p + 2] != b'\r'
+        if LITTLE_ENDIAN and p <= avail - 4:
+            memcpy(&w4, base + p, 4)
+            if w4 != 0x0A0D322AU:                                       # "*2\r\n"
+                break
+        elif (avail - p < 4 or base[p] != b'*' or base[p + 1] != b'2' or base[p + 2] != b'\r'
                 or base[p + 3] != b'\n'):
             break
         q = fast_bulk(base, p + 4, avail, &id_off, &id_len)
         if q < 0 or not fast_id(base + id_off, id_len, avail - id_off, &ms, &seq):
             break
-        if q >= avail or base[q] != b'*':
-            break
-        q = fast_uint(base, q + 1, avail, &cnt)
+        if LITTLE_ENDIAN and q <= avail - 4:
+            memcpy(&w4, base + q, 4)
+            d = (w4 >> 8 & 0xFF) - 48
+            if (w4 & 0xFFFF00FFU) == 0x0A0D002AU and d <= 9:             # "*d\r\n"
+                cnt = d
+                q += 4
+            else:
+                if (w4 & 0xFF) != 0x2A:
+                    break
+                q = fast_uint(base, q + 1, avail, &cnt)
+        else:
+            if q >= avail or base[q] != b'*':
+                break
+            q = fast_uint(base, q + 1, avail, &cnt)
         if q < 0 or (cnt & 1) or cnt > 4294967295LL:
             break
         if nf + (cnt >> 1) > b.cap_fields:
             # size for every remaining entry having as many pairs (bounded by the
             # bytes buffered: a pair takes at least 12 bytes)
-            target = nf + (cnt >> 1) * (max_entries - k)
             bound = nf + (cnt >> 1) + (avail - q) // 12
-            if target > bound:
+            if (cnt >> 1) == 0 or max_entries - k > (bound - nf) // (cnt >> 1):
                 target = bound
+            else:
+                target = nf + (cnt >> 1) * (max_entries - k)
             b.n_fields = nf
             if _sb_grow_fields(b, target) < 0:
                 return -2
@@ -992,8 +1017,8 @@ cdef inline bint _sb_id_gt(StreamBatch self, Py_ssize_t a, Py_ssize_t b) noexcep
 cdef object _sb_view(StreamBatch self, void* ptr, Py_ssize_t n, int typenum):
     cdef cnp.npy_intp dim = n
     cdef cnp.ndarray arr
-    if ptr == NULL:
-        arr = np.zeros(0, dtype=cnp.PyArray_DescrFromType(typenum))
+    if ptr == NULL:                 # a StreamBatch() made directly: no arrays
+        arr = np.zeros(n, dtype=cnp.PyArray_DescrFromType(typenum))
     else:
         arr = cnp.PyArray_SimpleNewFromData(1, &dim, typenum, ptr)
         cnp.set_array_base(arr, self)
@@ -1050,6 +1075,7 @@ cdef class Reader:
     cdef const char* err_msg
     cdef char err_byte
     cdef const char* shape_msg
+    cdef Py_ssize_t hint_p, hint_end    # token left incomplete at hint_p: searched up to hint_end
     cdef object perr                    # sticky protocol error message
 
     # configuration
@@ -1078,6 +1104,8 @@ cdef class Reader:
         self.maxbuf = DEFAULT_MAXBUF
         self.busy = 0
         self.spos = 0
+        self.hint_p = -1
+        self.hint_end = 0
         self.depth = 0
         self.mode = M_GENERIC
         self.clear_after = 0
@@ -1105,6 +1133,8 @@ cdef class Reader:
 
     def set_encoding(self, encoding=None, errors=None):
         """Decode bulk/simple/verbatim/bignum strings with `encoding` (None: bytes)."""
+        if self.busy:
+            raise RuntimeError("Reader.set_encoding() called while a reply is being built")
         if encoding is not None:
             if not isinstance(encoding, str):
                 raise TypeError(f"encoding must be str or None, not {type(encoding).__name__}")
@@ -1224,6 +1254,8 @@ cdef class Reader:
         self.rlen = self.rpos = 0
 
     cdef void _reset_reply(self) noexcept:
+        self.hint_p = -1
+        self.hint_end = 0
         self.spos = 0
         self.depth = 0
         self.mode = M_GENERIC
@@ -1267,6 +1299,8 @@ cdef class Reader:
         cdef int mode
         if self.perr is not None:
             self._raise_protocol(self.perr)
+        if self.busy:
+            raise RuntimeError("Reader.gets() called while a reply is being built")
         if self.rpos >= self.rlen:
             return self.notEnoughData
         st = self._scan()
@@ -1293,6 +1327,7 @@ cdef class Reader:
         if self.clear_after:
             self.want_kind = -1
         self.rpos = end
+        self.busy = 1           # user code (replyError, codecs) must not re-enter
         try:
             if mode == M_GENERIC:
                 return self._build_reply(start, end, decode)
@@ -1303,6 +1338,7 @@ cdef class Reader:
             msg = (<bytes>self.shape_msg).decode("ascii") if self.shape_msg != NULL else "bad reply shape"
             self._raise_protocol(msg)
         finally:
+            self.busy = 0
             self._reset_reply()
             self._consumed()
 
@@ -1327,7 +1363,8 @@ cdef class Reader:
         cdef const char* base = self.rbuf + self.rpos
         cdef Py_ssize_t avail = self.rlen - self.rpos
         cdef Py_ssize_t p = self.spos
-        cdef Py_ssize_t p2 = 0, q = 0, k, soff = 0, slen = 0, i
+        cdef Py_ssize_t p2 = 0, q = 0, k, soff = 0, slen = 0, i, from_
+        cdef bint nocrlf = 0
         cdef long long n = 0
         cdef int64_t count = 0, idx
         cdef int d = self.depth
@@ -1361,10 +1398,16 @@ cdef class Reader:
                 if p >= avail:
                     break
             c = base[p]
+            # a line is searched for its CRLF once: when the token at p was left
+            # incomplete, resume the search where it stopped (minus a '\r')
+            from_ = p + 1
+            if self.hint_p == p and self.hint_end - 1 > from_:
+                from_ = self.hint_end - 1
             # ---- one token: [p, p2) -------------------------------------------
             if c == b'$' or c == b'=' or c == b'!':
-                r = read_int_line(base, p + 1, avail, &n, &q)
+                r = read_int_line(base, p + 1, avail, &n, &q, from_)
                 if r == 0:
+                    nocrlf = 1
                     break
                 if r < 0:
                     return self._fail("Bad bulk string length")
@@ -1393,8 +1436,9 @@ cdef class Reader:
             elif c == b'*' or c == b'%' or c == b'~' or c == b'>' or c == b'|':
                 if d >= MAXDEPTH:
                     return self._fail("Max nesting depth exceeded")
-                r = read_int_line(base, p + 1, avail, &n, &q)
+                r = read_int_line(base, p + 1, avail, &n, &q, from_)
                 if r == 0:
+                    nocrlf = 1
                     break
                 if r < 0:
                     return self._fail("Bad multi-bulk length")
@@ -1407,9 +1451,11 @@ cdef class Reader:
                     kind = T_AGG
                     count = n * 2 if (c == b'%' or c == b'|') else n
             elif c == b'+' or c == b'-':
-                k = find_crlf(base + p + 1, avail - p - 1)
+                k = find_crlf(base + from_, avail - from_)
                 if k < 0:
+                    nocrlf = 1
                     break
+                k += from_ - p - 1
                 if (memchr(base + p + 1, 13, k) != NULL
                         or memchr(base + p + 1, 10, k) != NULL):
                     return self._fail("Bad simple string value")
@@ -1418,17 +1464,20 @@ cdef class Reader:
                 p2 = p + k + 3
                 kind = T_STR if c == b'+' else T_ERR
             elif c == b':':
-                r = read_int_line(base, p + 1, avail, &n, &q)
+                r = read_int_line(base, p + 1, avail, &n, &q, from_)
                 if r == 0:
+                    nocrlf = 1
                     break
                 if r < 0:
                     return self._fail("Bad integer value")
                 p2 = q
                 kind = T_OTHER
             elif c == b',':
-                k = find_crlf(base + p + 1, avail - p - 1)
+                k = find_crlf(base + from_, avail - from_)
                 if k < 0:
+                    nocrlf = 1
                     break
+                k += from_ - p - 1
                 r = parse_double(base + p + 1, k, &dv)
                 if r == 1:
                     return self._fail("Double value is too large")
@@ -1437,26 +1486,32 @@ cdef class Reader:
                 p2 = p + k + 3
                 kind = T_OTHER
             elif c == b'_':
-                k = find_crlf(base + p + 1, avail - p - 1)
+                k = find_crlf(base + from_, avail - from_)
                 if k < 0:
+                    nocrlf = 1
                     break
+                k += from_ - p - 1
                 if k != 0:
                     return self._fail("Bad nil value")
                 p2 = p + 3
                 kind = T_NIL
             elif c == b'#':
-                k = find_crlf(base + p + 1, avail - p - 1)
+                k = find_crlf(base + from_, avail - from_)
                 if k < 0:
+                    nocrlf = 1
                     break
+                k += from_ - p - 1
                 if k != 1 or not (base[p + 1] == b't' or base[p + 1] == b'T'
                                   or base[p + 1] == b'f' or base[p + 1] == b'F'):
                     return self._fail("Bad bool value")
                 p2 = p + 4
                 kind = T_OTHER
             elif c == b'(':
-                k = find_crlf(base + p + 1, avail - p - 1)
+                k = find_crlf(base + from_, avail - from_)
                 if k < 0:
+                    nocrlf = 1
                     break
+                k += from_ - p - 1
                 for i in range(k):
                     if i == 0 and base[p + 1] == b'-':
                         continue
@@ -1597,6 +1652,11 @@ cdef class Reader:
                 return S_COMPLETE
         self.spos = p
         self.depth = d
+        if nocrlf:                          # no CRLF in [from_, avail)
+            self.hint_p = p
+            self.hint_end = avail
+        else:
+            self.hint_p = -1
         return S_INCOMPLETE
 
     cdef int _root(self, char c, int kind, int64_t count) noexcept:
@@ -1711,11 +1771,7 @@ cdef class Reader:
     cdef object _build_reply(self, Py_ssize_t start, Py_ssize_t end, bint decode):
         cdef Py_ssize_t p = 0
         self.build_err = None
-        self.busy = 1
-        try:
-            obj = self._build(self.rbuf + start, &p, end - start, decode)
-        finally:
-            self.busy = 0
+        obj = self._build(self.rbuf + start, &p, end - start, decode)
         if self.build_err is not None:
             e = self.build_err
             self.build_err = None
