@@ -119,6 +119,18 @@ class Acker:
         s = self.inflight.get(stream)
         return s is not None and entry_id in s
 
+    def not_done(self, stream: Any, entry_id: Any) -> None:
+        """Processing failed: no longer in flight, left pending (not acknowledged)."""
+        s = self.inflight.get(stream)
+        if s is not None:
+            s.discard(entry_id)
+
+    def not_done_many(self, ids: dict[Any, list[Any]]) -> None:
+        for stream, stream_ids in ids.items():
+            s = self.inflight.get(stream)
+            if s is not None:
+                s.difference_update(stream_ids)
+
     def done(self, stream: Any, entry_id: Any) -> None:
         """One entry is finished downstream: ack it with the next flush."""
         s = self.inflight.get(stream)

@@ -159,6 +159,25 @@ async def blocking_command(client: redis.asyncio.Redis, args: list[Any], block_s
         await pool.release(conn)
 
 
+async def cancel_and_wait(futures: list[Any], patience: float = 5.0) -> None:
+    """Cancel tasks and wait until they are done. A cancellation that lands while redis-py
+    opens a connection can be swallowed (redis-py 8.1), so it is repeated until it sticks."""
+    pending = [f for f in futures if not f.done()]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while pending:
+        for f in pending:
+            f.cancel()
+        _done, still = await asyncio.wait(pending, timeout=0.05)
+        pending = list(still)
+        if pending and loop.time() > deadline:
+            log.error("%d task(s) ignore cancellation: %r", len(pending), pending)
+            return
+    for f in futures:
+        if f.done() and not f.cancelled():
+            f.exception()  # retrieved: no "exception was never retrieved" noise
+
+
 def running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()

@@ -41,6 +41,7 @@ from fastredis.streamz_common import (
     as_str,
     block_ms,
     blocking_command,
+    cancel_and_wait,
     check_count,
     check_name,
     check_positive,
@@ -167,6 +168,8 @@ class _RedisSource(Source):
         fut = self._wait_fut
         if fut is not None and not fut.done():
             fut.cancel()
+            # redis-py may swallow a cancellation that lands while it connects: insist.
+            asyncio.get_running_loop().call_later(0.05, self._interrupt)
 
     async def run(self) -> None:
         ready, finished = self._ready, self._finished
@@ -199,10 +202,7 @@ class _RedisSource(Source):
         if self._prefetch is not None:
             tasks.append(self._prefetch)  # type: ignore[arg-type]
             self._prefetch = None
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         self._tasks.clear()
         await self._close_more()
         client, self.client = self.client, None
@@ -272,18 +272,33 @@ class _RedisSource(Source):
         gather = asyncio.gather
         n = 0
         for x in items:
-            r = emit(x)
-            if r:
-                await gather(*r)
+            try:
+                r = emit(x)
+                if r:
+                    await gather(*r)
+            except Exception as exc:
+                self._downstream_failed(x, exc)
             n += 1
             if n == YIELD_EVERY:
                 n = 0
                 await asyncio.sleep(0)
 
-    async def _emit_one(self, x: Any, metadata: list[dict[str, Any]] | None = None) -> None:
-        r = self._emit(x, metadata=metadata)
-        if r:
-            await asyncio.gather(*r)
+    async def _emit_one(self, x: Any, metadata: list[dict[str, Any]] | None = None) -> bool:
+        """Emit one item (an entry, a batch); False when downstream raised."""
+        try:
+            r = self._emit(x, metadata=metadata)
+            if r:
+                await asyncio.gather(*r)
+        except Exception as exc:
+            self._downstream_failed(x, exc)
+            return False
+        return True
+
+    def _downstream_failed(self, x: Any, exc: Exception) -> None:
+        """A node downstream raised: log it and go on with the next item (a source that
+        died on one bad entry would stop the whole pipeline)."""
+        what = f"entry {x[1]!r} of {x[0]!r}" if type(x) is Message else f"a {type(x).__name__}"
+        log.error("%s: downstream raised on %s: %r", self._what, what, exc)
 
     async def _setup(self) -> None:
         raise NotImplementedError
@@ -468,8 +483,7 @@ class _StreamSource(_RedisSource):
                 await self._drop_prefetch(nxt)
 
     async def _drop_prefetch(self, fut: asyncio.Future[Any]) -> None:
-        fut.cancel()
-        await asyncio.gather(fut, return_exceptions=True)
+        await cancel_and_wait([fut])
 
     async def _before_read(self) -> None:
         pass
@@ -795,9 +809,12 @@ class from_redis_consumer_group(_StreamSource):
             stream = stream.encode()
         if self.batch is True and stream is None and not skip_inflight:
             # The StreamBatch itself, acknowledged as a whole.
-            ref = BatchAckRef(acker, _ids_by_stream(batch))
-            await self._emit_one(batch, [{"ref": ref}])
-            ref.release()
+            ids = _ids_by_stream(batch)
+            ref = BatchAckRef(acker, ids)
+            if await self._emit_one(batch, [{"ref": ref}]):
+                ref.release()
+            else:
+                acker.not_done_many(ids)
             return len(batch)
         if stream is None:
             msgs = messages_from(batch.to_messages())
@@ -826,8 +843,10 @@ class from_redis_consumer_group(_StreamSource):
             if not live:
                 return 0
             ref = BatchAckRef(acker, ids)
-            await self._emit_one(live, [{"ref": ref}])
-            ref.release()
+            if await self._emit_one(live, [{"ref": ref}]):
+                ref.release()
+            else:
+                acker.not_done_many(ids)
             return len(live)
         emit = self._emit
         gather = asyncio.gather
@@ -837,9 +856,16 @@ class from_redis_consumer_group(_StreamSource):
                 acker.done(m[0], m[1])
                 continue
             ref = AckRef(acker, m[0], m[1])
-            r = emit(m, [{"ref": ref}])
-            if r:
-                await gather(*r)
+            try:
+                r = emit(m, [{"ref": ref}])
+                if r:
+                    await gather(*r)
+            except Exception as exc:
+                # Not acknowledged: it stays pending (replayed at the next start, claimed
+                # by others if this consumer dies, or autoclaimed).
+                acker.not_done(m[0], m[1])
+                self._downstream_failed(m, exc)
+                continue
             ref.release()
             n += 1
             if not n % YIELD_EVERY:

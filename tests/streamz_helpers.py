@@ -12,7 +12,10 @@ import redis
 
 
 def wait_until(
-    condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.005
+    condition: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    every: float = 0.005,
 ) -> Any:
     """Poll `condition` until it is truthy; fail the test with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -61,8 +64,8 @@ def client_count(client: redis.Redis) -> int:
     return len(client.client_list())
 
 
-@pytest.fixture
-def sources() -> Iterator[list[Any]]:
+@pytest.fixture(name="sources")
+def sources_fixture() -> Iterator[list[Any]]:
     """Append started sources here: they are stopped after the test, whatever happens."""
     started: list[Any] = []
     yield started

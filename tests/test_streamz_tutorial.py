@@ -19,7 +19,7 @@ from uuid import uuid4
 
 import redis
 from streamz import Stream
-from streamz_helpers import Collector, pending_count, sources, wait_until  # noqa: F401
+from streamz_helpers import Collector, pending_count, sources_fixture, wait_until  # noqa: F401
 
 from fastredis.embedded import EmbeddedRedis
 
@@ -28,7 +28,7 @@ from fastredis.embedded import EmbeddedRedis
 
 class TextFileWriter:
     def __init__(self, filename):
-        self.fp = open(filename, "a")
+        self.fp = open(filename, "a")  # noqa: SIM115
         weakref.finalize(self, self.fp.close)  # make sure the file is closed
 
     def __call__(self, x):
@@ -102,7 +102,9 @@ def test_lists_several_keys(redis_server: EmbeddedRedis, redis_url: str, sources
     assert sorted(got.wait_for(3)) == ["a1", "a2", "b1"]
 
 
-def test_lists_left_right_fifo_lifo(redis_server: EmbeddedRedis, redis_url: str, sources: list) -> None:
+def test_lists_left_right_fifo_lifo(
+    redis_server: EmbeddedRedis, redis_url: str, sources: list
+) -> None:
     """Reading the side items are added to is LIFO; the other side is FIFO."""
     client_params = _params(redis_server)
     producer = redis.Redis(**client_params)
@@ -125,7 +127,9 @@ def test_lists_left_right_fifo_lifo(redis_server: EmbeddedRedis, redis_url: str,
         source.stop()
 
 
-def test_lists_one_at_a_time_uses_blpop(redis_server: EmbeddedRedis, redis_url: str, sources: list) -> None:
+def test_lists_one_at_a_time_uses_blpop(
+    redis_server: EmbeddedRedis, redis_url: str, sources: list
+) -> None:
     client_params = _params(redis_server)
     producer = redis.Redis(**client_params)
     producer.rpush("q", "1", "2", "3")
@@ -168,7 +172,12 @@ def test_streams_example_convert_message_to_file(
     writer.fp.flush()
     records = [json.loads(line) for line in data_json.read_text().splitlines()]
     assert records == [
-        {"n": str(i), "name": f"item-{i}", "_redis_stream": "my-stream", "_redis_message_id": ids[i]}
+        {
+            "n": str(i),
+            "name": f"item-{i}",
+            "_redis_stream": "my-stream",
+            "_redis_message_id": ids[i],
+        }
         for i in range(1000)
     ]
 
@@ -183,7 +192,9 @@ def test_streams_notations_are_equivalent(
         Stream.from_redis_streams({"my-stream": "0"}, client_params=client_params),
         Stream.from_redis_streams("my-stream", default_start_id="0", client_params=client_params),
         Stream.from_redis_streams(["my-stream"], default_start_id="0", client_params=client_params),
-        Stream.from_redis_streams("my-stream", default_start_id=ids[1], client_params=client_params),
+        Stream.from_redis_streams(
+            "my-stream", default_start_id=ids[1], client_params=client_params
+        ),
     ]
     got = []
     for source in variants:
@@ -198,11 +209,15 @@ def test_streams_notations_are_equivalent(
     assert got[3].wait_for(3) == expected[2:]
 
 
-def test_streams_dict_with_dollar(redis_server: EmbeddedRedis, redis_url: str, sources: list) -> None:
+def test_streams_dict_with_dollar(
+    redis_server: EmbeddedRedis, redis_url: str, sources: list
+) -> None:
     client_params = _params(redis_server)
     producer = redis.Redis(**client_params)
     producer.xadd("stream-1", {"old": 1})
-    source = Stream.from_redis_streams({"stream-1": "$", "stream-2": "$"}, client_params=client_params)
+    source = Stream.from_redis_streams(
+        {"stream-1": "$", "stream-2": "$"}, client_params=client_params
+    )
     got = Collector()
     source.sink(got)
     source.start()
