@@ -27,7 +27,6 @@ import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
-from fastredis.message import Message
 from fastredis.streamz_common import (
     TRANSIENT_ERRORS,
     Backoff,
@@ -254,7 +253,8 @@ class sink_to_redis_list(_RedisSink):
 class sink_to_redis_stream(_RedisSink):
     """Append every item to a Redis stream with XADD (id ``*``).
 
-    A dict item gives the entry's fields; a Message (from a stream source) gives its data;
+    A dict item gives the entry's fields; a Message (or any (stream, id, data) entry read
+    from a stream, e.g. of a StreamBatch) gives its data;
     a str, bytes or number is stored in one field, ``field`` (default ``"d"``, as the
     fastredis server does). ``maxlen`` caps the stream (``MAXLEN ~ n`` with
     ``approximate=True``, the cheap default; exact otherwise). Many items queued while a
@@ -284,8 +284,8 @@ class sink_to_redis_stream(_RedisSink):
         self._head = ["XADD", self.key, *trim, "*"]
 
     def _encode(self, x: Any) -> Any:
-        if isinstance(x, Message):
-            x = x[2]
+        if isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], Mapping):
+            x = x[2]  # a Message, or a (stream, id, data) entry of a StreamBatch
         if isinstance(x, Mapping):
             if not x:
                 raise ValueError(f"{self._what}: an entry needs at least one field, got {{}}")
