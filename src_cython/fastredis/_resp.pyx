@@ -38,6 +38,7 @@ from cpython.bytes cimport (
     _PyBytes_Resize,
 )
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
@@ -1801,9 +1802,10 @@ cdef class Reader:
     cdef object _build(self, const char* base, Py_ssize_t* pp, Py_ssize_t end, bint decode):
         """Build the (already validated) element at base[pp[0]]."""
         cdef Py_ssize_t p = pp[0], q = 0, k, i
-        cdef long long n = 0
+        cdef long long n = 0, m = 0
         cdef double dv = 0
         cdef char c = base[p]
+        cdef bint raw
         cdef list lst
         cdef dict dct
         if c == b'$' or c == b'=' or c == b'!':
@@ -1835,9 +1837,17 @@ cdef class Reader:
                 return dct
             if c == b'|':
                 n *= 2
-            lst = []
+            lst = PyList_New(n)             # n is bounded by the bytes of the reply
+            raw = not decode or self.enc_b is None
             for i in range(n):
-                lst.append(self._build(base, pp, end, decode))
+                p = pp[0]
+                if raw and base[p] == b'$' and read_int_line(base, p + 1, end, &m, &q) == 1 and m >= 0:
+                    pp[0] = q + m + 2       # the common case inline: a bulk string as bytes
+                    item = PyBytes_FromStringAndSize(base + q, m)
+                else:
+                    item = self._build(base, pp, end, decode)
+                Py_INCREF(item)
+                PyList_SET_ITEM(lst, i, item)
             if c == b'>':
                 return PushNotification(lst)
             return lst
