@@ -18,6 +18,7 @@ the consumer's pending list. Stream reads go through the Cython reader
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -75,6 +76,25 @@ def _check_batch(batch: Any) -> bool | str:
     if batch is False or batch is True or batch == "messages":
         return batch
     raise ValueError(f"batch must be False, True or 'messages', not {batch!r}")
+
+
+def _messages(batch: Any, stream: Any = None) -> list[Message]:
+    """The entries of a batch as Messages (`stream` for claim replies, which name none).
+
+    The cyclic GC is paused meanwhile: tens of thousands of new dicts and tuples (which
+    cannot form cycles) would otherwise set off collections that walk them all for nothing.
+    No user code runs in between.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        if stream is None:
+            return messages_from(batch.to_messages())
+        return [Message(stream, entry_id, data) for _, entry_id, data in batch.to_messages()]
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _ids_by_stream(batch: Any, stream: Any = None) -> dict[Any, list[Any]]:
@@ -268,19 +288,38 @@ class _RedisSource(Source):
     # -- emission -------------------------------------------------------------------------
 
     async def _emit_each(self, items: list[Any]) -> None:
-        emit = self._emit
+        """Emit items one by one, as ``self._emit`` would, but cheaper: the downstream nodes
+        are looked up once per YIELD_EVERY items (at each yield to the loop) instead of per
+        item. A node connected from inside a downstream callback gets items from the next
+        yield on."""
         gather = asyncio.gather
-        n = 0
-        for x in items:
-            try:
-                r = emit(x)
-                if r:
-                    await gather(*r)
-            except Exception as exc:
-                self._downstream_failed(x, exc)
-            n += 1
-            if n == YIELD_EVERY:
-                n = 0
+        n = len(items)
+        i = 0
+        self.current_metadata = None
+        while i < n:
+            downstreams = list(self.downstreams)
+            end = min(n, i + YIELD_EVERY)
+            if len(downstreams) != 1:
+                emit = self._emit
+                for x in items[i:end]:
+                    try:
+                        r = emit(x)
+                        if r:
+                            await gather(*r)
+                    except Exception as exc:
+                        self._downstream_failed(x, exc)
+            else:
+                update = downstreams[0].update
+                for x in items[i:end]:
+                    self.current_value = x
+                    try:
+                        r = update(x, who=self, metadata=[])
+                        if r:
+                            await (gather(*r) if type(r) is list else gather(r))
+                    except Exception as exc:
+                        self._downstream_failed(x, exc)
+            i = end
+            if i < n:
                 await asyncio.sleep(0)
 
     async def _emit_one(self, x: Any, metadata: list[dict[str, Any]] | None = None) -> bool:
@@ -591,9 +630,9 @@ class from_redis_streams(_StreamSource):
         if self.batch is True:
             await self._emit_one(batch)
         elif self.batch:
-            await self._emit_one(messages_from(batch.to_messages()))
+            await self._emit_one(_messages(batch))
         else:
-            await self._emit_each(messages_from(batch.to_messages()))
+            await self._emit_each(_messages(batch))
 
 
 # ---------------------------------------------------------------------------------------
@@ -816,10 +855,7 @@ class from_redis_consumer_group(_StreamSource):
             else:
                 acker.not_done_many(ids)
             return len(batch)
-        if stream is None:
-            msgs = messages_from(batch.to_messages())
-        else:
-            msgs = [Message(stream, entry_id, data) for _, entry_id, data in batch.to_messages()]
+        msgs = _messages(batch, stream)
         if skip_inflight:
             keep = []
             for m in msgs:
@@ -848,27 +884,43 @@ class from_redis_consumer_group(_StreamSource):
             else:
                 acker.not_done_many(ids)
             return len(live)
-        emit = self._emit
         gather = asyncio.gather
         n = 0
-        for m in msgs:
-            if m[2] is None:
-                acker.done(m[0], m[1])
-                continue
-            ref = AckRef(acker, m[0], m[1])
-            try:
-                r = emit(m, [{"ref": ref}])
-                if r:
-                    await gather(*r)
-            except Exception as exc:
-                # Not acknowledged: it stays pending (replayed at the next start, claimed
-                # by others if this consumer dies, or autoclaimed).
-                acker.not_done(m[0], m[1])
-                self._downstream_failed(m, exc)
-                continue
-            ref.release()
-            n += 1
-            if not n % YIELD_EVERY:
+        total = len(msgs)
+        i = 0
+        while i < total:
+            downstreams = list(self.downstreams)
+            single = downstreams[0].update if len(downstreams) == 1 else None
+            end = min(total, i + YIELD_EVERY)
+            for m in msgs[i:end]:
+                if m[2] is None:
+                    acker.done(m[0], m[1])
+                    continue
+                ref = AckRef(acker, m[0], m[1])  # count 1: held by us until emit is done
+                md = [{"ref": ref}]
+                try:
+                    if single is not None:
+                        # What Stream._emit does for one node, minus its retain/release pair
+                        # around update() (a no-op while we hold our own reference).
+                        self.current_value = m
+                        self.current_metadata = md
+                        r = single(m, who=self, metadata=md)
+                        if r:
+                            await (gather(*r) if type(r) is list else gather(r))
+                    else:
+                        r = self._emit(m, md)
+                        if r:
+                            await gather(*r)
+                except Exception as exc:
+                    # Not acknowledged: it stays pending (replayed at the next start, claimed
+                    # by others if this consumer dies, or autoclaimed).
+                    acker.not_done(m[0], m[1])
+                    self._downstream_failed(m, exc)
+                    continue
+                ref.release()
+                n += 1
+            i = end
+            if i < total:
                 await asyncio.sleep(0)
         return n
 
