@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from threading import get_ident
 from typing import Any
 
 import redis
@@ -103,6 +104,9 @@ class Acker:
         self.acked = 0  # ids confirmed by XACK replies (sent, whatever the reply count)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Made on the loop's thread: references released elsewhere are handed over to it.
+        self._loop = asyncio.get_running_loop()
+        self._thread = get_ident()
 
     # -- bookkeeping (called on the loop thread, many times: keep them cheap) -------------
 
@@ -133,6 +137,9 @@ class Acker:
 
     def done(self, stream: Any, entry_id: Any) -> None:
         """One entry is finished downstream: ack it with the next flush."""
+        if get_ident() != self._thread:  # released by a node working in another thread
+            self._loop.call_soon_threadsafe(self.done, stream, entry_id)
+            return
         s = self.inflight.get(stream)
         if s is not None:
             s.discard(entry_id)
@@ -144,6 +151,9 @@ class Acker:
             self._kick()
 
     def done_many(self, stream: Any, ids: list[Any]) -> None:
+        if get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self.done_many, stream, ids)
+            return
         s = self.inflight.get(stream)
         if s is not None:
             s.difference_update(ids)

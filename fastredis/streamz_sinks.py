@@ -118,22 +118,21 @@ class _RedisSink(Sink):
         backoff = Backoff(self._what)
         try:
             while self._queue:
-                if self.client is None:
-                    self.client = make_source_client(self.client_params, self.url)
                 n = min(len(self._queue), self.max_batch)
                 items = self._queue[:n]
                 try:
+                    if self.client is None:
+                        self.client = make_source_client(self.client_params, self.url)
                     await self._write(self.client, items)
                 except TRANSIENT_ERRORS as exc:
                     await asyncio.sleep(backoff.next_delay(exc))
                     continue  # the items stay queued: written after reconnecting
-                except redis.exceptions.ResponseError as exc:
-                    # Redis refused (e.g. the key holds another type). The items are dropped
-                    # and their references kept: a consumer group does not ack them.
+                except Exception as exc:
+                    # Redis refused (e.g. the key holds another type), or no client could
+                    # be made. The items are dropped and their references kept: a consumer
+                    # group does not acknowledge them.
                     self.error = exc
-                    log.error(
-                        "%s: Redis refused %d items for key %r: %s", self._what, n, self.key, exc
-                    )
+                    log.error("%s: %d items not written to %r: %s", self._what, n, self.key, exc)
                     self._done(n, release=False)
                     continue
                 backoff.succeeded()

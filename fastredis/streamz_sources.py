@@ -197,6 +197,8 @@ class _RedisSource(Source):
             try:
                 self.client = make_source_client(self.client_params, self.url)
                 await self._setup()
+            except asyncio.CancelledError:
+                raise
             except BaseException as exc:
                 self._start_error = self._explain(exc)
                 raise self._start_error from exc
@@ -749,6 +751,7 @@ class from_redis_consumer_group(_StreamSource):
         if self.heartbeat_interval is not None:
             self._spawn(self._listen_heartbeats())
             self._spawn(self._heartbeats())
+            self._spawn(self._watch_silent())
         if self.autoclaim_idle is not None:
             self._spawn(self._autoclaim())
 
@@ -948,24 +951,34 @@ class from_redis_consumer_group(_StreamSource):
                 await pubsub.aclose()
 
     async def _heartbeats(self) -> None:
+        """PUBLISH our name every heartbeat_interval (its own task: a long claim must not
+        make us look dead)."""
         assert self.heartbeat_interval is not None
         backoff = Backoff(f"{self._what} heartbeats")
         while True:
             assert self.client is not None
             try:
                 await self.client.publish(self.channel, self.consumer_name)
-                await self._claim_from_silent()
             except TRANSIENT_ERRORS as exc:
                 await asyncio.sleep(backoff.next_delay(exc))
                 continue
+            backoff.succeeded()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _watch_silent(self) -> None:
+        """Every heartbeat_interval, claim the pending entries of silent consumers."""
+        assert self.heartbeat_interval is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._claim_from_silent()
+            except TRANSIENT_ERRORS:
+                pass  # the heartbeat task logs the outage; try again next round
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     log.error("%s: claiming failed: %s", self._what, exc)
-            except Exception as exc:  # keep beating whatever a claim's emission raised
+            except Exception as exc:  # keep watching whatever a claim's emission raised
                 log.error("%s: claiming failed: %s", self._what, exc, exc_info=exc)
-            else:
-                backoff.succeeded()
-            await asyncio.sleep(self.heartbeat_interval)
 
     async def _claim_from_silent(self) -> None:
         """Claim the pending entries of consumers silent for longer than claim_timeout."""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 
 import pytest
@@ -329,3 +330,30 @@ def test_group_to_stream_sink_acks_after_write(
     assert [e[1] for e in plain_redis.xrange("copy")] == [
         {b"i": str(i).encode()} for i in range(50)
     ]
+
+
+class _ThreadedDone(Stream):
+    """A node that finishes its items in another thread (as a thread-pool sink would)."""
+
+    def update(self, x, who=None, metadata=None):
+        self._retain_refs(metadata)
+        threading.Timer(0.01, self._release_refs, args=(metadata,)).start()
+
+
+def test_release_from_another_thread_is_acked(
+    redis_url: str, plain_redis: redis.Redis, sources: list
+) -> None:
+    source = _group(redis_url, "s", "c")
+    _ThreadedDone(source)
+    source.start()
+    sources.append(source)
+    for i in range(20):
+        plain_redis.xadd("s", {"i": i})
+    wait_until(lambda: plain_redis.xlen("s") == 20, what="20 entries")
+    wait_until(
+        lambda: (
+            pending_count(plain_redis, "s", "g") == 0
+            and plain_redis.xinfo_groups("s")[0]["entries-read"] == 20
+        ),
+        what="all 20 read and acked",
+    )
