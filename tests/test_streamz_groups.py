@@ -252,6 +252,8 @@ def test_killed_consumer_is_claimed_by_survivor(
         if child.poll() is None:
             child.kill()
             child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_live_consumer_is_not_claimed(
