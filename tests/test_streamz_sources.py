@@ -375,3 +375,30 @@ async def test_runs_on_the_callers_loop(redis_url: str, plain_redis: redis.Redis
             break
         await asyncio.sleep(0.01)
     assert source.client is None and ticks >= 5
+
+
+@pytest.mark.parametrize(
+    "params", [{"decode_responses": True}, {"protocol": 3}], ids=["decode_responses", "resp3"]
+)
+def test_client_params_decode_responses_and_resp3(
+    redis_url: str, plain_redis: redis.Redis, sources: list, params: dict
+) -> None:
+    """decode_responses=True or RESP3 in client_params changes nothing the sources emit."""
+    plain_redis.xadd("s", {"a": 1})
+    plain_redis.rpush("q", "x")
+    streams = _start(
+        Stream.from_redis_streams("s", url=redis_url, client_params=params, default_start_id="0"),
+        sources,
+    )
+    group = _start(
+        Stream.from_redis_consumer_group(
+            "s", "g", "c", url=redis_url, client_params=params, heartbeat_interval=0.1,
+            claim_timeout=1,
+        ),
+        sources,
+    )  # fmt: skip
+    lists = _start(Stream.from_redis_lists("q", url=redis_url, client_params=params), sources)
+    assert streams.wait_for(1)[0][2] == {"a": "1"}
+    assert group.wait_for(1)[0][2] == {"a": "1"}
+    assert lists.wait_for(1) == ["x"]
+    wait_until(lambda: plain_redis.xpending("s", "g")["pending"] == 0, what="acks")
