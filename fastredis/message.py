@@ -20,7 +20,7 @@ class Message(tuple):
 
     __slots__ = ()
 
-    def __new__(cls, stream: Any, id: Any, data: Any) -> Message:  # noqa: A002
+    def __new__(cls, stream: Any, id: Any, data: Any) -> Message:
         return tuple.__new__(cls, (stream, id, data))
 
     stream = property(itemgetter(0), doc="stream name (str, or bytes with convert=False)")
