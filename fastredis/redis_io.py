@@ -81,24 +81,32 @@ class AsyncFastParser(_AsyncHiredisParser):
         self._reader.expect_batch(kind, encoding)
 
 
+def _with_parser(client: Any, parser_class: type) -> Any:
+    # Redis(**kwargs) has no parser_class argument; the pool's connection kwargs do,
+    # and every connection it makes (TCP, TLS, unix socket) gets the parser.
+    client.connection_pool.connection_kwargs["parser_class"] = parser_class
+    return client
+
+
 def make_client(
     client_params: Mapping[str, Any] | None = None, url: str | None = None
 ) -> redis.Redis:
     """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged."""
-    params = {**(client_params or {}), "parser_class": FastParser}
-    if url is not None:
-        return redis.Redis.from_url(url, **params)
-    return redis.Redis(**params)
+    params = dict(client_params or {})
+    client = redis.Redis.from_url(url, **params) if url is not None else redis.Redis(**params)
+    return _with_parser(client, FastParser)
 
 
 def make_async_client(
     client_params: Mapping[str, Any] | None = None, url: str | None = None
 ) -> redis.asyncio.Redis:
     """An asyncio redis-py client using the fastredis parser."""
-    params = {**(client_params or {}), "parser_class": AsyncFastParser}
+    params = dict(client_params or {})
     if url is not None:
-        return redis.asyncio.Redis.from_url(url, **params)
-    return redis.asyncio.Redis(**params)
+        client = redis.asyncio.Redis.from_url(url, **params)
+    else:
+        client = redis.asyncio.Redis(**params)
+    return _with_parser(client, AsyncFastParser)
 
 
 # -- command building -------------------------------------------------------------

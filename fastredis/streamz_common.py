@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fastredis.message import parse_id
-from fastredis.redis_io import AsyncFastParser, make_async_client
+from fastredis.redis_io import make_async_client
 
 log = logging.getLogger("fastredis.streamz")
 
@@ -119,13 +119,7 @@ def make_source_client(
         )
     params = dict(client_params or {})
     params.setdefault("retry", Retry(NoBackoff(), 0))
-    if url is not None:
-        return make_async_client(params, url=url)
-    # redis.asyncio.Redis(**kwargs) has no parser_class argument: give it to the pool,
-    # which makes every connection (TCP, TLS or unix socket) with it.
-    client = redis.asyncio.Redis(**params)
-    client.connection_pool.connection_kwargs["parser_class"] = AsyncFastParser
-    return client
+    return make_async_client(params, url=url)
 
 
 def describe(client: redis.asyncio.Redis) -> str:

@@ -261,3 +261,19 @@ async def test_async_block_outlives_socket_timeout(redis_url: str) -> None:
         assert time.monotonic() - start >= 0.55
     finally:
         await c.aclose()
+
+
+def test_client_params_without_url(redis_server, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("s", {"d": "1"})
+    params = {"host": redis_server.host, "port": redis_server.port, "db": 0}
+    with make_client(params) as c:
+        assert len(xread_batch(c, {"s": "0"})) == 1
+
+
+async def test_async_client_params_without_url(redis_server, plain_redis: redis.Redis) -> None:
+    plain_redis.xadd("s", {"d": "1"})
+    c = make_async_client({"host": redis_server.host, "port": redis_server.port})
+    try:
+        assert len(await axread_batch(c, {"s": "0"})) == 1
+    finally:
+        await c.aclose()
