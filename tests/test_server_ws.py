@@ -112,7 +112,11 @@ def blocked_readers(r: redis.Redis) -> int:
 @pytest.fixture(autouse=True)
 def _no_pull_left(r: redis.Redis) -> None:
     """The pulls of the test before have ended their reads (closing a pull does)."""
-    wait_for(lambda: blocked_readers(r) == 0, DEADLINE, what="earlier pulls to end")
+    try:
+        wait_for(lambda: blocked_readers(r) == 0, DEADLINE, what="earlier pulls to end")
+    except AssertionError:
+        mine = [c for c in r.client_list() if c.get("name") == CLIENT_NAME]
+        raise AssertionError(f"blocked pulls left: {mine}") from None
 
 
 async def until_blocked(r: redis.Redis, n: int = 1) -> None:

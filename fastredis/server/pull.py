@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -85,14 +86,18 @@ async def pull_endpoint(ws: WebSocket) -> None:
                     acks.put_nowait(message)
                 # Without ack, anything the client sends is ignored.
         gone = True
-        if pulling:
+        # Cancel the pull wherever it waits. A cancellation can be lost on the way
+        # (Python 3.11's asyncio.wait_for, used inside redis-py, swallows one that
+        # races with completion), so ask again until the pull has stopped.
+        while pulling:
             main.cancel()
+            await asyncio.sleep(0.5)
 
     cursor = StreamCursor(ws.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest)
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         try:
-            await _pull_loop(ws, cursor, opts, acks)
+            await _pull_loop(ws, cursor, opts, acks, lambda: gone)
         except ProtocolError as exc:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
@@ -154,7 +159,11 @@ def _frames(batch: StreamBatch, header: bool, sid_json: str | None) -> list[Fram
 
 
 async def _pull_loop(
-    ws: WebSocket, cursor: StreamCursor, opts: ReadOptions, acks: asyncio.Queue[dict[str, Any]]
+    ws: WebSocket,
+    cursor: StreamCursor,
+    opts: ReadOptions,
+    acks: asyncio.Queue[dict[str, Any]],
+    gone: Callable[[], bool],
 ) -> None:
     send = ws.send
     loop = asyncio.get_running_loop()
@@ -178,7 +187,7 @@ async def _pull_loop(
     redis_count = opts.count
     ahead: asyncio.Task[Any] | None = None
     try:
-        while True:
+        while not gone():
             if interval and opts.latest:
                 await pace()  # then read: the newest entry at sending time
             if ahead is not None:

@@ -20,6 +20,7 @@ from fastredis._frames import pack_commands
 from fastredis._resp import READ, StreamBatch
 from fastredis.redis_io import AsyncFastParser
 from fastredis.server.protocol import parse_entry_id, previous_id
+from fastredis.server.writing import send_buffers
 
 __all__ = ["NEWEST_LUA", "BatchReader", "StreamCursor"]
 
@@ -74,7 +75,7 @@ class BatchReader:
         args.append(b"STREAMS")
         args.extend(streams.keys())
         args.extend(streams.values())
-        await conn.send_packed_command(pack_commands([args]), check_health=False)
+        await send_buffers(conn, pack_commands([args]))
         conn._parser.expect_batch(READ, None)
         if block is None:
             timeout = None  # the client's socket_timeout

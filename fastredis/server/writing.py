@@ -136,17 +136,20 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
 
 
 # Below this many bytes a batch of buffers is joined and sent in one write; above,
-# each buffer is written as it is (Python 3.11's writelines joins, a copy of every
-# payload: ~0.5 ms per MB on a busy 2-core machine).
+# each large buffer is written as it is (Python 3.11's writelines joins, a copy of
+# every payload: ~0.5 ms per MB on a busy 2-core machine).
 JOIN_BELOW = 256 * 1024
 
 
 async def send_buffers(conn: Any, bufs: list[Any]) -> None:
-    """Send RESP buffers over a redis-py asyncio connection without copying large
-    payloads (redis-py's send_packed_command for small batches)."""
-    if sum(len(b) for b in bufs) < JOIN_BELOW:
-        await conn.send_packed_command(bufs, check_health=False)
-        return
+    """Send RESP buffers over a redis-py asyncio connection: small ones joined in one
+    write, large payloads written as they are (never copied).
+
+    Not redis-py's send_packed_command: with a socket_timeout it wraps the write in
+    asyncio.wait_for, which costs a task per command and, before Python 3.12, can
+    swallow a cancellation that arrives as the write completes (a pull that goes on
+    after its client left).
+    """
     if not conn.is_connected:
         await conn.connect()
     writer = conn._writer  # redis-py's asyncio StreamWriter (no public write path)
@@ -161,7 +164,7 @@ async def send_buffers(conn: Any, bufs: list[Any]) -> None:
                 small = []
             writer.write(buf)
         if small:
-            writer.write(b"".join(small))
+            writer.write(small[0] if len(small) == 1 else b"".join(small))
         await writer.drain()
     except OSError as exc:
         await conn.disconnect(nowait=True)
