@@ -486,6 +486,19 @@ async def test_closing_a_pull_ends_its_blocking_read(url: str, r: redis.Redis) -
     wait_for(lambda: blocked_readers(r) == 0, DEADLINE, what="the XREAD to end")
 
 
+async def test_closing_pulls_never_leaves_a_read_running(url: str, r: redis.Redis) -> None:
+    """Closing just as the next read is on its way to Redis (a race that once let a
+    pull go on reading for its departed client) ends the pull every time."""
+    for i in range(40):
+        sid = f"s{i}"
+        r.xadd(sid, {"d": "first"})
+        async with connect(f"{url}/data/{sid}/pull?last_entry_id=0&header=0&block=200") as ws:
+            assert await recv(ws) == b"first"
+            r.xadd(sid, {"d": "second"})
+            assert await recv(ws) == b"second"
+        wait_for(lambda: blocked_readers(r) == 0, 2.0, what="the pull's read to end")
+
+
 async def test_pull_of_a_key_that_is_not_a_stream(url: str, r: redis.Redis) -> None:
     r.set("text", "x")
     async with connect(f"{url}/data/text/pull") as ws:
