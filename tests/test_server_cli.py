@@ -133,6 +133,9 @@ def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> N
         assert s.proc.poll() is None and time.monotonic() < deadline, "".join(s.output)
         time.sleep(0.05)
     with connect(f"ws://{base}/data/cli/push?ack=1") as ws:
+        # the client offers permessage-deflate; the server must not take it
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
         ws.send(json.dumps([5]))
         ws.send(b"hello")
         [entry_id] = json.loads(ws.recv(timeout=DEADLINE))
