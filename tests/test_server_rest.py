@@ -11,6 +11,7 @@ import redis
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
 
 MAX_MESSAGE = 4096
@@ -194,3 +195,24 @@ def test_app_without_a_url_runs_an_embedded_server() -> None:
         assert entries(c.get("/data/s"))[0][2] == b"x"
         process = embedded.process
     assert process.poll() is not None  # stopped with the app
+
+
+def test_redis_going_away(private_redis: EmbeddedRedis) -> None:
+    """Redis gone: REST answers 503, sockets close with 1011, the server goes on."""
+    app = create_app(Settings(redis_url=private_redis.url))
+    with TestClient(app) as c:
+        assert c.post("/data/s", content=b"x").status_code == 200
+        private_redis.kill()
+        resp = c.get("/data/s")
+        assert resp.status_code == 503 and "Redis unavailable" in resp.json()["error"]
+        assert c.post("/data/s", content=b"x").status_code == 503
+        with c.websocket_connect("/data/s/pull") as ws, pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_text()
+        assert info.value.code == 1011 and "Redis unavailable" in info.value.reason
+        with c.websocket_connect("/data/s/push") as ws, pytest.raises(WebSocketDisconnect) as info:
+            ws.send_text("[1]")
+            ws.send_bytes(b"x")
+            ws.receive_text()
+        assert info.value.code == 1011
+        private_redis.start()  # same port: the server recovers by itself
+        assert c.post("/data/s", content=b"y").status_code == 200
