@@ -162,7 +162,8 @@ def serve(args: argparse.Namespace) -> int:
                     from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
 
                     try:
-                        embedded = EmbeddedRedis().start()
+                        embedded = EmbeddedRedis()  # assigned first: stopped even if a
+                        embedded.start()  # signal arrives while it starts
                     except EmbeddedServerError as exc:
                         return _fail(f"cannot start the embedded Valkey: {exc}")
                     settings = replace(settings, redis_url=embedded.url)
@@ -194,8 +195,10 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         sock.close()
         if embedded is not None:
+            was_running = embedded.pid is not None
             embedded.close()
-            print("embedded Valkey stopped", flush=True)
+            if was_running:
+                print("embedded Valkey stopped", flush=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
