@@ -590,6 +590,45 @@ def test_big_bulk_fed_in_chunks_is_not_quadratic():
     assert elapsed < 2.0, elapsed
 
 
+def test_big_bulk_fed_in_chunks_grows_the_buffer_once():
+    import tracemalloc
+
+    size, chunk = (8 << 20) + 100, 64 << 10  # doubling would reach 16 MB
+    payload = b"y" * size
+    data = b"$%d\r\n" % size + payload + b"\r\n"
+    parts = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    for as_bytearray in (False, True):
+        r = Reader()
+        tracemalloc.start()
+        try:
+            for part in parts:
+                r.feed(bytearray(part) if as_bytearray else part)
+                out = r.gets()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out == payload
+        assert peak < 2 * len(data) + (1 << 20), peak  # the buffer and the reply
+
+
+def test_declared_length_over_the_limit_allocates_nothing():
+    import tracemalloc
+
+    for head in (b"$536870913\r\n", b"*1\r\n$536870913\r\n", b"=536870913\r\n"):
+        r = Reader()
+        tracemalloc.start()
+        try:
+            r.feed(bytearray(head[:-3]))
+            assert r.gets() is False
+            r.feed(head[-3:] + b"x" * 1000)
+            with pytest.raises(_resp.ProtocolError, match="out of range"):
+                r.gets()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, peak
+
+
 def test_long_line_fed_in_chunks_is_not_quadratic():
     line = b"x" * (16 << 20)
     for data in (b"+" + line + b"\r\n", b"$" + b"1" * 100 + line + b"\r\n"):

@@ -593,6 +593,113 @@ def test_big_values_are_not_copied_per_entry():
     assert b.buf is data and b[-1][2][b"d"] == big
 
 
+def _feed_chunks(r, data, size, as_bytearray):
+    """Feed like redis-py: bytes slices (async), or one reused bytearray (sync)."""
+    out = []
+    buf = bytearray(size)
+    for i in range(0, len(data), size):
+        part = data[i : i + size]
+        if as_bytearray:
+            buf[: len(part)] = part
+            r.feed(buf, 0, len(part))
+        else:
+            r.feed(part)
+        got = r.gets()
+        while got is not False:
+            out.append(got)
+            r.expect_batch(READ)  # for a reply that follows in the same bytes
+            got = r.gets()
+    return out
+
+
+@pytest.mark.parametrize("as_bytearray", [False, True])
+@pytest.mark.parametrize("size", [64 << 10, 256 << 10, 7777])
+def test_big_values_fed_in_socket_sized_chunks(size, as_bytearray):
+    big = [os.urandom((1 << 20) + k) for k in range(3)]
+    one = xread2([("s", [entry("1-1", [("d", big[0])])])])
+    many = xread2(
+        [
+            ("s", [entry(f"{i}-0", [("d", big[i % 3]), ("k", b"v")]) for i in range(5)]),
+            ("t", [entry("9-9", [("a", big[1]), ("b", big[2])])]),
+        ]
+    )
+    r = Reader()
+    for data in (one, many, one, one, many):  # one reader: the buffer is handed over each time
+        r.expect_batch(READ)
+        (b,) = _feed_chunks(r, data, size, as_bytearray)
+        assert b.buf == data
+        want = hiredis.Reader()
+        want.feed(data)
+        assert b.to_messages() == [
+            (name, eid, dict(zip(kv[::2], kv[1::2])))
+            for name, entries in want.gets()
+            for eid, kv in entries
+        ]
+    # replies back to back in the same chunks: each batch is its own reply
+    r.expect_batch(READ)
+    r.feed(many[:100])
+    assert r.gets() is False
+    out = _feed_chunks(r, many[100:] + one + one, size, as_bytearray)
+    assert [b.buf for b in out] == [many, one, one]
+
+
+def test_big_value_grows_the_buffer_once():
+    """A bulk string fed in pieces: the buffer is sized from its declared length
+    once (exactly, when it ends the reply), not doubled as the bytes come."""
+    import tracemalloc
+
+    size = (8 << 20) + 100  # just past a power of two: doubling would reach 16 MB
+    data = xread2([("s", [entry("1-1", [("d", b"x" * size)])])])
+    parts = [data[i : i + (64 << 10)] for i in range(0, len(data), 64 << 10)]
+    r = Reader()
+    r.expect_batch(READ)
+    tracemalloc.start()
+    try:
+        for part in parts:
+            r.feed(part)
+            b = r.gets()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert b.buf == data
+    assert peak < len(data) + (1 << 20), peak
+    # not the last token of the reply: some room for what follows, still not doubled
+    data = xread2([("s", [entry("1-1", [("d", b"x" * size)]), entry("2-2", [("e", b"y")])])])
+    r.expect_batch(READ)
+    tracemalloc.start()
+    try:
+        for i in range(0, len(data), 64 << 10):
+            r.feed(data[i : i + (64 << 10)])
+            b = r.gets()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(b) == 2 and b.buf == data
+    assert peak < len(data) * 1.3, peak
+
+
+def test_huge_declared_length_in_a_batch_raises_without_allocating():
+    import tracemalloc
+
+    head = xread2([("s", [entry("1-1", [("d", b"")])])])
+    head = head[: head.rindex(b"$0")]
+    for declared in (b"$536870913\r\n", b"$99999999999999999999\r\n"):
+        r = Reader()
+        r.expect_batch(READ)
+        tracemalloc.start()
+        try:
+            r.feed(head + declared[:4])
+            assert r.gets() is False
+            r.feed(declared[4:] + b"x" * 1000)
+            with pytest.raises(_resp.ProtocolError):
+                r.gets()
+            r.feed(b"x" * 100000)  # ignored once in error
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, peak
+
+
 def test_many_entries_are_much_faster_than_hiredis_objects():
     n = 10000
     data = xread2(

@@ -26,8 +26,12 @@ anything else, so a 64 MB bulk fed in 64 KB chunks costs O(chunks)).
 
 All lengths are checked explicitly against the buffer (the module is compiled
 with boundscheck off). Nesting is limited to 1024 aggregates (hiredis's limit);
-bulk strings are limited to 512 MB and aggregates to 2**32-1 elements; nothing
-is allocated from a declared length.
+bulk strings are limited to 512 MB and aggregates to 2**32-1 elements. The only
+allocation made from a declared length: once a bulk string has started to arrive
+and its length passed that check, the next feed() grows the buffer once to hold
+all of it (exactly to the end of the reply when it is the reply's last token, so
+the buffer becomes the StreamBatch's as it is) instead of doubling as the bytes
+come; a length is never used to size anything before it is checked.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -1077,6 +1081,8 @@ cdef class Reader:
     cdef char err_byte
     cdef const char* shape_msg
     cdef Py_ssize_t hint_p, hint_end    # token left incomplete at hint_p: searched up to hint_end
+    cdef Py_ssize_t want_end            # a bulk string left incomplete ends there (0: none)
+    cdef bint want_last                 # ... and it is the last token of the reply
     cdef object perr                    # sticky protocol error message
 
     # configuration
@@ -1107,6 +1113,8 @@ cdef class Reader:
         self.spos = 0
         self.hint_p = -1
         self.hint_end = 0
+        self.want_end = 0
+        self.want_last = 0
         self.depth = 0
         self.mode = M_GENERIC
         self.clear_after = 0
@@ -1202,24 +1210,43 @@ cdef class Reader:
         finally:
             PyBuffer_Release(&view)
 
+    cdef Py_ssize_t _target(self, Py_ssize_t need, bint live) noexcept:
+        """The capacity to grow to when `need` bytes (pending + fed) do not fit.
+
+        When the scanner stopped inside a bulk string it knows where that string
+        ends (its declared length was checked against the 512 MB limit first): grow
+        once to hold all of it, exactly when it ends the reply (the buffer then
+        becomes the StreamBatch's as it is), with some room for what follows
+        otherwise. Without such a hint, or past it, double (only a buffer that holds
+        pending bytes: a new reply starts from what it needs)."""
+        cdef Py_ssize_t cap = need
+        cdef Py_ssize_t hint = self.want_end
+        if hint > need:
+            if self.want_last:
+                return hint
+            cap = hint + (hint >> 3)
+        if live and cap < self.ocap * 2:
+            cap = self.ocap * 2
+        if cap < MIN_BUF:
+            cap = MIN_BUF
+        return cap
+
     cdef int _append(self, const char* src, Py_ssize_t n) except -1:
         cdef Py_ssize_t pend = self.rlen - self.rpos
-        cdef Py_ssize_t need, cap
+        cdef Py_ssize_t need = pend + n     # what must be held afterwards
+        cdef Py_ssize_t cap
         cdef object ext = self._ext          # keeps adopted bytes alive while copying
         cdef const char* old = self.rbuf + self.rpos
         cdef char* ob
-        if ext is None and self.rpos > 0 and self.rlen + n > self.ocap:
-            memmove(self.rbuf, old, pend)     # drop consumed bytes first
-            self.rlen = pend
-            self.rpos = 0
-        need = (pend if ext is not None else self.rlen) + n
+        cdef PyObject* prev
         if need > self.ocap:
-            cap = self.ocap * 2
-            if cap < need:
-                cap = need
-            if cap < MIN_BUF:
-                cap = MIN_BUF
-            if self._bo != NULL and ext is None:
+            cap = self._target(need, ext is None and pend > 0)
+            if ext is None and self._bo != NULL and pend > 0 and pend * 2 >= self.ocap:
+                # mostly pending bytes: realloc (large blocks are remapped, not copied)
+                if self.rpos > 0:
+                    memmove(self.rbuf, old, pend)
+                    self.rlen = pend
+                    self.rpos = 0
                 try:
                     _PyBytes_Resize(&self._bo, cap)
                 except MemoryError:
@@ -1228,21 +1255,46 @@ cdef class Reader:
                     self._reset_reply()
                     raise
             else:
-                Py_XDECREF(self._bo)          # idle (or none): no content to keep
-                self._bo = NULL
-                self.ocap = 0
-                obj = PyBytes_FromStringAndSize(NULL, cap)
+                # adopted bytes, an idle buffer or mostly consumed bytes: a new
+                # buffer, only the pending bytes copied
+                if ext is not None or pend == 0:
+                    Py_XDECREF(self._bo)     # idle (or none): no content to keep
+                    self._bo = NULL
+                    self.ocap = 0
+                    if ext is None:
+                        self.rbuf = NULL
+                        self.rlen = self.rpos = 0
+                try:
+                    obj = PyBytes_FromStringAndSize(NULL, cap)
+                except MemoryError:
+                    if cap <= need:
+                        raise
+                    cap = need                # a declared length too big for memory:
+                    obj = PyBytes_FromStringAndSize(NULL, cap)   # grow as data comes
+                ob = PyBytes_AS_STRING(obj)
+                if pend > 0:
+                    memcpy(ob, old, pend)
+                prev = self._bo
                 Py_INCREF(obj)
                 self._bo = <PyObject*>obj
+                Py_XDECREF(prev)
+                self._ext = None
+                self.rlen = pend
+                self.rpos = 0
             self.ocap = cap
-        ob = PyBytes_AS_STRING(<object>self._bo)
-        if ext is not None:
+            self.rbuf = PyBytes_AS_STRING(<object>self._bo)
+        elif ext is not None:
+            ob = PyBytes_AS_STRING(<object>self._bo)   # the idle buffer is large enough
             memcpy(ob, old, pend)
             self._ext = None
+            self.rbuf = ob
             self.rlen = pend
             self.rpos = 0
-        self.rbuf = ob
-        memcpy(ob + self.rlen, src, n)
+        elif self.rlen + n > self.ocap:
+            memmove(self.rbuf, old, pend)     # drop consumed bytes first
+            self.rlen = pend
+            self.rpos = 0
+        memcpy(self.rbuf + self.rlen, src, n)
         self.rlen += n
         return 0
 
@@ -1257,6 +1309,8 @@ cdef class Reader:
     cdef void _reset_reply(self) noexcept:
         self.hint_p = -1
         self.hint_end = 0
+        self.want_end = 0
+        self.want_last = 0
         self.spos = 0
         self.depth = 0
         self.mode = M_GENERIC
@@ -1376,6 +1430,7 @@ cdef class Reader:
         cdef StreamBatch b = self.cur
         cdef Py_ssize_t ne, nf, ns
 
+        self.want_end = 0
         while p < avail:
             if d > 0 and self.mode == M_BATCH and self.role[d - 1] == R_ENTRIES:
                 # fast path: whole canonical entries, no per-token bookkeeping
@@ -1419,6 +1474,13 @@ cdef class Reader:
                     p2 = q
                 else:
                     if n + 2 > avail - q:
+                        # incomplete: tell feed() how much is coming (n is checked)
+                        self.want_end = q + n + 2
+                        self.want_last = 1
+                        for i in range(d):
+                            if self.rem[i] != 1:
+                                self.want_last = 0
+                                break
                         break
                     p2 = q + n + 2
                     soff = q
