@@ -145,6 +145,8 @@ CASES = [
     b",0x1p3\r\n",
     b",infinity\r\n",
     b",+inf\r\n",
+    b",inf+\r\n",
+    b",nan-\r\n",
     b",1e400\r\n",
     b",1e-400\r\n",
     b",1e-310\r\n",

@@ -248,8 +248,8 @@ cdef int parse_double(const char* s, Py_ssize_t n, double* out) noexcept:
     cdef char* endp
     if n >= 326:
         return 1
-    if n == 3 or n == 4:
-        i = 1 if (n == 4 and s[0] == b'-') else 0
+    if n == 3 or (n == 4 and s[0] == b'-'):       # "inf", "-inf", "nan", "-nan"
+        i = n - 3
         if ((s[i] | 32) == b'i' and (s[i + 1] | 32) == b'n' and (s[i + 2] | 32) == b'f'):
             out[0] = -INFINITY if i else INFINITY
             return 0
