@@ -443,6 +443,14 @@ async def test_pull_ack_waits_for_the_client(url: str, r: redis.Redis) -> None:
     assert code == 1003 and "ack" in reason
 
 
+async def test_pull_ack_flood_is_refused(url: str) -> None:
+    async with connect(f"{url}/data/nothing/pull?ack=1&block=0") as ws:
+        for _ in range(200):
+            await ws.send("ack")
+        code, reason = await closed_with(ws)
+    assert code == 1008 and "acks" in reason
+
+
 async def test_pull_block_sends_empty_batches(url: str) -> None:
     async with connect(f"{url}/data/nothing/pull?block=200") as ws:
         start = time.monotonic()

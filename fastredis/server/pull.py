@@ -43,6 +43,8 @@ __all__ = ["pull_endpoint", "redis_close"]
 
 log = logging.getLogger("fastredis.server")
 
+MAX_ACKS_AHEAD = 64  # acks a client may send before the batches they acknowledge
+
 
 def redis_close(exc: RedisError) -> tuple[int, str]:
     """Close code and reason for a Redis failure."""
@@ -71,7 +73,7 @@ async def pull_endpoint(ws: WebSocket) -> None:
     # cancels the pull wherever it waits (a blocking XREAD included).
     main = asyncio.current_task()
     assert main is not None
-    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_ACKS_AHEAD)
     gone = False
     pulling = True
 
@@ -83,6 +85,9 @@ async def pull_endpoint(ws: WebSocket) -> None:
                 if message["type"] == "websocket.disconnect":
                     break
                 if opts.ack:
+                    if acks.full():  # acks far ahead of the batches: a flood
+                        await close_with(ws, CLOSE_POLICY, "too many acks ahead of the batches")
+                        continue  # and wait for the disconnect
                     acks.put_nowait(message)
                 # Without ack, anything the client sends is ignored.
         gone = True
