@@ -631,7 +631,7 @@ def test_big_values_fed_in_socket_sized_chunks(size, as_bytearray):
         want = hiredis.Reader()
         want.feed(data)
         assert b.to_messages() == [
-            (name, eid, dict(zip(kv[::2], kv[1::2])))
+            (name, eid, dict(zip(kv[::2], kv[1::2], strict=True)))
             for name, entries in want.gets()
             for eid, kv in entries
         ]
