@@ -170,10 +170,17 @@ class EmbeddedRedis:
         )
 
     def _ping(self) -> bool:
+        """True once *our* process answers (not another server already on the port)."""
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(b"INFO server\r\n")
+                reply, marker = b"", f"process_id:{self.pid}\r\n".encode()
+                while b"\r\nexecutable:" not in reply and len(reply) < 1 << 16:
+                    chunk = sock.recv(1 << 14)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return marker in reply
         except OSError:
             return False
 

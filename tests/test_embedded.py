@@ -11,6 +11,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fastredis.embedded import EmbeddedRedis, EmbeddedServerError, find_server_binary
 
@@ -53,8 +55,9 @@ def test_start_answer_stop_and_clean_up() -> None:
     finally:
         server.close()
     assert not data_dir.exists()
+    no_retry = Retry(NoBackoff(), 0)
     with pytest.raises(redis.ConnectionError):
-        redis.Redis(host=server.host, port=server.port, socket_connect_timeout=1).ping()
+        redis.Redis(host=server.host, port=server.port, retry=no_retry).ping()
 
 
 def test_data_dir_persists_across_restarts(tmp_path) -> None:
