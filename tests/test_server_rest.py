@@ -216,3 +216,18 @@ def test_redis_going_away(private_redis: EmbeddedRedis) -> None:
         assert info.value.code == 1011
         private_redis.start()  # same port: the server recovers by itself
         assert c.post("/data/s", content=b"y").status_code == 200
+
+
+def test_redis_over_a_unix_socket(tmp_path) -> None:
+    path = tmp_path / "valkey.sock"
+    with EmbeddedRedis(extra_args=("--unixsocket", str(path))) as server:
+        app = create_app(Settings(redis_url=f"unix://{path}"))
+        with TestClient(app) as c:
+            resp = c.post("/data/s", content=b"over unix")
+            assert resp.status_code == 200, resp.text
+            with c.websocket_connect("/data/s/pull?last_entry_id=0") as ws:
+                header = json.loads(ws.receive_text())
+                assert [sid for sid, _id, _start in header] == ["s"]
+                assert ws.receive_bytes() == b"over unix"
+        with redis.Redis.from_url(server.url) as r:
+            assert r.xlen("s") == 1

@@ -72,7 +72,12 @@ class Settings:
     @property
     def client_params(self) -> dict[str, Any]:
         """redis-py arguments of the server's client (decode_responses is always off)."""
-        return {**DEFAULT_REDIS_PARAMS, **self.redis_params, "decode_responses": False}
+        params = {**DEFAULT_REDIS_PARAMS, **self.redis_params, "decode_responses": False}
+        if (self.redis_url or "").startswith("unix:"):
+            # TCP-only options that redis-py's unix socket connection refuses
+            for name in ("socket_keepalive", "socket_keepalive_options"):
+                params.pop(name, None)
+        return params
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
