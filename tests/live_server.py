@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from waiting import wait_until
 
 from fastredis.embedded import free_port
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 class LiveServer:
@@ -54,7 +39,7 @@ class LiveServer:
 
     def start(self, timeout: float = 20.0) -> LiveServer:
         self.thread.start()
-        wait_for(
+        wait_until(
             lambda: self.server.started or not self.thread.is_alive(),
             timeout,
             what="uvicorn to start",

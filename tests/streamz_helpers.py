@@ -1,31 +1,14 @@
-"""Helpers for the streamz tests: waiting with deadlines, collecting, cleaning up sources."""
+"""Helpers for the streamz tests: collecting, counting pending entries, cleaning up sources."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-
-
-def wait_until(
-    condition: Callable[[], Any],
-    timeout: float = 10.0,
-    what: str = "condition",
-    every: float = 0.005,
-) -> Any:
-    """Poll `condition` until it is truthy; fail the test with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-        time.sleep(every)
+from waiting import wait_until
 
 
 class Collector:

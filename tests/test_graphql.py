@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from live_server import LiveServer, make_server_app, wait_for
+from live_server import LiveServer, make_server_app
+from waiting import wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from fastredis.embedded import EmbeddedRedis
@@ -306,7 +307,7 @@ def test_subscription_seed_form(
             except TimeoutError:
                 return None
 
-        got = wait_for(first, timeout=10, interval=0, what="the first subscription message")
+        got = wait_until(first, timeout=10, interval=0, what="the first subscription message")
         first_tick = int(got["utf8"].split()[1])
         entry_ids = [got["time"]]
         for n in range(first_tick + 1, tick):  # every later tick, none lost, in order
@@ -387,7 +388,7 @@ def test_subscription_survives_idle_periods(
         p.init()
         calls = _xread_calls(plain_redis)
         p.subscribe("1", query)
-        wait_for(lambda: _xread_calls(plain_redis) >= calls + 3, what="three empty XREADs")
+        wait_until(lambda: _xread_calls(plain_redis) >= calls + 3, what="three empty XREADs")
         plain_redis.xadd("idle", {"d": b"late"})
         assert p.next_data() == {"utf8": "late"}
 
@@ -422,7 +423,7 @@ def test_closing_a_subscription_frees_its_redis_read(
             if stop_first:
                 p.stop("1")  # lands while the generator starts its next XREAD
         plain_redis.delete("x")
-    wait_for(
+    wait_until(
         lambda: not _blocked_xreads(plain_redis),
         timeout=graphql_api.SUBSCRIPTION_BLOCK_MS / 1000 + 5,
         what="no XREAD left blocked for a closed subscription",

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import redis
+from waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
 from fastredis.embedded import free_port
@@ -100,18 +100,6 @@ def serve() -> Iterator[type[Serve]]:
         s.kill()
 
 
-def _wait_gone(pid: int) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while psutil.pid_exists(pid):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        assert time.monotonic() < deadline, f"process {pid} is still running"
-        time.sleep(0.05)
-
-
 def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> None:
     s = serve()
     redis_line = s.wait_line("Redis: embedded Valkey")
@@ -145,7 +133,7 @@ def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> N
 
     s.proc.send_signal(signal.SIGTERM)
     assert s.wait_exit() == 0, "".join(s.output)
-    _wait_gone(pid)
+    wait_until(lambda: process_gone(pid), DEADLINE, what=f"process {pid} to exit")
     assert "embedded Valkey stopped" in "".join(s.output)
     assert "Traceback" not in "".join(s.output)
 
@@ -168,10 +156,7 @@ def test_serve_uses_redis_url_from_env_and_stops_on_sigint(
             assert time.monotonic() < deadline, "".join(s.output)
             time.sleep(0.05)
     r = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + DEADLINE
-    while r.xinfo_stream("t")["entries-added"] < 300:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: r.xinfo_stream("t")["entries-added"] >= 300, DEADLINE, what="300 entries")
     assert r.xlen("t") < 300  # --maxlen 5: trimmed (approximately)
     s.proc.send_signal(signal.SIGINT)
     assert s.wait_exit() == 0, "".join(s.output)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import redis
 import websockets
-from live_server import LiveServer, wait_for
+from live_server import LiveServer
+from waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
@@ -113,7 +114,7 @@ def blocked_readers(r: redis.Redis) -> int:
 def _no_pull_left(r: redis.Redis) -> None:
     """The pulls of the test before have ended their reads (closing a pull does)."""
     try:
-        wait_for(lambda: blocked_readers(r) == 0, DEADLINE, what="earlier pulls to end")
+        wait_until(lambda: blocked_readers(r) == 0, DEADLINE, what="earlier pulls to end")
     except AssertionError:
         mine = [c for c in r.client_list() if c.get("name") == CLIENT_NAME]
         raise AssertionError(f"blocked pulls left: {mine}") from None
@@ -259,7 +260,7 @@ async def test_push_is_pipelined_and_ordered(url: str, r: redis.Redis) -> None:
             await ws.send(json.dumps([len(data)]))
             await ws.send(data)
     # closing does not lose what was sent: the server writes all it received in full
-    wait_for(lambda: r.xlen("s") == n, DEADLINE, what=f"{n} entries")
+    wait_until(lambda: r.xlen("s") == n, DEADLINE, what=f"{n} entries")
     assert [int(e[1][b"d"]) for e in r.xrange("s")] == list(range(n))
 
 
@@ -270,7 +271,7 @@ async def test_push_trims_approximately(redis_server: EmbeddedRedis, r: redis.Re
         async with connect(f"{live.ws_url}/data/s/push?header=0") as ws:
             for _ in range(2000):
                 await ws.send(b"x")
-        wait_for(lambda: r.xinfo_stream("s")["entries-added"] == 2000, DEADLINE)
+        wait_until(lambda: r.xinfo_stream("s")["entries-added"] == 2000, DEADLINE)
     assert 100 <= r.xlen("s") < 2000
 
 
@@ -491,7 +492,7 @@ async def test_idle_pull_outlives_the_redis_socket_timeout(url: str, r: redis.Re
 async def test_closing_a_pull_ends_its_blocking_read(url: str, r: redis.Redis) -> None:
     async with connect(f"{url}/data/s/pull?block=0"):
         await until_blocked(r)
-    wait_for(lambda: blocked_readers(r) == 0, DEADLINE, what="the XREAD to end")
+    wait_until(lambda: blocked_readers(r) == 0, DEADLINE, what="the XREAD to end")
 
 
 async def test_closing_pulls_never_leaves_a_read_running(url: str, r: redis.Redis) -> None:
@@ -504,7 +505,7 @@ async def test_closing_pulls_never_leaves_a_read_running(url: str, r: redis.Redi
             assert await recv(ws) == b"first"
             r.xadd(sid, {"d": "second"})
             assert await recv(ws) == b"second"
-        wait_for(lambda: blocked_readers(r) == 0, 2.0, what="the pull's read to end")
+        wait_until(lambda: blocked_readers(r) == 0, 2.0, what="the pull's read to end")
 
 
 async def test_pull_of_a_key_that_is_not_a_stream(url: str, r: redis.Redis) -> None:
@@ -615,6 +616,6 @@ async def test_client_killed_mid_frame_leaves_nothing(
     # the server goes on; the stream holds only what was sent in full
     assert len(await push(url, "s", b"whole")) == 1
     connections = server.server.server_state.connections
-    wait_for(lambda: not connections, DEADLINE, what="the server to drop the sockets")
+    wait_until(lambda: not connections, DEADLINE, what="the server to drop the sockets")
     assert [e[1][b"d"] for e in r.xrange("s")] == [b"whole"]
     assert r.keys() == [b"s"]

@@ -18,8 +18,8 @@ from streamz_helpers import (  # noqa: F401
     consumer_pending,
     pending_count,
     sources_fixture,
-    wait_until,
 )
+from waiting import wait_until
 
 from fastredis import StreamBatch
 from fastredis.streamz_sources import heartbeat_channel

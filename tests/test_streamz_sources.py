@@ -8,8 +8,9 @@ import threading
 import pytest
 import redis
 from streamz import Stream
-from streamz_helpers import Collector, sources_fixture, wait_until  # noqa: F401
+from streamz_helpers import Collector, sources_fixture  # noqa: F401
 from tornado.ioloop import IOLoop
+from waiting import wait_until
 
 from fastredis import StreamBatch
 from fastredis.embedded import free_port
