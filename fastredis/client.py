@@ -181,6 +181,65 @@ def _connect_error(url: str, exc: BaseException) -> ClientError:
     return ServerUnreachable(url, exc)
 
 
+# -- what the asyncio and sync sockets share -----------------------------------------
+
+
+class _PushSocket:
+    """The push endpoint and options of AsyncPusher and Pusher."""
+
+    _ws: Any
+
+    def __init__(self, url: str, sid: str, *, ack: bool = False, open_timeout: float = 10):
+        self.sid = sid
+        self.ack = ack
+        self.url = push_url(url, sid, ack=1 if ack else None)
+        self._open_timeout = open_timeout
+        self._ws = None
+
+
+class _PullSocket:
+    """The pull endpoint, options and frame decoding of AsyncPuller and Puller."""
+
+    _ws: Any
+
+    def __init__(
+        self,
+        url: str,
+        sid: str,
+        *,
+        last_entry_id: str | None = None,
+        count: int | None = None,
+        latest: bool = False,
+        block: int | None = None,
+        max_fps: float | None = None,
+        ack: bool = False,
+        open_timeout: float = 10,
+    ):
+        self.sid = sid
+        self.ack = ack
+        self.url = pull_url(
+            url,
+            sid,
+            last_entry_id=last_entry_id,
+            count=count,
+            latest=1 if latest else None,
+            block=block,
+            max_fps=max_fps,
+            ack=1 if ack else None,
+        )
+        self._open_timeout = open_timeout
+        self._ws = None
+        self._owe_ack = False
+        self.closed = False
+
+    def _frame(self, header: list[Any], payload: bytes | str) -> list[Entry]:
+        """The entries of a received frame; with ack, it is owed an ack from now on."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        self._owe_ack = self.ack
+        return split_frame(header, payload)
+
+
 # -- asyncio -----------------------------------------------------------------------
 
 
@@ -191,15 +250,10 @@ async def _aopen(url: str, open_timeout: float | None) -> AsyncConnection:
         raise _connect_error(url, exc) from exc
 
 
-class AsyncPusher:
+class AsyncPusher(_PushSocket):
     """One push socket: `await pusher.push(data)`; an async context manager."""
 
-    def __init__(self, url: str, sid: str, *, ack: bool = False, open_timeout: float = 10):
-        self.sid = sid
-        self.ack = ack
-        self.url = push_url(url, sid, ack=1 if ack else None)
-        self._open_timeout = open_timeout
-        self._ws: AsyncConnection | None = None
+    _ws: AsyncConnection | None
 
     async def connect(self) -> AsyncPusher:
         if self._ws is None:
@@ -233,40 +287,12 @@ class AsyncPusher:
         await self.close()
 
 
-class AsyncPuller:
+class AsyncPuller(_PullSocket):
     """One pull socket. `async for sid, id, data in puller` (entries), or
     `await puller.recv_batch()` / `puller.batches()` (one list per frame).
     Connects on first use; with ack, acknowledges a frame when the next is asked for."""
 
-    def __init__(
-        self,
-        url: str,
-        sid: str,
-        *,
-        last_entry_id: str | None = None,
-        count: int | None = None,
-        latest: bool = False,
-        block: int | None = None,
-        max_fps: float | None = None,
-        ack: bool = False,
-        open_timeout: float = 10,
-    ):
-        self.sid = sid
-        self.ack = ack
-        self.url = pull_url(
-            url,
-            sid,
-            last_entry_id=last_entry_id,
-            count=count,
-            latest=1 if latest else None,
-            block=block,
-            max_fps=max_fps,
-            ack=1 if ack else None,
-        )
-        self._open_timeout = open_timeout
-        self._ws: AsyncConnection | None = None
-        self._owe_ack = False
-        self.closed = False
+    _ws: AsyncConnection | None
 
     async def connect(self) -> AsyncPuller:
         if self._ws is None:
@@ -288,10 +314,7 @@ class AsyncPuller:
             if error is not None:
                 raise error from exc
             return None
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8")
-        self._owe_ack = self.ack
-        return split_frame(header, payload)
+        return self._frame(header, payload)
 
     async def batches(self) -> AsyncIterator[list[Entry]]:
         while (batch := await self.recv_batch()) is not None:
@@ -382,15 +405,10 @@ def _open(url: str, open_timeout: float | None) -> SyncConnection:
         raise _connect_error(url, exc) from exc
 
 
-class Pusher:
+class Pusher(_PushSocket):
     """Blocking push socket: `pusher.push(data)`; a context manager."""
 
-    def __init__(self, url: str, sid: str, *, ack: bool = False, open_timeout: float = 10):
-        self.sid = sid
-        self.ack = ack
-        self.url = push_url(url, sid, ack=1 if ack else None)
-        self._open_timeout = open_timeout
-        self._ws: SyncConnection | None = None
+    _ws: SyncConnection | None
 
     def connect(self) -> Pusher:
         if self._ws is None:
@@ -423,39 +441,11 @@ class Pusher:
         self.close()
 
 
-class Puller:
+class Puller(_PullSocket):
     """Blocking pull socket: iterate for (sid, id, bytes); `recv_batch()`/`batches()`
     for one list per frame."""
 
-    def __init__(
-        self,
-        url: str,
-        sid: str,
-        *,
-        last_entry_id: str | None = None,
-        count: int | None = None,
-        latest: bool = False,
-        block: int | None = None,
-        max_fps: float | None = None,
-        ack: bool = False,
-        open_timeout: float = 10,
-    ):
-        self.sid = sid
-        self.ack = ack
-        self.url = pull_url(
-            url,
-            sid,
-            last_entry_id=last_entry_id,
-            count=count,
-            latest=1 if latest else None,
-            block=block,
-            max_fps=max_fps,
-            ack=1 if ack else None,
-        )
-        self._open_timeout = open_timeout
-        self._ws: SyncConnection | None = None
-        self._owe_ack = False
-        self.closed = False
+    _ws: SyncConnection | None
 
     def connect(self) -> Puller:
         if self._ws is None:
@@ -478,10 +468,7 @@ class Puller:
             if error is not None:
                 raise error from exc
             return None
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8")
-        self._owe_ack = self.ack
-        return split_frame(header, payload)
+        return self._frame(header, payload)
 
     def batches(self) -> Iterator[list[Entry]]:
         while (batch := self.recv_batch()) is not None:
