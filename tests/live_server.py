@@ -1,14 +1,17 @@
-"""A real uvicorn server in a thread, for tests that need a socket (not a test module)."""
+"""A real uvicorn server in a thread, for tests that need a socket (not a test module);
+the `server` and `url` fixtures that serve the fastredis app with it."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import uvicorn
 from waiting import wait_until
 
-from fastredis.embedded import free_port
+from fastredis.embedded import EmbeddedRedis, free_port
 
 
 class LiveServer:
@@ -68,3 +71,16 @@ def make_server_app(redis_url: str) -> Any:
     from fastredis.server.settings import Settings
 
     return create_app(Settings(redis_url=redis_url))
+
+
+@pytest.fixture(name="server", scope="module")
+def server_fixture(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    """The fastredis server app on the session's Redis, one per test module."""
+    with LiveServer(make_server_app(redis_server.url)) as live:
+        yield live
+
+
+@pytest.fixture(name="url")
+def url_fixture(server: LiveServer, redis_url: str) -> str:
+    """The server's ws:// base URL, with Redis flushed."""
+    return server.ws_url

@@ -8,32 +8,20 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from live_server import LiveServer, make_server_app
+from live_server import server_fixture, url_fixture  # noqa: F401
 from PIL import Image
 from waiting import wait_until
 
 import fastredis
 from fastredis.client_cli import parse_shape
-from fastredis.embedded import EmbeddedRedis, free_port
+from fastredis.embedded import free_port
 
 ROOT = Path(fastredis.__file__).resolve().parent.parent
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
-    with LiveServer(make_server_app(redis_server.url)) as live:
-        yield live
-
-
-@pytest.fixture
-def url(server: LiveServer, redis_url: str) -> str:
-    return server.ws_url
 
 
 def _env() -> dict[str, str]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
 import redis
-from live_server import LiveServer, make_server_app
+from live_server import server_fixture, url_fixture  # noqa: F401
 from waiting import wait_until
 
 from fastredis.client import (
@@ -24,19 +23,7 @@ from fastredis.client import (
     push_url,
     split_frame,
 )
-from fastredis.embedded import EmbeddedRedis, free_port
-
-
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
-    with LiveServer(make_server_app(redis_server.url)) as live:
-        yield live
-
-
-@pytest.fixture
-def url(server: LiveServer, redis_url: str) -> str:
-    """The server's URL, with Redis flushed."""
-    return server.ws_url
+from fastredis.embedded import free_port
 
 
 def _stored(plain: redis.Redis, sid: str, n: int | None = None) -> list[tuple[str, bytes]]:

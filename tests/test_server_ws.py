@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 import websockets
-from live_server import LiveServer
+from live_server import LiveServer, url_fixture  # noqa: F401
 from waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
@@ -42,12 +42,6 @@ def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
     )
     with LiveServer(create_app(settings)) as live:
         yield live
-
-
-@pytest.fixture
-def url(server: LiveServer, redis_url: str) -> str:
-    """The server's ws:// base (Redis flushed first)."""
-    return server.ws_url
 
 
 @pytest.fixture
