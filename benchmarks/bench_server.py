@@ -29,7 +29,6 @@ Environment: FASTREDIS_BENCH_ROUNDS (3), FASTREDIS_BENCH_LATENCY_S (5).
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import struct
@@ -46,6 +45,7 @@ import psutil
 import pytest
 import redis
 import redis.asyncio
+from procs import spawn_server, stop_server
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
@@ -59,48 +59,6 @@ LARGE = (100, MB)
 LATENCY = (300_000, 30.0)  # bytes, fps
 MEMORY_FRAMES = 200
 TARGETS = ("server", "direct", "bare")
-
-
-# -- processes --------------------------------------------------------------------------
-
-
-def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.args} did not answer on port {port} within {timeout}s")
-
-
-def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-    try:
-        _wait_http(port, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -131,22 +89,22 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(bench_server: EmbeddedRedis) -> Iterator[Stack]:
     sport, bport = free_port(), free_port()
-    server = _spawn(
+    server = spawn_server(
         ["-m", "fastredis", "serve", "--port", str(sport), "--redis-url", bench_server.url,
          "--maxlen", str(MAXLEN), "--log-level", "warning"],
         sport,
     )  # fmt: skip
     try:
-        bare = _spawn(["benchmarks/bare_ws_server.py", "--port", str(bport)], bport)
+        bare = spawn_server(["benchmarks/bare_ws_server.py", "--port", str(bport)], bport)
     except BaseException:
-        _stop(server)
+        stop_server(server)
         raise
     st = Stack(bench_server, server, f"ws://127.0.0.1:{sport}", bare, f"ws://127.0.0.1:{bport}")
     try:
         yield st
     finally:
-        _stop(server)
-        _stop(bare)
+        stop_server(server)
+        stop_server(bare)
 
 
 # -- redis-py direct: the Redis limit ------------------------------------------------------

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -34,31 +30,7 @@ def _load(name: str) -> ModuleType:
 
 
 loadtool = _load("loadtool")
-
-
-def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{args} exited with {proc.returncode}"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{args} did not listen on {port}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+procs = _load("procs")
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +38,21 @@ def server(redis_server: EmbeddedRedis) -> Iterator[str]:
     """`fastredis serve` on the session's Redis; its base ws:// URL."""
     port = free_port()
     args = ["-m", "fastredis", "serve", "--port", str(port), "--redis-url", redis_server.url]
-    proc = _spawn([*args, "--maxlen", "100000", "--log-level", "warning"], port)
+    proc = procs.spawn_server([*args, "--maxlen", "100000", "--log-level", "warning"], port)
     try:
         yield f"ws://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        procs.stop_server(proc)
 
 
 @pytest.fixture(scope="module")
 def bare() -> Iterator[str]:
     port = free_port()
-    proc = _spawn(["benchmarks/bare_ws_server.py", "--port", str(port)], port)
+    proc = procs.spawn_server(["benchmarks/bare_ws_server.py", "--port", str(port)], port)
     try:
         yield f"ws://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        procs.stop_server(proc)
 
 
 async def test_push_then_pull_counts(server: str, redis_server: EmbeddedRedis) -> None:
