@@ -24,22 +24,19 @@ from fastredis.streamz_common import TRANSIENT_ERRORS, Backoff, log
 __all__ = ["AckRef", "Acker", "BatchAckRef"]
 
 
-class AckRef(RefCounter):
-    """The reference count of one entry; at zero the entry is acknowledged (once).
+class _AckRefCounter(RefCounter):
+    """A reference count that tells its acker, once, when it reaches zero (`_done`).
 
     Starts at 1: the source holds its own reference while it emits and while it waits for
     what the emit returned, so an entry is never acked before everything downstream is done.
     """
 
-    def __init__(self, acker: Acker, stream: Any, entry_id: Any) -> None:
+    def __init__(self, acker: Acker) -> None:
         # No RefCounter.__init__: it would look up (and maybe start) streamz's IO loop.
         self.count = 1
         self.cb = None
         self.loop = None
-        self.acker = acker
-        self.stream = stream
-        self.entry_id = entry_id
-        acker.inflight_add(stream, entry_id)
+        self.acker: Acker | None = acker
 
     def retain(self, n: int = 1) -> None:
         self.count += n
@@ -48,33 +45,40 @@ class AckRef(RefCounter):
         self.count -= n
         if self.count <= 0 and self.acker is not None:
             acker, self.acker = self.acker, None
-            acker.done(self.stream, self.entry_id)
+            self._done(acker)
+
+    def _done(self, acker: Acker) -> None:
+        raise NotImplementedError
+
+
+class AckRef(_AckRefCounter):
+    """The reference count of one entry; at zero the entry is acknowledged (once)."""
+
+    def __init__(self, acker: Acker, stream: Any, entry_id: Any) -> None:
+        super().__init__(acker)
+        self.stream = stream
+        self.entry_id = entry_id
+        acker.inflight_add(stream, entry_id)
+
+    def _done(self, acker: Acker) -> None:
+        acker.done(self.stream, self.entry_id)
 
     def __repr__(self) -> str:
         return f"<AckRef {self.stream!r} {self.entry_id!r} count={self.count}>"
 
 
-class BatchAckRef(RefCounter):
+class BatchAckRef(_AckRefCounter):
     """The reference count of a whole emitted batch (batch mode): all its ids at zero."""
 
     def __init__(self, acker: Acker, ids: dict[Any, list[Any]]) -> None:
-        self.count = 1
-        self.cb = None
-        self.loop = None
-        self.acker = acker
+        super().__init__(acker)
         self.ids = ids
         for stream, stream_ids in ids.items():
             acker.inflight_update(stream, stream_ids)
 
-    def retain(self, n: int = 1) -> None:
-        self.count += n
-
-    def release(self, n: int = 1) -> None:
-        self.count -= n
-        if self.count <= 0 and self.acker is not None:
-            acker, self.acker = self.acker, None
-            for stream, stream_ids in self.ids.items():
-                acker.done_many(stream, stream_ids)
+    def _done(self, acker: Acker) -> None:
+        for stream, stream_ids in self.ids.items():
+            acker.done_many(stream, stream_ids)
 
     def __repr__(self) -> str:
         n = sum(map(len, self.ids.values()))
