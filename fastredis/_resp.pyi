@@ -54,6 +54,16 @@ class Reader:
         notEnoughData: Any = False,
     ) -> None: ...
     def feed(self, buf: Any, off: int = 0, len: int = -1) -> None: ...
+    def recv_from(self, sock: Any) -> int:
+        """One `sock.recv_into()` straight into the internal buffer (as feed, no copy).
+
+        Offers at least 64 KB of room; while a bulk string is incomplete, its rest
+        (at most 16 MB per call). Returns the bytes received, 0 at end of file.
+        Exceptions from recv_into (timeouts, OSError, BlockingIOError) propagate
+        unchanged and nothing is accounted. The temporary memoryview passed to
+        recv_into is released before returning; if recv_into kept an export of it
+        (a slice, a buffer), BufferError (the received bytes are still kept).
+        RuntimeError when called while a reply is being built (as feed)."""
     def gets(self, decode: bool = True) -> Any:
         """The next reply, or notEnoughData when it is not complete yet."""
     def has_data(self) -> bool: ...
