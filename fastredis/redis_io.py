@@ -112,6 +112,12 @@ class AsyncFastParser(_AsyncHiredisParser):
         super().on_connect(connection)
         self._reader = _reader_for(connection, self)
         self._hiredis_PushNotificationType = PushNotification
+        # asyncio.StreamReader pauses the transport past 2 x limit (64 KiB by default):
+        # a 1 MB reply then costs a pause/resume (two epoll_ctl calls) per 128 KiB and a
+        # read() per piece. Let it buffer up to the read size instead.
+        stream = self._stream
+        if isinstance(getattr(stream, "_limit", None), int):
+            stream._limit = max(stream._limit, self._read_size)
 
     def expect_batch(self, kind: int, encoding: str | None) -> None:
         """Parse the next reply as a StreamBatch."""
