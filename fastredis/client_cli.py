@@ -70,6 +70,13 @@ def _run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse
         except ClientError as exc:
             print(f"fastredis {args.verb}: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
+        except ModuleNotFoundError as exc:
+            print(
+                f"fastredis {args.verb}: error: {exc.name} is not installed; the test-client "
+                'verbs need the client extra: pip install "fastredis[client]"',
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
 
