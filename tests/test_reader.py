@@ -4,11 +4,11 @@ the oracle: the same bytes and arguments must give the same replies."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import hiredis
 import pytest
+from resp_compare import norm
 
 from fastredis import _resp
 from fastredis._resp import PushNotification, Reader
@@ -16,21 +16,6 @@ from fastredis._resp import PushNotification, Reader
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def norm(x):
-    """A comparable form of a reply: keeps types (bytes/str, bool/int), error
-    classes by name, push notifications, nan."""
-    if isinstance(x, BaseException):
-        return ("exc", type(x).__name__, x.args)
-    if isinstance(x, list):
-        tag = "push" if isinstance(x, hiredis.PushNotification) else "list"
-        return (tag, [norm(v) for v in x])
-    if isinstance(x, dict):
-        return ("dict", [(norm(k), norm(v)) for k, v in x.items()])
-    if isinstance(x, float) and math.isnan(x):
-        return ("float", "nan")
-    return (type(x).__name__, x)
 
 
 def outcomes(reader, decode=True, limit=8):

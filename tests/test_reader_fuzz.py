@@ -5,7 +5,6 @@ and random stream replies parsed into StreamBatch."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 
@@ -13,6 +12,7 @@ import hiredis
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from resp_compare import norm
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
 
@@ -109,19 +109,6 @@ KWARGS = st.sampled_from(
 # --------------------------------------------------------------------------
 # comparison
 # --------------------------------------------------------------------------
-
-
-def norm(x):
-    if isinstance(x, BaseException):
-        return ("exc", type(x).__name__, x.args)
-    if isinstance(x, list):
-        tag = "push" if isinstance(x, hiredis.PushNotification) else "list"
-        return (tag, [norm(v) for v in x])
-    if isinstance(x, dict):
-        return ("dict", [(norm(k), norm(v)) for k, v in x.items()])
-    if isinstance(x, float) and math.isnan(x):
-        return ("float", "nan")
-    return (type(x).__name__, x)
 
 
 def drain(reader, decode, out):
