@@ -3,8 +3,10 @@
 redis-py stays the connection layer (URLs, auth, TLS, unix sockets, pools, retries).
 The parsers below subclass redis-py's hiredis parsers and swap `hiredis.Reader` for
 `fastredis._resp.Reader`, a drop-in; a batch read asks the reader to parse the next
-reply as a StreamBatch. redis-py internals relied on: `Connection._parser`, the
-hiredis parsers' `_reader` attribute and `on_connect` kwargs (see on_connect below).
+reply as a StreamBatch. Internals relied on: `Connection._parser`, the hiredis
+parsers' `_reader`/`_sock`/`_stream` attributes and `on_connect` kwargs, and (asyncio)
+`asyncio.StreamReader`'s `_limit`, `_buffer`, `_paused` and `_wait_for_data`, so that
+received bytes go straight into the reader.
 """
 
 from __future__ import annotations
