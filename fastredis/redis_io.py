@@ -39,6 +39,7 @@ __all__ = [
     "axread_batch",
     "axreadgroup_batch",
     "axrevrange_batch",
+    "blocking_read_timeout",
     "make_async_client",
     "make_client",
     "xautoclaim_batch",
@@ -262,13 +263,17 @@ def _xautoclaim_args(
     return ["XAUTOCLAIM", name, group, consumer, idle_ms, start_id, *_count_args(count)]
 
 
-def _read_timeout(socket_timeout: float | None, block: int | None) -> float | None:
-    """How long to wait for the reply: a blocking read must outlive socket_timeout."""
-    if block is None:
+def blocking_read_timeout(
+    socket_timeout: float | None, block_ms: float | None, forever: float | None = None
+) -> float | None:
+    """How long to wait for the reply of a command with BLOCK `block_ms` (None: not a
+    blocking command): it must outlive the client's socket_timeout. `forever` is what
+    this caller's redis-py API takes for no limit (sync: None, asyncio: math.inf)."""
+    if block_ms is None:
         return socket_timeout
-    if block == 0:
-        return None
-    wait = block / 1000 + _BLOCK_MARGIN
+    if block_ms == 0:
+        return forever
+    wait = block_ms / 1000 + _BLOCK_MARGIN
     return wait if socket_timeout is None else max(socket_timeout, wait)
 
 
@@ -286,7 +291,7 @@ def _batch_call(
                 "batch reads need a client made by fastredis.redis_io.make_client "
                 "(or built with parser_class=FastParser)"
             )
-        timeout = _read_timeout(conn.socket_timeout, block)
+        timeout = blocking_read_timeout(conn.socket_timeout, block)
 
         def call() -> StreamBatch:
             conn.send_command(*args)
@@ -395,12 +400,12 @@ async def _abatch_call(
                 "batch reads need a client made by fastredis.redis_io.make_async_client "
                 "(or built with parser_class=AsyncFastParser)"
             )
-        timeout = _read_timeout(conn.socket_timeout, block)
+        timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
 
         async def call() -> StreamBatch:
             await conn.send_command(*args)
             conn._parser.expect_batch(kind, encoding)
-            return await conn.read_response(timeout=math.inf if timeout is None else timeout)
+            return await conn.read_response(timeout=timeout)
 
         async def fail(_error: Exception) -> None:
             await conn.disconnect()

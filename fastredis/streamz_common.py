@@ -14,7 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from fastredis.message import parse_id
-from fastredis.redis_io import make_async_client
+from fastredis.redis_io import blocking_read_timeout, make_async_client
 
 log = logging.getLogger("fastredis.streamz")
 
@@ -141,7 +141,7 @@ async def blocking_command(client: redis.asyncio.Redis, args: list[Any], block_s
     conn = await pool.get_connection()
     try:
         await conn.send_command(*args)
-        timeout = math.inf if block_s == 0 else max(conn.socket_timeout or 0, block_s + 5.0)
+        timeout = blocking_read_timeout(conn.socket_timeout, block_s * 1000, forever=math.inf)
         return await conn.read_response(timeout=timeout)
     except redis.exceptions.ResponseError:
         raise  # a complete error reply: the connection is fine

@@ -18,14 +18,11 @@ import redis.asyncio
 
 from fastredis._frames import pack_commands
 from fastredis._resp import READ, StreamBatch
-from fastredis.redis_io import AsyncFastParser
+from fastredis.redis_io import AsyncFastParser, blocking_read_timeout
 from fastredis.server.protocol import parse_entry_id, previous_id
 from fastredis.server.writing import send_buffers
 
 __all__ = ["NEWEST_LUA", "BatchReader", "StreamCursor"]
-
-# Extra seconds past BLOCK before a blocking read counts as dead.
-BLOCK_MARGIN = 5.0
 
 # KEYS: streams; ARGV[i]: lowest id to consider for stream i ("-" or "(id"),
 # ARGV[#KEYS + 1]: n. Reply per stream: the id of the oldest of its newest n entries
@@ -77,13 +74,7 @@ class BatchReader:
         args.extend(streams.values())
         await send_buffers(conn, pack_commands([args]))
         conn._parser.expect_batch(READ, None)
-        if block is None:
-            timeout = None  # the client's socket_timeout
-        elif block == 0:
-            timeout = math.inf
-        else:
-            wait = block / 1000 + BLOCK_MARGIN
-            timeout = wait if conn.socket_timeout is None else max(conn.socket_timeout, wait)
+        timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
         return await conn.read_response(timeout=timeout)
 
     async def close(self) -> None:
