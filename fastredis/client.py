@@ -53,7 +53,6 @@ __all__ = [
     "Pusher",
     "ServerClosed",
     "ServerUnreachable",
-    "id_ms",
     "pull_url",
     "push_url",
     "split_frame",
@@ -148,13 +147,6 @@ def split_frame(header: list[Any], payload: bytes) -> list[Entry]:
     starts = [h[2] for h in header]
     ends = [*starts[1:], len(payload)]
     return [(h[0], h[1], payload[a:b]) for h, a, b in zip(header, starts, ends, strict=True)]
-
-
-def id_ms(entry_id: str | bytes) -> int:
-    """The milliseconds part of an entry id ("1638125133432-0" -> 1638125133432)."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    return int(entry_id.partition("-")[0])
 
 
 def _closed(url: str, exc: ConnectionClosed) -> ServerClosed | None:

@@ -26,7 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fastredis.client import DEFAULT_URL, ClientError, Puller, Pusher, id_ms
+from fastredis.client import DEFAULT_URL, ClientError, Puller, Pusher
+from fastredis.ids import id_ms
 
 __all__ = ["main", "parse_shape", "register"]
 

@@ -7,6 +7,8 @@ from functools import partial
 from operator import itemgetter
 from typing import Any
 
+from fastredis.ids import parse_id
+
 __all__ = ["Message", "messages_from", "parse_id"]
 
 
@@ -45,15 +47,3 @@ _as_message = partial(tuple.__new__, Message)
 def messages_from(entries: Iterable[tuple[Any, Any, Any]]) -> list[Message]:
     """Wrap (stream, id, data) tuples, e.g. ``StreamBatch.to_messages()``, as Messages."""
     return list(map(_as_message, entries))
-
-
-def parse_id(entry_id: str | bytes) -> tuple[int, int]:
-    """An entry id as numbers ``(milliseconds, sequence)``; compare ids with these, never as
-    strings ('5-9' > '5-10' as strings). A bare ``'5'`` is ``(5, 0)``."""
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode("ascii")
-    ms, sep, seq = entry_id.partition("-")
-    try:
-        return int(ms), int(seq) if sep else 0
-    except ValueError:
-        raise ValueError(f"not a stream entry id: {entry_id!r}") from None

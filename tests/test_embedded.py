@@ -12,7 +12,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from waiting import process_gone, wait_until
+from support.waiting import process_gone, wait_until
 
 from fastredis.embedded import EmbeddedRedis, EmbeddedServerError, find_server_binary
 

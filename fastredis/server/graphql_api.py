@@ -40,7 +40,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncGenerator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, NewType
 
 import strawberry
@@ -51,6 +51,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import Info
 
+from fastredis.ids import id_datetime
 from fastredis.redis_io import axread_batch
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
@@ -59,7 +60,6 @@ META_PREFIX = "XMETA:"
 SUBSCRIPTION_COUNT = 100  # entries per XREAD of a subscription
 SUBSCRIPTION_BLOCK_MS = 5000  # BLOCK of each XREAD; the loop simply reads again
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 Long = NewType("Long", int)
 _LONG = strawberry.scalar(
@@ -90,7 +90,7 @@ def _id_time(entry_id: str | None) -> datetime | None:
     if not entry_id:
         return None
     try:
-        return _EPOCH + timedelta(milliseconds=int(entry_id.partition("-")[0]))
+        return id_datetime(entry_id)
     except (ValueError, OverflowError):
         return None
 

@@ -6,9 +6,10 @@ and the HTTP status to answer with, and a reason that names the problem.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from fastredis.ids import format_id, parse_id
 
 __all__ = [
     "CLOSE_INTERNAL",
@@ -16,14 +17,10 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_TOO_BIG",
     "CLOSE_UNSUPPORTED",
-    "MAX_ID_PART",
     "ProtocolError",
     "close_reason",
-    "format_id",
-    "parse_entry_id",
     "parse_query",
     "parse_sids",
-    "previous_id",
 ]
 
 # Websocket close codes (RFC 6455, section 7.4.1).
@@ -33,8 +30,6 @@ CLOSE_POLICY = 1008  # bad query parameters or stream ids, Redis refused the wri
 CLOSE_TOO_BIG = 1009  # message over max_message_size
 CLOSE_INTERNAL = 1011  # Redis unreachable or another server-side failure
 
-MAX_ID_PART = 2**64 - 1
-_ID_RE = re.compile(r"^([0-9]{1,20})(?:-([0-9]{1,20}|\*))?$")
 _CLOSE_REASON_BYTES = 123  # a close frame's reason is at most 123 bytes of UTF-8
 
 
@@ -64,37 +59,6 @@ def parse_sids(path_sid: str) -> list[str]:
     if len(set(sids)) != len(sids):
         raise ProtocolError(f"bad stream id {path_sid!r}: a stream is named twice")
     return sids
-
-
-def format_id(ms: int, seq: int) -> str:
-    return f"{ms}-{seq}"
-
-
-def parse_entry_id(text: str, *, allow_partial: bool = False) -> tuple[int, int | None]:
-    """Parse "ms-seq" or "ms" (seq 0) to (ms, seq); "ms-*" to (ms, None) when allowed."""
-    m = _ID_RE.match(text)
-    if m is None:
-        raise ValueError(f"{text!r} is not a stream entry id (ms-seq)")
-    ms = int(m.group(1))
-    seq_text = m.group(2)
-    if seq_text == "*":
-        if not allow_partial:
-            raise ValueError(f"{text!r}: a '-*' id is only valid when adding entries")
-        seq = None
-    else:
-        seq = int(seq_text) if seq_text is not None else 0
-    if ms > MAX_ID_PART or (seq is not None and seq > MAX_ID_PART):
-        raise ValueError(f"{text!r}: id parts must be < 2**64")
-    return ms, seq
-
-
-def previous_id(ms: int, seq: int) -> str:
-    """The greatest id below ms-seq: XREAD after it returns ms-seq itself."""
-    if seq > 0:
-        return format_id(ms, seq - 1)
-    if ms > 0:
-        return format_id(ms - 1, MAX_ID_PART)
-    return "0-0"
 
 
 # -- query parameters ----------------------------------------------------------------
@@ -155,10 +119,10 @@ def _last_entry_ids(raw: str, n_streams: int) -> list[str]:
             out.append("0" if part == "-" else part)
             continue
         try:
-            ms, seq = parse_entry_id(part)
+            ms, seq = parse_id(part)
         except ValueError as exc:
             raise ProtocolError(f"query parameter last_entry_id: {exc} (or $, 0, *)") from None
-        out.append(format_id(ms, seq or 0))
+        out.append(format_id(ms, seq))
     return out
 
 

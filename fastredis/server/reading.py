@@ -18,8 +18,8 @@ import redis.asyncio
 
 from fastredis._frames import pack_commands
 from fastredis._resp import READ, StreamBatch
+from fastredis.ids import parse_id, previous_id
 from fastredis.redis_io import AsyncFastParser, blocking_read_timeout
-from fastredis.server.protocol import parse_entry_id, previous_id
 from fastredis.server.writing import send_buffers
 
 __all__ = ["NEWEST_LUA", "BatchReader", "StreamCursor"]
@@ -84,8 +84,7 @@ class BatchReader:
 
 
 def _before(entry_id: Any) -> str:
-    ms, seq = parse_entry_id(_text(entry_id))
-    return previous_id(ms, seq or 0)
+    return previous_id(*parse_id(entry_id))
 
 
 class StreamCursor:

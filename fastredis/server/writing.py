@@ -25,7 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
-from fastredis.server.protocol import CLOSE_INVALID_DATA, ProtocolError, parse_entry_id
+from fastredis.ids import parse_add_id
+from fastredis.server.protocol import CLOSE_INVALID_DATA, ProtocolError
 
 __all__ = ["ADD_ENTRIES_LUA", "PipelinedWriter", "add_entries", "entry_commands"]
 
@@ -105,12 +106,13 @@ _LUA_BYTES = ADD_ENTRIES_LUA.encode()
 
 
 def _canonical_id(eid: Any) -> str:
-    if eid == "*":
-        return "*"
     try:
-        ms, seq = parse_entry_id(str(eid), allow_partial=True)
+        parsed = parse_add_id(str(eid))
     except ValueError as exc:
         raise ProtocolError(f"bad entry id in header: {exc}", CLOSE_INVALID_DATA) from None
+    if parsed is None:
+        return "*"
+    ms, seq = parsed
     return f"{ms}-{'*' if seq is None else seq}"
 
 

@@ -8,7 +8,7 @@ import time
 
 import hiredis
 import pytest
-from resp_compare import norm
+from support.resp_compare import norm
 
 from fastredis import _resp
 from fastredis._resp import PushNotification, Reader

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import uvicorn
-from waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis, free_port
+from support.waiting import wait_until
 
 
 class LiveServer:

@@ -8,9 +8,9 @@ import json
 import pytest
 import redis
 from streamz import Stream
-from streamz_helpers import sources_fixture  # noqa: F401
+from support.streamz_helpers import sources_fixture  # noqa: F401
+from support.waiting import wait_until
 from tornado.ioloop import IOLoop
-from waiting import wait_until
 
 from fastredis.message import Message
 from fastredis.streamz_sinks import DEFAULT_FIELD

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from live_server import LiveServer, make_server_app
-from waiting import wait_until
+from support.live_server import LiveServer, make_server_app
+from support.waiting import wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from fastredis.embedded import EmbeddedRedis

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 from streamz import Stream
-from streamz_helpers import Collector, pending_count, sources_fixture  # noqa: F401
-from waiting import wait_until
+from support.streamz_helpers import Collector, pending_count, sources_fixture  # noqa: F401
+from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 import redis
-from live_server import server_fixture, url_fixture  # noqa: F401
-from waiting import wait_until
+from support.live_server import server_fixture, url_fixture  # noqa: F401
+from support.waiting import wait_until
 
 from fastredis.client import (
     AsyncClient,
@@ -18,12 +18,12 @@ from fastredis.client import (
     Puller,
     ServerClosed,
     ServerUnreachable,
-    id_ms,
     pull_url,
     push_url,
     split_frame,
 )
 from fastredis.embedded import free_port
+from fastredis.ids import id_ms
 
 
 def _stored(plain: redis.Redis, sid: str, n: int | None = None) -> list[tuple[str, bytes]]:

@@ -12,7 +12,7 @@ import hiredis
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from resp_compare import norm
+from support.resp_compare import norm
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
 

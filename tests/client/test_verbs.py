@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from live_server import server_fixture, url_fixture  # noqa: F401
 from PIL import Image
-from waiting import wait_until
+from support.live_server import server_fixture, url_fixture  # noqa: F401
+from support.waiting import wait_until
 
 import fastredis
 from fastredis.client_cli import parse_shape

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 import websockets
-from live_server import LiveServer, url_fixture  # noqa: F401
-from waiting import wait_until
+from support.live_server import LiveServer, url_fixture  # noqa: F401
+from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app

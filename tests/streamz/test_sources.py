@@ -8,9 +8,9 @@ import threading
 import pytest
 import redis
 from streamz import Stream
-from streamz_helpers import Collector, sources_fixture  # noqa: F401
+from support.streamz_helpers import Collector, sources_fixture  # noqa: F401
+from support.waiting import wait_until
 from tornado.ioloop import IOLoop
-from waiting import wait_until
 
 from fastredis import StreamBatch
 from fastredis.embedded import free_port

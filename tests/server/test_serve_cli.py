@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from waiting import process_gone, wait_until
+from support.waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
 from fastredis.embedded import free_port

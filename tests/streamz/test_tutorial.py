@@ -19,8 +19,8 @@ from uuid import uuid4
 
 import redis
 from streamz import Stream
-from streamz_helpers import Collector, pending_count, sources_fixture  # noqa: F401
-from waiting import wait_until
+from support.streamz_helpers import Collector, pending_count, sources_fixture  # noqa: F401
+from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 

@@ -13,13 +13,13 @@ from collections import Counter
 import pytest
 import redis
 from streamz import Stream
-from streamz_helpers import (  # noqa: F401
+from support.streamz_helpers import (  # noqa: F401
     Collector,
     consumer_pending,
     pending_count,
     sources_fixture,
 )
-from waiting import wait_until
+from support.waiting import wait_until
 
 from fastredis import StreamBatch
 from fastredis.streamz_sources import heartbeat_channel

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import redis
-from waiting import wait_until
+
+from support.waiting import wait_until
 
 
 class Collector:
