@@ -33,8 +33,9 @@ import redis
 from streamz import Stream
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.message import messages_from
 from fastredis.redis_io import make_client, xrange_batch
+from fastredis.streamz.emission import emit_each
+from fastredis.streamz.message import messages_from
 
 N = 100_000
 COUNT = 10_000
@@ -150,7 +151,7 @@ def test_source_emission_floor(benchmark: Any, server: EmbeddedRedis, variant: s
         counter = Counter()
         source = Stream.from_redis_streams(STREAM, url=server.url)  # never started
         source.sink(counter.one)
-        asyncio.run(source._emit_each(msgs))
+        asyncio.run(emit_each(source, msgs))
         counter.wait()
 
     benchmark.pedantic(target, rounds=ROUNDS, iterations=1)

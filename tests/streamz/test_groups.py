@@ -1,12 +1,7 @@
-"""from_redis_consumer_group: sharing, acknowledgement by reference counting, replay, claims."""
+"""from_redis_consumer_group: sharing, acknowledgement by reference counting, replay, batches."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 from collections import Counter
 
@@ -15,6 +10,7 @@ import redis
 from streamz import Stream
 from support.streamz_helpers import (  # noqa: F401
     Collector,
+    collect,
     consumer_pending,
     pending_count,
     sources_fixture,
@@ -22,34 +18,25 @@ from support.streamz_helpers import (  # noqa: F401
 from support.waiting import wait_until
 
 from fastredis import StreamBatch
-from fastredis.streamz_sources import heartbeat_channel
 
 
 def _group(redis_url: str, streams, consumer: str, group: str = "g", **kw):
     return Stream.from_redis_consumer_group(streams, group, consumer, url=redis_url, **kw)
 
 
-def _start(source, sources: list, node=None) -> Collector:
-    got = Collector()
-    (node if node is not None else source).sink(got)
-    source.start()
-    sources.append(source)
-    return got
-
-
 def test_creates_stream_and_group(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
-    _start(_group(redis_url, ["new-1", "new-2"], "c"), sources)
+    collect(_group(redis_url, ["new-1", "new-2"], "c"), sources)
     for stream in ("new-1", "new-2"):
         assert plain_redis.exists(stream)
         assert [g["name"] for g in plain_redis.xinfo_groups(stream)] == [b"g"]
     # A second consumer (or a restart) finds the group there: BUSYGROUP is fine.
-    _start(_group(redis_url, ["new-1", "new-2"], "c2"), sources)
+    collect(_group(redis_url, ["new-1", "new-2"], "c2"), sources)
 
 
 def test_group_start_id(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
     old = plain_redis.xadd("s", {"old": 1}).decode()
-    from_zero = _start(_group(redis_url, "s", "c", group="g0"), sources)
-    from_new = _start(_group(redis_url, "s", "c", group="g-new", group_start_id="$"), sources)
+    from_zero = collect(_group(redis_url, "s", "c", group="g0"), sources)
+    from_new = collect(_group(redis_url, "s", "c", group="g-new", group_start_id="$"), sources)
     new = plain_redis.xadd("s", {"new": 1}).decode()
     assert [m[1] for m in from_zero.wait_for(2)] == [old, new]
     assert [m[1] for m in from_new.wait_for(1)] == [new]
@@ -60,7 +47,7 @@ def test_ids_5_9_and_5_10_once_each_in_order(
 ) -> None:
     plain_redis.xadd("s", {"n": "a"}, id="5-9")
     plain_redis.xadd("s", {"n": "b"}, id="5-10")
-    got = _start(_group(redis_url, "s", "c", count=1), sources)
+    got = collect(_group(redis_url, "s", "c", count=1), sources)
     plain_redis.xadd("s", {"n": "c"}, id="5-11")
     wait_until(lambda: len(got) >= 3, what="3 entries")
     assert [m[1] for m in got.items] == ["5-9", "5-10", "5-11"]
@@ -71,7 +58,7 @@ def test_consumers_share_work_no_loss_no_duplicates(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
     streams = ["jobs-a", "jobs-b"]
-    got = {c: _start(_group(redis_url, streams, c, count=10), sources) for c in ("c1", "c2", "c3")}
+    got = {c: collect(_group(redis_url, streams, c, count=10), sources) for c in ("c1", "c2", "c3")}
     expected = set()
     for start in range(0, 3000, 100):
         pipe = plain_redis.pipeline(transaction=False)
@@ -96,7 +83,7 @@ def test_ack_only_when_downstream_is_done(
     source = _group(redis_url, "s", "c")
     emitted = Collector()
     source.sink(emitted)
-    flushed = _start(source, sources, node=source.partition(10))
+    flushed = collect(source, sources, node=source.partition(10))
     for i in range(5):
         plain_redis.xadd("s", {"i": i})
     emitted.wait_for(5)
@@ -115,7 +102,7 @@ def test_acks_are_batched(redis_url: str, plain_redis: redis.Redis, sources: lis
         pipe.xadd("s", {"i": i})
     pipe.execute()
     plain_redis.config_resetstat()
-    got = _start(_group(redis_url, "s", "c", count=500), sources)
+    got = collect(_group(redis_url, "s", "c", count=500), sources)
     got.wait_for(2000)
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks")
     calls = plain_redis.info("commandstats")["cmdstat_xack"]["calls"]
@@ -131,7 +118,7 @@ def test_failed_entry_stays_pending(
         return m
 
     source = _group(redis_url, "s", "c")
-    done = _start(source, sources, node=source.map(work))
+    done = collect(source, sources, node=source.map(work))
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(5)]
     done.wait_for(4)
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 1, what="4 acks")
@@ -144,7 +131,7 @@ def test_batch_mode_emits_stream_batches_acked_as_a_whole(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
     source = _group(redis_url, ["s1", "s2"], "c", batch=True, count=7)
-    got = _start(source, sources)
+    got = collect(source, sources)
     for i in range(30):
         plain_redis.xadd(f"s{i % 2 + 1}", {"i": i})
     wait_until(lambda: sum(map(len, got.items)) == 30, what="30 entries")
@@ -160,7 +147,7 @@ def test_batch_mode_held_batch_is_not_acked(
     source = _group(redis_url, "s", "c", batch="messages", count=1)
     held = Collector()
     source.sink(held)
-    _start(source, sources, node=source.partition(2))  # flushes every second batch
+    collect(source, sources, node=source.partition(2))  # flushes every second batch
     for i in range(3):
         plain_redis.xadd("s", {"i": i})
     held.wait_for(3)
@@ -174,129 +161,24 @@ def test_replay_pending_at_start(redis_url: str, plain_redis: redis.Redis, sourc
     first = _group(redis_url, "s", "worker")
     seen = Collector()
     first.sink(seen)
-    _start(first, sources, node=first.partition(10**6))  # holds everything: never done
+    collect(first, sources, node=first.partition(10**6))  # holds everything: never done
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(20)]
     seen.wait_for(20)
     first.stop()
     assert consumer_pending(plain_redis, "s", "g", "worker") == 20
 
     without = _group(redis_url, "s", "worker", replay_pending=False)
-    got = _start(without, sources)
+    got = collect(without, sources)
     later = plain_redis.xadd("s", {"i": 20}).decode()
     assert [m[1] for m in got.wait_for(1)] == [later]
     without.stop()
     assert consumer_pending(plain_redis, "s", "g", "worker") == 20
 
-    again = _start(_group(redis_url, "s", "worker", count=6), sources)  # replay_pending=True
+    again = collect(_group(redis_url, "s", "worker", count=6), sources)  # replay_pending=True
     assert [m[1] for m in again.wait_for(20)] == ids  # its own pending entries first, in order
     last = plain_redis.xadd("s", {"i": 21}).decode()
     assert again.wait_for(21)[20][1] == last
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks")
-
-
-def test_heartbeats_are_published(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
-    pubsub = plain_redis.pubsub()
-    pubsub.subscribe(heartbeat_channel("g"))
-    _start(_group(redis_url, "s", "beating", heartbeat_interval=0.1, claim_timeout=1), sources)
-    beats = []
-    wait_until(
-        lambda: (
-            ((m := pubsub.get_message(timeout=0.1)) and m["type"] == "message" and beats.append(m))
-            or len(beats) >= 2
-        ),
-        what="two heartbeats",
-    )
-    assert beats[0]["channel"] == b"g:heartbeats" and beats[0]["data"] == b"beating"
-    pubsub.close()
-
-
-CONSUMER = """
-import sys, time
-from streamz import Stream
-source = Stream.from_redis_consumer_group(
-    "jobs", "workers", "doomed", url=sys.argv[1], heartbeat_interval=0.2, claim_timeout=1
-)
-source.partition(10**6).sink(print)  # takes entries and never finishes them
-source.start()
-print("ready", flush=True)
-time.sleep(600)
-"""
-
-
-def test_killed_consumer_is_claimed_by_survivor(
-    redis_url: str, plain_redis: redis.Redis, sources: list
-) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CONSUMER), redis_url],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        ids = [plain_redis.xadd("jobs", {"i": i}).decode() for i in range(100)]
-        wait_until(
-            lambda: consumer_pending(plain_redis, "jobs", "workers", "doomed") == 100,
-            what="the doomed consumer to hold all 100",
-        )
-        survivor = _group(
-            redis_url, "jobs", "survivor", group="workers", heartbeat_interval=0.2, claim_timeout=1
-        )
-        got = _start(survivor, sources)
-        os.kill(child.pid, signal.SIGKILL)  # mid-processing: 100 entries unacknowledged
-        child.wait(10)
-        got.wait_for(100, timeout=20)
-        assert sorted(m[1] for m in got.items) == sorted(ids)
-        assert len(got) == 100 and survivor.claimed == 100
-        wait_until(lambda: pending_count(plain_redis, "jobs", "workers") == 0, what="all acked")
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
-
-
-def test_live_consumer_is_not_claimed(
-    redis_url: str, plain_redis: redis.Redis, sources: list
-) -> None:
-    """A consumer that keeps beating keeps its pending entries, however long it holds them."""
-    holder = _group(redis_url, "s", "holder", heartbeat_interval=0.1, claim_timeout=0.5)
-    seen = Collector()
-    holder.sink(seen)
-    _start(holder, sources, node=holder.partition(10**6))
-    for i in range(5):
-        plain_redis.xadd("s", {"i": i})
-    seen.wait_for(5)
-    other = _group(redis_url, "s", "other", heartbeat_interval=0.1, claim_timeout=0.5)
-    got = _start(other, sources)
-    # Long enough for several claim checks past claim_timeout.
-    wait_until(
-        lambda: (
-            other._listening_since is not None
-            and other.loop.asyncio_loop.time() - other._listening_since > 1.5
-        ),
-        what="the other consumer to watch for 1.5 s",
-    )
-    assert got.items == [] and other.claimed == 0
-    assert consumer_pending(plain_redis, "s", "g", "holder") == 5
-
-
-def test_autoclaim_without_heartbeats(
-    redis_url: str, plain_redis: redis.Redis, sources: list
-) -> None:
-    gone = _group(redis_url, "s", "gone")
-    seen = Collector()
-    gone.sink(seen)
-    _start(gone, sources, node=gone.partition(10**6))
-    ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(10)]
-    seen.wait_for(10)
-    gone.stop()  # never comes back; its 10 entries stay pending
-    rescuer = _group(redis_url, "s", "rescuer", autoclaim_idle=0.3)
-    got = _start(rescuer, sources)
-    assert sorted(m[1] for m in got.wait_for(10)) == sorted(ids)
-    assert all(m[0] == "s" for m in got.items)  # XAUTOCLAIM replies name no stream: filled in
-    wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks")
-    assert rescuer.claimed == 10
 
 
 def test_sink_refusal_keeps_entries_pending(

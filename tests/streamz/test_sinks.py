@@ -12,8 +12,8 @@ from support.streamz_helpers import sources_fixture  # noqa: F401
 from support.waiting import wait_until
 from tornado.ioloop import IOLoop
 
-from fastredis.message import Message
-from fastredis.streamz_sinks import DEFAULT_FIELD
+from fastredis.streamz.message import Message
+from fastredis.streamz.sinks import DEFAULT_FIELD
 
 
 def test_list_sink_right_and_left(redis_url: str, plain_redis: redis.Redis) -> None:

@@ -265,7 +265,7 @@ def test_entry_points_register_without_importing_fastredis(redis_url: str) -> No
             assert hasattr(Stream, name), name
         src = Stream.from_redis_streams("s", url={redis_url!r}, default_start_id="0")
         out = src.sink_to_redis_list("copied", url={redis_url!r})
-        assert type(src).__module__ == "fastredis.streamz_sources", type(src)
+        assert type(src).__module__ == "fastredis.streamz.streams", type(src)
         print(type(src).__name__, type(out).__name__)
         """
     )

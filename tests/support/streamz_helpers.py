@@ -55,3 +55,13 @@ def sources_fixture() -> Iterator[list[Any]]:
     yield started
     for source in started:
         source.stop()
+
+
+def collect(source: Any, sources: list[Any], node: Any = None) -> Collector:
+    """Sink `node` (default: the source) into a Collector, start the source, and register
+    it with the `sources` fixture to be stopped after the test."""
+    got = Collector()
+    (node if node is not None else source).sink(got)
+    source.start()
+    sources.append(source)
+    return got

@@ -1,4 +1,4 @@
-"""Message: the (stream, id, data) 3-tuple the streamz sources emit."""
+"""Message: the (stream, id, data) 3-tuple the streamz sources emit (needs no streamz)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import redis
 import redis.asyncio
 from streamz.core import RefCounter
 
-from fastredis.streamz_common import TRANSIENT_ERRORS, Backoff, log
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
 
 __all__ = ["AckRef", "Acker", "BatchAckRef"]
 

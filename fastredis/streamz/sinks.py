@@ -27,16 +27,9 @@ import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
-from fastredis.streamz_common import (
-    TRANSIENT_ERRORS,
-    Backoff,
-    check_count,
-    check_name,
-    log,
-    make_source_client,
-    on_loop_thread,
-    running_loop,
-)
+from fastredis.streamz.checks import check_client_params, check_count, check_name
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log, make_source_client
+from fastredis.streamz.loops import on_loop_thread, running_loop
 
 __all__ = ["DEFAULT_FIELD", "sink_to_redis_list", "sink_to_redis_stream"]
 
@@ -61,11 +54,7 @@ class _RedisSink(Sink):
         **kwargs: Any,
     ) -> None:
         self.key = check_name(key, "key")
-        if client_params is not None and not isinstance(client_params, Mapping):
-            raise TypeError(
-                f"client_params must be a dict of redis-py arguments, not {client_params!r}"
-            )
-        self.client_params = dict(client_params or {})
+        self.client_params = check_client_params(client_params)
         self.url = url
         self.max_batch = check_count(max_batch, "max_batch")
         self.high_water = check_count(high_water, "high_water")

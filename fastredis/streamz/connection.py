@@ -1,0 +1,95 @@
+"""The Redis side of the streamz sources and sinks: clients, transient errors, backoff."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from fastredis.redis_io import blocking_read_timeout, make_async_client
+from fastredis.streamz.checks import check_client_params
+
+log = logging.getLogger("fastredis.streamz")
+
+# Transient failures: the server went away, restarts, or is loading its data set.
+# (redis-py's BusyLoadingError is a ConnectionError.)
+TRANSIENT_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+BACKOFF_FIRST = 0.05  # seconds before the first reconnect attempt
+BACKOFF_MAX = 2.0  # the wait doubles up to this
+
+
+def make_source_client(
+    client_params: Mapping[str, Any] | None, url: str | None
+) -> redis.asyncio.Redis:
+    """The asyncio client of a source or sink: redis-py with the fastredis reader.
+
+    redis-py's own silent retries are turned off (unless client_params sets `retry`):
+    the sources reconnect themselves, log it, and know a reply may have been lost.
+    """
+    params = check_client_params(client_params)
+    params.setdefault("retry", Retry(NoBackoff(), 0))
+    return make_async_client(params, url=url)
+
+
+def describe(client: redis.asyncio.Redis) -> str:
+    """host:port/db (or the socket path) of a client, for messages."""
+    kw = client.connection_pool.connection_kwargs
+    if kw.get("path"):
+        return f"unix:{kw['path']}"
+    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def as_str(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def blocking_command(client: redis.asyncio.Redis, args: list[Any], block_s: float) -> Any:
+    """A blocking command (BLMPOP, BLPOP, ...) whose reply may take `block_s` seconds
+    (0 = forever): the connection's socket_timeout must not cut it."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_command(*args)
+        timeout = blocking_read_timeout(conn.socket_timeout, block_s * 1000, forever=math.inf)
+        return await conn.read_response(timeout=timeout)
+    except redis.exceptions.ResponseError:
+        raise  # a complete error reply: the connection is fine
+    except BaseException:
+        # The reply may still come: never hand this connection to someone else.
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+
+
+class Backoff:
+    """Doubling waits between reconnect attempts, logged."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+
+    def next_delay(self, error: BaseException) -> float:
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**self.failures)
+        self.failures += 1
+        log.warning(
+            "%s: Redis unavailable (%s: %s); reconnect attempt %d in %.2fs",
+            self.what,
+            type(error).__name__,
+            error,
+            self.failures,
+            delay,
+        )
+        return delay
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.warning("%s: reconnected after %d attempt(s)", self.what, self.failures)
+        self.failures = 0

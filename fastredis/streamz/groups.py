@@ -1,0 +1,289 @@
+"""from_redis_consumer_group: read streams as one consumer of a group, acknowledge entries
+once everything downstream is done with them, replay and claim what others left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from streamz import Stream
+
+from fastredis.redis_io import axreadgroup_batch
+from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
+from fastredis.streamz.checks import check_name, check_positive, check_start_id, normalize_streams
+from fastredis.streamz.claims import Claims
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
+from fastredis.streamz.emission import emit_each, emit_one
+from fastredis.streamz.entries import batch_messages, ids_by_stream, message_ids
+from fastredis.streamz.message import Message
+from fastredis.streamz.streams import StreamSource
+
+__all__ = ["from_redis_consumer_group"]
+
+
+class from_redis_consumer_group(StreamSource):
+    """Read streams as one consumer of a consumer group; acknowledge entries when done.
+
+    Parameters
+    ----------
+    streams: str, list of str, or dict of name -> id
+        The stream(s). With a dict, the id is where the group starts when this source has
+        to create it (see ``group_start_id``).
+    group_name, consumer_name: str
+        Consumers of one group share the entries: each goes to one consumer.
+    client_params, url:
+        As for from_redis_streams.
+    timeout: float
+        Seconds one XREADGROUP blocks before trying again; 0 or < 0.001: forever.
+    count: int, optional
+        Most entries per read; None reads all there are.
+    replay_pending: bool
+        At start, first emit this consumer's own pending entries (delivered before, never
+        acknowledged: e.g. it crashed), then new ones.
+    heartbeat_interval: float, optional
+        Publish the consumer name on the pub/sub channel ``"<group_name>:heartbeats"`` every
+        this many seconds, and watch the others' heartbeats.
+    claim_timeout: float
+        With heartbeats on: a consumer with pending entries that has been silent this long
+        (seconds) is taken for dead; its pending entries idle that long are claimed (XCLAIM)
+        and emitted here.
+    autoclaim_idle: float, optional
+        Seconds; every half that, XAUTOCLAIM entries of any consumer pending longer than
+        this (for groups without heartbeats). Choose it longer than an entry can take to
+        get through the pipeline, or live consumers' work is taken over (duplicates).
+    group_start_id: str
+        Where a group created here starts: "0" (default: entries already in the stream
+        are read too) or "$" (only new entries).
+    convert, encoding, batch:
+        As for from_redis_streams. A batch is acknowledged as a whole when everything
+        downstream is done with it. With ``batch=True``, entries claimed from other
+        consumers or replayed after a reconnect come as a list of Messages (a sequence
+        of the same (stream, id, data) tuples) rather than a StreamBatch.
+
+    Acknowledgement: every emitted entry carries a streamz reference count
+    (``metadata=[{"ref": ...}]``); when nothing downstream holds it any more (partition
+    flushed, sink written, ...) its id joins the next XACK, sent in the background as one
+    XACK per stream for all ids gathered meanwhile. A crash before that means redelivery
+    (replay at restart, or a claim by another consumer), never loss.
+    """
+
+    _kind = "consumer group"
+
+    def __init__(
+        self,
+        streams: str | list[str] | Mapping[str, str],
+        group_name: str,
+        consumer_name: str,
+        client_params: Mapping[str, Any] | None = None,
+        timeout: float | None = 0,
+        count: int | None = None,
+        replay_pending: bool = True,
+        heartbeat_interval: float | None = None,
+        claim_timeout: float = 10,
+        convert: bool = True,
+        encoding: str | None = "utf-8",
+        batch: bool | str = False,
+        autoclaim_idle: float | None = None,
+        group_start_id: str = "0",
+        url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_start_id(group_start_id, "(group_start_id)")
+        self.group_start_id = group_start_id
+        self._init_streams(normalize_streams(streams, group_start_id), count, timeout, batch)
+        self.group_name = check_name(group_name, "group_name")
+        self.consumer_name = check_name(consumer_name, "consumer_name")
+        self.replay_pending = bool(replay_pending)
+        self.heartbeat_interval = check_positive(heartbeat_interval, "heartbeat_interval")
+        self.claim_timeout = check_positive(claim_timeout, "claim_timeout", allow_none=False)
+        if self.heartbeat_interval is not None and self.claim_timeout <= self.heartbeat_interval:  # type: ignore[operator]
+            raise ValueError(
+                f"claim_timeout ({claim_timeout}) must be longer than heartbeat_interval "
+                f"({heartbeat_interval}), or live consumers are taken for dead"
+            )
+        self.autoclaim_idle = check_positive(autoclaim_idle, "autoclaim_idle")
+        self.acker: Acker | None = None
+        self._resync = False
+        super().__init__(
+            client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs
+        )
+        self.claims = Claims(
+            lambda: self.client, list(self.streams), self.group_name, self.consumer_name,
+            self._deliver_claimed, heartbeat_interval=self.heartbeat_interval,
+            claim_timeout=self.claim_timeout, autoclaim_idle=self.autoclaim_idle,  # type: ignore[arg-type]
+            encoding=self.encoding, what=self._what,
+        )  # fmt: skip
+
+    @property
+    def claimed(self) -> int:
+        """Entries taken over from other consumers (XCLAIM, XAUTOCLAIM) since created."""
+        return self.claims.claimed
+
+    def _names_for_log(self) -> str:
+        names = ", ".join(map(repr, self.streams))
+        return f"{names}; group {self.group_name!r}, consumer {self.consumer_name!r}"
+
+    # -- setup ------------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        assert self.client is not None
+        await self.client.ping()
+        await self._check_types(list(self.streams), "stream")
+        await self._create_groups()
+        self.acker = Acker(lambda: self.client, self.group_name, self._what)
+        self._resync = self.replay_pending
+        for task in self.claims.tasks():
+            self._spawn(task)
+
+    async def _create_groups(self) -> None:
+        assert self.client is not None
+        for name, start in self.streams.items():
+            try:
+                await self.client.execute_command(
+                    "XGROUP", "CREATE", name, self.group_name, start, "MKSTREAM"
+                )
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            else:
+                log.info("%s: created group at %s on stream %r", self._what, start, name)
+
+    async def _close_more(self) -> None:
+        if self.acker is not None:
+            await self.acker.flush(timeout=5.0)
+            self.acker.cancel()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _read(self) -> Any:
+        assert self.client is not None
+        streams = dict.fromkeys(self.streams, ">")
+        return await axreadgroup_batch(
+            self.client, self.group_name, self.consumer_name, streams, self.count, self._block,
+            encoding=self.encoding,
+        )  # fmt: skip
+
+    def _lost_connection(self) -> None:
+        # A reply lost on the way was delivered all the same: replay the pending list.
+        self._resync = True
+
+    async def _response_error(self, exc: redis.exceptions.ResponseError) -> None:
+        if "NOGROUP" in str(exc):
+            log.warning("%s: group missing (%s); creating it again", self._what, exc)
+            await self._create_groups()
+            self._resync = True
+            return
+        await super()._response_error(exc)
+
+    async def _before_read(self) -> None:
+        if not self._resync:
+            return
+        backoff = Backoff(f"{self._what} replay")
+        while not self.stopped:
+            try:
+                await self._replay_own_pending()
+            except TRANSIENT_ERRORS as exc:
+                await self._pause(backoff.next_delay(exc))
+                continue
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._create_groups()
+                continue
+            backoff.succeeded()
+            self._resync = False
+            return
+
+    async def _replay_own_pending(self) -> None:
+        """Emit this consumer's pending entries (XREADGROUP from id 0 until empty), except
+        those still in flight here."""
+        assert self.client is not None
+        positions: dict[str, Any] = dict.fromkeys(self.streams, "0-0")
+        replayed = 0
+        while positions and not self.stopped:
+            batch = await self._wait(
+                axreadgroup_batch(
+                    self.client, self.group_name, self.consumer_name, positions, self.count,
+                    encoding=self.encoding,
+                )
+            )  # fmt: skip
+            got = self._where_ids(batch)
+            for name in list(positions):
+                if name in got:
+                    positions[name] = got[name]
+                else:
+                    del positions[name]
+            if len(batch):
+                replayed += await self._deliver(batch, skip_inflight=True)
+        if replayed:
+            log.info("%s: replayed %d pending entries", self._what, replayed)
+
+    # -- emission with acknowledgement -------------------------------------------------
+
+    async def _deliver(self, batch: Any, stream: Any = None, skip_inflight: bool = False) -> int:
+        """Emit a batch, each entry (or the batch) with its reference count; return how many
+        entries were emitted. `stream`: the stream of a claim batch (XCLAIM / XAUTOCLAIM
+        replies carry no stream name). `skip_inflight`: leave out entries emitted before and
+        not finished yet (replays after a reconnect, our own entries autoclaimed)."""
+        acker = self.acker
+        assert acker is not None
+        if self.batch is True and stream is None and not skip_inflight:
+            # The StreamBatch itself, acknowledged as a whole.
+            ids = ids_by_stream(batch)
+            if await emit_one(self, batch, BatchAckRef(acker, ids)) is not None:
+                acker.not_done_many(ids)
+            return len(batch)
+        if stream is not None and self.encoding is None:
+            stream = stream.encode()
+        msgs = batch_messages(batch, stream)
+        if stream is not None or skip_inflight:
+            msgs = self._still_to_do(msgs, skip_inflight)
+        if not msgs:
+            return 0
+        if self.batch:
+            # A list of Messages (also in batch=True mode for claimed or replayed entries).
+            ids = message_ids(msgs)
+            if await emit_one(self, msgs, BatchAckRef(acker, ids)) is not None:
+                acker.not_done_many(ids)
+            return len(msgs)
+        return await emit_each(
+            self,
+            msgs,
+            ref_for=lambda m: AckRef(acker, m[0], m[1]),  # count 1: ours until emit is done
+            # Not acknowledged: it stays pending (replayed at the next start, claimed by
+            # others if this consumer dies, or autoclaimed).
+            failed=lambda m, _exc: acker.not_done(m[0], m[1]),
+        )
+
+    async def _deliver_claimed(self, batch: Any, stream: str, skip_inflight: bool) -> int:
+        return await self._deliver(batch, stream=stream, skip_inflight=skip_inflight)
+
+    def _still_to_do(self, msgs: list[Message], skip_inflight: bool) -> list[Message]:
+        """Leave out entries deleted from the stream (acknowledged: nothing to process) and,
+        with `skip_inflight`, those still in flight here."""
+        acker = self.acker
+        assert acker is not None
+        keep = []
+        for m in msgs:
+            if m[2] is None:
+                acker.done(m[0], m[1])
+            elif not (skip_inflight and acker.is_inflight(m[0], m[1])):
+                keep.append(m)
+        return keep
+
+    async def _drop_prefetch(self, fut: asyncio.Future[Any]) -> None:
+        # A read that already came back was delivered to us: emit it rather than leave it
+        # pending until the next start.
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            try:
+                await self._deliver(fut.result())
+            except Exception as exc:
+                log.error("%s: %s", self._what, exc, exc_info=exc)
+            return
+        await super()._drop_prefetch(fut)
+
+
+if not hasattr(Stream, "from_redis_consumer_group"):  # without the entry points
+    Stream.register_api(staticmethod)(from_redis_consumer_group)
