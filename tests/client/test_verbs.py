@@ -17,7 +17,7 @@ from support.live_server import server_fixture, url_fixture  # noqa: F401
 from support.waiting import wait_until
 
 import fastredis
-from fastredis.client_cli import parse_shape
+from fastredis.client.verbs import parse_shape
 from fastredis.embedded import free_port
 
 ROOT = Path(fastredis.__file__).resolve().parent.parent

@@ -26,10 +26,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fastredis.client import DEFAULT_URL, ClientError, Puller, Pusher
+from fastredis.client.errors import ClientError
+from fastredis.client.protocol import DEFAULT_URL
+from fastredis.client.sync_client import Puller, Pusher
 from fastredis.ids import id_ms
 
-__all__ = ["main", "parse_shape", "register"]
+__all__ = ["parse_shape", "register"]
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -346,15 +348,3 @@ def register(subparsers: Any) -> None:
     _pull_options(p)
     p.add_argument("--save", metavar="PATH", help="save the latest frame there on exit")
     p.set_defaults(func=pull_image, verb="pull-image")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one verb without the rest of the CLI (`python -m fastredis.client_cli`)."""
-    parser = argparse.ArgumentParser(prog="fastredis", description=__doc__.split("\n")[0])
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
