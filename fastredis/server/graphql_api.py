@@ -44,8 +44,11 @@ from datetime import datetime
 from typing import Any, NewType
 
 import strawberry
+from graphql.error import GraphQLError
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 from strawberry.asgi import GraphQL
+from strawberry.extensions import MaskErrors
 from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -53,6 +56,8 @@ from strawberry.types import Info
 
 from fastredis.ids import id_datetime
 from fastredis.redis_io import axread_batch
+from fastredis.server.errors import explain, failure
+from fastredis.server.protocol import BadInput
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 
@@ -179,8 +184,8 @@ class Stream:
 
     @classmethod
     def from_info(cls, sid: str, info: Any, meta: Any) -> Stream:
-        if isinstance(info, Exception):
-            return cls(sid=sid, error=str(info), meta=_decode_meta(meta))
+        if isinstance(info, str):  # why there is no info
+            return cls(sid=sid, error=info, meta=_decode_meta(meta))
         d = _pairs(info)
         first = d.get("first-entry") or (None, None)
         last = d.get("last-entry") or (None, None)
@@ -243,10 +248,12 @@ async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
             pipe.execute_command("XINFO", "STREAM", sid)
             pipe.get(META_PREFIX + sid)
         replies = await pipe.execute(raise_on_error=False)
-    return [
-        Stream.from_info(sid, info, None if isinstance(meta, Exception) else meta)
-        for sid, info, meta in zip(sids, replies[::2], replies[1::2], strict=False)
-    ]
+    out = []
+    for sid, info, meta in zip(sids, replies[::2], replies[1::2], strict=False):
+        if isinstance(info, Exception):  # worded by the one table (a round trip more)
+            info = (await explain(info, client, [sid])).message
+        out.append(Stream.from_info(sid, info, None if isinstance(meta, Exception) else meta))
+    return out
 
 
 @strawberry.type
@@ -317,13 +324,19 @@ class Subscription:
         sids = list(dict.fromkeys(sids))
         if not sids:
             return
-        cursors = await _start_ids(client, sids, last_entry_id)
+        try:
+            cursors = await _start_ids(client, sids, last_entry_id)
+        except RedisError as exc:
+            raise (await explain(exc, client, sids)).bad_input() from None
         task = asyncio.current_task()
         while True:
-            batch = await axread_batch(
-                client, cursors, count=SUBSCRIPTION_COUNT, block=SUBSCRIPTION_BLOCK_MS,
-                encoding=None,
-            )  # fmt: skip
+            try:
+                batch = await axread_batch(
+                    client, cursors, count=SUBSCRIPTION_COUNT, block=SUBSCRIPTION_BLOCK_MS,
+                    encoding=None,
+                )  # fmt: skip
+            except RedisError as exc:
+                raise (await explain(exc, client, sids)).bad_input() from None
             _raise_if_cancelled(task)
             if not len(batch):
                 continue
@@ -337,11 +350,33 @@ class Subscription:
                 )
 
 
+class UserErrors(MaskErrors):
+    """Errors from Redis (and refused input) worded by `fastredis.server.errors`, the
+    table every face uses; other errors (syntax, validation) pass as they are."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_from_us)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return GraphQLError(
+            message=failure(error.original_error or error).message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+        )
+
+
+def _from_us(error: GraphQLError) -> bool:
+    return isinstance(error.original_error, (RedisError, BadInput))
+
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
     config=StrawberryConfig(scalar_map={Long: _LONG}),
+    extensions=[UserErrors],
 )
 
 

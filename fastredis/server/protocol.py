@@ -1,7 +1,8 @@
 """What the seed-003 protocol accepts: stream ids, entry ids and query parameters.
 
-Every rejection is a `ProtocolError` that carries both the websocket close code
-and the HTTP status to answer with, and a reason that names the problem.
+Every rejection is a `BadInput` that carries both the websocket close code
+and the HTTP status to answer with, and a reason that names the problem. (Not the
+core reader's `fastredis._resp.ProtocolError`, which is about bytes from Redis.)
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ __all__ = [
     "CLOSE_INVALID_DATA",
     "CLOSE_POLICY",
     "CLOSE_TOO_BIG",
+    "CLOSE_TRY_LATER",
     "CLOSE_UNSUPPORTED",
-    "ProtocolError",
+    "BadInput",
     "close_reason",
     "parse_query",
     "parse_sids",
@@ -29,12 +31,13 @@ CLOSE_INVALID_DATA = 1007  # broken JSON, offsets that do not fit the payload
 CLOSE_POLICY = 1008  # bad query parameters or stream ids, Redis refused the write
 CLOSE_TOO_BIG = 1009  # message over max_message_size
 CLOSE_INTERNAL = 1011  # Redis unreachable or another server-side failure
+CLOSE_TRY_LATER = 1013  # the server is busy (Redis out of memory, loading): retry later
 
 _CLOSE_REASON_BYTES = 123  # a close frame's reason is at most 123 bytes of UTF-8
 
 
-class ProtocolError(Exception):
-    """Input the protocol does not accept: close with `code` / answer with `status`."""
+class BadInput(Exception):
+    """A request the server refuses: close with `code` / answer with `status`."""
 
     def __init__(self, reason: str, code: int = CLOSE_POLICY, status: int = 400) -> None:
         super().__init__(reason)
@@ -55,9 +58,9 @@ def parse_sids(path_sid: str) -> list[str]:
     """`a+b` -> ["a", "b"]: several streams, in order, without repeats."""
     sids = path_sid.split("+")
     if any(not s for s in sids):
-        raise ProtocolError(f"bad stream id {path_sid!r}: empty name between '+' signs")
+        raise BadInput(f"bad stream id {path_sid!r}: empty name between '+' signs")
     if len(set(sids)) != len(sids):
-        raise ProtocolError(f"bad stream id {path_sid!r}: a stream is named twice")
+        raise BadInput(f"bad stream id {path_sid!r}: a stream is named twice")
     return sids
 
 
@@ -74,16 +77,16 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ProtocolError(f"query parameter {name}={raw!r} is not a boolean (use 1 or 0)")
+    raise BadInput(f"query parameter {name}={raw!r} is not a boolean (use 1 or 0)")
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ProtocolError(f"query parameter {name}={raw!r} is not an integer") from None
+        raise BadInput(f"query parameter {name}={raw!r} is not an integer") from None
     if not low <= value <= high:
-        raise ProtocolError(f"query parameter {name}={value} is out of range [{low}, {high}]")
+        raise BadInput(f"query parameter {name}={value} is out of range [{low}, {high}]")
     return value
 
 
@@ -91,9 +94,9 @@ def _float(name: str, raw: str, low: float, high: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ProtocolError(f"query parameter {name}={raw!r} is not a number") from None
+        raise BadInput(f"query parameter {name}={raw!r} is not a number") from None
     if not low <= value <= high:  # also rejects nan
-        raise ProtocolError(f"query parameter {name}={value} is out of range [{low}, {high}]")
+        raise BadInput(f"query parameter {name}={value} is out of range [{low}, {high}]")
     return value
 
 
@@ -109,7 +112,7 @@ def _last_entry_ids(raw: str, n_streams: int) -> list[str]:
     if len(parts) == 1:
         parts = parts * n_streams
     elif len(parts) != n_streams:
-        raise ProtocolError(
+        raise BadInput(
             f"query parameter last_entry_id={raw!r} names {len(parts)} ids for "
             f"{n_streams} streams (give one, or one per stream joined by '+')"
         )
@@ -121,7 +124,7 @@ def _last_entry_ids(raw: str, n_streams: int) -> list[str]:
         try:
             ms, seq = parse_id(part)
         except ValueError as exc:
-            raise ProtocolError(f"query parameter last_entry_id: {exc} (or $, 0, *)") from None
+            raise BadInput(f"query parameter last_entry_id: {exc} (or $, 0, *)") from None
         out.append(format_id(ms, seq))
     return out
 
@@ -156,9 +159,9 @@ def _check_names(query: Iterable[tuple[str, str]], allowed: frozenset[str]) -> d
     for name, value in query:
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
-            raise ProtocolError(f"unknown query parameter {name!r} (known: {known})")
+            raise BadInput(f"unknown query parameter {name!r} (known: {known})")
         if name in seen:
-            raise ProtocolError(f"query parameter {name!r} given twice")
+            raise BadInput(f"query parameter {name!r} given twice")
         seen[name] = value
     return seen
 

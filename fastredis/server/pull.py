@@ -19,18 +19,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
+from fastredis.server.errors import explain
 from fastredis.server.protocol import (
-    CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_UNSUPPORTED,
-    ProtocolError,
+    BadInput,
     ReadOptions,
     parse_query,
     parse_sids,
@@ -39,20 +37,11 @@ from fastredis.server.protocol import (
 from fastredis.server.reading import StreamCursor
 from fastredis.server.websocket import accept_checked, close_with
 
-__all__ = ["pull_endpoint", "redis_close"]
+__all__ = ["pull_endpoint"]
 
 log = logging.getLogger("fastredis.server")
 
 MAX_ACKS_AHEAD = 64  # acks a client may send before the batches they acknowledge
-
-
-def redis_close(exc: RedisError) -> tuple[int, str]:
-    """Close code and reason for a Redis failure."""
-    if isinstance(exc, ResponseError):
-        return CLOSE_POLICY, f"Redis refused: {exc}"
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        return CLOSE_INTERNAL, f"Redis unavailable: {exc}"
-    return CLOSE_INTERNAL, f"Redis error: {exc}"
 
 
 async def pull_endpoint(ws: WebSocket) -> None:
@@ -65,7 +54,7 @@ async def pull_endpoint(ws: WebSocket) -> None:
             "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms
         )
         assert isinstance(opts, ReadOptions)
-    except ProtocolError as exc:
+    except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
         return
 
@@ -103,10 +92,10 @@ async def pull_endpoint(ws: WebSocket) -> None:
     try:
         try:
             await _pull_loop(ws, cursor, opts, acks, lambda: gone)
-        except ProtocolError as exc:
+        except BadInput as exc:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
-            await close_with(ws, *redis_close(exc))
+            await close_with(ws, *(await explain(exc, ws.app.state.redis, sids)).close())
         except (WebSocketDisconnect, OSError):
             pass  # the client went away while a batch was being sent
         finally:
@@ -215,7 +204,7 @@ async def _pull_loop(
                 if opts.ack:
                     message = await acks.get()
                     if message.get("text") is None:
-                        raise ProtocolError(
+                        raise BadInput(
                             "expected a text message as ack, got a binary message",
                             CLOSE_UNSUPPORTED,
                         )

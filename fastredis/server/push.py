@@ -15,19 +15,17 @@ import json
 import logging
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
+from fastredis.server.errors import explain
 from fastredis.server.protocol import (
-    CLOSE_INTERNAL,
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
-    ProtocolError,
+    BadInput,
     PushOptions,
     parse_query,
     parse_sids,
@@ -50,7 +48,7 @@ def _header(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ProtocolError(f"header is not JSON: {exc}", CLOSE_INVALID_DATA) from None
+        raise BadInput(f"header is not JSON: {exc}", CLOSE_INVALID_DATA) from None
 
 
 class PushEndpoint:
@@ -72,7 +70,7 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         sids = parse_sids(ws.path_params["sid"])
         opts = parse_query("push", query_items(ws.query_params), len(sids))
         assert isinstance(opts, PushOptions)
-    except ProtocolError as exc:
+    except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
         return
 
@@ -80,11 +78,11 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         await send_quietly(ws, {"type": "websocket.send", "text": json.dumps(ids)})
 
     async def on_error(exc: BaseException) -> None:
-        code, reason = _close_for(exc)
-        await close_with(ws, code, reason)
+        await close_with(ws, *(await explain(exc, redis, sids)).close())
 
+    redis = ws.app.state.redis
     writer = PipelinedWriter(
-        ws.app.state.redis,
+        redis,
         settings.maxlen,
         on_ids=send_ids if opts.ack else None,
         on_error=on_error,
@@ -92,30 +90,21 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
     try:
         await writer.start()
     except RedisError as exc:
-        await close_with(ws, *_close_for(exc))
+        await on_error(exc)
         return
     clean = False
     try:
         await _receive_loop(ws, receive, writer, sids, opts, settings.max_message_size)
         clean = True
-    except ProtocolError as exc:
+    except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
     except RedisError as exc:
-        await close_with(ws, *_close_for(exc))
+        await on_error(exc)
     except (WebSocketDisconnect, OSError):
         clean = True  # gone while we answered: still write what arrived in full
     finally:
         # Messages received in full are written even when the client is gone.
         await writer.close(wait=clean or writer.error is None)
-
-
-def _close_for(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, ProtocolError):
-        return exc.code, exc.reason
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        return CLOSE_INTERNAL, f"Redis unavailable: {exc}"
-    log.exception("push failed", exc_info=exc)
-    return CLOSE_INTERNAL, f"server error: {type(exc).__name__}: {exc}"
 
 
 async def _receive_loop(
@@ -134,7 +123,7 @@ async def _receive_loop(
         if with_header:
             text = message.get("text")
             if text is None:
-                raise ProtocolError(
+                raise BadInput(
                     "expected a text JSON header, got a binary message", CLOSE_UNSUPPORTED
                 )
             header = _header(text)
@@ -143,25 +132,25 @@ async def _receive_loop(
                 return  # header without its payload: nothing is written
             payload = message.get("bytes")
             if payload is None:
-                raise ProtocolError(
+                raise BadInput(
                     "expected a binary payload after the header, got a text message",
                     CLOSE_UNSUPPORTED,
                 )
         else:
             payload = message.get("bytes")
             if payload is None:
-                raise ProtocolError(
+                raise BadInput(
                     "expected a binary message (header=0), got a text message", CLOSE_UNSUPPORTED
                 )
             header = [len(payload)]
         if len(payload) > max_size:
-            raise ProtocolError(
+            raise BadInput(
                 f"message of {len(payload)} bytes is over the limit of {max_size}", CLOSE_TOO_BIG
             )
         try:
             entries = push_entries(header, payload, sids)
         except FrameError as exc:
-            raise ProtocolError(f"bad header: {exc}", CLOSE_INVALID_DATA) from None
+            raise BadInput(f"bad header: {exc}", CLOSE_INVALID_DATA) from None
         if entries:
             await writer.write(entries)
         elif opts.ack:  # nothing to write; answer in order with the messages before

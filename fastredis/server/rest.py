@@ -19,17 +19,16 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fastredis._frames import pull_header, pull_payload
+from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import (
-    ProtocolError,
+    BadInput,
     PushOptions,
     ReadOptions,
     parse_query,
@@ -46,19 +45,8 @@ log = logging.getLogger("fastredis.server")
 MAX_PARTS = 10_000
 
 
-def error_response(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
-
-
-def _redis_error(exc: RedisError) -> JSONResponse:
-    if isinstance(exc, ResponseError):
-        return error_response(409, f"Redis refused: {exc}")
-    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-        return error_response(503, f"Redis unavailable: {exc}")
-    return error_response(502, f"Redis error: {exc}")
-
-
 async def get_data(request: Request) -> Response:
+    sids: list[str] = []
     try:
         sids = parse_sids(request.path_params["sid"])
         opts = parse_query("get", query_items(request.query_params), len(sids))
@@ -71,10 +59,10 @@ async def get_data(request: Request) -> Response:
             batch = await cursor.read(opts.block)
         finally:
             await cursor.close()
-    except ProtocolError as exc:
-        return error_response(exc.status, exc.reason)
+    except BadInput as exc:
+        return failure(exc).response()
     except RedisError as exc:
-        return _redis_error(exc)
+        return (await explain(exc, request.app.state.redis, sids)).response()
     header = pull_header(batch)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header)).encode()
@@ -90,16 +78,14 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ProtocolError(f"request body is over the limit of {limit} bytes", status=413)
+            raise BadInput(f"request body is over the limit of {limit} bytes", status=413)
         yield chunk
 
 
 async def _entries(request: Request, limit: int) -> list[bytes]:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise ProtocolError(
-            f"request body of {length} bytes is over the limit of {limit}", status=413
-        )
+        raise BadInput(f"request body of {length} bytes is over the limit of {limit}", status=413)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         return [b"".join([chunk async for chunk in _limited(request, limit)])]
@@ -109,7 +95,7 @@ async def _entries(request: Request, limit: int) -> list[bytes]:
     try:
         form = await parser.parse()
     except MultiPartException as exc:
-        raise ProtocolError(f"bad multipart body: {exc.message}", status=400) from None
+        raise BadInput(f"bad multipart body: {exc.message}", status=400) from None
     try:
         data = []
         for _name, value in form.multi_items():
@@ -120,12 +106,13 @@ async def _entries(request: Request, limit: int) -> list[bytes]:
     finally:
         await form.close()
     if not data:
-        raise ProtocolError("multipart body has no parts: nothing to add", status=400)
+        raise BadInput("multipart body has no parts: nothing to add", status=400)
     return data
 
 
 async def post_data(request: Request) -> Response:
     settings = request.app.state.settings
+    sids: list[str] = []
     try:
         sids = parse_sids(request.path_params["sid"])
         opts = parse_query("post", query_items(request.query_params), len(sids))
@@ -133,8 +120,8 @@ async def post_data(request: Request) -> Response:
         data = await _entries(request, settings.max_message_size)
         entries = [(sid, "*", payload) for payload in data for sid in sids]
         ids = await add_entries(request.app.state.redis, entries, settings.maxlen)
-    except ProtocolError as exc:
-        return error_response(exc.status, exc.reason)
+    except BadInput as exc:
+        return failure(exc).response()
     except RedisError as exc:
-        return _redis_error(exc)
+        return (await explain(exc, request.app.state.redis, sids)).response()
     return JSONResponse(ids)

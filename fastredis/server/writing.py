@@ -26,7 +26,8 @@ from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
 from fastredis.ids import parse_add_id
-from fastredis.server.protocol import CLOSE_INVALID_DATA, ProtocolError
+from fastredis.server.errors import refused
+from fastredis.server.protocol import CLOSE_INVALID_DATA, BadInput
 
 __all__ = ["ADD_ENTRIES_LUA", "PipelinedWriter", "add_entries", "entry_commands"]
 
@@ -109,7 +110,7 @@ def _canonical_id(eid: Any) -> str:
     try:
         parsed = parse_add_id(str(eid))
     except ValueError as exc:
-        raise ProtocolError(f"bad entry id in header: {exc}", CLOSE_INVALID_DATA) from None
+        raise BadInput(f"bad entry id in header: {exc}", CLOSE_INVALID_DATA) from None
     if parsed is None:
         return "*"
     ms, seq = parsed
@@ -182,12 +183,6 @@ def _decode_ids(reply: Any) -> list[str]:
     return [reply.decode() if isinstance(reply, bytes) else str(reply)]
 
 
-def _refusal(exc: ResponseError) -> ProtocolError:
-    text = str(exc)
-    # Scripts prefix errors with their own context; keep the message that matters.
-    return ProtocolError(f"Redis refused the write: {text}", status=409)
-
-
 async def add_entries(
     client: redis.asyncio.Redis, entries: Sequence[Entry], maxlen: int
 ) -> list[str]:
@@ -201,7 +196,7 @@ async def add_entries(
         await send_buffers(conn, bufs)
         reply = await conn.read_response(timeout=math.inf)
     except ResponseError as exc:
-        raise _refusal(exc) from None
+        raise refused(exc) from None
     finally:
         await pool.release(conn)
     return _decode_ids(reply)
@@ -315,7 +310,7 @@ class PipelinedWriter:
                 try:
                     reply = await conn.read_response(timeout=math.inf)
                 except ResponseError as exc:
-                    raise _refusal(exc) from None
+                    raise refused(exc) from None
                 self._sent -= 1
                 self._pending -= 1
                 if (
