@@ -49,10 +49,35 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_Decode, PyUnicode_DecodeUTF8
-from libc.math cimport INFINITY, NAN, isinf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy, memmove
+
+from fastredis._cursor cimport (
+    FR_PREFETCH,
+    LITTLE_ENDIAN,
+    MAX_BULK,
+    T_AGG,
+    T_ERR,
+    T_NIL,
+    T_STR,
+    TOK_BAD,
+    TOK_BULK,
+    TOK_LINE,
+    Cursor,
+    Token,
+    cur_check,
+    cur_find_crlf,
+    fast_bulk,
+    fast_id,
+    fast_uint,
+    is_agg_type,
+    parse_double,
+    parse_id,
+    read_int_line,
+    read_token,
+    string2ll,
+)
 
 import codecs
 
@@ -64,7 +89,6 @@ cnp.import_array()
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8(object s) except NULL
-    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception)
     # CPython's memoryview internals (not the limited API): recv_from checks that no
     # export of its temporary view (a slice, a buffer) survives the call
     ctypedef struct _PyManagedBufferObject:
@@ -142,7 +166,6 @@ cdef enum:
 
 cdef enum:
     MAXDEPTH = 1024                     # hiredis's REDIS_READER_MAX_REPLY_DEPTH
-    MAX_BULK = 512 * 1024 * 1024        # Redis's proto-max-bulk-len default
     DEFAULT_MAXBUF = 16 * 1024          # hiredis's REDIS_READER_MAX_BUF
     MIN_BUF = 4096
     RECV_MIN = 64 * 1024                # recv_from: free room asked for at least
@@ -154,13 +177,6 @@ cdef enum:  # scan results
     S_COMPLETE = 1
     S_ERROR = 2
     S_NOMEM = 3
-
-cdef enum:  # token kinds
-    T_STR = 1        # bulk / simple / verbatim string: (soff, slen)
-    T_ERR = 2        # error reply
-    T_NIL = 3        # nil of any type
-    T_AGG = 4        # aggregate with cnt children
-    T_OTHER = 5      # int, double, bool, bignum
 
 cdef enum:  # reply modes
     M_GENERIC = 0
@@ -178,194 +194,6 @@ cdef enum:  # roles of open aggregates in batch mode (what their children are)
     R_FIELDS = 6     # [k, v, k, v, ...]
     R_AC_ROOT = 7    # XAUTOCLAIM: [cursor, entries(, deleted)]
     R_DELETED = 8    # [id, ...]
-
-
-# --------------------------------------------------------------------------
-# Low-level token helpers (pure C, never read outside [0, n))
-# --------------------------------------------------------------------------
-
-cdef inline Py_ssize_t find_crlf(const char* s, Py_ssize_t n) noexcept nogil:
-    """Index of the first "\\r\\n" in s[0:n], or -1."""
-    cdef const char* cur = s
-    cdef const char* q
-    cdef Py_ssize_t left = n - 1       # positions where the '\r' may be
-    while left > 0:
-        q = <const char*>memchr(cur, 13, left)
-        if q == NULL:
-            return -1
-        if q[1] == b'\n':
-            return q - s
-        left -= (q + 1 - cur)
-        cur = q + 1
-    return -1
-
-
-cdef inline bint string2ll(const char* s, Py_ssize_t n, long long* value) noexcept nogil:
-    """hiredis's strict string2ll: optional '-', no leading zeros, no overflow."""
-    cdef Py_ssize_t i = 0
-    cdef bint negative = 0
-    cdef unsigned long long v
-    cdef unsigned int d
-    if n <= 0:
-        return 0
-    if n == 1 and s[0] == b'0':
-        value[0] = 0
-        return 1
-    if s[0] == b'-':
-        negative = 1
-        i = 1
-        if i == n:
-            return 0
-    if s[i] >= b'1' and s[i] <= b'9':
-        v = <unsigned long long>(s[i] - 48)
-        i += 1
-    else:
-        return 0
-    while i < n:
-        d = <unsigned char>s[i] - 48
-        if d > 9:
-            return 0
-        if v > 1844674407370955161ULL:           # ULLONG_MAX / 10
-            return 0
-        v *= 10
-        if v > 18446744073709551615ULL - d:
-            return 0
-        v += d
-        i += 1
-    if negative:
-        if v > 9223372036854775808ULL:
-            return 0
-        value[0] = <long long>(0ULL - v)
-    else:
-        if v > 9223372036854775807ULL:
-            return 0
-        value[0] = <long long>v
-    return 1
-
-
-cdef inline int read_int_line(const char* base, Py_ssize_t p, Py_ssize_t avail,
-                              long long* out, Py_ssize_t* q, Py_ssize_t from_=-1) noexcept nogil:
-    """Parse the integer line starting at base[p] (just after the type byte).
-    1: ok (*q = index after the CRLF), 0: no CRLF yet, -1: not a valid integer."""
-    cdef Py_ssize_t i = p
-    cdef long long v = 0
-    cdef unsigned int d
-    cdef Py_ssize_t k
-    # fast path: 1..18 digits without a leading zero (or "0"), then CRLF
-    if i < avail:
-        d = <unsigned char>base[i] - 48
-        if d < 10:
-            v = d
-            i += 1
-            while i < avail and i - p < 18:
-                d = <unsigned char>base[i] - 48
-                if d > 9:
-                    break
-                v = v * 10 + d
-                i += 1
-            if (i + 1 < avail and base[i] == b'\r' and base[i + 1] == b'\n'
-                    and (base[p] != b'0' or i == p + 1)):
-                out[0] = v
-                q[0] = i + 2
-                return 1
-    # slow path: the whole line, strictly (the CRLF is searched from `from_` when
-    # the bytes before it were searched already)
-    if from_ < p:
-        from_ = p
-    k = find_crlf(base + from_, avail - from_)
-    if k < 0:
-        return 0
-    k += from_ - p
-    q[0] = p + k + 2
-    if string2ll(base + p, k, out):
-        return 1
-    return -1
-
-
-cdef int parse_double(const char* s, Py_ssize_t n, double* out) noexcept:
-    """hiredis's double rules. 0: ok, 1: too large, 2: bad value."""
-    cdef char tmp[330]
-    cdef Py_ssize_t i = 0
-    cdef Py_ssize_t ndig = 0
-    cdef bint nonzero = 0
-    cdef double d
-    cdef char* endp
-    if n >= 326:
-        return 1
-    if n == 3 or (n == 4 and s[0] == b'-'):       # "inf", "-inf", "nan", "-nan"
-        i = n - 3
-        if ((s[i] | 32) == b'i' and (s[i + 1] | 32) == b'n' and (s[i + 2] | 32) == b'f'):
-            out[0] = -INFINITY if i else INFINITY
-            return 0
-        if ((s[i] | 32) == b'n' and (s[i + 1] | 32) == b'a' and (s[i + 2] | 32) == b'n'):
-            out[0] = NAN
-            return 0
-        i = 0
-    # grammar: -?(digits[.digits*] | .digits)([eE][+-]?digits)?
-    if i < n and s[i] == b'-':
-        i += 1
-    while i < n and s[i] >= b'0' and s[i] <= b'9':
-        if s[i] != b'0':
-            nonzero = 1
-        ndig += 1
-        i += 1
-    if i < n and s[i] == b'.':
-        i += 1
-        while i < n and s[i] >= b'0' and s[i] <= b'9':
-            if s[i] != b'0':
-                nonzero = 1
-            ndig += 1
-            i += 1
-    if ndig == 0:
-        return 2
-    if i < n and (s[i] == b'e' or s[i] == b'E'):
-        i += 1
-        if i < n and (s[i] == b'+' or s[i] == b'-'):
-            i += 1
-        if i >= n or s[i] < b'0' or s[i] > b'9':
-            return 2
-        while i < n and s[i] >= b'0' and s[i] <= b'9':
-            i += 1
-    if i != n:
-        return 2
-    memcpy(tmp, s, n)
-    tmp[n] = 0
-    d = PyOS_string_to_double(tmp, &endp, NULL)
-    if PyErr_Occurred() != NULL:
-        PyErr_Clear()
-        return 2
-    if endp != tmp + n or isinf(d) or (d == 0.0 and nonzero):
-        return 2                                   # out of range (over/underflow)
-    out[0] = d
-    return 0
-
-
-cdef inline Py_ssize_t parse_u64(const char* s, Py_ssize_t i, Py_ssize_t n, uint64_t* out) noexcept nogil:
-    """Decimal digits s[i:...] as a uint64 (stops at the first non-digit): the
-    index after them, or -1 on overflow or no digit."""
-    cdef uint64_t v = 0
-    cdef unsigned int d
-    cdef Py_ssize_t start = i
-    while i < n:
-        d = <unsigned char>s[i] - 48
-        if d > 9:
-            break
-        if v >= 1844674407370955161ULL and (v > 1844674407370955161ULL or d > 5):
-            return -1
-        v = v * 10 + d
-        i += 1
-    if i == start:
-        return -1
-    out[0] = v
-    return i
-
-
-cdef inline bint parse_id(const char* s, Py_ssize_t n, uint64_t* ms, uint64_t* seq) noexcept nogil:
-    """A stream entry id 'ms-seq' (both uint64 decimal)."""
-    cdef Py_ssize_t i = parse_u64(s, 0, n, ms)
-    if i < 0 or i >= n or s[i] != b'-':
-        return 0
-    return parse_u64(s, i + 1, n, seq) == n
 
 
 cdef str type_byte_message(char c):
@@ -745,233 +573,80 @@ cdef int _sb_grow_fields(StreamBatch self, Py_ssize_t need=0) noexcept:
     return 0
 
 
-cdef inline Py_ssize_t fast_uint(const char* base, Py_ssize_t p, Py_ssize_t avail,
-                                 long long* out) noexcept nogil:
-    """Fast path for a canonical non-negative length line "<digits>\r\n" at base[p]
-    (1..18 digits, no leading zero): the index after the CRLF, or -1 for anything
-    else (the generic path then decides)."""
-    cdef Py_ssize_t i = p
-    cdef long long v
-    cdef unsigned int dg
-    if i >= avail:
+
+cdef inline Py_ssize_t fast_count(const Cursor* c, Py_ssize_t q, long long* cnt) noexcept nogil:
+    """A canonical array header "*<n>\r\n" at q: sets *cnt, returns the index after
+    it, or -1."""
+    cdef uint32_t w4
+    cdef unsigned int d
+    if LITTLE_ENDIAN and cur_check(c, q, 4):
+        memcpy(&w4, c.base + q, 4)
+        d = (w4 >> 8 & 0xFF) - 48
+        if (w4 & 0xFFFF00FFU) == 0x0A0D002AU and d <= 9:                 # "*d\r\n"
+            cnt[0] = d
+            return q + 4
+    if not cur_check(c, q, 1) or c.base[q] != b'*':
         return -1
-    dg = <unsigned char>base[i] - 48
-    if dg > 9:
-        return -1
-    v = dg
-    i += 1
-    if dg != 0:
-        while i < avail:
-            dg = <unsigned char>base[i] - 48
-            if dg > 9:
-                break
-            v = v * 10 + dg
-            i += 1
-        if i - p > 18:
-            return -1
-    if i + 1 >= avail or base[i] != b'\r' or base[i + 1] != b'\n':
-        return -1
-    out[0] = v
-    return i + 2
+    return fast_uint(c, q + 1, cnt)
 
 
-cdef extern from *:
-    """
-    #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    #define FR_LITTLE_ENDIAN 1
-    #elif defined(_WIN32) || defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_ARM64)
-    #define FR_LITTLE_ENDIAN 1
-    #else
-    #define FR_LITTLE_ENDIAN 0
-    #endif
-    """
-    const bint LITTLE_ENDIAN "FR_LITTLE_ENDIAN"
-
-
-cdef inline Py_ssize_t fast_bulk(const char* base, Py_ssize_t q, Py_ssize_t avail,
-                                 int64_t* off, int64_t* n) noexcept nogil:
-    """A complete canonical bulk string "$<len>\r\n<data>\r\n" at base[q]: sets
-    *off/*n and returns the index after it, or -1 (not canonical / incomplete)."""
-    cdef uint64_t w
-    cdef unsigned int d1, d2
-    cdef long long v = 0
-    cdef Py_ssize_t r
-    if LITTLE_ENDIAN and q <= avail - 8:
-        memcpy(&w, base + q, 8)
-        # the next position from a separate byte load: a shorter dependency chain
-        # from one token to the next than going through w
-        d1 = <unsigned int>(<const unsigned char*>base)[q + 1] - 48
-        if (w & 0xFFFF00FFULL) == 0x0A0D0024ULL and d1 <= 9:            # "$d\r\n"
-            r = q + 6 + d1
-            if r > avail:
-                return -1
-            off[0] = q + 4
-            n[0] = d1
-            return r
-        d2 = <unsigned int>((w >> 16) & 0xFF) - 48
-        if (w & 0xFFFF0000FFULL) == 0x0A0D000024ULL and d1 - 1 <= 8 and d2 <= 9:
-            v = d1 * 10 + d2                                             # "$dd\r\n"
-            r = q + 7 + v
-            if r > avail:
-                return -1
-            off[0] = q + 5
-            n[0] = v
-            return r
-    if q >= avail or base[q] != b'$':
-        return -1
-    r = fast_uint(base, q + 1, avail, &v)
-    if r < 0 or v > MAX_BULK or v + 2 > avail - r:
-        return -1
-    off[0] = r
-    n[0] = v
-    return r + v + 2
-
-
-cdef inline uint64_t swar8(const char* s) noexcept nogil:
-    """Eight ASCII digits (already validated) as a number (little-endian SWAR)."""
-    cdef uint64_t v
-    memcpy(&v, s, 8)
-    v -= 0x3030303030303030ULL
-    v = (v * 10) + (v >> 8)
-    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
-         + (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32
-    return v
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define FR_CTZ64(x) __builtin_ctzll(x)
-    #define FR_PREFETCH(p) __builtin_prefetch(p)
-    #else
-    #define FR_PREFETCH(p) ((void)0)
-    static int FR_CTZ64(unsigned long long x) { int n = 0; while (!(x & 1)) { x >>= 1; n++; } return n; }
-    #endif
-    """
-    int FR_CTZ64(unsigned long long x) nogil
-    void FR_PREFETCH(const char* p) nogil
-
-
-cdef inline Py_ssize_t digit_run(const char* s, Py_ssize_t n, Py_ssize_t lim) noexcept nogil:
-    """Length of the run of ASCII digits at s (at most n; s[0:lim] is readable,
-    lim >= n)."""
-    cdef Py_ssize_t i = 0
-    cdef uint64_t w, x
-    if LITTLE_ENDIAN:
-        while lim - i >= 8:
-            memcpy(&w, s + i, 8)
-            # a zero byte in x <=> a digit (the first non-digit is exact; carries
-            # from it can only disturb the bytes after it)
-            x = (((w & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL)
-                 | (((w + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL))
-            if x != 0:
-                i += FR_CTZ64(x) >> 3
-                return i if i < n else n
-            i += 8
-            if i >= n:
-                return n
-    while i < n and <unsigned int>(<unsigned char>s[i] - 48) <= 9:
-        i += 1
-    return i
-
-
-cdef inline bint fast_id(const char* s, Py_ssize_t n, Py_ssize_t lim, uint64_t* ms,
-                         uint64_t* seq) noexcept nogil:
-    """parse_id for the usual case (ms part 1..19 digits); falls back to it."""
-    cdef Py_ssize_t i, j, L
-    cdef uint64_t v = 0
-    L = digit_run(s, n, lim)
-    if L == 0 or L > 19 or L >= n or s[L] != b'-':
-        return parse_id(s, n, ms, seq)
-    j = 0
-    while j < (L & 7):
-        v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
-        j += 1
-    if LITTLE_ENDIAN:
-        while j < L:
-            v = v * 100000000ULL + swar8(s + j)
-            j += 8
-    else:
-        while j < L:
-            v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
-            j += 1
-    ms[0] = v
-    i = L + 1
-    j = i
-    v = 0
-    while j < n:
-        if <unsigned int>(<unsigned char>s[j] - 48) > 9:
-            return 0
-        v = v * 10 + <unsigned int>(<unsigned char>s[j] - 48)
-        j += 1
-        if j - i > 19:
-            return parse_id(s, n, ms, seq)
-    if j == i:
+cdef inline bint fast_pair_header(const Cursor* c, Py_ssize_t p) noexcept nogil:
+    """Whether "*2\r\n" (an entry's [id, fields]) is at p."""
+    cdef uint32_t w4
+    if not cur_check(c, p, 4):
         return 0
-    seq[0] = v
-    return 1
+    if LITTLE_ENDIAN:
+        memcpy(&w4, c.base + p, 4)
+        return w4 == 0x0A0D322AU
+    return memcmp(c.base + p, b"*2\r\n", 4) == 0
 
 
-cdef Py_ssize_t fast_entries(StreamBatch b, const char* base, Py_ssize_t p, Py_ssize_t avail,
-                             int32_t stream, int64_t max_entries, int64_t* done) noexcept:
+cdef int _fields_room(StreamBatch b, Py_ssize_t nf, Py_ssize_t pairs, Py_ssize_t left,
+                      int64_t entries_left) noexcept:
+    """Grow the field arrays before an entry of `pairs` pairs: room for every
+    remaining entry having as many (bounded by the `left` bytes buffered: a pair
+    takes at least 12 bytes). -1 when out of memory."""
+    cdef Py_ssize_t bound = nf + pairs + left // 12
+    cdef Py_ssize_t target
+    if pairs == 0 or entries_left > (bound - nf) // pairs:
+        target = bound
+    else:
+        target = nf + pairs * entries_left
+    b.n_fields = nf
+    return _sb_grow_fields(b, target)
+
+
+cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32_t stream,
+                             int64_t max_entries, int64_t* done) noexcept:
     """Parse up to `max_entries` whole canonical entries ``*2 $id *2K ($k $v)*K``
-    from base[p] straight into the batch arrays; stops at the first entry that is
-    not canonical or not complete (left to the generic path; nothing of it is
+    from p straight into the batch arrays; stops at the first entry that is not
+    canonical or not complete (left to the generic path; nothing of it is
     committed). Sets *done and returns the index after the last entry parsed, or
     -2 when out of memory."""
-    cdef Py_ssize_t q, nf, ne, target, bound
+    cdef Py_ssize_t q, nf, ne
     cdef long long cnt = 0, j
     cdef int64_t id_off = 0, id_len = 0
     cdef uint64_t ms = 0, seq = 0
-    cdef int64_t* ko = b.key_off
-    cdef int64_t* kl = b.key_len
+    cdef int64_t k = 0
+    cdef int64_t* ko = b.key_off        # the arrays in locals: stores through them
+    cdef int64_t* kl = b.key_len        # cannot be assumed not to change b's fields
     cdef int64_t* vo = b.val_off
     cdef int64_t* vl = b.val_len
-    cdef int64_t k
-    cdef uint32_t w4
-    cdef unsigned int d
     done[0] = 0
     ne = b.n_entries
     nf = b.n_fields
-    k = 0
     while k < max_entries:
-        FR_PREFETCH(base + p + 512)
-        if LITTLE_ENDIAN and p <= avail - 4:
-            memcpy(&w4, base + p, 4)
-            if w4 != 0x0A0D322AU:                                       # "*2\r\n"
-                break
-        elif (avail - p < 4 or base[p] != b'*' or base[p + 1] != b'2' or base[p + 2] != b'\r'
-                or base[p + 3] != b'\n'):
+        FR_PREFETCH(c.base + p + 512)
+        if not fast_pair_header(c, p):
             break
-        q = fast_bulk(base, p + 4, avail, &id_off, &id_len)
-        if q < 0 or not fast_id(base + id_off, id_len, avail - id_off, &ms, &seq):
+        q = fast_bulk(c, p + 4, &id_off, &id_len)
+        if q < 0 or not fast_id(c, id_off, id_len, &ms, &seq):
             break
-        if LITTLE_ENDIAN and q <= avail - 4:
-            memcpy(&w4, base + q, 4)
-            d = (w4 >> 8 & 0xFF) - 48
-            if (w4 & 0xFFFF00FFU) == 0x0A0D002AU and d <= 9:             # "*d\r\n"
-                cnt = d
-                q += 4
-            else:
-                if (w4 & 0xFF) != 0x2A:
-                    break
-                q = fast_uint(base, q + 1, avail, &cnt)
-        else:
-            if q >= avail or base[q] != b'*':
-                break
-            q = fast_uint(base, q + 1, avail, &cnt)
+        q = fast_count(c, q, &cnt)
         if q < 0 or (cnt & 1) or cnt > 4294967295LL:
             break
         if nf + (cnt >> 1) > b.cap_fields:
-            # size for every remaining entry having as many pairs (bounded by the
-            # bytes buffered: a pair takes at least 12 bytes)
-            bound = nf + (cnt >> 1) + (avail - q) // 12
-            if (cnt >> 1) == 0 or max_entries - k > (bound - nf) // (cnt >> 1):
-                target = bound
-            else:
-                target = nf + (cnt >> 1) * (max_entries - k)
-            b.n_fields = nf
-            if _sb_grow_fields(b, target) < 0:
+            if _fields_room(b, nf, cnt >> 1, c.end - q, max_entries - k) < 0:
                 return -2
             ko = b.key_off
             kl = b.key_len
@@ -979,10 +654,10 @@ cdef Py_ssize_t fast_entries(StreamBatch b, const char* base, Py_ssize_t p, Py_s
             vl = b.val_len
         j = 0
         while j < cnt:
-            q = fast_bulk(base, q, avail, &ko[nf], &kl[nf])
+            q = fast_bulk(c, q, &ko[nf], &kl[nf])
             if q < 0:
                 break
-            q = fast_bulk(base, q, avail, &vo[nf], &vl[nf])
+            q = fast_bulk(c, q, &vo[nf], &vl[nf])
             if q < 0:
                 break
             nf += 1
@@ -1232,11 +907,15 @@ cdef class Reader:
             buf = (<str>buf).encode("utf-8")
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
         try:
+            # hiredis's checks and messages, without its overflowing sum (hiredis
+            # lets off + len wrap and fails later with "Out of memory")
+            if off < 0:
+                raise ValueError("negative input")
             if len == -1:
                 len = view.len - off
-            if off < 0 or len < 0:
+            if len < 0:
                 raise ValueError("negative input")
-            if off + len > view.len:
+            if off > view.len or len > view.len - off:
                 raise ValueError("input is larger than buffer size")
             if self.perr is not None:
                 return                      # like hiredis: ignored once in error
@@ -1541,314 +1220,229 @@ cdef class Reader:
         self.mode = M_SHAPE
         self.shape_msg = msg
 
-    cdef int _scan(self) noexcept:
-        """Validate tokens from rpos+spos on; 0 incomplete, 1 complete, 2 error, 3 OOM."""
-        cdef const char* base = self.rbuf + self.rpos
-        cdef Py_ssize_t avail = self.rlen - self.rpos
-        cdef Py_ssize_t p = self.spos
-        cdef Py_ssize_t p2 = 0, q = 0, k, soff = 0, slen = 0, i, from_
-        cdef bint nocrlf = 0
-        cdef long long n = 0
-        cdef int64_t count = 0, idx
-        cdef int d = self.depth
-        cdef int kind = 0, r, newrole, role
-        cdef char c
-        cdef double dv
-        cdef uint64_t ms, seq
-        cdef StreamBatch b = self.cur
-        cdef Py_ssize_t ne, nf, ns
+    cdef inline int _pop(self, int d) noexcept:
+        """A child of the aggregate at depth d-1 is complete: close every aggregate
+        that completes; the new depth."""
+        while d > 0:
+            self.rem[d - 1] -= 1
+            if self.rem[d - 1] > 0:
+                break
+            d -= 1
+        return d
 
+    cdef inline int _complete(self, Py_ssize_t p) noexcept:
+        self.spos = p
+        self.depth = 0
+        return S_COMPLETE
+
+    cdef void _want(self, Py_ssize_t end, int d) noexcept:
+        """A bulk string at depth d is incomplete and ends at `end` (its length is
+        checked): tell feed()/recv_from() how much is coming, and whether it is the
+        reply's last token."""
+        cdef int i
+        self.want_end = end
+        self.want_last = 1
+        for i in range(d):
+            if self.rem[i] != 1:
+                self.want_last = 0
+                break
+
+    cdef int _scan(self) noexcept:
+        """Validate tokens from rpos+spos on: S_INCOMPLETE, S_COMPLETE, S_ERROR or
+        S_NOMEM. A line is searched for its CRLF once: when the token at p was left
+        incomplete, the search resumes where it stopped (minus a '\\r')."""
+        cdef Cursor c
+        cdef Token t
+        cdef Py_ssize_t p = self.spos, from_
+        cdef int64_t done = 0
+        cdef int d = self.depth
+        cdef int r, newrole
+        cdef bint nocrlf = 0
+        cdef const char* err = NULL
+        c.base = self.rbuf + self.rpos
+        c.end = self.rlen - self.rpos
         self.want_end = 0
-        while p < avail:
+        while cur_check(&c, p, 1):
             if d > 0 and self.mode == M_BATCH and self.role[d - 1] == R_ENTRIES:
                 # fast path: whole canonical entries, no per-token bookkeeping
-                p2 = fast_entries(b, base, p, avail, self.cur_stream, self.rem[d - 1], &count)
-                if p2 == -2:
+                p = fast_entries(self.cur, &c, p, self.cur_stream, self.rem[d - 1], &done)
+                if p == -2:
                     return S_NOMEM
-                p = p2
-                self.rem[d - 1] -= count
+                self.rem[d - 1] -= done
                 if self.rem[d - 1] == 0:        # the entries array is complete
-                    d -= 1
-                    while d > 0:
-                        self.rem[d - 1] -= 1
-                        if self.rem[d - 1] > 0:
-                            break
-                        d -= 1
+                    d = self._pop(d - 1)
                     if d == 0:
-                        self.spos = p
-                        self.depth = 0
-                        return S_COMPLETE
+                        return self._complete(p)
                     continue
-                if p >= avail:
+                if not cur_check(&c, p, 1):
                     break
-            c = base[p]
-            # a line is searched for its CRLF once: when the token at p was left
-            # incomplete, resume the search where it stopped (minus a '\r')
             from_ = p + 1
             if self.hint_p == p and self.hint_end - 1 > from_:
                 from_ = self.hint_end - 1
-            # ---- one token: [p, p2) -------------------------------------------
-            if c == b'$' or c == b'=' or c == b'!':
-                r = read_int_line(base, p + 1, avail, &n, &q, from_)
-                if r == 0:
-                    nocrlf = 1
-                    break
-                if r < 0:
-                    return self._fail("Bad bulk string length")
-                if n < -1 or n > MAX_BULK:
-                    return self._fail("Bulk string length out of range")
-                if n == -1:
-                    kind = T_NIL
-                    p2 = q
-                else:
-                    if n + 2 > avail - q:
-                        # incomplete: tell feed() how much is coming (n is checked)
-                        self.want_end = q + n + 2
-                        self.want_last = 1
-                        for i in range(d):
-                            if self.rem[i] != 1:
-                                self.want_last = 0
-                                break
-                        break
-                    p2 = q + n + 2
-                    soff = q
-                    slen = n
-                    if c == b'$':
-                        kind = T_STR
-                    elif c == b'=':
-                        if n < 4 or base[q + 3] != b':':
-                            return self._fail("Verbatim string 4 bytes of content type are "
-                                              "missing or incorrectly encoded.")
-                        soff = q + 4
-                        slen = n - 4
-                        kind = T_STR
-                    else:
-                        kind = T_ERR
-            elif c == b'*' or c == b'%' or c == b'~' or c == b'>' or c == b'|':
-                if d >= MAXDEPTH:
-                    return self._fail("Max nesting depth exceeded")
-                r = read_int_line(base, p + 1, avail, &n, &q, from_)
-                if r == 0:
-                    nocrlf = 1
-                    break
-                if r < 0:
-                    return self._fail("Bad multi-bulk length")
-                if n < -1 or n > 4294967295LL:
-                    return self._fail("Multi-bulk length out of range")
-                p2 = q
-                if n == -1:
-                    kind = T_NIL
-                else:
-                    kind = T_AGG
-                    count = n * 2 if (c == b'%' or c == b'|') else n
-            elif c == b'+' or c == b'-':
-                k = find_crlf(base + from_, avail - from_)
-                if k < 0:
-                    nocrlf = 1
-                    break
-                k += from_ - p - 1
-                if (memchr(base + p + 1, 13, k) != NULL
-                        or memchr(base + p + 1, 10, k) != NULL):
-                    return self._fail("Bad simple string value")
-                soff = p + 1
-                slen = k
-                p2 = p + k + 3
-                kind = T_STR if c == b'+' else T_ERR
-            elif c == b':':
-                r = read_int_line(base, p + 1, avail, &n, &q, from_)
-                if r == 0:
-                    nocrlf = 1
-                    break
-                if r < 0:
-                    return self._fail("Bad integer value")
-                p2 = q
-                kind = T_OTHER
-            elif c == b',':
-                k = find_crlf(base + from_, avail - from_)
-                if k < 0:
-                    nocrlf = 1
-                    break
-                k += from_ - p - 1
-                r = parse_double(base + p + 1, k, &dv)
-                if r == 1:
-                    return self._fail("Double value is too large")
-                if r != 0:
-                    return self._fail("Bad double value")
-                p2 = p + k + 3
-                kind = T_OTHER
-            elif c == b'_':
-                k = find_crlf(base + from_, avail - from_)
-                if k < 0:
-                    nocrlf = 1
-                    break
-                k += from_ - p - 1
-                if k != 0:
-                    return self._fail("Bad nil value")
-                p2 = p + 3
-                kind = T_NIL
-            elif c == b'#':
-                k = find_crlf(base + from_, avail - from_)
-                if k < 0:
-                    nocrlf = 1
-                    break
-                k += from_ - p - 1
-                if k != 1 or not (base[p + 1] == b't' or base[p + 1] == b'T'
-                                  or base[p + 1] == b'f' or base[p + 1] == b'F'):
-                    return self._fail("Bad bool value")
-                p2 = p + 4
-                kind = T_OTHER
-            elif c == b'(':
-                k = find_crlf(base + from_, avail - from_)
-                if k < 0:
-                    nocrlf = 1
-                    break
-                k += from_ - p - 1
-                for i in range(k):
-                    if i == 0 and base[p + 1] == b'-':
-                        continue
-                    if base[p + 1 + i] < b'0' or base[p + 1 + i] > b'9':
-                        return self._fail("Bad bignum value")
-                p2 = p + k + 3
-                kind = T_OTHER
-            else:
-                self.err_byte = c
-                return self._fail(NULL)
-
-            # ---- what the token means for a stream batch -----------------------
+            if d >= MAXDEPTH and is_agg_type(c.base[p]):
+                return self._fail("Max nesting depth exceeded")
+            r = read_token(&c, p, from_, &t, &err)
+            if r == TOK_LINE:
+                nocrlf = 1
+                break
+            if r == TOK_BULK:
+                self._want(t.end, d)
+                break
+            if r == TOK_BAD:
+                if err == NULL:
+                    self.err_byte = t.type
+                return self._fail(err)
             newrole = R_NONE
             if d == 0:
-                newrole = self._root(c, kind, count)
-                if newrole < 0:
-                    return S_NOMEM
-                b = self.cur
+                newrole = self._root(t.type, t.kind, t.count)
             elif self.mode == M_BATCH:
-                role = self.role[d - 1]
-                idx = self.cnt[d - 1] - self.rem[d - 1]
-                if role == R_FIELDS:
-                    if kind != T_STR:
-                        self._shape("stream entry field is not a string")
-                    elif (idx & 1) == 0:
-                        nf = b.n_fields
-                        if nf >= b.cap_fields and _sb_grow_fields(b, nf + 1) < 0:
-                            return S_NOMEM
-                        b.key_off[nf] = soff
-                        b.key_len[nf] = slen
-                    else:
-                        nf = b.n_fields
-                        b.val_off[nf] = soff
-                        b.val_len[nf] = slen
-                        b.n_fields = nf + 1
-                elif role == R_ENTRY:
-                    if idx == 0:
-                        if kind != T_STR:
-                            self._shape("stream entry id is not a string")
-                        elif not parse_id(base + soff, slen, &ms, &seq):
-                            self._shape("Bad stream entry id")
-                        else:
-                            ne = b.n_entries
-                            if ne >= b.cap_entries and _sb_grow_entries(b, ne + 1) < 0:
-                                return S_NOMEM
-                            b.entry_stream[ne] = self.cur_stream
-                            b.id_off[ne] = soff
-                            b.id_len[ne] = slen
-                            b.id_ms[ne] = ms
-                            b.id_seq[ne] = seq
-                            b.field_first[ne] = b.n_fields
-                            b.entry_nil[ne] = 0
-                            b.n_entries = ne + 1
-                    elif kind == T_AGG and (c == b'*' or c == b'~') and (count & 1) == 0:
-                        newrole = R_FIELDS
-                    elif kind == T_NIL:
-                        b.entry_nil[b.n_entries - 1] = 1
-                    else:
-                        self._shape("stream entry fields are not a key/value array")
-                elif role == R_ENTRIES:
-                    if kind == T_AGG and c == b'*' and count == 2:
-                        newrole = R_ENTRY
-                    elif kind != T_NIL:           # nil entries (old XCLAIM): skipped
-                        self._shape("stream entry is not an [id, fields] pair")
-                elif role == R_PAIR or role == R_READ_MAP:
-                    if (idx & 1) == 0:
-                        if kind != T_STR:
-                            self._shape("stream name is not a string")
-                        else:
-                            ns = b.n_streams
-                            if ns >= 2147483647:
-                                return S_NOMEM
-                            if ns >= b.cap_streams and _sb_grow_streams(b) < 0:
-                                return S_NOMEM
-                            b.stream_off[ns] = soff
-                            b.stream_len[ns] = slen
-                            b.n_streams = ns + 1
-                            self.cur_stream = <int32_t>ns
-                    elif kind == T_AGG and c == b'*':
-                        newrole = R_ENTRIES
-                    elif kind != T_NIL:
-                        self._shape("stream entries are not an array")
-                elif role == R_READ_ARR:
-                    if kind == T_AGG and c == b'*' and count == 2:
-                        newrole = R_PAIR
-                    else:
-                        self._shape("XREAD stream is not a [name, entries] pair")
-                elif role == R_AC_ROOT:
-                    if idx == 0:
-                        if kind != T_STR:
-                            self._shape("XAUTOCLAIM cursor is not a string")
-                        else:
-                            self.cursor_off = soff
-                            self.cursor_len = slen
-                            self.has_cursor = 1
-                    elif idx == 1:
-                        if kind == T_AGG and c == b'*':
-                            newrole = R_ENTRIES
-                        elif kind != T_NIL:
-                            self._shape("XAUTOCLAIM entries are not an array")
-                    else:
-                        if kind == T_AGG and c == b'*':
-                            newrole = R_DELETED
-                            self.has_deleted = 1
-                        elif kind == T_NIL:
-                            self.has_deleted = 1
-                        else:
-                            self._shape("XAUTOCLAIM deleted ids are not an array")
-                elif role == R_DELETED:
-                    if kind != T_STR:
-                        self._shape("XAUTOCLAIM deleted id is not a string")
-                    elif self._add_deleted(soff, slen) < 0:
-                        return S_NOMEM
-
-            # ---- advance ----------------------------------------------------------
-            p = p2
-            if newrole == R_ENTRIES and count > 0 and self.mode == M_BATCH:
+                newrole = self._batch_token(&c, &t, d)
+            if newrole < 0:
+                return S_NOMEM
+            p = t.end
+            if newrole == R_ENTRIES and t.count > 0 and self.mode == M_BATCH:
                 # reserve the entries (bounded by the bytes buffered: >= 15 each)
-                k = (avail - p) // 15 + 1
-                if k > count:
-                    k = count
-                if b.n_entries + k > b.cap_entries and _sb_grow_entries(b, b.n_entries + k) < 0:
+                if self._reserve_entries((c.end - p) // 15 + 1, t.count) < 0:
                     return S_NOMEM
-            if kind == T_AGG and count > 0:
-                self.rem[d] = count
-                self.cnt[d] = count
+            if t.kind == T_AGG and t.count > 0:
+                self.rem[d] = t.count
+                self.cnt[d] = t.count
                 self.role[d] = <uint8_t>newrole
                 d += 1
                 continue
-            while d > 0:
-                self.rem[d - 1] -= 1
-                if self.rem[d - 1] > 0:
-                    break
-                d -= 1
+            d = self._pop(d)
             if d == 0:
-                self.spos = p
-                self.depth = 0
-                return S_COMPLETE
+                return self._complete(p)
         self.spos = p
         self.depth = d
-        if nocrlf:                          # no CRLF in [from_, avail)
+        if nocrlf:                          # no CRLF in [from_, end)
             self.hint_p = p
-            self.hint_end = avail
+            self.hint_end = c.end
         else:
             self.hint_p = -1
         return S_INCOMPLETE
+
+    cdef int _reserve_entries(self, Py_ssize_t bound, int64_t count) noexcept:
+        """Room for `count` more entries, at most `bound`; -1 when out of memory."""
+        cdef StreamBatch b = self.cur
+        cdef Py_ssize_t k = bound if bound < count else count
+        if b.n_entries + k > b.cap_entries and _sb_grow_entries(b, b.n_entries + k) < 0:
+            return -1
+        return 0
+
+    cdef int _batch_token(self, const Cursor* c, const Token* t, int d) noexcept:
+        """Record what token t, a child of the aggregate at depth d-1, means for the
+        batch; the role of t when it opens an aggregate (R_NONE otherwise), or -1
+        when out of memory. A token of the wrong shape switches to M_SHAPE."""
+        cdef StreamBatch b = self.cur
+        cdef int role = self.role[d - 1]
+        cdef int64_t idx = self.cnt[d - 1] - self.rem[d - 1]
+        cdef bint is_str = t.kind == T_STR
+        cdef bint is_arr = t.kind == T_AGG and t.type == b'*'
+        cdef Py_ssize_t ne, nf
+        cdef uint64_t ms, seq
+        if role == R_FIELDS:
+            nf = b.n_fields
+            if not is_str:
+                self._shape("stream entry field is not a string")
+            elif (idx & 1) == 0:
+                if nf >= b.cap_fields and _sb_grow_fields(b, nf + 1) < 0:
+                    return -1
+                b.key_off[nf] = t.soff
+                b.key_len[nf] = t.slen
+            else:
+                b.val_off[nf] = t.soff
+                b.val_len[nf] = t.slen
+                b.n_fields = nf + 1
+        elif role == R_ENTRY:
+            if idx == 0:
+                if not is_str:
+                    self._shape("stream entry id is not a string")
+                elif not parse_id(c.base + t.soff, t.slen, &ms, &seq):
+                    self._shape("Bad stream entry id")
+                else:
+                    ne = b.n_entries
+                    if ne >= b.cap_entries and _sb_grow_entries(b, ne + 1) < 0:
+                        return -1
+                    b.entry_stream[ne] = self.cur_stream
+                    b.id_off[ne] = t.soff
+                    b.id_len[ne] = t.slen
+                    b.id_ms[ne] = ms
+                    b.id_seq[ne] = seq
+                    b.field_first[ne] = b.n_fields
+                    b.entry_nil[ne] = 0
+                    b.n_entries = ne + 1
+            elif t.kind == T_AGG and (t.type == b'*' or t.type == b'~') and (t.count & 1) == 0:
+                return R_FIELDS
+            elif t.kind == T_NIL:
+                b.entry_nil[b.n_entries - 1] = 1
+            else:
+                self._shape("stream entry fields are not a key/value array")
+        elif role == R_ENTRIES:
+            if is_arr and t.count == 2:
+                return R_ENTRY
+            if t.kind != T_NIL:                 # nil entries (old XCLAIM): skipped
+                self._shape("stream entry is not an [id, fields] pair")
+        elif role == R_PAIR or role == R_READ_MAP:
+            if (idx & 1) == 0:
+                if not is_str:
+                    self._shape("stream name is not a string")
+                elif self._add_stream(t.soff, t.slen) < 0:
+                    return -1
+            elif is_arr:
+                return R_ENTRIES
+            elif t.kind != T_NIL:
+                self._shape("stream entries are not an array")
+        elif role == R_READ_ARR:
+            if is_arr and t.count == 2:
+                return R_PAIR
+            self._shape("XREAD stream is not a [name, entries] pair")
+        elif role == R_AC_ROOT:
+            return self._autoclaim_token(t, idx)
+        elif role == R_DELETED:
+            if not is_str:
+                self._shape("XAUTOCLAIM deleted id is not a string")
+            elif self._add_deleted(t.soff, t.slen) < 0:
+                return -1
+        return R_NONE
+
+    cdef int _add_stream(self, Py_ssize_t off, Py_ssize_t n) noexcept:
+        """A stream name: the entries that follow are of this stream. -1: no memory."""
+        cdef StreamBatch b = self.cur
+        cdef Py_ssize_t ns = b.n_streams
+        if ns >= 2147483647:
+            return -1
+        if ns >= b.cap_streams and _sb_grow_streams(b) < 0:
+            return -1
+        b.stream_off[ns] = off
+        b.stream_len[ns] = n
+        b.n_streams = ns + 1
+        self.cur_stream = <int32_t>ns
+        return 0
+
+    cdef int _autoclaim_token(self, const Token* t, int64_t idx) noexcept:
+        """A child of XAUTOCLAIM's [cursor, entries(, deleted)] (see _batch_token)."""
+        cdef bint is_arr = t.kind == T_AGG and t.type == b'*'
+        if idx == 0:
+            if t.kind != T_STR:
+                self._shape("XAUTOCLAIM cursor is not a string")
+            else:
+                self.cursor_off = t.soff
+                self.cursor_len = t.slen
+                self.has_cursor = 1
+        elif idx == 1:
+            if is_arr:
+                return R_ENTRIES
+            if t.kind != T_NIL:
+                self._shape("XAUTOCLAIM entries are not an array")
+        elif is_arr:
+            self.has_deleted = 1
+            return R_DELETED
+        elif t.kind == T_NIL:
+            self.has_deleted = 1
+        else:
+            self._shape("XAUTOCLAIM deleted ids are not an array")
+        return R_NONE
 
     cdef int _root(self, char c, int kind, int64_t count) noexcept:
         """Decide what the reply is from its first token; the role of the root
@@ -1961,8 +1555,11 @@ cdef class Reader:
 
     cdef object _build_reply(self, Py_ssize_t start, Py_ssize_t end, bint decode):
         cdef Py_ssize_t p = 0
+        cdef Cursor c
+        c.base = self.rbuf + start
+        c.end = end - start
         self.build_err = None
-        obj = self._build(self.rbuf + start, &p, end - start, decode)
+        obj = self._build(&c, &p, decode)
         if self.build_err is not None:
             e = self.build_err
             self.build_err = None
@@ -1989,8 +1586,9 @@ cdef class Reader:
                 self.build_err = e
             return None
 
-    cdef object _build(self, const char* base, Py_ssize_t* pp, Py_ssize_t end, bint decode):
-        """Build the (already validated) element at base[pp[0]]."""
+    cdef object _build(self, const Cursor* cu, Py_ssize_t* pp, bint decode):
+        """Build the (already validated) element at pp[0]."""
+        cdef const char* base = cu.base
         cdef Py_ssize_t p = pp[0], q = 0, k, i
         cdef long long n = 0, m = 0
         cdef double dv = 0
@@ -1999,7 +1597,7 @@ cdef class Reader:
         cdef list lst
         cdef dict dct
         if c == b'$' or c == b'=' or c == b'!':
-            read_int_line(base, p + 1, end, &n, &q)
+            read_int_line(cu, p + 1, &n, &q)
             if n < 0:
                 pp[0] = q
                 return None
@@ -2010,15 +1608,15 @@ cdef class Reader:
                 return self._string(base + q + 4, n - 4, decode)
             return self._error(base + q, n)
         if c == b'*' or c == b'~' or c == b'>' or c == b'|' or c == b'%':
-            read_int_line(base, p + 1, end, &n, &q)
+            read_int_line(cu, p + 1, &n, &q)
             pp[0] = q
             if n < 0:
                 return None
             if c == b'%':
                 dct = {}
                 for i in range(n):
-                    key = self._build(base, pp, end, decode)
-                    val = self._build(base, pp, end, decode)
+                    key = self._build(cu, pp, decode)
+                    val = self._build(cu, pp, decode)
                     try:
                         dct[key] = val
                     except TypeError as e:    # unhashable key
@@ -2031,17 +1629,17 @@ cdef class Reader:
             raw = not decode or self.enc_b is None
             for i in range(n):
                 p = pp[0]
-                if raw and base[p] == b'$' and read_int_line(base, p + 1, end, &m, &q) == 1 and m >= 0:
+                if raw and base[p] == b'$' and read_int_line(cu, p + 1, &m, &q) == 1 and m >= 0:
                     pp[0] = q + m + 2       # the common case inline: a bulk string as bytes
                     item = PyBytes_FromStringAndSize(base + q, m)
                 else:
-                    item = self._build(base, pp, end, decode)
+                    item = self._build(cu, pp, decode)
                 Py_INCREF(item)
                 PyList_SET_ITEM(lst, i, item)
             if c == b'>':
                 return PushNotification(lst)
             return lst
-        k = find_crlf(base + p + 1, end - p - 1)
+        k = cur_find_crlf(cu, p + 1) - p - 1
         pp[0] = p + k + 3
         if c == b'+' or c == b'(':
             return self._string(base + p + 1, k, decode)
