@@ -19,7 +19,8 @@ import redis
 import redis.asyncio
 from streamz.core import RefCounter
 
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
+from fastredis.streamz.batching import Batch, BatchSender, count
+from fastredis.streamz.connection import log
 
 __all__ = ["AckRef", "Acker", "BatchAckRef"]
 
@@ -85,12 +86,14 @@ class BatchAckRef(_AckRefCounter):
         return f"<BatchAckRef {n} entries count={self.count}>"
 
 
-class Acker:
+class Acker(BatchSender):
     """Gathers finished entry ids and XACKs them in the background, batched per stream.
 
     `inflight` holds, per stream, the ids emitted and not yet acknowledged: replaying the
     pending list after a reconnect (or an XAUTOCLAIM of our own entries) skips them.
     """
+
+    kind = "acks"
 
     def __init__(
         self,
@@ -99,15 +102,11 @@ class Acker:
         what: str,
         on_nogroup: Callable[[], Any] | None = None,
     ) -> None:
-        self._client = client_getter
+        super().__init__(client_getter, what)
         self.group = group
-        self.what = what
         self.on_nogroup = on_nogroup
-        self.pending: dict[Any, list[Any]] = {}
         self.inflight: dict[Any, set[Any]] = {}
         self.acked = 0  # ids confirmed by XACK replies (sent, whatever the reply count)
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
         # Made on the loop's thread: references released elsewhere are handed over to it.
         self._loop = asyncio.get_running_loop()
         self._thread = get_ident()
@@ -127,13 +126,17 @@ class Acker:
         s = self.inflight.get(stream)
         return s is not None and entry_id in s
 
+    def in_flight(self) -> int:
+        """Entries emitted and not finished downstream yet."""
+        return sum(map(len, self.inflight.values()))
+
     def not_done(self, stream: Any, entry_id: Any) -> None:
         """Processing failed: no longer in flight, left pending (not acknowledged)."""
         s = self.inflight.get(stream)
         if s is not None:
             s.discard(entry_id)
 
-    def not_done_many(self, ids: dict[Any, list[Any]]) -> None:
+    def not_done_many(self, ids: Batch) -> None:
         for stream, stream_ids in ids.items():
             s = self.inflight.get(stream)
             if s is not None:
@@ -147,12 +150,7 @@ class Acker:
         s = self.inflight.get(stream)
         if s is not None:
             s.discard(entry_id)
-        try:
-            self.pending[stream].append(entry_id)
-        except KeyError:
-            self.pending[stream] = [entry_id]
-        if self._task is None:
-            self._kick()
+        self._add(stream, entry_id)
 
     def done_many(self, stream: Any, ids: list[Any]) -> None:
         if get_ident() != self._thread:
@@ -161,50 +159,11 @@ class Acker:
         s = self.inflight.get(stream)
         if s is not None:
             s.difference_update(ids)
-        self.pending.setdefault(stream, []).extend(ids)
-        if self._task is None:
-            self._kick()
+        self._add_many(stream, ids)
 
-    def _kick(self) -> None:
-        try:
-            self._task = asyncio.ensure_future(self._flush_loop())
-        except RuntimeError:  # no running loop on this thread (released elsewhere)
-            self._task = None
+    # -- sending --------------------------------------------------------------------------
 
-    # -- flushing -------------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        backoff = Backoff(f"{self.what} acks")
-        try:
-            while self.pending:
-                client = self._client()
-                if client is None:
-                    return  # the source is closed; what remains is replayed on restart
-                batch, self.pending = self.pending, {}
-                try:
-                    await self._send(client, batch)
-                except TRANSIENT_ERRORS as exc:
-                    self._put_back(batch)
-                    if self._closing:
-                        log.warning("%s: %d acks not sent (%s)", self.what, _count(batch), exc)
-                        return
-                    await asyncio.sleep(backoff.next_delay(exc))
-                    continue
-                except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        # The group is gone (e.g. a server restarted without persistence):
-                        # nothing to acknowledge any more.
-                        log.warning("%s: group gone, %d acks dropped", self.what, _count(batch))
-                        if self.on_nogroup is not None:
-                            self.on_nogroup()
-                    else:
-                        log.error("%s: XACK failed: %s", self.what, exc)
-                    continue
-                backoff.succeeded()
-        finally:
-            self._task = None
-
-    async def _send(self, client: redis.asyncio.Redis, batch: dict[Any, list[Any]]) -> None:
+    async def _send(self, client: redis.asyncio.Redis, batch: Batch) -> None:
         if len(batch) == 1:
             ((stream, ids),) = batch.items()
             await client.execute_command("XACK", stream, self.group, *ids)
@@ -213,40 +172,14 @@ class Acker:
                 for stream, ids in batch.items():
                     pipe.execute_command("XACK", stream, self.group, *ids)
                 await pipe.execute()
-        self.acked += _count(batch)
+        self.acked += count(batch)
 
-    def _put_back(self, batch: dict[Any, list[Any]]) -> None:
-        for stream, ids in batch.items():
-            newer = self.pending.get(stream)
-            self.pending[stream] = ids + newer if newer else ids
-
-    async def flush(self, timeout: float | None = None) -> None:
-        """Send what is gathered and wait for it (used when stopping)."""
-
-        async def run() -> None:
-            while self.pending or self._task is not None:
-                if self._client() is None:
-                    return
-                if self._task is None:
-                    self._kick()
-                task = self._task
-                if task is None:
-                    return
-                await asyncio.shield(task)
-
-        self._closing = True
-        try:
-            await asyncio.wait_for(run(), timeout)
-        except (asyncio.TimeoutError, *TRANSIENT_ERRORS) as exc:
-            log.warning("%s: %d acks not sent at stop (%r)", self.what, _count(self.pending), exc)
-        finally:
-            self._closing = False
-
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-
-def _count(batch: dict[Any, list[Any]]) -> int:
-    return sum(map(len, batch.values()))
+    def _refused(self, exc: redis.exceptions.ResponseError, batch: Batch) -> None:
+        if "NOGROUP" in str(exc):
+            # The group is gone (e.g. a server restarted without persistence): nothing to
+            # acknowledge any more.
+            log.warning("%s: group gone, %d acks dropped", self.what, count(batch))
+            if self.on_nogroup is not None:
+                self.on_nogroup()
+        else:
+            log.error("%s: XACK failed: %s", self.what, exc)

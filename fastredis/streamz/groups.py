@@ -10,17 +10,27 @@ from typing import Any
 import redis
 from streamz import Stream
 
-from fastredis.redis_io import axreadgroup_batch
+from fastredis.redis_io import axclaim_batch, axreadgroup_batch
 from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
-from fastredis.streamz.checks import check_name, check_positive, check_start_id, normalize_streams
+from fastredis.streamz.checks import (
+    check_count,
+    check_name,
+    check_positive,
+    check_start_id,
+    normalize_streams,
+)
 from fastredis.streamz.claims import Claims
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log
+from fastredis.streamz.deadletters import DeadLetters, describe_error
+from fastredis.streamz.deliveries import Retries, delivery_counts
 from fastredis.streamz.emission import emit_each, emit_one
 from fastredis.streamz.entries import batch_messages, ids_by_stream, message_ids
 from fastredis.streamz.message import Message
 from fastredis.streamz.streams import StreamSource
 
 __all__ = ["from_redis_consumer_group"]
+
+RETRY_AFTER = 3.0  # seconds before a failed entry is delivered again (with max_deliveries)
 
 
 class from_redis_consumer_group(StreamSource):
@@ -88,6 +98,9 @@ class from_redis_consumer_group(StreamSource):
         autoclaim_idle: float | None = None,
         group_start_id: str = "0",
         url: str | None = None,
+        max_deliveries: int | None = None,
+        dead_letter_stream: str | None = None,
+        retry_after: float = RETRY_AFTER,
         **kwargs: Any,
     ) -> None:
         check_start_id(group_start_id, "(group_start_id)")
@@ -104,6 +117,7 @@ class from_redis_consumer_group(StreamSource):
                 f"({heartbeat_interval}), or live consumers are taken for dead"
             )
         self.autoclaim_idle = check_positive(autoclaim_idle, "autoclaim_idle")
+        self._init_dead_letters(max_deliveries, dead_letter_stream, retry_after)
         self.acker: Acker | None = None
         self._resync = False
         super().__init__(
@@ -115,6 +129,24 @@ class from_redis_consumer_group(StreamSource):
             claim_timeout=self.claim_timeout, autoclaim_idle=self.autoclaim_idle,  # type: ignore[arg-type]
             encoding=self.encoding, what=self._what,
         )  # fmt: skip
+
+    def _init_dead_letters(
+        self, max_deliveries: int | None, dead_letter_stream: str | None, retry_after: float
+    ) -> None:
+        self.max_deliveries = check_count(max_deliveries, "max_deliveries")
+        if (max_deliveries is None) != (dead_letter_stream is None):
+            raise ValueError(
+                "max_deliveries and dead_letter_stream go together: an entry delivered "
+                "max_deliveries times is moved to dead_letter_stream"
+            )
+        self.dead_letter_stream: str | None = None
+        if dead_letter_stream is not None:
+            self.dead_letter_stream = check_name(dead_letter_stream, "dead_letter_stream")
+        if self.dead_letter_stream in self.streams:
+            raise ValueError(f"dead_letter_stream {dead_letter_stream!r} is a stream read here")
+        self.retry_after = check_positive(retry_after, "retry_after", allow_none=False)
+        self.dead_letters: DeadLetters | None = None
+        self.retries: Retries | None = None
 
     @property
     def claimed(self) -> int:
@@ -136,6 +168,12 @@ class from_redis_consumer_group(StreamSource):
         self._resync = self.replay_pending
         for task in self.claims.tasks():
             self._spawn(task)
+        if self.dead_letter_stream is not None:
+            self.dead_letters = DeadLetters(
+                lambda: self.client, self.group_name, self.dead_letter_stream, self._what
+            )
+            self.retries = Retries(self.retry_after, self._redeliver, self._what)  # type: ignore[arg-type]
+            self._spawn(self.retries.run())
 
     async def _create_groups(self) -> None:
         assert self.client is not None
@@ -151,9 +189,10 @@ class from_redis_consumer_group(StreamSource):
                 log.info("%s: created group at %s on stream %r", self._what, start, name)
 
     async def _close_more(self) -> None:
-        if self.acker is not None:
-            await self.acker.flush(timeout=5.0)
-            self.acker.cancel()
+        for sender in (self.acker, self.dead_letters):
+            if sender is not None:
+                await sender.flush(timeout=5.0)
+                sender.cancel()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -222,56 +261,138 @@ class from_redis_consumer_group(StreamSource):
 
     # -- emission with acknowledgement -------------------------------------------------
 
-    async def _deliver(self, batch: Any, stream: Any = None, skip_inflight: bool = False) -> int:
+    async def _deliver(
+        self,
+        batch: Any,
+        stream: Any = None,
+        skip_inflight: bool = False,
+        errors: dict[str, str] | None = None,
+    ) -> int:
         """Emit a batch, each entry (or the batch) with its reference count; return how many
-        entries were emitted. `stream`: the stream of a claim batch (XCLAIM / XAUTOCLAIM
-        replies carry no stream name). `skip_inflight`: leave out entries emitted before and
-        not finished yet (replays after a reconnect, our own entries autoclaimed)."""
-        acker = self.acker
-        assert acker is not None
-        if self.batch is True and stream is None and not skip_inflight:
-            # The StreamBatch itself, acknowledged as a whole.
-            ids = ids_by_stream(batch)
-            if await emit_one(self, batch, BatchAckRef(acker, ids)) is not None:
-                acker.not_done_many(ids)
-            return len(batch)
+        entries were emitted. A fresh read (no `stream`, no `skip_inflight`) is the entries'
+        first delivery; anything else gets its delivery counts from XPENDING. `stream`: the
+        stream of a claim batch (XCLAIM / XAUTOCLAIM replies carry no stream name).
+        `skip_inflight`: leave out entries emitted before and not finished yet (replays after
+        a reconnect, our own entries autoclaimed). `errors`: id -> the exception text of a
+        retried entry's last failure."""
+        if stream is None and not skip_inflight:
+            if self.batch is True:
+                return await self._emit_batch(batch)
+            return await self._emit_messages(batch_messages(batch))
         if stream is not None and self.encoding is None:
             stream = stream.encode()
-        msgs = batch_messages(batch, stream)
-        if stream is not None or skip_inflight:
-            msgs = self._still_to_do(msgs, skip_inflight)
+        msgs = self._still_to_do(batch_messages(batch, stream), skip_inflight)
         if not msgs:
             return 0
-        if self.batch:
-            # A list of Messages (also in batch=True mode for claimed or replayed entries).
-            ids = message_ids(msgs)
-            if await emit_one(self, msgs, BatchAckRef(acker, ids)) is not None:
-                acker.not_done_many(ids)
-            return len(msgs)
-        return await emit_each(
-            self,
-            msgs,
-            ref_for=lambda m: AckRef(acker, m[0], m[1]),  # count 1: ours until emit is done
-            # Not acknowledged: it stays pending (replayed at the next start, claimed by
-            # others if this consumer dies, or autoclaimed).
-            failed=lambda m, _exc: acker.not_done(m[0], m[1]),
-        )
+        msgs = await self._counted(msgs, errors or {})
+        return await self._emit_messages(msgs, one_by_one=errors is not None)
 
-    async def _deliver_claimed(self, batch: Any, stream: str, skip_inflight: bool) -> int:
-        return await self._deliver(batch, stream=stream, skip_inflight=skip_inflight)
+    async def _emit_batch(self, batch: Any) -> int:
+        """The StreamBatch of a read itself, acknowledged as a whole."""
+        assert self.acker is not None
+        ids = ids_by_stream(batch)
+        exc = await emit_one(self, batch, BatchAckRef(self.acker, ids))
+        if exc is not None:
+            self.acker.not_done_many(ids)
+            for stream, stream_ids in ids.items():
+                for entry_id in stream_ids:
+                    self._failed_once(stream, entry_id, 1, exc)
+        return len(batch)
+
+    async def _emit_messages(self, msgs: list[Message], one_by_one: bool = False) -> int:
+        acker = self.acker
+        assert acker is not None
+        if not self.batch:
+            return await emit_each(
+                self,
+                msgs,
+                ref_for=lambda m: AckRef(acker, m[0], m[1]),  # count 1: ours until emitted
+                failed=self._failed,
+            )
+        # A list of Messages (also in batch=True mode for claimed or replayed entries);
+        # retried entries come one per list, so one poison entry condemns no other.
+        for part in ([m] for m in msgs) if one_by_one else (msgs,):
+            exc = await emit_one(self, part, BatchAckRef(acker, message_ids(part)))
+            if exc is not None:
+                for m in part:
+                    self._failed(m, exc)
+        return len(msgs)
+
+    def _failed(self, m: Message, exc: Exception) -> None:
+        assert self.acker is not None
+        self.acker.not_done(m[0], m[1])
+        self._failed_once(m[0], m[1], m.deliveries, exc)
+
+    def _failed_once(self, stream: Any, entry_id: Any, deliveries: int, exc: Exception) -> None:
+        """Processing raised. Without max_deliveries the entry stays pending (replayed at the
+        next start, claimed by others if this consumer dies, or autoclaimed); with it, it is
+        retried after retry_after, or moved to the dead-letter stream after its last try."""
+        if self.dead_letters is None or self.retries is None or self.max_deliveries is None:
+            return
+        if deliveries >= self.max_deliveries:
+            self.dead_letters.move(stream, entry_id, exc)
+        else:
+            self.retries.add(stream, entry_id, describe_error(exc))
 
     def _still_to_do(self, msgs: list[Message], skip_inflight: bool) -> list[Message]:
         """Leave out entries deleted from the stream (acknowledged: nothing to process) and,
-        with `skip_inflight`, those still in flight here."""
-        acker = self.acker
+        with `skip_inflight`, those still in flight here or waiting for their retry."""
+        acker, retries = self.acker, self.retries
         assert acker is not None
         keep = []
         for m in msgs:
             if m[2] is None:
                 acker.done(m[0], m[1])
-            elif not (skip_inflight and acker.is_inflight(m[0], m[1])):
+            elif not skip_inflight or not (
+                acker.is_inflight(m[0], m[1]) or (retries and retries.waiting(m[0], m[1]))
+            ):
                 keep.append(m)
         return keep
+
+    async def _counted(self, msgs: list[Message], errors: dict[str, str]) -> list[Message]:
+        """Give each Message its delivery count (XPENDING); move those delivered more than
+        max_deliveries times to the dead-letter stream instead."""
+        assert self.client is not None
+        ids: dict[str, list[str]] = {}
+        for m in msgs:
+            ids.setdefault(as_str(m[0]), []).append(as_str(m[1]))
+        counts = {
+            stream: await delivery_counts(
+                self.client, stream, self.group_name, self.consumer_name, stream_ids
+            )
+            for stream, stream_ids in ids.items()
+        }
+        limit = self.max_deliveries
+        keep = []
+        for m in msgs:
+            entry_id = as_str(m[1])
+            n = counts[as_str(m[0])].get(entry_id)
+            if n is None:
+                continue  # not pending here any more: acknowledged, or taken over meanwhile
+            if limit is not None and n > limit:
+                assert self.dead_letters is not None
+                self.dead_letters.move(m[0], m[1], errors.get(entry_id))
+                continue
+            if n != 1:
+                m.deliveries = n
+            keep.append(m)
+        return keep
+
+    async def _deliver_claimed(self, batch: Any, stream: str, skip_inflight: bool) -> int:
+        return await self._deliver(batch, stream=stream, skip_inflight=skip_inflight)
+
+    async def _redeliver(self, stream: str, items: list[tuple[str, str]]) -> None:
+        """Deliver failed entries again (XCLAIM to ourselves: it counts the delivery). The
+        min-idle-time leaves out what another consumer took over meanwhile."""
+        assert self.client is not None and self.retries is not None
+        min_idle_ms = int(self.retries.retry_after * 500)
+        ids = [entry_id for entry_id, _ in items]
+        batch = await axclaim_batch(
+            self.client, stream, self.group_name, self.consumer_name, min_idle_ms, ids,
+            encoding=self.encoding,
+        )  # fmt: skip
+        if len(batch):
+            await self._deliver(batch, stream=stream, errors=dict(items))
 
     async def _drop_prefetch(self, fut: asyncio.Future[Any]) -> None:
         # A read that already came back was delivered to us: emit it rather than leave it

@@ -47,6 +47,11 @@ def test_bad_arguments_streams(kwargs, error, match) -> None:
         ({"heartbeat_interval": 5, "claim_timeout": 5}, ValueError, "longer than heartbeat"),
         ({"autoclaim_idle": 0}, ValueError, "autoclaim_idle"),
         ({"count": -3}, ValueError, "count"),
+        ({"max_deliveries": 3}, ValueError, "go together"),
+        ({"dead_letter_stream": "dlq"}, ValueError, "go together"),
+        ({"max_deliveries": 0, "dead_letter_stream": "dlq"}, ValueError, "max_deliveries"),
+        ({"max_deliveries": 3, "dead_letter_stream": "s"}, ValueError, "is a stream read here"),
+        ({"max_deliveries": 3, "dead_letter_stream": "d", "retry_after": 0}, ValueError, "retry"),
     ],
 )
 def test_bad_arguments_group(kwargs, error, match) -> None:

@@ -79,6 +79,7 @@ def test_killed_consumer_is_claimed_by_survivor(
         got.wait_for(100, timeout=20)
         assert sorted(m[1] for m in got.items) == sorted(ids)
         assert len(got) == 100 and survivor.claimed == 100
+        assert {m.deliveries for m in got.items} == {2}  # XCLAIM counted the second one
         wait_until(lambda: pending_count(plain_redis, "jobs", "workers") == 0, what="all acked")
     finally:
         if child.poll() is None:
