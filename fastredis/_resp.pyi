@@ -38,9 +38,14 @@ class StreamBatch:
         """The greatest id per stream (numeric comparison), for XREAD cursors."""
     def field(self, key: bytes | str) -> list[memoryview | None]:
         """The value of one field of every entry, as memoryviews into the buffer."""
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        """Pickled as the reply bytes (out of band with protocol 5), parsed on load."""
     def offsets(self) -> dict[str, np.ndarray]:
         """The offset arrays as numpy views (no copy): entry_stream, id_off, id_len,
         id_ms, id_seq, field_first, key_off, key_len, val_off, val_len."""
+
+def batch_from_reply(buf: Any, kind: int, encoding: str | None = None) -> StreamBatch:
+    """The StreamBatch that the bytes of one stream reply give (what pickles load)."""
 
 class Reader:
     """Incremental RESP2/RESP3 reader; a drop-in for hiredis.Reader."""

@@ -80,6 +80,7 @@ from fastredis._cursor cimport (
 )
 
 import codecs
+from pickle import PickleBuffer
 
 cimport numpy as cnp
 
@@ -400,6 +401,14 @@ cdef class StreamBatch:
             else:
                 out.append(mv[self.val_off[j]:self.val_off[j] + self.val_len[j]])
         return out
+
+    def __reduce_ex__(self, protocol):
+        """Pickled as its reply bytes (out of band with protocol 5, e.g. by Dask),
+        parsed again on load: the offsets are not sent, they are re-derived."""
+        buf = self.buf
+        if protocol >= 5:
+            buf = PickleBuffer(buf)
+        return (batch_from_reply, (buf, self.kind, self.encoding))
 
     def offsets(self):
         """The offset arrays as read-only numpy views of the C arrays (no copy):
@@ -753,6 +762,20 @@ cdef object _sb_view(StreamBatch self, void* ptr, Py_ssize_t n, int typenum):
 # --------------------------------------------------------------------------
 # Reader
 # --------------------------------------------------------------------------
+
+def batch_from_reply(buf, int kind, encoding=None):
+    """The StreamBatch of `kind` that the stream reply `buf` (the bytes of one whole
+    reply, or empty for an empty batch) gives; what a pickled batch loads through."""
+    cdef Reader reader = Reader()
+    reader.expect_batch(kind, encoding)
+    if len(memoryview(buf)) == 0:
+        return reader._new_batch()
+    reader.feed(buf)
+    batch = reader.gets()
+    if type(batch) is not StreamBatch or reader.has_data():
+        raise ValueError("not the bytes of one stream reply")
+    return batch
+
 
 cdef object _check_callable(obj):
     if not callable(obj):
