@@ -32,7 +32,7 @@ GRAPHQL_MODULE = "fastredis.server.graphql_api"
 def _graphql_routes() -> list[BaseRoute]:
     if importlib.util.find_spec(GRAPHQL_MODULE) is None:
         return []
-    from fastredis.server.graphql_api import make_graphql_app  # type: ignore[import-not-found]
+    from fastredis.server.graphql_api import make_graphql_app
 
     gql = make_graphql_app()
     return [Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)]
