@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
+from fastredis.server.auth import AccessMiddleware, TokenChecker, install_log_redaction
 from fastredis.server.pull import pull_endpoint
 from fastredis.server.push import push_endpoint
 from fastredis.server.rest import get_data, post_data
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             embedded = await asyncio.to_thread(lambda: EmbeddedRedis().start())
             url = embedded.url
             log.info("started embedded Redis-compatible server at %s", url)
+        install_log_redaction()
         app.state.settings = settings
         app.state.redis = make_async_client(settings.client_params, url=url)
         app.state.embedded = embedded
@@ -101,6 +103,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 expose_headers=["entry-offset", "last-entry-id"],
             )
         )
+    # inside CORS: preflights are answered without a token, refusals carry CORS headers
+    checker = TokenChecker.from_settings(settings)
+    middleware.append(Middleware(AccessMiddleware, checker, settings.cors_origins))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     return app

@@ -48,7 +48,7 @@ from graphql.error import GraphQLError
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from strawberry.asgi import GraphQL
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -56,12 +56,20 @@ from strawberry.types import Info
 
 from fastredis.ids import id_datetime
 from fastredis.redis_io import axread_batch
+from fastredis.server.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.errors import explain, failure
+from fastredis.server.meta import (
+    META_PREFIX,
+    MetaError,
+    delete_meta,
+    is_meta_key,
+    meta_key,
+    set_meta,
+)
 from fastredis.server.protocol import BadInput
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 
-META_PREFIX = "XMETA:"
 SUBSCRIPTION_COUNT = 100  # entries per XREAD of a subscription
 SUBSCRIPTION_BLOCK_MS = 5000  # BLOCK of each XREAD; the loop simply reads again
 
@@ -80,6 +88,22 @@ _LONG = strawberry.scalar(
 
 def _redis(info: Info) -> AsyncRedis:
     return info.context["redis"]
+
+
+def _grant(info: Info) -> Grant:
+    return info.context.get("grant", FULL_ACCESS)
+
+
+def _stream_names(info: Info, sids: Sequence[str], write: bool = False) -> list[str]:
+    """`sids` without repeats, each a stream (not a metadata key) in the token's scope."""
+    sids = list(dict.fromkeys(sids))
+    for sid in sids:
+        try:
+            meta_key(sid)
+        except MetaError as exc:
+            raise ValueError(str(exc)) from None
+    (require_write if write else require_read)(_grant(info), sids)
+    return sids
 
 
 def _text(value: Any) -> str | None:
@@ -232,10 +256,13 @@ class Data:
 # -- resolvers -------------------------------------------------------------------
 
 
-async def list_sids(client: AsyncRedis) -> list[str]:
-    """Every stream key (SCAN TYPE stream), sorted."""
+async def list_sids(client: AsyncRedis, grant: Grant = FULL_ACCESS) -> list[str]:
+    """Every stream key (SCAN TYPE stream) that `grant` may read, sorted; keys named
+    like metadata (XMETA:...) are not streams."""
     keys = {_text(k) async for k in client.scan_iter(count=1000, _type="stream")}
-    return sorted(k for k in keys if k is not None)
+    return sorted(
+        k for k in keys if k is not None and not is_meta_key(k) and grant.may_read(k)
+    )
 
 
 async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
@@ -260,13 +287,15 @@ async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
 class Query:
     @strawberry.field(description="The names of every stream key.")
     async def sids(self, info: Info) -> list[str]:
-        return await list_sids(_redis(info))
+        return await list_sids(_redis(info), _grant(info))
 
     @strawberry.field(description="XINFO STREAM of the given streams (default: all).")
     async def streams(self, info: Info, sids: list[str] | None = None) -> list[Stream]:
         client = _redis(info)
         if sids is None:
-            sids = await list_sids(client)
+            sids = await list_sids(client, _grant(info))
+        else:
+            sids = _stream_names(info, sids)
         return await stream_infos(client, sids)
 
 
@@ -278,10 +307,11 @@ class Mutation:
     )
     async def stream_meta(self, info: Info, sid: str, meta: JSON | None) -> JSON | None:
         client = _redis(info)
+        (sid,) = _stream_names(info, [sid], write=True)
         if meta is None:
-            await client.delete(META_PREFIX + sid)
-            return None
-        await client.set(META_PREFIX + sid, json.dumps(meta, separators=(",", ":")))
+            await delete_meta(client, sid)
+        else:
+            await set_meta(client, sid, meta)
         return meta
 
 
@@ -321,7 +351,7 @@ class Subscription:
         self, info: Info, sids: list[str], last_entry_id: str = "$"
     ) -> AsyncGenerator[Data, None]:
         client = _redis(info)
-        sids = list(dict.fromkeys(sids))
+        sids = _stream_names(info, sids)
         if not sids:
             return
         try:
@@ -371,12 +401,24 @@ def _from_us(error: GraphQLError) -> bool:
     return isinstance(error.original_error, (RedisError, BadInput))
 
 
+# Checked while validating, before any resolver runs: a request past one of them gets
+# an error naming it and no Redis work. The schema is 3 levels deep; each alias of a
+# root field is one more round of Redis work in the same request.
+MAX_QUERY_DEPTH = 6
+MAX_ALIASES = 8
+MAX_TOKENS = 2000
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
     config=StrawberryConfig(scalar_map={Long: _LONG}),
-    extensions=[UserErrors],
+    extensions=[
+        UserErrors,
+        lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ],
 )
 
 
@@ -397,7 +439,12 @@ class FastredisGraphQL(GraphQL):
                     "the GraphQL app needs a Redis client: run it under the fastredis "
                     "Starlette app (app.state.redis) or pass make_graphql_app(redis=...)"
                 )
-        return {"request": request, "response": response, "redis": client}
+        return {
+            "request": request,
+            "response": response,
+            "redis": client,
+            "grant": grant_of(request),
+        }
 
     def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
         if super().is_websocket_origin_allowed(request, origin):

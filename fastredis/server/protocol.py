@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fastredis.ids import format_id, parse_id
+from fastredis.server.meta import META_PREFIX, is_meta_key
 
 __all__ = [
     "CLOSE_INTERNAL",
@@ -61,6 +62,9 @@ def parse_sids(path_sid: str) -> list[str]:
         raise BadInput(f"bad stream id {path_sid!r}: empty name between '+' signs")
     if len(set(sids)) != len(sids):
         raise BadInput(f"bad stream id {path_sid!r}: a stream is named twice")
+    for sid in sids:
+        if is_meta_key(sid):
+            raise BadInput(f"bad stream id {sid!r}: {META_PREFIX}... keys hold metadata")
     return sids
 
 

@@ -46,7 +46,7 @@ MAX_ACKS_AHEAD = 64  # acks a client may send before the batches they acknowledg
 
 async def pull_endpoint(ws: WebSocket) -> None:
     settings = ws.app.state.settings
-    if not await accept_checked(ws):
+    if not await accept_checked(ws, "read"):
         return
     try:
         sids = parse_sids(ws.path_params["sid"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -20,7 +21,9 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
+from fastredis.server.auth import write_check
 from fastredis.server.errors import explain
+from fastredis.server.meta import is_meta_key
 from fastredis.server.protocol import (
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
@@ -64,7 +67,7 @@ push_endpoint = PushEndpoint()
 
 async def _push(ws: WebSocket, receive: Receive) -> None:
     settings = ws.app.state.settings
-    if not await accept_checked(ws):
+    if not await accept_checked(ws, "write"):
         return
     try:
         sids = parse_sids(ws.path_params["sid"])
@@ -107,6 +110,19 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         await writer.close(wait=clean or writer.error is None)
 
 
+def check_header_sids(
+    entries: list[tuple[str, str, Any]], check: Callable[[Iterable[str]], None] | None
+) -> None:
+    """Refuse (before anything is written) a header naming a metadata key, or a
+    stream outside the token's write scope."""
+    sids = {entry[0] for entry in entries}
+    for sid in sids:
+        if is_meta_key(sid):
+            raise BadInput(f"bad header: {sid!r} is a metadata key, not a stream")
+    if check is not None:
+        check(sids)
+
+
 async def _receive_loop(
     ws: WebSocket,
     receive: Receive,
@@ -116,6 +132,8 @@ async def _receive_loop(
     max_size: int,
 ) -> None:
     with_header = opts.header
+    # Streams a header names besides the path's (already admitted) are checked here.
+    check_sids = write_check(ws)
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -151,6 +169,8 @@ async def _receive_loop(
             entries = push_entries(header, payload, sids)
         except FrameError as exc:
             raise BadInput(f"bad header: {exc}", CLOSE_INVALID_DATA) from None
+        if with_header and header and isinstance(header[0], list):
+            check_header_sids(entries, check_sids)
         if entries:
             await writer.write(entries)
         elif opts.ack:  # nothing to write; answer in order with the messages before

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fastredis._frames import pull_header, pull_payload
+from fastredis.server.auth import require_read, require_write
 from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import (
     BadInput,
@@ -49,6 +50,7 @@ async def get_data(request: Request) -> Response:
     sids: list[str] = []
     try:
         sids = parse_sids(request.path_params["sid"])
+        require_read(request, sids)
         opts = parse_query("get", query_items(request.query_params), len(sids))
         assert isinstance(opts, ReadOptions)
         cursor = StreamCursor(
@@ -115,6 +117,7 @@ async def post_data(request: Request) -> Response:
     sids: list[str] = []
     try:
         sids = parse_sids(request.path_params["sid"])
+        require_write(request, sids)
         opts = parse_query("post", query_items(request.query_params), len(sids))
         assert isinstance(opts, PushOptions)
         data = await _entries(request, settings.max_message_size)

@@ -52,6 +52,9 @@ class Settings:
       handshakes whose ``Origin`` is not listed are closed with 1008 as well.
     * ``redis_params``: extra redis-py client arguments (passed unchanged).
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
+    * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
+      ES256): with any of them set, every endpoint but the health checks needs a
+      token (see `fastredis.server.auth`).
     """
 
     redis_url: str | None = None
@@ -60,6 +63,9 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
+    api_keys: list[str] = field(default_factory=list, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.maxlen < 0:
@@ -68,6 +74,8 @@ class Settings:
             raise ValueError(f"max_message_size must be >= 1, not {self.max_message_size}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
+        if any(not key or key != key.strip() or "," in key for key in self.api_keys):
+            raise ValueError("an API key must be non-empty, without spaces around or commas")
 
     @property
     def client_params(self) -> dict[str, Any]:
@@ -84,10 +92,12 @@ class Settings:
         """Settings from the environment, with `overrides` (None values ignored) on top.
 
         REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE and
-        FASTREDIS_CORS_ORIGINS (comma-separated) are read.
+        FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
+        FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
         """
         env = os.environ if env is None else env
         origins = [o.strip() for o in env.get("FASTREDIS_CORS_ORIGINS", "").split(",")]
+        keys = [k.strip() for k in env.get("FASTREDIS_API_KEYS", "").split(",")]
         values: dict[str, Any] = {
             "redis_url": env.get("REDIS_URL") or None,
             "maxlen": _env_int(env, "FASTREDIS_STREAM_MAXLEN", DEFAULT_MAXLEN),
@@ -95,6 +105,9 @@ class Settings:
                 env, "FASTREDIS_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE
             ),
             "cors_origins": [o for o in origins if o],
+            "api_keys": [k for k in keys if k],
+            "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,
+            "jwt_public_key": env.get("FASTREDIS_JWT_PUBLIC_KEY") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -6,20 +6,19 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from fastredis.server.protocol import CLOSE_POLICY, close_reason
+from fastredis.server.auth import admit
+from fastredis.server.protocol import close_reason
 
 __all__ = ["accept_checked", "close_with", "send_quietly"]
 
 
-async def accept_checked(ws: WebSocket) -> bool:
-    """Accept the handshake; when CORS origins are configured, close a socket from
-    any other browser origin with 1008 (returns False then)."""
-    await ws.accept()
-    origins = ws.app.state.settings.cors_origins
-    origin = ws.headers.get("origin")
-    if origins and "*" not in origins and origin is not None and origin not in origins:
-        await close_with(ws, CLOSE_POLICY, f"origin {origin} is not allowed")
+async def accept_checked(ws: WebSocket, mode: str) -> bool:
+    """Accept the handshake unless the token may not `mode` ("read"/"write") the
+    streams of the path: then it is refused with HTTP 403 (returns False). Tokens
+    and browser origins were checked before (`fastredis.server.auth`)."""
+    if not await admit(ws, mode):
         return False
+    await ws.accept()
     return True
 
 
