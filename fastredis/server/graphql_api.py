@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
@@ -88,6 +89,13 @@ _LONG = strawberry.scalar(
 
 def _redis(info: Info) -> AsyncRedis:
     return info.context["redis"]
+
+
+def _turn(info: Info) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+    """One request's Redis work, one resolver at a time: however many aliases a query
+    has, it holds one Redis connection."""
+    turn = info.context.get("redis_turn")
+    return contextlib.nullcontext() if turn is None else turn
 
 
 def _grant(info: Info) -> Grant:
@@ -287,16 +295,18 @@ async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
 class Query:
     @strawberry.field(description="The names of every stream key.")
     async def sids(self, info: Info) -> list[str]:
-        return await list_sids(_redis(info), _grant(info))
+        async with _turn(info):
+            return await list_sids(_redis(info), _grant(info))
 
     @strawberry.field(description="XINFO STREAM of the given streams (default: all).")
     async def streams(self, info: Info, sids: list[str] | None = None) -> list[Stream]:
         client = _redis(info)
-        if sids is None:
-            sids = await list_sids(client, _grant(info))
-        else:
+        if sids is not None:
             sids = _stream_names(info, sids)
-        return await stream_infos(client, sids)
+        async with _turn(info):
+            if sids is None:
+                sids = await list_sids(client, _grant(info))
+            return await stream_infos(client, sids)
 
 
 @strawberry.type
@@ -308,10 +318,11 @@ class Mutation:
     async def stream_meta(self, info: Info, sid: str, meta: JSON | None) -> JSON | None:
         client = _redis(info)
         (sid,) = _stream_names(info, [sid], write=True)
-        if meta is None:
-            await delete_meta(client, sid)
-        else:
-            await set_meta(client, sid, meta)
+        async with _turn(info):
+            if meta is None:
+                await delete_meta(client, sid)
+            else:
+                await set_meta(client, sid, meta)
         return meta
 
 
@@ -444,6 +455,7 @@ class FastredisGraphQL(GraphQL):
             "response": response,
             "redis": client,
             "grant": grant_of(request),
+            "redis_turn": asyncio.Semaphore(1),
         }
 
     def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:

@@ -2,6 +2,7 @@
 
     fastredis serve [--host 127.0.0.1] [--port 8000] [--redis-url URL] [--maxlen N]
                     [--max-message-size BYTES] [--cors-origin ORIGIN ...]
+                    [--api-key KEY ...] [--jwt-secret SECRET] [--jwt-public-key FILE]
 
 Without --redis-url (or REDIS_URL) an embedded Valkey is started, and stopped on exit
 (Ctrl-C, SIGTERM).
@@ -132,6 +133,9 @@ def serve(args: argparse.Namespace) -> int:
             maxlen=args.maxlen,
             max_message_size=args.max_message_size,
             cors_origins=args.cors_origin,
+            api_keys=args.api_key,
+            jwt_secret=args.jwt_secret,
+            jwt_public_key=args.jwt_public_key,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -168,7 +172,10 @@ def serve(args: argparse.Namespace) -> int:
                         f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}",
                         flush=True,
                     )
-                app = create_app(settings)
+                try:
+                    app = create_app(settings)
+                except ValueError as exc:  # e.g. an unreadable --jwt-public-key
+                    return _fail(str(exc))
                 host = f"[{args.host}]" if ":" in args.host else args.host
                 base = f"{host}:{args.port}"
                 print(
@@ -239,6 +246,29 @@ def register(subparsers: Any) -> None:
         metavar="ORIGIN",
         help="allow this browser origin (repeatable; '*' for any); default "
         "FASTREDIS_CORS_ORIGINS or none",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="a token granting full access (repeatable); default FASTREDIS_API_KEYS "
+        "(comma-separated). With any of these three set, every endpoint but the health "
+        "checks needs a token",
+    )
+    p.add_argument(
+        "--jwt-secret",
+        default=None,
+        metavar="SECRET",
+        help="accept HS256 JWTs signed with SECRET, scoped by their `streams` claim; "
+        "default FASTREDIS_JWT_SECRET (safer: command lines are visible to other users)",
+    )
+    p.add_argument(
+        "--jwt-public-key",
+        default=None,
+        metavar="FILE",
+        help="accept RS256/ES256 JWTs verified with this PEM public key; default "
+        "FASTREDIS_JWT_PUBLIC_KEY",
     )
     p.add_argument(
         "--log-level",
