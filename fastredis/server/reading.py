@@ -10,19 +10,16 @@ sending payloads, then one XREAD reads exactly those.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio
 
-from fastredis._frames import pack_commands
-from fastredis._resp import READ, StreamBatch
+from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id, previous_id
-from fastredis.redis_io import AsyncFastParser, blocking_read_timeout
-from fastredis.server.writing import send_buffers
+from fastredis.redis_io import HeldConnection
 
-__all__ = ["NEWEST_LUA", "BatchReader", "StreamCursor"]
+__all__ = ["NEWEST_LUA", "StreamCursor"]
 
 # KEYS: streams; ARGV[i]: lowest id to consider for stream i ("-" or "(id"),
 # ARGV[#KEYS + 1]: n. Reply per stream: the id of the oldest of its newest n entries
@@ -40,47 +37,6 @@ return out
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class BatchReader:
-    """XREAD into StreamBatches over one connection held for a pull's lifetime.
-
-    `fastredis.redis_io.axread_batch` checks a connection out of the pool for each
-    call; at thousands of batches a second the checkout, redis-py's Python packer and
-    its per-call timeout task cost more than the read itself, so a pull keeps one
-    connection and packs XREAD with the Cython packer. The reply is parsed by the
-    same fastredis parser (``expect_batch``) that axread_batch uses.
-    """
-
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.client = client
-        self._conn: Any = None
-
-    async def xread(
-        self, streams: Mapping[str, str], count: int | None, block: int | None
-    ) -> StreamBatch:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = await self.client.connection_pool.get_connection()
-            if not isinstance(conn._parser, AsyncFastParser):
-                raise TypeError("the server's Redis client must use the fastredis parser")
-        args: list[Any] = [b"XREAD"]
-        if count is not None:
-            args += [b"COUNT", count]
-        if block is not None:
-            args += [b"BLOCK", block]
-        args.append(b"STREAMS")
-        args.extend(streams.keys())
-        args.extend(streams.values())
-        await send_buffers(conn, pack_commands([args]))
-        conn._parser.expect_batch(READ, None)
-        timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
-        return await conn.read_response(timeout=timeout)
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await self.client.connection_pool.release(conn)
 
 
 def _before(entry_id: Any) -> str:
@@ -106,7 +62,7 @@ class StreamCursor:
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
         self._newest = client.register_script(NEWEST_LUA)
-        self.reader = BatchReader(client)
+        self.reader = HeldConnection(client)
 
     async def _oldest_of_newest(
         self, sids: Sequence[str], bounds: Sequence[str], n: int
@@ -172,7 +128,7 @@ class StreamCursor:
 
     async def close(self) -> None:
         """Give the pull's connection back."""
-        await self.reader.close()
+        await self.reader.release()
 
     def last_entry_id(self) -> str:
         """The cursors as a `last_entry_id` query value ('+'-joined, in stream order)."""

@@ -8,24 +8,23 @@ Redis does not roll back the commands before one that fails inside EXEC.
 
 Commands are RESP-encoded by the Cython packer (`fastredis._frames.pack_commands`),
 which references the payloads instead of copying them, and sent through a redis-py
-connection with ``send_packed_command``.
+connection held through `fastredis.redis_io.HeldConnection`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
 from fastredis.ids import parse_add_id
+from fastredis.redis_io import HeldConnection
 from fastredis.server.errors import refused
 from fastredis.server.protocol import CLOSE_INVALID_DATA, BadInput
 
@@ -138,45 +137,6 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
     return [b"EVAL", _LUA_BYTES, len(keys), *keys, *argv]
 
 
-# Below this many bytes a batch of buffers is joined and sent in one write; above,
-# each large buffer is written as it is (Python 3.11's writelines joins, a copy of
-# every payload: ~0.5 ms per MB on a busy 2-core machine).
-JOIN_BELOW = 256 * 1024
-
-
-async def send_buffers(conn: Any, bufs: list[Any]) -> None:
-    """Send RESP buffers over a redis-py asyncio connection: small ones joined in one
-    write, large payloads written as they are (never copied).
-
-    Not redis-py's send_packed_command: with a socket_timeout it wraps the write in
-    asyncio.wait_for, which costs a task per command and, before Python 3.12, can
-    swallow a cancellation that arrives as the write completes (a pull that goes on
-    after its client left).
-    """
-    if not conn.is_connected:
-        await conn.connect()
-    writer = conn._writer  # redis-py's asyncio StreamWriter (no public write path)
-    try:
-        small: list[Any] = []
-        for buf in bufs:
-            if len(buf) < JOIN_BELOW:
-                small.append(buf)
-                continue
-            if small:
-                writer.write(b"".join(small))
-                small = []
-            writer.write(buf)
-        if small:
-            writer.write(small[0] if len(small) == 1 else b"".join(small))
-        await writer.drain()
-    except OSError as exc:
-        await conn.disconnect(nowait=True)
-        raise RedisConnectionError(f"error while writing to Redis: {exc}") from exc
-    except BaseException:
-        await conn.disconnect(nowait=True)
-        raise
-
-
 def _decode_ids(reply: Any) -> list[str]:
     if isinstance(reply, list):
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
@@ -189,16 +149,14 @@ async def add_entries(
     """Write `entries` atomically (one request); the new ids in order."""
     if not entries:
         return []
-    bufs = pack_commands([entry_commands(entries, maxlen)])
-    pool = client.connection_pool
-    conn = await pool.get_connection()
+    conn = HeldConnection(client)
     try:
-        await send_buffers(conn, bufs)
-        reply = await conn.read_response(timeout=math.inf)
+        await conn.send_commands([entry_commands(entries, maxlen)])
+        reply = await conn.read_reply()
     except ResponseError as exc:
         raise refused(exc) from None
     finally:
-        await pool.release(conn)
+        await conn.release()
     return _decode_ids(reply)
 
 
@@ -209,7 +167,7 @@ class PipelinedWriter:
     """Writes messages over one dedicated connection without waiting for Redis.
 
     `write()` queues a message's command; a flusher task sends everything queued
-    since it last ran in one ``send_packed_command`` (so a burst of websocket
+    since it last ran in one socket write (so a burst of websocket
     messages costs one socket write), and a reader task takes the replies in order
     and hands each message's new ids to `on_ids`. A refused write ends the writer:
     `error` is set and `on_error` is called (messages already sent after the refused
@@ -233,7 +191,7 @@ class PipelinedWriter:
         self.max_unsent_bytes = max_unsent_bytes
         self._unsent = 0  # bytes queued or being written, not yet taken by the socket
         self.error: BaseException | None = None
-        self._conn: Any = None
+        self._conn = HeldConnection(client)
         self._queued: list[Any] = []
         self._pending = 0  # messages queued or sent whose reply is not read yet
         self._flush_wanted = asyncio.Event()
@@ -246,7 +204,7 @@ class PipelinedWriter:
         self._sent = 0  # messages sent whose reply is not read yet
 
     async def start(self) -> PipelinedWriter:
-        self._conn = await self.client.connection_pool.get_connection()
+        await self._conn.acquire()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._flush_loop()))
         self._tasks.append(loop.create_task(self._reply_loop()))
@@ -289,7 +247,7 @@ class PipelinedWriter:
                 # Count them as sent first: the reply loop only reads replies owed.
                 self._sent = self._pending
                 self._reply_wanted.set()
-                await send_buffers(self._conn, bufs)
+                await self._conn.send(bufs)
                 self._unsent -= sum(len(b) for b in bufs)
                 del bufs
                 if not self._room.is_set() and self._unsent < self.max_unsent_bytes:
@@ -308,7 +266,7 @@ class PipelinedWriter:
                     await self._reply_wanted.wait()
                     continue
                 try:
-                    reply = await conn.read_response(timeout=math.inf)
+                    reply = await conn.read_reply()
                 except ResponseError as exc:
                     raise refused(exc) from None
                 self._sent -= 1
@@ -350,8 +308,4 @@ class PipelinedWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._tasks.clear()
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                if self._pending or self.error is not None:
-                    await conn.disconnect()
-                await self.client.connection_pool.release(conn)
+            await self._conn.release(broken=bool(self._pending) or self.error is not None)

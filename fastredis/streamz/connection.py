@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +11,9 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastredis.redis_io import blocking_read_timeout, make_async_client
+from fastredis.redis_io import blocking_command as blocking_command  # re-exported
+from fastredis.redis_io import describe as describe  # re-exported
+from fastredis.redis_io import make_async_client
 from fastredis.streamz.checks import check_client_params
 
 log = logging.getLogger("fastredis.streamz")
@@ -38,35 +39,8 @@ def make_source_client(
     return make_async_client(params, url=url)
 
 
-def describe(client: redis.asyncio.Redis) -> str:
-    """host:port/db (or the socket path) of a client, for messages."""
-    kw = client.connection_pool.connection_kwargs
-    if kw.get("path"):
-        return f"unix:{kw['path']}"
-    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
-
-
 def as_str(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
-
-
-async def blocking_command(client: redis.asyncio.Redis, args: list[Any], block_s: float) -> Any:
-    """A blocking command (BLMPOP, BLPOP, ...) whose reply may take `block_s` seconds
-    (0 = forever): the connection's socket_timeout must not cut it."""
-    pool = client.connection_pool
-    conn = await pool.get_connection()
-    try:
-        await conn.send_command(*args)
-        timeout = blocking_read_timeout(conn.socket_timeout, block_s * 1000, forever=math.inf)
-        return await conn.read_response(timeout=timeout)
-    except redis.exceptions.ResponseError:
-        raise  # a complete error reply: the connection is fine
-    except BaseException:
-        # The reply may still come: never hand this connection to someone else.
-        await conn.disconnect(nowait=True)
-        raise
-    finally:
-        await pool.release(conn)
 
 
 class Backoff:

@@ -1,0 +1,141 @@
+"""Asyncio batch reads: XREAD & co. parsed straight into a StreamBatch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio
+
+from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
+from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.commands import (
+    StreamIds,
+    blocking_read_timeout,
+    xautoclaim_args,
+    xclaim_args,
+    xrange_args,
+    xread_args,
+    xreadgroup_args,
+)
+
+__all__ = [
+    "axautoclaim_batch",
+    "axclaim_batch",
+    "axrange_batch",
+    "axread_batch",
+    "axreadgroup_batch",
+    "axrevrange_batch",
+]
+
+
+async def _abatch_call(
+    client: redis.asyncio.Redis,
+    args: list[Any],
+    kind: int,
+    encoding: str | None,
+    block: int | None = None,
+) -> StreamBatch:
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        if not isinstance(conn._parser, AsyncFastParser):
+            raise TypeError(
+                "batch reads need a client made by fastredis.redis_io.make_async_client "
+                "(or built with parser_class=AsyncFastParser)"
+            )
+        timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
+
+        async def call() -> StreamBatch:
+            await conn.send_command(*args)
+            conn._parser.expect_batch(kind, encoding)
+            return await conn.read_response(timeout=timeout)
+
+        async def fail(_error: Exception) -> None:
+            await conn.disconnect()
+
+        return await conn.retry.call_with_retry(call, fail)
+    finally:
+        await pool.release(conn)
+
+
+async def axread_batch(
+    client: redis.asyncio.Redis,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREAD into a StreamBatch."""
+    return await _abatch_call(client, xread_args(streams, count, block), READ, encoding, block)
+
+
+async def axreadgroup_batch(
+    client: redis.asyncio.Redis,
+    group: str,
+    consumer: str,
+    streams: StreamIds,
+    count: int | None = None,
+    block: int | None = None,
+    noack: bool = False,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREADGROUP into a StreamBatch."""
+    args = xreadgroup_args(group, consumer, streams, count, block, noack)
+    return await _abatch_call(client, args, READ, encoding, block)
+
+
+async def axrange_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    min: Any = "-",
+    max: Any = "+",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XRANGE into a StreamBatch."""
+    args = xrange_args("XRANGE", name, min, max, count)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axrevrange_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    max: Any = "+",
+    min: Any = "-",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XREVRANGE into a StreamBatch (newest first)."""
+    args = xrange_args("XREVRANGE", name, max, min, count)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axclaim_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    ids: Iterable[Any],
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XCLAIM into a StreamBatch."""
+    args = xclaim_args(name, group, consumer, min_idle_time_ms, ids)
+    return await _abatch_call(client, args, RANGE, encoding)
+
+
+async def axautoclaim_batch(
+    client: redis.asyncio.Redis,
+    name: str,
+    group: str,
+    consumer: str,
+    min_idle_time_ms: int,
+    start_id: Any = "0-0",
+    count: int | None = None,
+    encoding: str | None = "utf-8",
+) -> StreamBatch:
+    """Asyncio XAUTOCLAIM into a StreamBatch; `batch.cursor` is the next start id."""
+    args = xautoclaim_args(name, group, consumer, min_idle_time_ms, start_id, count)
+    return await _abatch_call(client, args, AUTOCLAIM, encoding)
