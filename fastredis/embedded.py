@@ -15,8 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["EmbeddedRedis", "EmbeddedServerError", "find_server_binary", "free_port"]
+__all__ = [
+    "EmbeddedCluster",
+    "EmbeddedRedis",
+    "EmbeddedServerError",
+    "find_server_binary",
+    "free_port",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -219,6 +226,218 @@ class EmbeddedRedis:
             self._tmp = None
 
     def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- cluster mode (3 primaries + 3 replicas by default) ------------------------------
+
+
+def _cli_binary(server_binary: str) -> str:
+    """valkey-cli (or redis-cli) beside `server_binary`, else on PATH."""
+    beside = Path(server_binary).with_name(Path(server_binary).name.replace("-server", "-cli"))
+    found = (
+        (str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None)
+        or shutil.which("valkey-cli")
+        or shutil.which("redis-cli")
+    )
+    if found is None:
+        raise EmbeddedServerError(f"no valkey-cli or redis-cli found beside {server_binary}")
+    return found
+
+
+class EmbeddedCluster:
+    """A private Redis Cluster: `primaries` primaries with `replicas` replicas each,
+    every node an EmbeddedRedis in cluster mode on a free port in its own temp dir (no
+    persistence). Ready once every node reports cluster_state:ok, all 16384 slots
+    assigned, every node known and every replica in sync. `kill_primary()` and
+    `wait_failover()` are for failover tests; `revive()` brings a killed node back
+    (it rejoins as a replica)."""
+
+    SLOTS = 16384
+
+    def __init__(
+        self,
+        primaries: int = 3,
+        replicas: int = 1,
+        binary: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        node_timeout_ms: int = 2000,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        if primaries < 3:
+            raise ValueError("a Redis Cluster needs at least 3 primaries")
+        self.host = host
+        self.replicas = replicas
+        self.startup_timeout = startup_timeout
+        args = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-require-full-coverage", "yes",
+            "--repl-diskless-sync", "yes",
+            "--repl-diskless-sync-delay", "0",
+            "--repl-ping-replica-period", "1",  # CLUSTER SLOTS shows a replica once it moved
+        )  # fmt: skip
+        # an explicit bus port: the default (port + 10000) fails for ports past 55535
+        self.nodes = [
+            EmbeddedRedis(binary, host=host, extra_args=(*args, "--cluster-port", str(free_port())))
+            for _ in range(primaries * (replicas + 1))
+        ]
+        self.cli = _cli_binary(self.nodes[0].binary)
+
+    @property
+    def url(self) -> str:
+        """A URL of one live node (a cluster client discovers the rest from it)."""
+        return self.live_nodes()[0].url.rsplit("/", 1)[0]
+
+    def live_nodes(self) -> list[EmbeddedRedis]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def start(self) -> EmbeddedCluster:
+        """Start every node, create the cluster, wait until it is ready."""
+        try:
+            for node in self.nodes:
+                node.start()
+            addrs = [f"{n.host}:{n.port}" for n in self.nodes]
+            done = subprocess.run(
+                [self.cli, "--cluster", "create", *addrs,
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, timeout=self.startup_timeout, check=False,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise EmbeddedServerError(
+                    "valkey-cli --cluster create failed: "
+                    + (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+                )
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    # -- inspection ------------------------------------------------------------------
+
+    def _call(self, node: EmbeddedRedis, *args: Any) -> Any:
+        import redis  # a client only where a cluster is run
+
+        with redis.Redis(host=node.host, port=node.port, socket_timeout=2) as client:
+            return client.execute_command(*args)
+
+    def _fields(self, node: EmbeddedRedis, *args: Any) -> dict[str, str]:
+        """`INFO section` / `CLUSTER INFO` as a dict; {} while the node does not answer."""
+        import redis
+
+        try:
+            reply = self._call(node, *args)
+        except (OSError, redis.RedisError):
+            return {}
+        if isinstance(reply, dict):  # redis-py parses INFO, not CLUSTER INFO
+            return {str(k): str(v) for k, v in reply.items()}
+        return dict(line.split(":", 1) for line in reply.decode().split() if ":" in line)
+
+    def _node_ready(self, node: EmbeddedRedis, expected_nodes: int | None) -> bool:
+        info = self._fields(node, "CLUSTER", "INFO")
+        if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(self.SLOTS):
+            return False
+        if expected_nodes is None:
+            return True
+        if info.get("cluster_known_nodes") != str(expected_nodes):
+            return False
+        repl = self._fields(node, "INFO", "replication")
+        if repl.get("role") != "master" and repl.get("master_link_status") != "up":
+            return False
+        # CLUSTER SLOTS (what clients route by) lists a replica once gossip says it synced
+        try:
+            ranges = self._call(node, "CLUSTER", "SLOTS")
+        except Exception:  # a node that stopped answering
+            return False
+        return all(len(r) - 3 == self.replicas for r in ranges)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until every live node sees a healthy cluster of every node."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        while True:
+            live = self.live_nodes()
+            # a revived old primary reports itself master until it learns of the failover
+            if all(self._node_ready(n, len(self.nodes)) for n in live) and len(
+                self.primaries()
+            ) == len(self.nodes) // (self.replicas + 1):
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError("the embedded cluster did not become ready in time")
+            time.sleep(0.05)
+
+    def primary_of(self, key: str | bytes) -> EmbeddedRedis:
+        """The node that serves `key`'s slot now (asked of a live node)."""
+        slot = int(self._call(self.live_nodes()[0], "CLUSTER", "KEYSLOT", key))
+        return self._primary_of_slot(slot)
+
+    def _primary_of_slot(self, slot: int) -> EmbeddedRedis:
+        for node in self.live_nodes():
+            try:
+                ranges = self._call(node, "CLUSTER", "SLOTS")
+            except Exception:  # a node that is going down
+                continue
+            for first, last, primary, *_replicas in ranges:
+                if first <= slot <= last:
+                    port = int(primary[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise EmbeddedServerError(f"no live node serves slot {slot}")
+
+    def primaries(self) -> list[EmbeddedRedis]:
+        """The live primaries, in node order."""
+        return [
+            n
+            for n in self.live_nodes()
+            if self._fields(n, "INFO", "replication").get("role") == "master"
+        ]
+
+    # -- failures ----------------------------------------------------------------------
+
+    def kill_primary(self, key: str | bytes) -> EmbeddedRedis:
+        """SIGKILL the primary serving `key` (no save, as a crash) and return it."""
+        node = self.primary_of(key)
+        node.kill()
+        return node
+
+    def wait_failover(self, key: str | bytes, killed: EmbeddedRedis, timeout: float = 30.0) -> None:
+        """Wait until a replica of `killed` has taken `key`'s slot over and every live
+        node reports cluster_state:ok again."""
+        slot = int(self._call(self.live_nodes()[0], "CLUSTER", "KEYSLOT", key))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                moved = self._primary_of_slot(slot) is not killed
+            except EmbeddedServerError:
+                moved = False
+            live = self.live_nodes()
+            if moved and all(self._node_ready(n, None) for n in live):
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"no failover of slot {slot} within {timeout}s")
+            time.sleep(0.05)
+
+    def revive(self, node: EmbeddedRedis) -> None:
+        """Start a killed node again on its port and dir; it rejoins as a replica."""
+        node.start()
+        self.wait_ready()
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every node and remove their temp dirs."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> EmbeddedCluster:
         return self.start()
 
     def __exit__(

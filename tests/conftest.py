@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from fastredis.embedded import EmbeddedRedis
+from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +37,26 @@ def plain_redis(redis_url: str) -> Iterator[redis.Redis]:
     """A stock redis-py client (its own parser) to set up and inspect data."""
     with redis.Redis.from_url(redis_url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedCluster]:
+    """The session's shared Redis Cluster: 3 primaries + 3 replicas. Tests that kill
+    nodes use `private_cluster` instead."""
+    with EmbeddedCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: EmbeddedCluster) -> Iterator[str]:
+    """URL of one node of the shared cluster, every primary emptied before each test."""
+    with redis.RedisCluster.from_url(redis_cluster.url) as client:
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    yield redis_cluster.url
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[EmbeddedCluster]:
+    """A cluster of the test's own, for tests that kill or fail over nodes."""
+    with EmbeddedCluster() as cluster:
+        yield cluster
