@@ -110,6 +110,7 @@ class Acker(BatchSender):
         # Made on the loop's thread: references released elsewhere are handed over to it.
         self._loop = asyncio.get_running_loop()
         self._thread = get_ident()
+        self._room: asyncio.Event | None = None  # set when entries finish, while a read waits
 
     # -- bookkeeping (called on the loop thread, many times: keep them cheap) -------------
 
@@ -130,17 +131,43 @@ class Acker(BatchSender):
         """Entries emitted and not finished downstream yet."""
         return sum(map(len, self.inflight.values()))
 
+    async def wait_for_room(self, limit: int, needed: int, outside: Callable[[], int]) -> int:
+        """Wait until at most `limit - needed` entries are outstanding: in flight, finished
+        but not acknowledged yet, or `outside()` (read and not emitted yet, waiting for a
+        retry); return the room there is."""
+        while True:
+            room = limit - self.in_flight() - self.unsent() - outside()
+            if room >= needed:
+                return room
+            self._room = event = asyncio.Event()
+            try:
+                await event.wait()
+            finally:
+                self._room = None
+
+    def freed(self) -> None:
+        """Entries finished (or a read batch was emitted): wake a read waiting for room."""
+        if self._room is not None:
+            self._room.set()
+
     def not_done(self, stream: Any, entry_id: Any) -> None:
         """Processing failed: no longer in flight, left pending (not acknowledged)."""
         s = self.inflight.get(stream)
         if s is not None:
             s.discard(entry_id)
+        if self._room is not None:
+            self._room.set()
 
     def not_done_many(self, ids: Batch) -> None:
         for stream, stream_ids in ids.items():
             s = self.inflight.get(stream)
             if s is not None:
                 s.difference_update(stream_ids)
+        self.freed()
+
+    def ack(self, stream: Any, entry_id: Any) -> None:
+        """Acknowledge an entry that was never in flight (deleted from the stream)."""
+        self._add(stream, entry_id)
 
     def done(self, stream: Any, entry_id: Any) -> None:
         """One entry is finished downstream: ack it with the next flush."""
@@ -150,6 +177,8 @@ class Acker(BatchSender):
         s = self.inflight.get(stream)
         if s is not None:
             s.discard(entry_id)
+        if self._room is not None:
+            self._room.set()
         self._add(stream, entry_id)
 
     def done_many(self, stream: Any, ids: list[Any]) -> None:
@@ -159,6 +188,7 @@ class Acker(BatchSender):
         s = self.inflight.get(stream)
         if s is not None:
             s.difference_update(ids)
+        self.freed()
         self._add_many(stream, ids)
 
     # -- sending --------------------------------------------------------------------------
@@ -173,6 +203,9 @@ class Acker(BatchSender):
                     pipe.execute_command("XACK", stream, self.group, *ids)
                 await pipe.execute()
         self.acked += count(batch)
+
+    def _sent(self) -> None:
+        self.freed()
 
     def _refused(self, exc: redis.exceptions.ResponseError, batch: Batch) -> None:
         if "NOGROUP" in str(exc):

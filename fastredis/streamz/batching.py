@@ -28,6 +28,11 @@ class BatchSender:
         self.pending: Batch = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._sending = 0  # items of the round trip under way
+
+    def unsent(self) -> int:
+        """Items gathered or on their way, not confirmed by Redis yet."""
+        return count(self.pending) + self._sending
 
     def _add(self, stream: Any, item: Any) -> None:
         try:
@@ -56,6 +61,7 @@ class BatchSender:
                 if client is None:
                     return  # the source is closed; what remains is replayed on restart
                 batch, self.pending = self.pending, {}
+                self._sending = count(batch)
                 try:
                     await self._send(client, batch)
                 except TRANSIENT_ERRORS as exc:
@@ -69,9 +75,15 @@ class BatchSender:
                 except redis.exceptions.ResponseError as exc:
                     self._refused(exc, batch)
                     continue
+                finally:
+                    self._sending = 0
                 backoff.succeeded()
+                self._sent()
         finally:
             self._task = None
+
+    def _sent(self) -> None:
+        """Called after each confirmed round trip."""
 
     def _put_back(self, batch: Batch) -> None:
         for stream, items in batch.items():

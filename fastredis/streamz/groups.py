@@ -25,12 +25,16 @@ from fastredis.streamz.deadletters import DeadLetters, describe_error
 from fastredis.streamz.deliveries import Retries, delivery_counts
 from fastredis.streamz.emission import emit_each, emit_one
 from fastredis.streamz.entries import batch_messages, ids_by_stream, message_ids
+from fastredis.streamz.lag import Lag, group_lag, watch_lag
+from fastredis.streamz.loops import on_loop_thread
 from fastredis.streamz.message import Message
 from fastredis.streamz.streams import StreamSource
 
 __all__ = ["from_redis_consumer_group"]
 
 RETRY_AFTER = 3.0  # seconds before a failed entry is delivered again (with max_deliveries)
+MAX_IN_FLIGHT = 10_000  # entries emitted and not finished beyond which reading pauses
+LAG_INTERVAL = 5.0  # seconds between lag checks (with lag_warning)
 
 
 class from_redis_consumer_group(StreamSource):
@@ -101,6 +105,9 @@ class from_redis_consumer_group(StreamSource):
         max_deliveries: int | None = None,
         dead_letter_stream: str | None = None,
         retry_after: float = RETRY_AFTER,
+        max_in_flight: int | None = MAX_IN_FLIGHT,
+        lag_warning: int | None = None,
+        lag_interval: float = LAG_INTERVAL,
         **kwargs: Any,
     ) -> None:
         check_start_id(group_start_id, "(group_start_id)")
@@ -118,6 +125,14 @@ class from_redis_consumer_group(StreamSource):
             )
         self.autoclaim_idle = check_positive(autoclaim_idle, "autoclaim_idle")
         self._init_dead_letters(max_deliveries, dead_letter_stream, retry_after)
+        self.max_in_flight = check_count(max_in_flight, "max_in_flight")
+        self._reserved = 0  # entries read and not emitted yet
+        if lag_warning is not None and (
+            isinstance(lag_warning, bool) or not isinstance(lag_warning, int) or lag_warning < 0
+        ):
+            raise ValueError(f"lag_warning must be None or an int >= 0, not {lag_warning!r}")
+        self.lag_warning = lag_warning
+        self.lag_interval = check_positive(lag_interval, "lag_interval", allow_none=False)
         self.acker: Acker | None = None
         self._resync = False
         super().__init__(
@@ -148,6 +163,24 @@ class from_redis_consumer_group(StreamSource):
         self.dead_letters: DeadLetters | None = None
         self.retries: Retries | None = None
 
+    def lag(self, timeout: float = 10.0) -> dict[str, Lag]:
+        """Per stream, how far behind the group is: ``Lag(lag, pending,
+        oldest_pending_age)`` (XINFO GROUPS lag, XPENDING count, seconds since the oldest
+        pending entry was added). From any thread but the loop's (there: ``await alag()``),
+        while the source runs."""
+        if self.client is None or self.loop is None:
+            raise RuntimeError(f"{self._what}: lag() needs the source started")
+        if on_loop_thread(self.loop):
+            raise RuntimeError("lag() would block the loop: await source.alag() instead")
+        fut = asyncio.run_coroutine_threadsafe(self.alag(), self.loop.asyncio_loop)
+        return fut.result(timeout)
+
+    async def alag(self) -> dict[str, Lag]:
+        """lag(), on the source's loop."""
+        if self.client is None:
+            raise RuntimeError(f"{self._what}: lag() needs the source started")
+        return await group_lag(self.client, list(self.streams), self.group_name)
+
     @property
     def claimed(self) -> int:
         """Entries taken over from other consumers (XCLAIM, XAUTOCLAIM) since created."""
@@ -174,6 +207,13 @@ class from_redis_consumer_group(StreamSource):
             )
             self.retries = Retries(self.retry_after, self._redeliver, self._what)  # type: ignore[arg-type]
             self._spawn(self.retries.run())
+        if self.lag_warning is not None:
+            self._spawn(
+                watch_lag(
+                    self.client, list(self.streams), self.group_name, self.lag_warning,
+                    self.lag_interval, self._what,
+                )
+            )  # fmt: skip
 
     async def _create_groups(self) -> None:
         assert self.client is not None
@@ -197,12 +237,28 @@ class from_redis_consumer_group(StreamSource):
     # -- reading ----------------------------------------------------------------------------
 
     async def _read(self) -> Any:
-        assert self.client is not None
+        assert self.client is not None and self.acker is not None
+        count = self.count
+        limit = self.max_in_flight
+        if limit is not None:
+            # Read no more than fits: emitted-and-unfinished plus read-and-unemitted entries
+            # stay within max_in_flight. Wait for a tenth of it (or `count`) to free up.
+            needed = max(1, min(count or limit, limit // 10))
+            room = await self.acker.wait_for_room(limit, needed, self._outside)
+            count = room if count is None else min(count, room)
         streams = dict.fromkeys(self.streams, ">")
         return await axreadgroup_batch(
-            self.client, self.group_name, self.consumer_name, streams, self.count, self._block,
+            self.client, self.group_name, self.consumer_name, streams, count, self._block,
             encoding=self.encoding,
         )  # fmt: skip
+
+    def _outside(self) -> int:
+        """Outstanding entries the acker does not see: read and not emitted yet (the next
+        read, sent meanwhile, counts them), failed and waiting for their retry."""
+        return self._reserved + (len(self.retries.queued) if self.retries is not None else 0)
+
+    def _advance(self, batch: Any) -> None:
+        self._reserved = len(batch)
 
     def _lost_connection(self) -> None:
         # A reply lost on the way was delivered all the same: replay the pending list.
@@ -276,9 +332,14 @@ class from_redis_consumer_group(StreamSource):
         a reconnect, our own entries autoclaimed). `errors`: id -> the exception text of a
         retried entry's last failure."""
         if stream is None and not skip_inflight:
-            if self.batch is True:
-                return await self._emit_batch(batch)
-            return await self._emit_messages(batch_messages(batch))
+            try:
+                if self.batch is True:
+                    return await self._emit_batch(batch)
+                return await self._emit_messages(batch_messages(batch))
+            finally:
+                self._reserved = 0
+                assert self.acker is not None
+                self.acker.freed()
         if stream is not None and self.encoding is None:
             stream = stream.encode()
         msgs = self._still_to_do(batch_messages(batch, stream), skip_inflight)
@@ -342,7 +403,7 @@ class from_redis_consumer_group(StreamSource):
         keep = []
         for m in msgs:
             if m[2] is None:
-                acker.done(m[0], m[1])
+                acker.ack(m[0], m[1])
             elif not skip_inflight or not (
                 acker.is_inflight(m[0], m[1]) or (retries and retries.waiting(m[0], m[1]))
             ):

@@ -241,3 +241,111 @@ def test_release_from_another_thread_is_acked(
         ),
         what="all 20 read and acked",
     )
+
+
+class _SlowSink(Stream):
+    """Holds every entry and finishes them one at a time in a thread (a slow sink); keeps
+    the most entries its source had in flight at any arrival."""
+
+    def __init__(self, upstream, source, per_entry: float):
+        super().__init__(upstream)
+        self.source = source
+        self.per_entry = per_entry
+        self.queue: list = []
+        self.lock = threading.Lock()
+        self.finished = 0
+        self.peak_in_flight = 0
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def update(self, x, who=None, metadata=None):
+        self._retain_refs(metadata)
+        self.peak_in_flight = max(self.peak_in_flight, self.source.acker.in_flight())
+        with self.lock:
+            self.queue.append(metadata)
+
+    def _work(self):
+        while True:
+            with self.lock:
+                md = self.queue.pop(0) if self.queue else None
+            if md is None:
+                threading.Event().wait(0.001)
+                continue
+            threading.Event().wait(self.per_entry)
+            self._release_refs(md)
+            self.finished += 1
+
+
+@pytest.mark.parametrize("batch", [False, "messages"])
+def test_max_in_flight_bounds_a_slow_sink(
+    redis_url: str, plain_redis: redis.Redis, sources: list, batch
+) -> None:
+    pipe = plain_redis.pipeline(transaction=False)
+    for i in range(2000):
+        pipe.xadd("s", {"i": i})
+    pipe.execute()
+    source = _group(redis_url, "s", "c", max_in_flight=100, batch=batch)
+    slow = _SlowSink(source.flatten() if batch else source, source, per_entry=0.0002)
+    source.start()
+    sources.append(source)
+    peak_pending = 0
+
+    def all_done() -> bool:
+        nonlocal peak_pending
+        peak_pending = max(peak_pending, pending_count(plain_redis, "s", "g"))
+        return slow.finished == 2000 and pending_count(plain_redis, "s", "g") == 0
+
+    wait_until(all_done, timeout=60, what="2000 entries through the slow sink")
+    assert 0 < slow.peak_in_flight <= 100  # never more held than max_in_flight
+    assert peak_pending <= 100  # nor more delivered-and-unacknowledged in Redis
+
+
+def test_without_max_in_flight_a_slow_sink_buffers_the_stream(
+    redis_url: str, plain_redis: redis.Redis, sources: list
+) -> None:
+    """What the bound prevents: with max_in_flight=None everything is read at once."""
+    pipe = plain_redis.pipeline(transaction=False)
+    for i in range(2000):
+        pipe.xadd("s", {"i": i})
+    pipe.execute()
+    source = _group(redis_url, "s", "c", max_in_flight=None)
+    slow = _SlowSink(source, source, per_entry=0.0002)
+    source.start()
+    sources.append(source)
+    wait_until(lambda: slow.finished == 2000, timeout=60, what="2000 entries")
+    assert slow.peak_in_flight > 1000
+
+
+def test_lag_matches_xinfo(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
+    ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(50)]
+    source = _group(redis_url, "s", "c", count=10, max_in_flight=10)
+    held = Collector()
+    source.sink(held)
+    collect(source, sources, node=source.partition(10**6))  # holds what it reads
+    held.wait_for(10)
+    wait_until(lambda: pending_count(plain_redis, "s", "g") == 10, what="10 delivered")
+    before = plain_redis.time()
+    lag = source.lag()
+    after = plain_redis.time()
+    (info,) = plain_redis.xinfo_groups("s")
+    assert set(lag) == {"s"}
+    assert lag["s"].lag == info["lag"] == 40
+    assert lag["s"].pending == info["pending"] == 10
+    oldest_ms = int(ids[0].split("-")[0])
+    low = before[0] + before[1] / 1e6 - oldest_ms / 1000
+    high = after[0] + after[1] / 1e6 - oldest_ms / 1000
+    assert low - 0.001 <= lag["s"].oldest_pending_age <= high + 0.001
+
+
+def test_lag_warning_is_logged(
+    redis_url: str, plain_redis: redis.Redis, sources: list, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(30):
+        plain_redis.xadd("s", {"i": i})
+    source = _group(redis_url, "s", "c", max_in_flight=10, lag_warning=20, lag_interval=0.05)
+    collect(source, sources, node=source.partition(10**6))
+    wait_until(
+        lambda: any("past lag_warning=20" in r.getMessage() for r in caplog.records),
+        what="the lag warning",
+    )
+    (record,) = [r for r in caplog.records if "lag_warning" in r.getMessage()]
+    assert record.levelname == "WARNING" and "'s' is 30 entries behind" in record.getMessage()
