@@ -18,11 +18,11 @@ import redis
 import redis.asyncio
 from streamz import Source
 
+from fastredis.redis_io import describe
 from fastredis.streamz.checks import check_client_params
 from fastredis.streamz.connection import (
     TRANSIENT_ERRORS,
     as_str,
-    describe,
     log,
     make_source_client,
 )

@@ -11,8 +11,6 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastredis.redis_io import blocking_command as blocking_command  # re-exported
-from fastredis.redis_io import describe as describe  # re-exported
 from fastredis.redis_io import make_async_client
 from fastredis.streamz.checks import check_client_params
 

@@ -8,9 +8,10 @@ from typing import Any
 import redis
 from streamz import Stream
 
+from fastredis.redis_io import blocking_command
 from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import block_ms, check_count, check_name
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, blocking_command
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff
 from fastredis.streamz.emission import emit_each
 
 __all__ = ["from_redis_lists"]
