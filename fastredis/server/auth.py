@@ -170,8 +170,8 @@ class TokenChecker:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.DecodeError:
             raise Unauthorized("token is neither an API key nor a JWT") from None
-        key = self._keys.get(algorithm)
-        if key is None:
+        key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+        if key is None or not isinstance(algorithm, str):
             accepted = ", ".join(sorted(self._keys))
             raise Unauthorized(
                 f"JWT algorithm {algorithm!r} is not accepted (accepted: {accepted})"
@@ -210,9 +210,9 @@ def origin_allowed(origin: str | None, headers: Headers, allowed: Sequence[str])
         return True
     parts = urlsplit(origin)
     host = headers.get("host")
-    return bool(host and parts.netloc) and _host_port(parts.netloc, parts.scheme) == _host_port(
-        host, parts.scheme
-    )
+    if not host or not parts.netloc:
+        return False
+    return _host_port(parts.netloc, parts.scheme) == _host_port(host, parts.scheme)
 
 
 # -- the middleware --------------------------------------------------------------
@@ -366,7 +366,16 @@ _SECRET_PATTERNS = (
     re.compile(r"(authorization:\s*)\S+(\s+\S+)?", re.IGNORECASE),
 )
 REDACTED = "[redacted]"
-REDACTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "websockets.server")
+# where uvicorn logs requests (uvicorn.asgi: the ASGI messages, scopes included, at
+# trace level) and the websockets library its handshakes
+REDACTED_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "websockets",
+    "websockets.server",
+)
 
 
 def redact(text: str) -> str:
@@ -393,8 +402,10 @@ class RedactTokens(logging.Filter):
 
 
 def install_log_redaction() -> None:
-    """Add `RedactTokens` to the loggers of uvicorn and websockets (once)."""
-    for name in REDACTED_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactTokens) for f in logger.filters):
-            logger.addFilter(RedactTokens())
+    """Add `RedactTokens` to the loggers of uvicorn and websockets, and to the handlers
+    they and the root logger write to (records from other loggers pass those)."""
+    loggers = [logging.getLogger(name) for name in REDACTED_LOGGERS]
+    handlers = [h for lg in [*loggers, logging.getLogger()] for h in lg.handlers]
+    for filterer in [*loggers, *handlers]:
+        if not any(isinstance(f, RedactTokens) for f in filterer.filters):
+            filterer.addFilter(RedactTokens())

@@ -74,6 +74,14 @@ __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 SUBSCRIPTION_COUNT = 100  # entries per XREAD of a subscription
 SUBSCRIPTION_BLOCK_MS = 5000  # BLOCK of each XREAD; the loop simply reads again
 
+# Checked while validating, before any resolver runs: a request past one of them gets
+# an error naming it and no Redis work. The schema is 3 levels deep; each alias of a
+# root field is one more round of Redis work in the same request.
+MAX_QUERY_DEPTH = 6
+MAX_ALIASES = 8
+MAX_TOKENS = 2000
+MAX_SIDS = 1000  # streams named in one field
+
 
 Long = NewType("Long", int)
 _LONG = strawberry.scalar(
@@ -105,6 +113,8 @@ def _grant(info: Info) -> Grant:
 def _stream_names(info: Info, sids: Sequence[str], write: bool = False) -> list[str]:
     """`sids` without repeats, each a stream (not a metadata key) in the token's scope."""
     sids = list(dict.fromkeys(sids))
+    if len(sids) > MAX_SIDS:  # variables are not counted by the token limit
+        raise ValueError(f"{len(sids)} sids in one field: the limit is {MAX_SIDS}")
     for sid in sids:
         try:
             meta_key(sid)
@@ -411,13 +421,6 @@ class UserErrors(MaskErrors):
 def _from_us(error: GraphQLError) -> bool:
     return isinstance(error.original_error, (RedisError, BadInput))
 
-
-# Checked while validating, before any resolver runs: a request past one of them gets
-# an error naming it and no Redis work. The schema is 3 levels deep; each alias of a
-# root field is one more round of Redis work in the same request.
-MAX_QUERY_DEPTH = 6
-MAX_ALIASES = 8
-MAX_TOKENS = 2000
 
 schema = strawberry.Schema(
     query=Query,
