@@ -18,6 +18,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.auth import AccessMiddleware, TokenChecker, install_log_redaction
+from fastredis.server.health import healthz, readyz
+from fastredis.server.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.pull import pull_endpoint
 from fastredis.server.push import push_endpoint
 from fastredis.server.rest import get_data, post_data
@@ -86,13 +88,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/", index),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         WebSocketRoute("/data/{sid}/push", push_endpoint),
         WebSocketRoute("/data/{sid}/pull", pull_endpoint),
         Route("/data/{sid}", get_data, methods=["GET"]),
         Route("/data/{sid}", post_data, methods=["POST"]),
         *_graphql_routes(),
     ]
-    middleware = []
+    middleware = [Middleware(MetricsMiddleware)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -37,6 +37,7 @@ from typing import Any
 from redis import exceptions as rx
 from starlette.responses import JSONResponse
 
+from fastredis.server import metrics
 from fastredis.server.protocol import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
@@ -225,6 +226,14 @@ def failure(
 ) -> Failure:
     """What to answer for `exc`, raised by a request on the streams `keys` (`types`:
     their Redis types, when known, to name a key of the wrong type)."""
+    if isinstance(exc, rx.RedisError):
+        metrics.redis_error(exc)
+    return _failure(exc, keys, types)
+
+
+def _failure(
+    exc: BaseException, keys: Sequence[str] = (), types: Mapping[str, str] | None = None
+) -> Failure:
     if isinstance(exc, BadInput):
         return Failure(exc.code, exc.status, exc.reason)
     text = _text(exc)
@@ -264,4 +273,4 @@ async def explain(exc: BaseException, client: Any, keys: Sequence[str] = ()) -> 
         for key, t in zip(keys, replies, strict=False)
         if not isinstance(t, Exception)
     }
-    return failure(exc, keys, types)
+    return _failure(exc, keys, types)  # counted once, by the first failure() above

@@ -12,6 +12,7 @@ Schema::
     query { sids  streams(sids: [String!] = null) { sid entriesAdded ... error meta } }
     mutation { streamMeta(sid: "glf", meta: {format: "mp4"}) }
     subscription { data(sids: ["glf"]) { sid time data utf8 } }
+    query { streams { consumerGroups { name consumers pending lag lastDeliveredId } } }
 
 Choices where the seed is silent:
 
@@ -57,6 +58,7 @@ from strawberry.types import Info
 
 from fastredis.ids import id_datetime
 from fastredis.redis_io import axread_batch
+from fastredis.server import metrics
 from fastredis.server.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.errors import explain, failure
 from fastredis.server.meta import (
@@ -68,6 +70,8 @@ from fastredis.server.meta import (
     set_meta,
 )
 from fastredis.server.protocol import BadInput
+from fastredis.server.streams import GroupInfo, consumer_groups, pairs
+from fastredis.server.streams import list_sids as stream_keys
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 
@@ -160,16 +164,6 @@ def _payload(fields: Any) -> bytes | None:
     return None
 
 
-def _pairs(reply: Any) -> dict[str, Any]:
-    """XINFO STREAM's reply (RESP2 flat list or RESP3 map) as a dict with str keys."""
-    if isinstance(reply, dict):
-        items = reply.items()
-    else:
-        it = iter(reply)
-        items = zip(it, it, strict=False)
-    return {_text(k): v for k, v in items}
-
-
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -184,6 +178,31 @@ def _decode_meta(raw: Any) -> Any:
 
 
 # -- types -----------------------------------------------------------------------
+
+
+@strawberry.type(description="A consumer group of a stream (XINFO GROUPS).")
+class ConsumerGroup:
+    name: str
+    consumers: int = strawberry.field(description="Consumers the group has.")
+    pending: Long = strawberry.field(description="Entries delivered, not acknowledged.")
+    lag: Long | None = strawberry.field(
+        description="Entries not read by the group yet; null when Redis cannot tell."
+    )
+    last_delivered_id: str = strawberry.field(description="The last id delivered.")
+    entries_read: Long | None = strawberry.field(
+        description="Entries the group has read (Redis >= 7.0)."
+    )
+
+    @classmethod
+    def from_info(cls, g: GroupInfo) -> ConsumerGroup:
+        return cls(
+            name=g.name,
+            consumers=g.consumers,
+            pending=Long(g.pending),
+            lag=None if g.lag is None else Long(g.lag),
+            last_delivered_id=g.last_delivered_id,
+            entries_read=None if g.entries_read is None else Long(g.entries_read),
+        )
 
 
 @strawberry.type(description="XINFO STREAM of one stream key, plus its metadata.")
@@ -224,11 +243,20 @@ class Stream:
     def last_entry_time(self) -> datetime | None:
         return _id_time(self.last_entry_id)
 
+    @strawberry.field(description="The stream's consumer groups; null if it is no stream.")
+    async def consumer_groups(self, info: Info) -> list[ConsumerGroup] | None:
+        if self.error is not None:
+            return None
+        groups = (await consumer_groups(_redis(info), [self.sid]))[self.sid]
+        if isinstance(groups, Exception):
+            return None
+        return [ConsumerGroup.from_info(g) for g in groups]
+
     @classmethod
     def from_info(cls, sid: str, info: Any, meta: Any) -> Stream:
         if isinstance(info, str):  # why there is no info
             return cls(sid=sid, error=info, meta=_decode_meta(meta))
-        d = _pairs(info)
+        d = pairs(info)
         first = d.get("first-entry") or (None, None)
         last = d.get("last-entry") or (None, None)
         return cls(
@@ -277,10 +305,7 @@ class Data:
 async def list_sids(client: AsyncRedis, grant: Grant = FULL_ACCESS) -> list[str]:
     """Every stream key (SCAN TYPE stream) that `grant` may read, sorted; keys named
     like metadata (XMETA:...) are not streams."""
-    keys = {_text(k) async for k in client.scan_iter(count=1000, _type="stream")}
-    return sorted(
-        k for k in keys if k is not None and not is_meta_key(k) and grant.may_read(k)
-    )
+    return [k for k in await stream_keys(client) if not is_meta_key(k) and grant.may_read(k)]
 
 
 async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
@@ -391,6 +416,7 @@ class Subscription:
             _raise_if_cancelled(task)
             if not len(batch):
                 continue
+            metrics.pulled("graphql", batch)
             cursors.update({_text(k): _text(v) for k, v in batch.last_ids().items()})
             for sid, entry_id, fields in batch:
                 payload = _payload(fields)

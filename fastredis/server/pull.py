@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
+from fastredis.server import metrics
 from fastredis.server.errors import explain
 from fastredis.server.protocol import (
     CLOSE_POLICY,
@@ -192,6 +193,7 @@ async def _pull_loop(
                 redis_count = _redis_count(batch)
             if prefetch:
                 ahead = loop.create_task(cursor.read(opts.block, redis_count))
+            metrics.pulled("ws", batch)
             frames = _frames(batch, opts.header, sid_json)
             del batch
             for header, payloads in frames:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fastredis._frames import pull_header, pull_payload
+from fastredis.server import metrics
 from fastredis.server.auth import require_read, require_write
 from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import (
@@ -65,6 +66,7 @@ async def get_data(request: Request) -> Response:
         return failure(exc).response()
     except RedisError as exc:
         return (await explain(exc, request.app.state.redis, sids)).response()
+    metrics.pulled("rest", batch)
     header = pull_header(batch)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header)).encode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from redis.exceptions import ResponseError
 from fastredis._frames import pack_commands
 from fastredis.ids import parse_add_id
 from fastredis.redis_io import HeldConnection
+from fastredis.server import metrics
 from fastredis.server.errors import refused
 from fastredis.server.protocol import CLOSE_INVALID_DATA, BadInput
 
@@ -157,6 +159,7 @@ async def add_entries(
         raise refused(exc) from None
     finally:
         await conn.release()
+    metrics.pushed("rest", len(entries), sum(len(e[2]) for e in entries))
     return _decode_ids(reply)
 
 
@@ -202,6 +205,7 @@ class PipelinedWriter:
         self._done.set()
         self._tasks: deque[asyncio.Task[None]] = deque()
         self._sent = 0  # messages sent whose reply is not read yet
+        self._queued_at: deque[tuple[float, int, int]] = deque()  # (time, entries, bytes)
 
     async def start(self) -> PipelinedWriter:
         await self._conn.acquire()
@@ -226,6 +230,7 @@ class PipelinedWriter:
         for buf in bufs:
             self._unsent += len(buf)
         self._queued.extend(bufs)
+        self._queued_at.append((time.perf_counter(), len(entries), sum(len(e[2]) for e in entries)))
         self._pending += 1
         self._done.clear()
         self._flush_wanted.set()
@@ -271,6 +276,8 @@ class PipelinedWriter:
                     raise refused(exc) from None
                 self._sent -= 1
                 self._pending -= 1
+                queued_at, n, nbytes = self._queued_at.popleft()
+                metrics.pushed("ws", n, nbytes, time.perf_counter() - queued_at)
                 if (
                     not self._room.is_set()
                     and self._pending < self.max_pending

@@ -432,3 +432,35 @@ def test_closing_a_subscription_frees_its_redis_read(
     calls = _xread_calls(plain_redis)
     time.sleep(4 * graphql_api.SUBSCRIPTION_BLOCK_MS / 1000)
     assert _xread_calls(plain_redis) == calls
+
+
+def test_consumer_groups_of_a_stream(gql: Any, plain_redis: redis.Redis) -> None:
+    ids = [plain_redis.xadd("jobs", {"d": str(i)}).decode() for i in range(5)]
+    plain_redis.xgroup_create("jobs", "workers", id="0")
+    plain_redis.xreadgroup("workers", "w1", {"jobs": ">"}, count=2)
+    plain_redis.xreadgroup("workers", "w2", {"jobs": ">"}, count=1)
+    plain_redis.xack("jobs", "workers", ids[0])
+    plain_redis.xgroup_create("jobs", "late", id="$")
+    plain_redis.set("plain", "v")
+    query = """{ streams(sids: ["jobs", "plain"]) { sid consumerGroups {
+        name consumers pending lag lastDeliveredId entriesRead } } }"""
+    jobs, plain = gql(query)["streams"]
+    assert jobs["consumerGroups"] == [
+        {
+            "name": "late",
+            "consumers": 0,
+            "pending": 0,
+            "lag": 0,
+            "lastDeliveredId": ids[4],
+            "entriesRead": None,  # created at $: Redis counts no reads, lag is still known
+        },
+        {
+            "name": "workers",
+            "consumers": 2,
+            "pending": 2,
+            "lag": 2,
+            "lastDeliveredId": ids[2],
+            "entriesRead": 3,
+        },
+    ]
+    assert plain["consumerGroups"] is None  # not a stream: its error says why

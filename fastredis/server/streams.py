@@ -1,0 +1,84 @@
+"""What Redis says about streams, for GraphQL, the metrics and the pages: the stream keys
+(SCAN TYPE stream) and their consumer groups (XINFO GROUPS)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis as AsyncRedis
+
+__all__ = ["GroupInfo", "consumer_groups", "list_sids", "pairs", "text"]
+
+
+def text(value: Any) -> str | None:
+    """A reply value as str (bytes decoded as UTF-8); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def pairs(reply: Any) -> dict[str, Any]:
+    """An XINFO reply (RESP2 flat list or RESP3 map) as a dict with str keys."""
+    if isinstance(reply, dict):
+        items = reply.items()
+    else:
+        it = iter(reply)
+        items = zip(it, it, strict=False)
+    return {str(text(k)): v for k, v in items}
+
+
+async def list_sids(client: AsyncRedis, limit: int | None = None) -> list[str]:
+    """Every stream key (SCAN TYPE stream), sorted; the first `limit` of them when given."""
+    keys = {text(k) async for k in client.scan_iter(count=1000, _type="stream")}
+    sids = sorted(k for k in keys if k is not None)
+    return sids if limit is None else sids[:limit]
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One consumer group of a stream (XINFO GROUPS). `lag` is None when Redis cannot
+    tell (before 7.0, or after entries were deleted in the group's range)."""
+
+    name: str
+    consumers: int
+    pending: int
+    last_delivered_id: str
+    entries_read: int | None
+    lag: int | None
+
+    @classmethod
+    def from_reply(cls, reply: Any) -> GroupInfo:
+        d = pairs(reply)
+        entries_read, lag = d.get("entries-read"), d.get("lag")
+        return cls(
+            name=str(text(d.get("name"))),
+            consumers=int(d.get("consumers") or 0),
+            pending=int(d.get("pending") or 0),
+            last_delivered_id=str(text(d.get("last-delivered-id"))),
+            entries_read=None if entries_read is None else int(entries_read),
+            lag=None if lag is None else int(lag),
+        )
+
+
+async def consumer_groups(
+    client: AsyncRedis, sids: Sequence[str]
+) -> dict[str, list[GroupInfo] | Exception]:
+    """The consumer groups of each stream, in one round trip; a key that is missing or
+    not a stream maps to Redis's error."""
+    if not sids:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for sid in sids:
+            # "XINFO", "GROUPS" as two words: the raw reply, not redis-py's reshaped one
+            pipe.execute_command("XINFO", "GROUPS", sid)
+        replies = await pipe.execute(raise_on_error=False)
+    out: dict[str, list[GroupInfo] | Exception] = {}
+    for sid, reply in zip(sids, replies, strict=True):
+        out[sid] = (
+            reply if isinstance(reply, Exception) else [GroupInfo.from_reply(g) for g in reply]
+        )
+    return out
