@@ -24,11 +24,9 @@ def text(value: Any) -> str | None:
 def pairs(reply: Any) -> dict[str, Any]:
     """An XINFO reply (RESP2 flat list or RESP3 map) as a dict with str keys."""
     if isinstance(reply, dict):
-        items = reply.items()
-    else:
-        it = iter(reply)
-        items = zip(it, it, strict=False)
-    return {str(text(k)): v for k, v in items}
+        return {str(text(k)): v for k, v in reply.items()}
+    it = iter(reply)
+    return {str(text(k)): v for k, v in zip(it, it, strict=False)}
 
 
 async def list_sids(client: AsyncRedis, limit: int | None = None) -> list[str]:
