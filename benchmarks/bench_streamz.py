@@ -23,6 +23,7 @@ The summary at the end prints msgs/s per variant and the three ratios.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,9 @@ STREAM = "bench:streamz"
 FIELDS = {"sensor": "temp-01", "value": "21.5", "unit": "C"}
 ROUNDS = 3
 WAIT = 60.0
+DLQ = "bench:streamz:dlq"
+DEAD_LETTERS = {"max_deliveries": 3, "dead_letter_stream": DLQ}
+POISON_EVERY = 100  # 1% poison entries in the poison case
 
 RESULTS: dict[str, float] = {}  # variant -> best msgs/s
 EXTRA: dict[str, float] = {}
@@ -173,7 +177,9 @@ def test_from_redis_streams(benchmark: Any, server: EmbeddedRedis, variant: str)
     _record(benchmark, "streams")
 
 
-def _group_maker(server: EmbeddedRedis, batch: bool, key: str) -> tuple[Callable, Callable]:
+def _group_maker(
+    server: EmbeddedRedis, batch: bool, key: str, **options: Any
+) -> tuple[Callable, Callable]:
     plain = redis.Redis.from_url(server.url)
     received: list[float] = []
     acked: list[float] = []
@@ -182,9 +188,10 @@ def _group_maker(server: EmbeddedRedis, batch: bool, key: str) -> tuple[Callable
     def make() -> tuple[Any, Counter]:
         plain.xgroup_destroy(STREAM, "bench")
         plain.xgroup_create(STREAM, "bench", id="0")
+        plain.delete(DLQ)
         counter = Counter()
         source = Stream.from_redis_consumer_group(
-            STREAM, "bench", "c1", url=server.url, count=COUNT, batch=batch
+            STREAM, "bench", "c1", url=server.url, count=COUNT, batch=batch, **options
         )
         source.sink(counter.many if batch else counter.one)
         orig_start = source.start
@@ -224,6 +231,59 @@ def test_from_redis_consumer_group(benchmark: Any, server: EmbeddedRedis, varian
     _run_source(benchmark, make, after)
     _record(benchmark, "group")
     benchmark.extra_info["acked/received"] = round(EXTRA["group-ratio"], 3)
+
+
+@pytest.mark.benchmark(group="streamz-per-message")
+@pytest.mark.parametrize("variant", ["from_redis_consumer_group, 1% poison (until all in the DLQ)"])
+def test_from_redis_consumer_group_poison(
+    benchmark: Any, server: EmbeddedRedis, variant: str
+) -> None:
+    """Every 100th entry raises downstream: retried after 50 ms up to 3 deliveries, then
+    moved to the dead-letter stream. Timed until the other 99% are acknowledged and every
+    poison entry is in the DLQ."""
+    plain = redis.Redis.from_url(server.url)
+    ids = xrange_batch(make_client(url=server.url), STREAM).ids()
+    poison = set(ids[::POISON_EVERY])
+    good = N - len(poison)
+    until_dead: list[float] = []
+
+    def make() -> tuple[Any, Counter]:
+        plain.xgroup_destroy(STREAM, "bench")
+        plain.xgroup_create(STREAM, "bench", id="0")
+        plain.delete(DLQ)
+        counter = Counter(good)
+
+        def work(m: Any) -> Any:
+            if m[1] in poison:
+                raise ValueError("poison")
+            return m
+
+        source = Stream.from_redis_consumer_group(
+            STREAM, "bench", "c1", url=server.url, count=COUNT, retry_after=0.05, **DEAD_LETTERS
+        )
+        source.map(work).sink(counter.one)
+        return source, counter
+
+    def after() -> None:
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + WAIT
+        while plain.xlen(DLQ) < len(poison) or plain.xpending(STREAM, "bench")["pending"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("poison entries not all dead-lettered")
+            time.sleep(0.001)
+        until_dead.append(time.perf_counter() - t0)
+
+    logging.getLogger("streamz.core").setLevel(logging.CRITICAL)  # 3,000 logged tracebacks
+    logging.getLogger("fastredis.streamz").setLevel(logging.CRITICAL)
+    try:
+        _run_source(benchmark, make, after)
+    finally:
+        logging.getLogger("streamz.core").setLevel(logging.NOTSET)
+        logging.getLogger("fastredis.streamz").setLevel(logging.NOTSET)
+    assert plain.xlen(DLQ) == len(poison)
+    _record(benchmark, "group-poison")
+    EXTRA["poison-dead-after-last-good"] = min(until_dead)
+    benchmark.extra_info["poison_in_dlq_after_last_good_s"] = round(min(until_dead), 3)
 
 
 # -- batch ------------------------------------------------------------------------------
@@ -284,6 +344,27 @@ def test_from_redis_consumer_group_batch(
     benchmark.extra_info["acked/received"] = round(EXTRA["group-batch-ratio"], 3)
 
 
+@pytest.mark.benchmark(group="streamz-batch")
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "from_redis_consumer_group batch=True, max_deliveries=3 + DLQ (until all acked)",
+        "from_redis_consumer_group batch=True, max_in_flight=None (until all acked)",
+    ],
+)
+def test_from_redis_consumer_group_batch_options(
+    benchmark: Any, server: EmbeddedRedis, variant: str
+) -> None:
+    """The cost of tracking deliveries (nothing fails: the tracking alone), and of the
+    default max_in_flight=10,000 (against no bound)."""
+    key = "group-batch-dlq" if "DLQ" in variant else "group-batch-unbounded"
+    options = DEAD_LETTERS if "DLQ" in variant else {"max_in_flight": None}
+    make, after = _group_maker(server, batch=True, key=key, **options)
+    _run_source(benchmark, make, after)
+    _record(benchmark, key)
+    benchmark.extra_info["acked/received"] = round(EXTRA[f"{key}-ratio"], 3)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def summary() -> Iterator[None]:
     yield
@@ -304,7 +385,22 @@ def summary() -> Iterator[None]:
     if "handwritten" in RESULTS and "streams-batch-messages" in RESULTS:
         ratio = RESULTS["streams-batch-messages"] / RESULTS["handwritten"]
         print(f"  batch='messages' / handwritten {ratio:.2f}")
-    for key in ("group", "group-batch"):
+    if "group-batch" in RESULTS:
+        for key, what in (
+            ("group-batch-dlq", "max_deliveries + DLQ"),
+            ("group-batch-unbounded", "max_in_flight=None"),
+        ):
+            if key in RESULTS:
+                ratio = RESULTS[key] / RESULTS["group-batch"]
+                print(f"  group batch, {what} / default  {ratio:.3f}")
+    if "group-poison" in RESULTS and "group" in RESULTS:
+        ratio = RESULTS["group-poison"] / RESULTS["group"]
+        dead = EXTRA["poison-dead-after-last-good"]
+        print(
+            f"  group 1% poison / group        {ratio:.2f}  (all 1,000 in the DLQ "
+            f"{dead * 1e3:.0f} ms after the last good entry)"
+        )
+    for key in ("group", "group-batch", "group-batch-dlq", "group-batch-unbounded"):
         if f"{key}-ratio" in EXTRA:
             print(
                 f"  {key}: received {EXTRA[f'{key}-received'] * 1e3:.0f} ms, all acked "
