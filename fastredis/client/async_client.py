@@ -34,9 +34,13 @@ from fastredis.client.protocol import (
 __all__ = ["AsyncClient", "AsyncPuller", "AsyncPusher"]
 
 
-async def _aopen(url: str, open_timeout: float | None) -> AsyncConnection:
+async def _aopen(
+    url: str, open_timeout: float | None, headers: dict[str, str] | None = None
+) -> AsyncConnection:
     try:
-        return await aconnect(url, open_timeout=open_timeout, **CONNECT_OPTIONS)
+        return await aconnect(
+            url, open_timeout=open_timeout, additional_headers=headers, **CONNECT_OPTIONS
+        )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise connect_error(url, exc) from exc
 
@@ -48,7 +52,7 @@ class AsyncPusher(PushSocket):
 
     async def connect(self) -> AsyncPusher:
         if self._ws is None:
-            self._ws = await _aopen(self.url, self._open_timeout)
+            self._ws = await _aopen(self.url, self._open_timeout, self._headers)
         return self
 
     async def push(self, data: Payload | Sequence[Payload]) -> list[str] | None:
@@ -87,7 +91,7 @@ class AsyncPuller(PullSocket):
 
     async def connect(self) -> AsyncPuller:
         if self._ws is None:
-            self._ws = await _aopen(self.url, self._open_timeout)
+            self._ws = await _aopen(self.url, self._open_timeout, self._headers)
         return self
 
     async def recv_batch(self) -> list[Entry] | None:
@@ -135,9 +139,12 @@ class AsyncPuller(PullSocket):
 class AsyncClient:
     """Push and pull against one server; push sockets are kept per stream."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, open_timeout: float = 10):
+    def __init__(
+        self, url: str = DEFAULT_URL, *, open_timeout: float = 10, token: str | None = None
+    ):
         self.url = base_url(url)
         self.open_timeout = open_timeout
+        self.token = token  # sent as Authorization: Bearer on every socket
         self._pushers: dict[tuple[str, bool], AsyncPusher] = {}
         self._pullers: list[AsyncPuller] = []
 
@@ -147,7 +154,9 @@ class AsyncClient:
         """Write `data` (one entry) or a list (one entry each) to `sid`."""
         pusher = self._pushers.get((sid, ack))
         if pusher is None:
-            pusher = AsyncPusher(self.url, sid, ack=ack, open_timeout=self.open_timeout)
+            pusher = AsyncPusher(
+                self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token
+            )
             await pusher.connect()
             self._pushers[(sid, ack)] = pusher
         try:
@@ -158,12 +167,14 @@ class AsyncClient:
 
     def pusher(self, sid: str, *, ack: bool = False) -> AsyncPusher:
         """A push socket of its own (`async with client.pusher(sid) as p`)."""
-        return AsyncPusher(self.url, sid, ack=ack, open_timeout=self.open_timeout)
+        return AsyncPusher(self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token)
 
     def pull(self, sid: str, **options: Any) -> AsyncPuller:
         """A pull socket: options last_entry_id ("$", "0", an id), count, latest,
         block (ms), max_fps, ack. Iterate it for (sid, id, bytes)."""
-        puller = AsyncPuller(self.url, sid, open_timeout=self.open_timeout, **options)
+        puller = AsyncPuller(
+            self.url, sid, open_timeout=self.open_timeout, token=self.token, **options
+        )
         # kept to be closed with the client; those closed already are dropped
         self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)

@@ -20,6 +20,7 @@ __all__ = [
     "Payload",
     "PullSocket",
     "PushSocket",
+    "auth_headers",
     "base_url",
     "pull_url",
     "push_frame",
@@ -92,16 +93,31 @@ def split_frame(header: list[Any], payload: bytes) -> list[Entry]:
     return [(h[0], h[1], payload[a:b]) for h, a, b in zip(header, starts, ends, strict=True)]
 
 
+def auth_headers(token: str | None) -> dict[str, str] | None:
+    """The handshake headers that carry `token` (never put in the URL, which errors
+    and logs show)."""
+    return {"Authorization": f"Bearer {token}"} if token else None
+
+
 class PushSocket:
     """The push endpoint and options of AsyncPusher and Pusher."""
 
     _ws: Any
 
-    def __init__(self, url: str, sid: str, *, ack: bool = False, open_timeout: float = 10):
+    def __init__(
+        self,
+        url: str,
+        sid: str,
+        *,
+        ack: bool = False,
+        open_timeout: float = 10,
+        token: str | None = None,
+    ):
         self.sid = sid
         self.ack = ack
         self.url = push_url(url, sid, ack=1 if ack else None)
         self._open_timeout = open_timeout
+        self._headers = auth_headers(token)
         self._ws = None
 
 
@@ -122,6 +138,7 @@ class PullSocket:
         max_fps: float | None = None,
         ack: bool = False,
         open_timeout: float = 10,
+        token: str | None = None,
     ):
         self.sid = sid
         self.ack = ack
@@ -136,6 +153,7 @@ class PullSocket:
             ack=1 if ack else None,
         )
         self._open_timeout = open_timeout
+        self._headers = auth_headers(token)
         self._ws = None
         self._owe_ack = False
         self.closed = False

@@ -33,9 +33,17 @@ from fastredis.client.protocol import (
 __all__ = ["Client", "Puller", "Pusher"]
 
 
-def _open(url: str, open_timeout: float | None) -> SyncConnection:
+def _open(
+    url: str, open_timeout: float | None, headers: dict[str, str] | None = None
+) -> SyncConnection:
     try:
-        return sconnect(url, open_timeout=open_timeout, legacy=True, **CONNECT_OPTIONS)
+        return sconnect(
+            url,
+            open_timeout=open_timeout,
+            additional_headers=headers,
+            legacy=True,
+            **CONNECT_OPTIONS,
+        )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise connect_error(url, exc) from exc
 
@@ -47,7 +55,7 @@ class Pusher(PushSocket):
 
     def connect(self) -> Pusher:
         if self._ws is None:
-            self._ws = _open(self.url, self._open_timeout)
+            self._ws = _open(self.url, self._open_timeout, self._headers)
         return self
 
     def push(self, data: Payload | Sequence[Payload]) -> list[str] | None:
@@ -84,7 +92,7 @@ class Puller(PullSocket):
 
     def connect(self) -> Puller:
         if self._ws is None:
-            self._ws = _open(self.url, self._open_timeout)
+            self._ws = _open(self.url, self._open_timeout, self._headers)
         return self
 
     def recv_batch(self, timeout: float | None = None) -> list[Entry] | None:
@@ -129,9 +137,12 @@ class Puller(PullSocket):
 class Client:
     """Blocking twin of AsyncClient."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, open_timeout: float = 10):
+    def __init__(
+        self, url: str = DEFAULT_URL, *, open_timeout: float = 10, token: str | None = None
+    ):
         self.url = base_url(url)
         self.open_timeout = open_timeout
+        self.token = token  # sent as Authorization: Bearer on every socket
         self._pushers: dict[tuple[str, bool], Pusher] = {}
         self._pullers: list[Puller] = []
 
@@ -141,7 +152,9 @@ class Client:
         """Write `data` (one entry) or a list (one entry each) to `sid`."""
         pusher = self._pushers.get((sid, ack))
         if pusher is None:
-            pusher = Pusher(self.url, sid, ack=ack, open_timeout=self.open_timeout).connect()
+            pusher = Pusher(
+                self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token
+            ).connect()
             self._pushers[(sid, ack)] = pusher
         try:
             return pusher.push(data)
@@ -150,11 +163,11 @@ class Client:
             raise
 
     def pusher(self, sid: str, *, ack: bool = False) -> Pusher:
-        return Pusher(self.url, sid, ack=ack, open_timeout=self.open_timeout)
+        return Pusher(self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token)
 
     def pull(self, sid: str, **options: Any) -> Puller:
         """A pull socket: options last_entry_id, count, latest, block, max_fps, ack."""
-        puller = Puller(self.url, sid, open_timeout=self.open_timeout, **options)
+        puller = Puller(self.url, sid, open_timeout=self.open_timeout, token=self.token, **options)
         # kept to be closed with the client; those closed already are dropped
         self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)

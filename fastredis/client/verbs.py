@@ -6,7 +6,8 @@
     fastredis push-image blah_gray --shape '[400,200]'       # greyscale
     fastredis pull-image blah --latest [--save last.jpg]     # decode, show fps/latency
 
-Every verb takes `--url` (default $FASTREDIS_URL or ws://localhost:8000) and
+Every verb takes `--url` (default $FASTREDIS_URL or ws://localhost:8000), `--token`
+(default $FASTREDIS_TOKEN) and
 `--count N` (stop after N entries; 0 = never). Progress goes to stderr through tqdm;
 pull-raw prints entries to stdout. Nothing opens a window (headless-safe). When the
 server cannot be reached, the verb prints one line naming the URL and exits with 1.
@@ -139,7 +140,7 @@ class _Rate:
 @_run
 def push_increment(args: argparse.Namespace) -> int:
     pacer = _Pacer(args.fps)
-    with Pusher(args.url, args.sid) as pusher:
+    with Pusher(args.url, args.sid, token=args.token) as pusher:
         print(f"pushing to {pusher.url}", file=sys.stderr)
         with _progress("entry", args.count) as bar:
             i = args.start
@@ -164,7 +165,7 @@ def pull_raw(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
-    with Puller(args.url, args.sid, latest=args.latest, **options) as puller:
+    with Puller(args.url, args.sid, latest=args.latest, token=args.token, **options) as puller:
         print(f"pulling from {puller.url}", file=sys.stderr)
         seen = 0
         with _progress("entry", args.count) as bar:
@@ -195,7 +196,7 @@ def push_image(args: argparse.Namespace) -> int:
 
     rng = np.random.default_rng()
     pacer = _Pacer(args.fps)
-    with Pusher(args.url, args.sid) as pusher:
+    with Pusher(args.url, args.sid, token=args.token) as pusher:
         print(f"pushing {args.shape} noise JPEGs to {pusher.url}", file=sys.stderr)
         with _progress("frame", args.count) as bar:
             sent = nbytes = 0
@@ -230,7 +231,7 @@ def pull_image(args: argparse.Namespace) -> int:
     frames = bad = 0
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
     try:
-        with Puller(args.url, args.sid, latest=args.latest, **options) as puller:
+        with Puller(args.url, args.sid, latest=args.latest, token=args.token, **options) as puller:
             print(f"pulling images from {puller.url}", file=sys.stderr)
             with _progress("frame", args.count) as bar:
                 shown = 0.0
@@ -287,6 +288,12 @@ def _common(parser: argparse.ArgumentParser, count_default: int, count_help: str
         default=_default_url(),
         help="server URL (ws://, wss://, http:// or https://); default $FASTREDIS_URL "
         f"or {DEFAULT_URL}",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("FASTREDIS_TOKEN") or None,
+        help="API key or JWT for a server with access control (sent as Authorization: "
+        "Bearer); default $FASTREDIS_TOKEN",
     )
     parser.add_argument("--count", type=int, default=count_default, help=count_help)
 
