@@ -32,6 +32,7 @@ from starlette.websockets import WebSocket
 from fastredis.server.protocol import CLOSE_POLICY, BadInput, parse_sids
 
 __all__ = [
+    "ALL_STREAMS_PATHS",
     "FULL_ACCESS",
     "OPEN_PATHS",
     "AccessMiddleware",
@@ -51,6 +52,9 @@ __all__ = [
 
 GRANT_KEY = "fastredis.grant"  # where the middleware leaves the Grant in the scope
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # no token needed
+# paths that show every stream's name (Prometheus labels): only for tokens that may read
+# every stream
+ALL_STREAMS_PATHS = frozenset({"/metrics"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # no origin check
 JWT_PUBLIC_ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}
 MAX_TOKEN_BYTES = 16 * 1024
@@ -83,6 +87,10 @@ class Grant:
 
     def may_write(self, sid: str) -> bool:
         return self.write is None or any(fnmatchcase(sid, p) for p in self.write)
+
+    @property
+    def reads_everything(self) -> bool:
+        return self.read is None or "*" in self.read
 
 
 FULL_ACCESS = Grant()
@@ -281,6 +289,10 @@ class AccessMiddleware:
                 grant = self.checker.check(token)
             except Unauthorized as exc:
                 await _refuse(scope, receive, send, 401, str(exc))
+                return
+            if scope.get("path") in ALL_STREAMS_PATHS and not grant.reads_everything:
+                reason = f"{scope['path']} names every stream: a token that may read all is needed"
+                await _refuse(scope, receive, send, 403, reason)
                 return
         scope[GRANT_KEY] = grant
         await self.app(scope, receive, send)

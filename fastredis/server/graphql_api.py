@@ -247,7 +247,8 @@ class Stream:
     async def consumer_groups(self, info: Info) -> list[ConsumerGroup] | None:
         if self.error is not None:
             return None
-        groups = (await consumer_groups(_redis(info), [self.sid]))[self.sid]
+        async with _turn(info):  # one Redis connection per request, however many streams
+            groups = (await consumer_groups(_redis(info), [self.sid]))[self.sid]
         if isinstance(groups, Exception):
             return None
         return [ConsumerGroup.from_info(g) for g in groups]

@@ -210,7 +210,24 @@ def test_a_token_without_streams_claim_reads_nothing(server: LiveServer, r: redi
 
 def test_health_checks_need_no_token(server: LiveServer) -> None:
     for path in ("/healthz", "/readyz"):
-        assert httpx.get(server.http_url + path).status_code != 401
+        assert httpx.get(server.http_url + path).status_code == 200
+
+
+def test_metrics_need_a_token_that_may_read_every_stream(
+    server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    plain_redis.xadd("payroll", {"d": b"x"})
+    plain_redis.xgroup_create("payroll", "auditors", id="0")
+
+    def scrape(token: str | None) -> httpx.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return httpx.get(f"{server.http_url}/metrics", headers=headers)
+
+    assert scrape(None).status_code == 401
+    refused = scrape(scoped())  # would name 'payroll' in a label
+    assert refused.status_code == 403 and "payroll" not in refused.text
+    assert 'stream="payroll"' in scrape(API_KEY).text
+    assert 'stream="payroll"' in scrape(scoped({"read": ["*"], "write": []})).text
 
 
 def test_rs256_tokens_from_the_public_key(
