@@ -22,6 +22,7 @@ from fastredis.server.health import healthz, readyz
 from fastredis.server.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.pull import pull_endpoint
 from fastredis.server.push import push_endpoint
+from fastredis.server.rawpath import RawPathGuard
 from fastredis.server.rest import get_data, post_data
 from fastredis.server.settings import Settings
 
@@ -97,7 +98,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/data/{sid}", post_data, methods=["POST"]),
         *_graphql_routes(),
     ]
-    middleware = [Middleware(MetricsMiddleware)]
+    # metrics count every request; then paths that are not UTF-8 are refused
+    middleware = [Middleware(MetricsMiddleware), Middleware(RawPathGuard)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -34,6 +34,7 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
+from fastredis.server.settings import Settings
 from fastredis.server.websocket import accept_checked, close_with, send_quietly
 from fastredis.server.writing import PipelinedWriter
 
@@ -42,16 +43,46 @@ __all__ = ["push_endpoint"]
 log = logging.getLogger("fastredis.server")
 
 
-def _header(text: str) -> Any:
+def _header(text: str, limit: int) -> Any:
+    """The decoded JSON header, refused (1009) past `limit` bytes, or (1007) when it is
+    not JSON, nests deeper than Python can decode, or holds a lone surrogate."""
     # Fast path for the README's form, `[len(data)]`: ~5 us less than json.loads.
     if text[:1] == "[" and text[-1:] == "]":
         inner = text[1:-1].strip()
         if inner.isdigit() and inner.isascii() and (inner[0] != "0" or inner == "0"):
             return [int(inner)]
+    size = len(text) if len(text) * 4 <= limit or text.isascii() else len(text.encode())
+    if size > limit:
+        raise BadInput(
+            f"header of {size} bytes is over the limit of {limit} (max_header_size)",
+            CLOSE_TOO_BIG,
+        )
     try:
-        return json.loads(text)
+        header = json.loads(text)
     except ValueError as exc:
         raise BadInput(f"header is not JSON: {exc}", CLOSE_INVALID_DATA) from None
+    except RecursionError:
+        raise BadInput("header nests too deeply to be a push header", CLOSE_INVALID_DATA) from None
+    # The text itself is valid UTF-8 (the websocket layer checks); only an escape
+    # can make a lone surrogate, which no stream name or id can hold.
+    if "\\u" in text:
+        try:
+            json.dumps(header, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise BadInput(
+                f"header holds {exc.object[exc.start : exc.end]!r}, a lone surrogate "
+                "(not Unicode text)",
+                CLOSE_INVALID_DATA,
+            ) from None
+    return header
+
+
+def _entry_count(header: Any, n_sids: int) -> int:
+    """How many entries `header` adds: each offset of the plain form goes to every
+    stream of the path; each item of the [sid, ...] forms is one entry."""
+    if not isinstance(header, list) or not header:
+        return 0
+    return len(header) if isinstance(header[0], list) else len(header) * n_sids
 
 
 class PushEndpoint:
@@ -97,7 +128,7 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         return
     clean = False
     try:
-        await _receive_loop(ws, receive, writer, sids, opts, settings.max_message_size)
+        await _receive_loop(ws, receive, writer, sids, opts, settings)
         clean = True
     except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
@@ -129,11 +160,13 @@ async def _receive_loop(
     writer: PipelinedWriter,
     sids: list[str],
     opts: PushOptions,
-    max_size: int,
+    settings: Settings,
 ) -> None:
     with_header = opts.header
     # Streams a header names besides the path's (already admitted) are checked here.
     check_sids = write_check(ws)
+    max_size = settings.max_message_size
+    max_entries = settings.max_entries_per_message
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -144,7 +177,14 @@ async def _receive_loop(
                 raise BadInput(
                     "expected a text JSON header, got a binary message", CLOSE_UNSUPPORTED
                 )
-            header = _header(text)
+            header = _header(text, settings.max_header_size)
+            n = _entry_count(header, len(sids))
+            if n > max_entries:  # refused before its payload arrives
+                raise BadInput(
+                    f"header of {n} entries is over the limit of {max_entries} "
+                    "(max_entries_per_message)",
+                    CLOSE_TOO_BIG,
+                )
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 return  # header without its payload: nothing is written

@@ -44,8 +44,6 @@ __all__ = ["get_data", "post_data"]
 
 log = logging.getLogger("fastredis.server")
 
-MAX_PARTS = 10_000
-
 
 async def get_data(request: Request) -> Response:
     sids: list[str] = []
@@ -86,7 +84,7 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _entries(request: Request, limit: int) -> list[bytes]:
+async def _entries(request: Request, limit: int, max_parts: int) -> list[bytes]:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BadInput(f"request body of {length} bytes is over the limit of {limit}", status=413)
@@ -94,7 +92,7 @@ async def _entries(request: Request, limit: int) -> list[bytes]:
     if not content_type.startswith("multipart/form-data"):
         return [b"".join([chunk async for chunk in _limited(request, limit)])]
     parser = MultiPartParser(
-        request.headers, _limited(request, limit), max_files=MAX_PARTS, max_fields=MAX_PARTS
+        request.headers, _limited(request, limit), max_files=max_parts, max_fields=max_parts
     )
     try:
         form = await parser.parse()
@@ -122,7 +120,14 @@ async def post_data(request: Request) -> Response:
         require_write(request, sids)
         opts = parse_query("post", query_items(request.query_params), len(sids))
         assert isinstance(opts, PushOptions)
-        data = await _entries(request, settings.max_message_size)
+        max_entries = settings.max_entries_per_message
+        data = await _entries(request, settings.max_message_size, max_entries // len(sids))
+        if len(data) * len(sids) > max_entries:
+            raise BadInput(
+                f"{len(data)} parts to {len(sids)} streams make {len(data) * len(sids)} "
+                f"entries, over the limit of {max_entries} (max_entries_per_message)",
+                status=413,
+            )
         entries = [(sid, "*", payload) for payload in data for sid in sids]
         ids = await add_entries(request.app.state.redis, entries, settings.maxlen)
     except BadInput as exc:

@@ -7,10 +7,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_MAXLEN", "DEFAULT_MAX_MESSAGE_SIZE", "Settings"]
+__all__ = [
+    "DEFAULT_MAXLEN",
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_MAX_HEADER_SIZE",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Settings",
+]
 
 DEFAULT_MAXLEN = 1000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+# One push message is one atomic Lua script, and Redis serves nobody else while it
+# runs. Its cost per entry grows with the count (Redis-side, 100-byte entries, one
+# run on a busy 2-core machine: 100 -> 0.5 ms, 1,000 -> 2-11 ms, 10,000 -> 55-210
+# ms; MULTI/EXEC grows the same way), so the default keeps every message's stall to
+# milliseconds (benchmarks/bench_push_script.py).
+DEFAULT_MAX_ENTRIES = 1_000
+# A header of 1,000 [sid, id, end] triples with long names fits with room to spare.
+DEFAULT_MAX_HEADER_SIZE = 256 * 1024
 
 # redis-py defaults for the server's client. No socket_timeout (redis-py's default
 # is 5 s): blocking reads set their own wait anyway, and with a timeout redis-py
@@ -48,6 +62,13 @@ class Settings:
     * ``maxlen``: each XADD trims with ``MAXLEN ~ maxlen`` (approximate); 0 disables.
     * ``max_message_size``: the largest websocket message (and REST body) accepted,
       in bytes; larger ones close the socket with 1009 (REST: 413).
+    * ``max_entries_per_message``: the most entries one push message (or POST) may
+      add; more close the socket with 1009 (REST: 413). A message is written as one
+      atomic script, so this bounds how long it holds Redis.
+    * ``max_header_size``: the largest push header (its JSON text), in bytes; a
+      larger one closes the socket with 1009.
+    * ``handshake_timeout``: seconds a client has to send a request head (or a
+      websocket handshake); a slower one gets 408 and is closed.
     * ``cors_origins``: origins allowed by CORS for HTTP; when set, websocket
       handshakes whose ``Origin`` is not listed are closed with 1008 as well.
     * ``redis_params``: extra redis-py client arguments (passed unchanged).
@@ -60,6 +81,9 @@ class Settings:
     redis_url: str | None = None
     maxlen: int = DEFAULT_MAXLEN
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_entries_per_message: int = DEFAULT_MAX_ENTRIES
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    handshake_timeout: float = 10.0
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
@@ -70,8 +94,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.maxlen < 0:
             raise ValueError(f"maxlen must be >= 0, not {self.maxlen}")
-        if self.max_message_size < 1:
-            raise ValueError(f"max_message_size must be >= 1, not {self.max_message_size}")
+        for name in ("max_message_size", "max_entries_per_message", "max_header_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if not self.handshake_timeout > 0:
+            raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
@@ -91,7 +118,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment, with `overrides` (None values ignored) on top.
 
-        REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE and
+        REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
+        FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE,
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
         FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
         """
@@ -104,6 +132,10 @@ class Settings:
             "max_message_size": _env_int(
                 env, "FASTREDIS_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE
             ),
+            "max_entries_per_message": _env_int(
+                env, "FASTREDIS_MAX_ENTRIES_PER_MESSAGE", DEFAULT_MAX_ENTRIES
+            ),
+            "max_header_size": _env_int(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
             "cors_origins": [o for o in origins if o],
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,

@@ -14,6 +14,16 @@ from fastredis.embedded import EmbeddedRedis, free_port
 from support.waiting import wait_until
 
 
+def _ws_options(app: Any) -> dict[str, Any]:
+    """The websocket options `fastredis serve` gives uvicorn, for the app's settings."""
+    from fastredis.server.uvicorn_guard import uvicorn_options
+
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    if settings is None:  # not the fastredis app
+        return {"ws": "websockets-sansio", "ws_per_message_deflate": False}
+    return uvicorn_options(settings)
+
+
 class LiveServer:
     """uvicorn serving `app` on a free port of 127.0.0.1 until stop()."""
 
@@ -26,8 +36,7 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             lifespan="on",
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,
+            **_ws_options(app),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

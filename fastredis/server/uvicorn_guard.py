@@ -1,0 +1,161 @@
+"""uvicorn's HTTP (h11) and websocket (websockets-sansio) protocols, hardened against
+hostile clients.
+
+* A request head (the request line and headers, a websocket handshake included) must
+  arrive within `Settings.handshake_timeout` seconds: uvicorn had no such limit, so a
+  client sending a byte now and then held its socket forever (slowloris). Past it the
+  client gets ``408`` and the socket is closed. (h11 already bounds the head's size.)
+
+Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
+
+* A handshake the `websockets` parser refuses (a request line or a header line over
+  8 KiB, too many headers, not HTTP) was never answered: websockets queued its
+  ``414`` / ``431`` answer but uvicorn only looks at parsed events, so the socket
+  hung open holding an fd. It is now answered at once and closed.
+* A message over ``ws_max_size`` (and invalid UTF-8 in a text message) failed the
+  connection and closed the TCP socket at once. When the client was still sending
+  (an oversize header followed by its payload, as every client does), the unread
+  bytes made the kernel reset the connection and the client lost the close frame
+  with its 1009 / 1007. Now the server sends the close frame and keeps reading and
+  discarding (nothing is buffered) until the client has been quiet for
+  `QUIET_SECONDS` (it has read the close and answered it) or `DRAIN_SECONDS` pass.
+
+`uvicorn_options(settings)` gives the uvicorn.Config arguments every way of serving
+the app uses (`fastredis serve`, the tests' live server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from fastredis.server.settings import Settings
+
+__all__ = ["GuardedH11Protocol", "GuardedWebSocketProtocol", "uvicorn_options"]
+
+DRAIN_SECONDS = 5.0  # at most this long a failed socket is read (and discarded)
+QUIET_SECONDS = 0.25  # ... and closed once the client has sent nothing for this long
+FRAME_OVERHEAD = 64 * 1024  # ws_max_size above the largest message (framing)
+
+
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """`H11Protocol` with a deadline for each request head."""
+
+    head_timeout = 10.0  # seconds; uvicorn_options sets the server's
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the head is in (or the socket failed)
+            self._disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()  # for the next request on this connection
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            body = b'{"error": "request head not received within %gs"}' % self.head_timeout
+            self.transport.write(_REQUEST_TIMEOUT % (len(body), body))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """`WebSocketsSansIOProtocol` that answers refused handshakes and drains failed
+    sockets before closing them."""
+
+    _drain_timer: asyncio.TimerHandle | None = None
+    _drain_until = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        if self._drain_until:
+            self._quiet_then_close()  # websockets discards what a failed socket sends
+        elif not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_handshake()
+        elif self.conn.parser_exc is not None:
+            self.handle_parser_exception()
+        else:
+            self.handle_events()
+
+    def _refuse_handshake(self) -> None:
+        # websockets has queued its answer (414 or 431 with a one-line reason), or
+        # only an end of stream for a request that is not HTTP at all.
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
+
+    def handle_parser_exception(self) -> None:
+        close = self.conn.close_sent
+        if close is not None:
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+            )
+        # The close frame goes out, and the socket stays open for reading until the
+        # client has read it and gone quiet (websockets' end of stream is b"", a no-op).
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.frames = []
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self._drain_until = self.loop.time() + DRAIN_SECONDS
+        if self.close_timer is None:  # also keeps run_asgi from closing at once
+            self.close_timer = self.loop.call_later(DRAIN_SECONDS, self.transport.close)
+        self._quiet_then_close()
+
+    def _quiet_then_close(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        delay = min(QUIET_SECONDS, max(0.0, self._drain_until - self.loop.time()))
+        self._drain_timer = self.loop.call_later(delay, self.transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The protocol arguments of uvicorn.Config for the fastredis app."""
+    http = type(
+        "GuardedH11Protocol", (GuardedH11Protocol,), {"head_timeout": settings.handshake_timeout}
+    )
+    return {
+        "http": http,
+        "ws": GuardedWebSocketProtocol,
+        "ws_per_message_deflate": False,  # payloads are mostly incompressible
+        # the largest message: a payload of max_message_size or a header of
+        # max_header_size, whichever is larger, plus framing
+        "ws_max_size": max(settings.max_message_size, settings.max_header_size) + FRAME_OVERHEAD,
+    }
