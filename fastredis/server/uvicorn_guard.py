@@ -54,8 +54,8 @@ class GuardedH11Protocol(H11Protocol):
     head_timeout = 10.0  # seconds; uvicorn_options sets the server's
     _head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
