@@ -8,7 +8,8 @@ Modules, after redis-py's own ``redis/_parsers/``:
 * `commands`: building XREAD & co., `blocking_read_timeout`;
 * `batch_reads` / `async_batch_reads`: replies parsed straight into a StreamBatch;
 * `sockets`: sending prebuilt RESP buffers;
-* `held`: connections held across commands (pull reads, pipelined writers).
+* `held`: connections held across commands (pull reads, pipelined writers);
+* `cluster`: Redis Cluster clients and batch reads grouped by slot and node.
 """
 
 from fastredis.redis_io.async_batch_reads import (
@@ -29,6 +30,7 @@ from fastredis.redis_io.batch_reads import (
     xrevrange_batch,
 )
 from fastredis.redis_io.clients import describe, make_async_client, make_client
+from fastredis.redis_io.cluster import cluster_enabled, is_cluster, slot_groups
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout, xread_command
 from fastredis.redis_io.held import HeldConnection, blocking_command
 from fastredis.redis_io.parser import FastParser
@@ -47,10 +49,13 @@ __all__ = [
     "axrevrange_batch",
     "blocking_command",
     "blocking_read_timeout",
+    "cluster_enabled",
     "describe",
+    "is_cluster",
     "make_async_client",
     "make_client",
     "send_buffers",
+    "slot_groups",
     "xautoclaim_batch",
     "xclaim_batch",
     "xrange_batch",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import redis.asyncio
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
+from fastredis.redis_io.async_cluster_reads import acluster_call
 from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.cluster import is_cluster
 from fastredis.redis_io.commands import (
     StreamIds,
     blocking_read_timeout,
@@ -37,6 +40,8 @@ async def _abatch_call(
     encoding: str | None,
     block: int | None = None,
 ) -> StreamBatch:
+    if is_cluster(client):  # XRANGE & co.: one key, args[1]
+        return await acluster_call(client, lambda _: args, {args[1]: None}, kind, encoding, block)
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
@@ -68,6 +73,9 @@ async def axread_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """Asyncio XREAD into a StreamBatch."""
+    if is_cluster(client):
+        build = partial(xread_args, count=count, block=block)
+        return await acluster_call(client, build, streams, READ, encoding, block)
     return await _abatch_call(client, xread_args(streams, count, block), READ, encoding, block)
 
 
@@ -82,6 +90,9 @@ async def axreadgroup_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """Asyncio XREADGROUP into a StreamBatch."""
+    if is_cluster(client):
+        build = partial(xreadgroup_args, group, consumer, count=count, block=block, noack=noack)
+        return await acluster_call(client, build, streams, READ, encoding, block)
     args = xreadgroup_args(group, consumer, streams, count, block, noack)
     return await _abatch_call(client, args, READ, encoding, block)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import redis
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
+from fastredis.redis_io.cluster import is_cluster
+from fastredis.redis_io.cluster_reads import cluster_call
 from fastredis.redis_io.commands import (
     StreamIds,
     blocking_read_timeout,
@@ -32,6 +35,8 @@ __all__ = [
 def _batch_call(
     client: redis.Redis, args: list[Any], kind: int, encoding: str | None, block: int | None = None
 ) -> StreamBatch:
+    if is_cluster(client):  # XRANGE & co.: one key, args[1]
+        return cluster_call(client, lambda _: args, {args[1]: None}, kind, encoding, block)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -60,6 +65,9 @@ def xread_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """XREAD into a StreamBatch; a BLOCK timeout gives an empty batch."""
+    if is_cluster(client):
+        build = partial(xread_args, count=count, block=block)
+        return cluster_call(client, build, streams, READ, encoding, block)
     return _batch_call(client, xread_args(streams, count, block), READ, encoding, block)
 
 
@@ -74,6 +82,9 @@ def xreadgroup_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """XREADGROUP into a StreamBatch; a BLOCK timeout gives an empty batch."""
+    if is_cluster(client):
+        build = partial(xreadgroup_args, group, consumer, count=count, block=block, noack=noack)
+        return cluster_call(client, build, streams, READ, encoding, block)
     args = xreadgroup_args(group, consumer, streams, count, block, noack)
     return _batch_call(client, args, READ, encoding, block)
 

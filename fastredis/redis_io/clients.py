@@ -9,6 +9,14 @@ import redis
 import redis.asyncio
 
 from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.cluster import (
+    AsyncRedisCluster,
+    RedisCluster,
+    cluster_enabled,
+    is_cluster,
+    make_async_cluster_client,
+    make_cluster_client,
+)
 from fastredis.redis_io.parser import FastParser
 
 __all__ = ["describe", "make_async_client", "make_client"]
@@ -22,18 +30,29 @@ def _with_parser(client: Any, parser_class: type) -> Any:
 
 
 def make_client(
-    client_params: Mapping[str, Any] | None = None, url: str | None = None
-) -> redis.Redis:
-    """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged."""
+    client_params: Mapping[str, Any] | None = None,
+    url: str | None = None,
+    cluster: bool | None = None,
+) -> redis.Redis | RedisCluster:
+    """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged.
+    A Redis Cluster node gives a RedisCluster (`cluster=None` asks the server, one
+    ``INFO cluster``; True / False say so)."""
+    if cluster or (cluster is None and cluster_enabled(client_params, url)):
+        return make_cluster_client(client_params, url)
     params = dict(client_params or {})
     client = redis.Redis.from_url(url, **params) if url is not None else redis.Redis(**params)
     return _with_parser(client, FastParser)
 
 
 def make_async_client(
-    client_params: Mapping[str, Any] | None = None, url: str | None = None
-) -> redis.asyncio.Redis:
-    """An asyncio redis-py client using the fastredis parser."""
+    client_params: Mapping[str, Any] | None = None,
+    url: str | None = None,
+    cluster: bool | None = None,
+) -> redis.asyncio.Redis | AsyncRedisCluster:
+    """An asyncio redis-py client using the fastredis parser (a cluster one as make_client;
+    the ``INFO cluster`` question is asked with a short sync connection)."""
+    if cluster or (cluster is None and cluster_enabled(client_params, url)):
+        return make_async_cluster_client(client_params, url)
     params = dict(client_params or {})
     if url is not None:
         client = redis.asyncio.Redis.from_url(url, **params)
@@ -42,8 +61,11 @@ def make_async_client(
     return _with_parser(client, AsyncFastParser)
 
 
-def describe(client: redis.Redis | redis.asyncio.Redis) -> str:
+def describe(client: Any) -> str:
     """host:port/db (or the socket path) of a client, for messages."""
+    if is_cluster(client):
+        node = client.get_default_node()
+        return f"cluster {node.host}:{node.port}" if node else "cluster"
     kw = client.connection_pool.connection_kwargs
     if kw.get("path"):
         return f"unix:{kw['path']}"
