@@ -28,7 +28,7 @@ import redis
 import redis.asyncio
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.cluster import RedisCluster
+from redis.cluster import REDIS_ALLOWED_KEYS, RedisCluster
 
 from fastredis._resp import READ, Reader, StreamBatch
 from fastredis.redis_io.async_parser import AsyncFastParser
@@ -62,6 +62,10 @@ RETRIABLE = (
     rexc.TryAgainError,
     rexc.SlotNotCoveredError,
 )
+_PROBE_KEYS = set(REDIS_ALLOWED_KEYS) - {
+    "connection_class", "connection_pool", "connection_pool_class", "redis_connect_func",
+    "retry", "cache", "cache_config", "maint_notifications_config",
+} | {"ssl_min_version", "ssl_ciphers", "unix_socket_path", "path"}  # fmt: skip
 Build = Callable[[StreamIds], list[Any]]
 
 
@@ -73,7 +77,9 @@ def is_cluster(client: Any) -> bool:
 def cluster_enabled(client_params: Mapping[str, Any] | None = None, url: str | None = None) -> bool:
     """Whether the server at `url` / `client_params` runs in cluster mode
     (``INFO cluster`` says ``cluster_enabled:1``); False when it cannot be asked."""
-    params = {"socket_connect_timeout": 5, "socket_timeout": 5, **(client_params or {})}
+    # connection settings only: a pool, an (asyncio) Retry or hooks are not the probe's
+    params = {k: v for k, v in (client_params or {}).items() if k in _PROBE_KEYS}
+    params = {"socket_connect_timeout": 5, "socket_timeout": 5, **params}
     try:
         probe = redis.Redis.from_url(url, **params) if url else redis.Redis(**params)
         with probe:
