@@ -2,14 +2,14 @@
 
 from typing import Any
 
-from fastredis._resp import StreamBatch
+from fastredis._batch import StreamBatch
+from fastredis._writer import REFERENCE_MIN as REFERENCE_MIN
+from fastredis._writer import pack_commands as pack_commands
 
-Buffer = bytes | bytearray | memoryview
+_Buffer = bytes | bytearray | memoryview
 
 class FrameError(ValueError):
     """A push frame header or payload that does not fit the protocol."""
-
-REFERENCE_MIN: int  # pack_commands references (does not copy) args of at least this many bytes
 
 def json_string(s: str | bytes) -> bytes:
     """`s` as a JSON string literal, escaped as pull_header escapes names and ids
@@ -32,7 +32,7 @@ def pull_views(batch: StreamBatch, field: bytes | str = b"d") -> list[memoryview
     entry (empty for entries without the field), aligned with the batch."""
 
 def push_entries(
-    header: Any, payload: Buffer, sids: list[str]
+    header: Any, payload: _Buffer, sids: list[str]
 ) -> list[tuple[str, str, memoryview]]:
     """Validate a push header against its binary payload and split it into
     (sid, id, view) entries. `header` is the decoded JSON: a list of end offsets
@@ -40,8 +40,3 @@ def push_entries(
     [sid, id, end] triples; id is "*" unless given. Offsets must be ints,
     non-decreasing, inside the payload, and the last must equal len(payload).
     Raises FrameError naming the problem."""
-
-def pack_commands(commands: list[list[Any]]) -> list[Buffer]:
-    """RESP-encode commands whose arguments are bytes, str, int or buffers.
-    Large buffer arguments are referenced, not copied; pass the result to
-    `socket.sendmsg`/`writelines`/redis-py's `send_packed_command`."""

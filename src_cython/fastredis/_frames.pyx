@@ -1,5 +1,4 @@
-# cython: language_level=3
-"""The frame packer: StreamBatch -> pull frame, push frame -> RESP for XADD.
+"""The frames of the server protocol: StreamBatch -> pull frame, push frame -> entries.
 
 Pull side (server -> client):
 
@@ -13,9 +12,9 @@ Push side (client -> server -> Redis):
 
 * ``push_entries`` validates a decoded JSON push header against its binary
   payload and splits the payload into zero-copy memoryviews.
-* ``pack_commands`` RESP-encodes commands: small arguments are copied into
-  header chunks written in C, arguments of at least ``REFERENCE_MIN`` bytes are
-  referenced as memoryviews between those chunks (never copied).
+
+The RESP writer (``pack_commands``, ``REFERENCE_MIN``) lives in ``_writer.pyx``;
+both are re-exported here for code that imports them from ``fastredis._frames``.
 
 Choices (see also the docstrings below):
 
@@ -28,128 +27,31 @@ Choices (see also the docstrings below):
 * An empty push header with an empty payload is a valid frame of no entries.
 """
 
-from cpython.buffer cimport (
-    PyBUF_SIMPLE,
-    PyBuffer_Release,
-    PyObject_CheckBuffer,
-    PyObject_GetBuffer,
-)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
-from cpython.float cimport PyFloat_Check
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
-from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from fastredis._resp cimport StreamBatch
+from fastredis._batch cimport StreamBatch
+from fastredis._outbuf cimport (
+    OutBuf,
+    w_finish,
+    w_free,
+    w_init,
+    w_raw,
+    w_reserve,
+    w_uint,
+)
 
-
-cdef extern from "Python.h":
-    PyObject* _bytes_new "PyBytes_FromStringAndSize"(const char* s, Py_ssize_t n)
-    int _PyBytes_Resize(PyObject** obj, Py_ssize_t n) except -1
-    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* n) except NULL
+from fastredis._writer import REFERENCE_MIN, pack_commands  # re-exported
 
 
 class FrameError(ValueError):
     """A push frame header or payload that does not fit the protocol."""
 
 
-# Arguments of at least this many bytes are referenced by pack_commands, not copied.
-REFERENCE_MIN = 16 * 1024
-cdef Py_ssize_t _REFERENCE_MIN = REFERENCE_MIN
-
 # Above this many payload bytes, pull_payload copies without holding the GIL.
 cdef Py_ssize_t _NOGIL_MIN = 1 << 20
-
-
-# --------------------------------------------------------------------------
-# A growing buffer that is a bytes object from the start (no final copy).
-# --------------------------------------------------------------------------
-
-cdef struct Writer:
-    PyObject* obj
-    char* p
-    Py_ssize_t pos
-    Py_ssize_t cap
-
-
-cdef int w_init(Writer* w, Py_ssize_t cap) except -1:
-    if cap < 16:
-        cap = 16
-    w.obj = _bytes_new(NULL, cap)
-    if w.obj == NULL:
-        raise MemoryError()
-    w.p = PyBytes_AS_STRING(<object>w.obj)
-    w.pos = 0
-    w.cap = cap
-    return 0
-
-
-cdef int w_grow(Writer* w, Py_ssize_t need) except -1:
-    """Make room for `need` more bytes (amortized doubling)."""
-    cdef Py_ssize_t cap = w.cap * 2
-    if cap < w.pos + need:
-        cap = w.pos + need
-    _PyBytes_Resize(&w.obj, cap)       # frees and NULLs w.obj on failure
-    w.p = PyBytes_AS_STRING(<object>w.obj)
-    w.cap = cap
-    return 0
-
-
-cdef inline int w_reserve(Writer* w, Py_ssize_t need) except -1:
-    if w.pos + need > w.cap:
-        w_grow(w, need)
-    return 0
-
-
-cdef object w_finish(Writer* w):
-    """The bytes written so far (ownership passes to the caller)."""
-    _PyBytes_Resize(&w.obj, w.pos)
-    result = <object>w.obj             # new reference
-    Py_XDECREF(w.obj)
-    w.obj = NULL
-    w.p = NULL
-    w.pos = w.cap = 0
-    return result
-
-
-cdef void w_free(Writer* w) noexcept:
-    Py_XDECREF(w.obj)
-    w.obj = NULL
-    w.p = NULL
-    w.pos = w.cap = 0
-
-
-cdef inline void w_raw(Writer* w, const char* s, Py_ssize_t n) noexcept:
-    """Copy n bytes; the caller reserved room."""
-    memcpy(w.p + w.pos, s, n)
-    w.pos += n
-
-
-cdef uint64_t[20] _POW10
-_POW10[0] = 1
-for _k in range(1, 20):
-    _POW10[_k] = _POW10[_k - 1] * 10
-
-
-cdef inline void w_uint(Writer* w, uint64_t v) noexcept:
-    """Decimal digits of v; the caller reserved 20 bytes. (Digits go straight to
-    their place: building them in a temporary and copying stalls on store forwarding.)"""
-    cdef int nd = 1
-    cdef char* p
-    while nd < 20 and v >= _POW10[nd]:
-        nd += 1
-    p = w.p + w.pos + nd
-    w.pos += nd
-    while True:
-        p -= 1
-        p[0] = <char>(48 + v % 10)
-        v //= 10
-        if v == 0:
-            break
 
 
 # --------------------------------------------------------------------------
@@ -163,12 +65,12 @@ cdef inline bint _cont(unsigned char c) noexcept:
     return 0x80 <= c <= 0xBF
 
 
-cdef inline void _w_fffd(Writer* w) noexcept:
+cdef inline void _w_fffd(OutBuf* w) noexcept:
     memcpy(w.p + w.pos, b"\\ufffd", 6)
     w.pos += 6
 
 
-cdef void w_json_chars(Writer* w, const unsigned char* s, Py_ssize_t n) noexcept:
+cdef void w_json_chars(OutBuf* w, const unsigned char* s, Py_ssize_t n) noexcept:
     """The JSON-escaped body of a string (no quotes); the caller reserved 6 * n.
 
     Invalid UTF-8 is replaced like CPython's "replace" error handler does it
@@ -261,7 +163,7 @@ cdef inline bint _id_word(uint64_t x) noexcept:
                 | (((x + 0x0101010101010101ULL * (127 - 0x39)) | x) & 0x8080808080808080ULL))
 
 
-cdef inline void w_json_id(Writer* w, const unsigned char* s, Py_ssize_t n) noexcept:
+cdef inline void w_json_id(OutBuf* w, const unsigned char* s, Py_ssize_t n) noexcept:
     """Like w_json_chars, with a fast path for ids (only '-', '.', '/' and digits:
     nothing to escape), 8 bytes at a time."""
     cdef Py_ssize_t j = 0
@@ -283,7 +185,7 @@ cdef inline void w_json_id(Writer* w, const unsigned char* s, Py_ssize_t n) noex
     w.pos += n
 
 
-cdef int w_json_string(Writer* w, const char* s, Py_ssize_t n) except -1:
+cdef int w_json_string(OutBuf* w, const char* s, Py_ssize_t n) except -1:
     w_reserve(w, 6 * n + 2)
     w.p[w.pos] = b'"'
     w.pos += 1
@@ -307,7 +209,7 @@ cdef bytes _name_bytes(s, str what):
 def json_string(s) -> bytes:
     """`s` (bytes or str) as a JSON string literal, escaped as pull_header does it
     (exposed for tests and for other writers of the protocol)."""
-    cdef Writer w
+    cdef OutBuf w
     cdef bytes b = _name_bytes(s, "s")
     w_init(&w, len(b) + 2)
     try:
@@ -384,7 +286,7 @@ def pull_header(StreamBatch batch not None, field=b"d", sid=None) -> bytes:
     cdef int32_t si
     cdef int64_t start = 0, voff, vlen
     cdef int64_t* name_off = NULL          # escaped names (quotes included) in `names`
-    cdef Writer names, w
+    cdef OutBuf names, w
     cdef bytes sid_b
     cdef const char* data = batch.data
     cdef const char* names_p
@@ -478,7 +380,7 @@ def pull_payload(StreamBatch batch not None, field=b"d") -> bytes:
     cdef const char* data = batch.data
     cdef char* out_p
     cdef Py_ssize_t pos = 0
-    cdef Writer w
+    cdef OutBuf w
 
     if n == 0:
         return b""
@@ -710,180 +612,3 @@ def push_entries(header, payload, sids) -> list:
             f"offset {m - 1} ({prev}) does not reach the end of the payload "
             f"(length {size})")
     return out
-
-
-# --------------------------------------------------------------------------
-# Push side: RESP encoding
-# --------------------------------------------------------------------------
-
-cdef int _inline_arg(Writer* w, const char* s, Py_ssize_t n) except -1:
-    w_reserve(w, n + 25)
-    w.p[w.pos] = b'$'
-    w.pos += 1
-    w_uint(w, <uint64_t>n)
-    w.p[w.pos] = b'\r'
-    w.p[w.pos + 1] = b'\n'
-    w.pos += 2
-    w_raw(w, s, n)
-    w.p[w.pos] = b'\r'
-    w.p[w.pos + 1] = b'\n'
-    w.pos += 2
-    return 0
-
-
-cdef int _pack_arg(Writer* w, arg, list out) except -1:
-    cdef Py_ssize_t n
-    cdef const char* s
-    cdef Py_buffer view
-    cdef long long v
-    cdef int overflow
-    cdef memoryview mv
-    if PyBytes_Check(arg):
-        n = PyBytes_GET_SIZE(arg)
-        if n >= _REFERENCE_MIN:
-            return _ref(w, memoryview(arg), out)
-        return _inline_arg(w, PyBytes_AS_STRING(arg), n)
-    if PyUnicode_Check(arg):
-        s = PyUnicode_AsUTF8AndSize(arg, &n)
-        if n >= _REFERENCE_MIN:
-            return _ref(w, memoryview((<str>arg).encode("utf-8")), out)
-        return _inline_arg(w, s, n)
-    if isinstance(arg, bool):
-        raise TypeError(
-            "Invalid input of type: 'bool'. Convert to a bytes, string, int or float first.")
-    if PyLong_CheckExact(arg):
-        v = PyLong_AsLongLongAndOverflow(arg, &overflow)
-        if not overflow:
-            w_reserve(w, 50)
-            w.p[w.pos] = b'$'
-            w.pos += 1
-            # the digits go after the length, which we know only once written
-            _w_int_arg(w, v)
-            return 0
-        b = repr(arg).encode()
-        return _inline_arg(w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
-    if isinstance(arg, int) or PyFloat_Check(arg):
-        b = repr(arg).encode()            # as redis-py does, int subclasses included
-        return _inline_arg(w, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
-    if PyObject_CheckBuffer(arg):
-        PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE)   # contiguous bytes or error
-        try:
-            n = view.len
-            if n < _REFERENCE_MIN:
-                return _inline_arg(w, <const char*>view.buf, n)
-        finally:
-            PyBuffer_Release(&view)
-        if isinstance(arg, memoryview):
-            mv = <memoryview>arg
-        else:
-            mv = memoryview(arg)
-        if mv.ndim != 1 or mv.format != "B":
-            mv = mv.cast("B")
-        return _ref(w, mv, out)
-    raise TypeError(
-        f"Invalid input of type: '{type(arg).__name__}'. "
-        f"Convert to a bytes, string, int or float first.")
-
-
-cdef int _w_int_arg(Writer* w, long long v) noexcept:
-    """`$<ndigits>\\r\\n<digits>\\r\\n` after the '$' already written (50 reserved)."""
-    cdef char tmp[24]
-    cdef int i = 24, nd
-    cdef uint64_t u
-    cdef bint neg = v < 0
-    u = (<uint64_t>0 - <uint64_t>v) if neg else <uint64_t>v
-    while True:
-        i -= 1
-        tmp[i] = <char>(48 + u % 10)
-        u //= 10
-        if u == 0:
-            break
-    if neg:
-        i -= 1
-        tmp[i] = b'-'
-    nd = 24 - i
-    w_uint(w, <uint64_t>nd)
-    w.p[w.pos] = b'\r'
-    w.p[w.pos + 1] = b'\n'
-    w.pos += 2
-    memcpy(w.p + w.pos, tmp + i, nd)
-    w.pos += nd
-    w.p[w.pos] = b'\r'
-    w.p[w.pos + 1] = b'\n'
-    w.pos += 2
-    return 0
-
-
-cdef int _ref(Writer* w, memoryview mv, list out) except -1:
-    """`$len\\r\\n` closes the current chunk; the view follows it; a new chunk
-    starts with the CRLF that ends the argument."""
-    w_reserve(w, 23)
-    w.p[w.pos] = b'$'
-    w.pos += 1
-    w_uint(w, <uint64_t>mv.nbytes)
-    w.p[w.pos] = b'\r'
-    w.p[w.pos + 1] = b'\n'
-    w.pos += 2
-    out.append(w_finish(w))
-    out.append(mv)
-    w_init(w, 256)
-    w.p[0] = b'\r'
-    w.p[1] = b'\n'
-    w.pos = 2
-    return 0
-
-
-def pack_commands(commands) -> list:
-    """RESP-encode commands (each a sequence of bytes, str, int, float or buffer
-    arguments) into a list of chunks whose concatenation is exactly what redis-py's
-    ``Connection.pack_command`` / ``pack_commands`` would send: header chunks
-    written in C holding ``*N``/``$len`` lines and the small arguments, and for
-    each argument of at least ``REFERENCE_MIN`` bytes a memoryview of it (no copy;
-    ``view.obj`` is the argument). str is encoded as UTF-8. As in redis-py, a str
-    first argument (or a bytes one containing a space) is split on whitespace
-    (``"CONFIG GET"``). Pass the result to ``socket.sendmsg``, ``writelines`` or
-    redis-py's ``send_packed_command``."""
-    cdef Writer w
-    cdef list out = []
-    cdef Py_ssize_t j, n_args
-    w.obj = NULL
-    w_init(&w, 256)
-    try:
-        for cmd in commands:
-            if not isinstance(cmd, (list, tuple)):
-                if isinstance(cmd, (str, bytes, bytearray, memoryview)):
-                    raise TypeError(
-                        f"each command must be a list of arguments, not {type(cmd).__name__}")
-                cmd = list(cmd)
-            n_args = len(cmd)
-            if n_args == 0:
-                raise ValueError("empty command")
-            first = cmd[0]
-            if isinstance(first, str):
-                head = (<str>first).encode().split()
-            elif isinstance(first, (bytes, bytearray)) and b" " in first:
-                head = first.split()
-            else:
-                head = None
-            w_reserve(&w, 23)
-            w.p[w.pos] = b'*'
-            w.pos += 1
-            if head is None:
-                w_uint(&w, <uint64_t>n_args)
-            else:
-                w_uint(&w, <uint64_t>(n_args - 1 + len(head)))
-            w.p[w.pos] = b'\r'
-            w.p[w.pos + 1] = b'\n'
-            w.pos += 2
-            if head is None:
-                _pack_arg(&w, first, out)
-            else:
-                for arg in head:
-                    _pack_arg(&w, arg, out)
-            for j in range(1, n_args):
-                _pack_arg(&w, cmd[j], out)
-        if w.pos:
-            out.append(w_finish(&w))
-        return out
-    finally:
-        w_free(&w)
