@@ -144,6 +144,13 @@ _RULES: tuple[_Rule, ...] = (
         503,
         lambda e, t, k, ty: "no free Redis connection on the server: try again later",
     ),
+    # BusyLoadingError is a ConnectionError to redis-py: it comes first
+    _Rule(
+        _kind(rx.BusyLoadingError, rx.TryAgainError, rx.MasterDownError, rx.ClusterDownError),
+        CLOSE_TRY_LATER,
+        503,
+        lambda e, t, k, ty: f"Redis is busy ({t}): try again later",
+    ),
     _Rule(
         _kind(rx.TimeoutError),
         CLOSE_INTERNAL,
@@ -183,16 +190,10 @@ _RULES: tuple[_Rule, ...] = (
         ),
     ),
     _Rule(
-        _kind(rx.BusyLoadingError, rx.TryAgainError, rx.MasterDownError, rx.ClusterDownError),
+        _says("busy running a script"),
         CLOSE_TRY_LATER,
         503,
-        lambda e, t, k, ty: f"Redis is busy ({t}): try again later",
-    ),
-    _Rule(
-        _says("BUSY Redis is busy running a script", "Redis is busy running a script"),
-        CLOSE_TRY_LATER,
-        503,
-        lambda e, t, k, ty: "Redis is busy running a long script: try again later",
+        lambda e, t, k, ty: "Redis is busy running a long Lua job: try again later",
     ),
     _Rule(
         _kind(rx.ReadOnlyError),

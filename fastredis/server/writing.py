@@ -156,7 +156,7 @@ async def add_entries(
         await conn.send_commands([entry_commands(entries, maxlen)])
         reply = await conn.read_reply()
     except ResponseError as exc:
-        raise refused(exc) from None
+        raise refused(exc, list(dict.fromkeys(e[0] for e in entries))) from None
     finally:
         await conn.release()
     metrics.pushed("rest", len(entries), sum(len(e[2]) for e in entries))
@@ -205,7 +205,8 @@ class PipelinedWriter:
         self._done.set()
         self._tasks: deque[asyncio.Task[None]] = deque()
         self._sent = 0  # messages sent whose reply is not read yet
-        self._queued_at: deque[tuple[float, int, int]] = deque()  # (time, entries, bytes)
+        # per message sent: (time, entries, bytes, the stream of a one-entry message)
+        self._queued_at: deque[tuple[float, int, int, str | None]] = deque()
 
     async def start(self) -> PipelinedWriter:
         await self._conn.acquire()
@@ -230,7 +231,14 @@ class PipelinedWriter:
         for buf in bufs:
             self._unsent += len(buf)
         self._queued.extend(bufs)
-        self._queued_at.append((time.perf_counter(), len(entries), sum(len(e[2]) for e in entries)))
+        self._queued_at.append(
+            (
+                time.perf_counter(),
+                len(entries),
+                sum(len(e[2]) for e in entries),
+                entries[0][0] if len(entries) == 1 else None,
+            )
+        )
         self._pending += 1
         self._done.clear()
         self._flush_wanted.set()
@@ -272,11 +280,12 @@ class PipelinedWriter:
                     continue
                 try:
                     reply = await conn.read_reply()
-                except ResponseError as exc:
-                    raise refused(exc) from None
+                except ResponseError as exc:  # a one-entry XADD's error names no stream
+                    sid = self._queued_at[0][3] if self._queued_at else None
+                    raise refused(exc, [sid] if sid is not None else []) from None
                 self._sent -= 1
                 self._pending -= 1
-                queued_at, n, nbytes = self._queued_at.popleft()
+                queued_at, n, nbytes, _ = self._queued_at.popleft()
                 metrics.pushed("ws", n, nbytes, time.perf_counter() - queued_at)
                 if (
                     not self._room.is_set()
