@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import Any
 
 from redis import exceptions as rexc
 
@@ -12,6 +13,7 @@ from fastredis._resp import StreamBatch
 from fastredis.redis_io.async_parser import AsyncFastParser
 from fastredis.redis_io.cluster import (
     FAILOVER_WAIT,
+    PENDING,
     RETRY_PAUSE,
     AsyncRedisCluster,
     Build,
@@ -26,11 +28,15 @@ from fastredis.redis_io.cluster import (
 )
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout
 
-__all__ = ["acluster_call"]
+__all__ = ["acluster_blocking_pop", "acluster_call"]
 
 
 async def _lane(
-    lane: list[Call], kind: int, encoding: str | None, block: int | None, id_known: asyncio.Event
+    lane: list[Call],
+    kind: int | None,
+    encoding: str | None,
+    block: int | None,
+    id_known: asyncio.Event,
 ) -> None:
     """Send a lane's calls on one connection of their node and read the replies."""
     node = lane[0].node
@@ -49,7 +55,8 @@ async def _lane(
             if want_id:
                 call.client_id = await conn.read_response()
                 id_known.set()
-            conn._parser.expect_batch(kind, encoding)
+            if kind is not None:
+                conn._parser.expect_batch(kind, encoding)
             try:
                 call.outcome = await conn.read_response(timeout=timeout)
             except rexc.ResponseError as error:  # one reply: the next ones follow
@@ -57,7 +64,7 @@ async def _lane(
         owed = False
     except (rexc.RedisError, OSError) as error:
         for call in lane:
-            if call.outcome is None:
+            if call.outcome is PENDING:
                 call.outcome = error
     finally:
         if id_known is not None:
@@ -79,7 +86,9 @@ async def _unblock(call: Call, task: asyncio.Future[None], id_known: asyncio.Eve
         await asyncio.wait({task}, timeout=0.01)
 
 
-async def _round(calls: list[Call], kind: int, encoding: str | None, block: int | None) -> None:
+async def _round(
+    calls: list[Call], kind: int | None, encoding: str | None, block: int | None
+) -> None:
     groups = lanes(calls, block)
     side_by_side = block is not None and len(calls) > 1
     events = [asyncio.Event() if side_by_side else None for _ in groups]
@@ -109,11 +118,12 @@ async def acluster_call(
     client: AsyncRedisCluster,
     build: Build,
     streams: StreamIds,
-    kind: int,
+    kind: int | None,
     encoding: str | None,
     block: int | None = None,
-) -> StreamBatch:
-    """Asyncio `cluster_call`: the lanes run as concurrent tasks."""
+) -> Any:
+    """Asyncio `cluster_call`: the lanes run as concurrent tasks. `kind` None: plain
+    replies, one per slot that answered, as a list."""
     if client._initialize:
         await client.initialize()
     deadline = time.monotonic() + FAILOVER_WAIT
@@ -121,7 +131,7 @@ async def acluster_call(
     done: list[StreamBatch] = []
     while True:
         for call in calls:
-            call.outcome = None
+            call.outcome = PENDING
         await _round(calls, kind, encoding, block)
         calls, regroup, moved, refresh = next_round(client, calls, done, deadline)
         for error in moved:
@@ -133,3 +143,26 @@ async def acluster_call(
             calls += calls_for(client, build, regroup)
         if settled(calls, done, block):
             return finish(done, kind, encoding)
+
+
+async def acluster_blocking_pop(client: AsyncRedisCluster, args: list[Any], block_s: float) -> Any:
+    """BLMPOP over keys in several slots: one per slot, side by side; the first items end
+    the wait and every slot's popped items are returned, as one BLMPOP reply (the key
+    is the first answering one's). BLPOP/BRPOP must name keys of one slot."""
+    cmd = str(args[0]).upper()
+    if cmd != "BLMPOP":
+        if len({client.keyslot(k) for k in args[1:-1]}) > 1:
+            raise ValueError(f"{cmd} over keys in several cluster slots: use BLMPOP")
+        return await client.execute_command(*args)
+    timeout, numkeys = args[1], int(args[2])
+    keys, rest = args[3 : 3 + numkeys], args[3 + numkeys :]
+
+    def build(group: StreamIds) -> list[Any]:
+        return ["BLMPOP", timeout, len(group), *group, *rest]
+
+    block_ms = int(block_s * 1000)
+    replies = await acluster_call(client, build, dict.fromkeys(keys), None, None, block_ms)
+    popped = [r for r in replies if r is not None]
+    if not popped:
+        return None
+    return [popped[0][0], [item for reply in popped for item in reply[1]]]

@@ -164,6 +164,9 @@ def merge_read_batches(batches: list[StreamBatch], encoding: str | None) -> Stre
 # -- one round of commands, and the next ----------------------------------------------
 
 
+PENDING: Any = object()  # a call's outcome before its reply
+
+
 class Call:
     """One command for one slot's streams (`streams`, kept for retries) on `node`."""
 
@@ -172,7 +175,7 @@ class Call:
     def __init__(self, node: Any, streams: dict[Any, Any], args: list[Any], asking: bool) -> None:
         self.node, self.streams, self.args, self.asking = node, streams, args, asking
         self.client_id: int | None = None
-        self.outcome: Any = None
+        self.outcome: Any = PENDING
 
 
 def calls_for(client: Any, build: Build, streams: StreamIds) -> list[Call]:
@@ -224,7 +227,7 @@ def next_round(
     refresh = False
     for call in calls:
         error = call.outcome
-        if isinstance(error, StreamBatch):
+        if not isinstance(error, BaseException):
             done.append(error)
             continue
         if not isinstance(error, RETRIABLE) or time.monotonic() > deadline:
@@ -243,11 +246,17 @@ def next_round(
     return again, regroup, moved, refresh
 
 
-def finish(done: list[StreamBatch], kind: int, encoding: str | None) -> StreamBatch:
+def finish(done: list[Any], kind: int | None, encoding: str | None) -> Any:
+    """The answer: READ batches merged, another batch as it is, plain replies as a list."""
+    if kind is None:
+        return done
     return merge_read_batches(done, encoding) if kind == READ else done[0]
 
 
 def settled(calls: list[Call], done: list[StreamBatch], block: int | None) -> bool:
     """Whether to answer now: nothing to retry, or a blocking read already got entries
     (the failed slots are read again by the next call)."""
-    return not calls or (block is not None and any(len(b) for b in done))
+    return not calls or (
+        block is not None
+        and any(len(b) if isinstance(b, StreamBatch) else b is not None for b in done)
+    )

@@ -11,6 +11,7 @@ from redis import exceptions as rexc
 from fastredis._resp import StreamBatch
 from fastredis.redis_io.cluster import (
     FAILOVER_WAIT,
+    PENDING,
     RETRY_PAUSE,
     Build,
     Call,
@@ -106,7 +107,7 @@ def _round(
                 lane.release(broken=False)
             except (rexc.RedisError, OSError) as error:
                 for call in lane.calls:
-                    if call.outcome is None:
+                    if call.outcome is PENDING:
                         call.outcome = error
                 lane.release(broken=True)
     finally:
@@ -129,7 +130,7 @@ def cluster_call(
     done: list[StreamBatch] = []
     while True:
         for call in calls:
-            call.outcome = None
+            call.outcome = PENDING
         _round(client, calls, kind, encoding, block)
         calls, regroup, moved, refresh = next_round(client, calls, done, deadline)
         for error in moved:

@@ -18,7 +18,9 @@ import redis.exceptions
 
 from fastredis._frames import pack_commands
 from fastredis._resp import READ, StreamBatch
+from fastredis.redis_io.async_cluster_reads import acluster_blocking_pop
 from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.cluster import is_cluster
 from fastredis.redis_io.commands import blocking_read_timeout, xread_command
 from fastredis.redis_io.sockets import send_buffers
 
@@ -85,9 +87,12 @@ class HeldConnection:
             await self.client.connection_pool.release(conn)
 
 
-async def blocking_command(client: redis.asyncio.Redis, args: list[Any], block_s: float) -> Any:
+async def blocking_command(client: Any, args: list[Any], block_s: float) -> Any:
     """A blocking command (BLMPOP, BLPOP, ...) whose reply may take `block_s` seconds
-    (0 = forever): the connection's socket_timeout must not cut it."""
+    (0 = forever): the connection's socket_timeout must not cut it. On a cluster,
+    BLMPOP over several slots blocks on each at once (`acluster_blocking_pop`)."""
+    if is_cluster(client):
+        return await acluster_blocking_pop(client, args, block_s)
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
