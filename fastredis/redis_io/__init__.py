@@ -20,6 +20,7 @@ from fastredis.redis_io.async_batch_reads import (
     axreadgroup_batch,
     axrevrange_batch,
 )
+from fastredis.redis_io.async_cluster_reads import aslot_groups
 from fastredis.redis_io.async_parser import AsyncFastParser
 from fastredis.redis_io.batch_reads import (
     xautoclaim_batch,
@@ -41,6 +42,7 @@ __all__ = [
     "FastParser",
     "HeldConnection",
     "StreamIds",
+    "aslot_groups",
     "axautoclaim_batch",
     "axclaim_batch",
     "axrange_batch",

@@ -25,10 +25,11 @@ from fastredis.redis_io.cluster import (
     lanes,
     next_round,
     settled,
+    slot_groups,
 )
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout
 
-__all__ = ["acluster_blocking_pop", "acluster_call"]
+__all__ = ["acluster_blocking_pop", "acluster_call", "aslot_groups"]
 
 
 async def _lane(
@@ -166,3 +167,10 @@ async def acluster_blocking_pop(client: AsyncRedisCluster, args: list[Any], bloc
     if not popped:
         return None
     return [popped[0][0], [item for reply in popped for item in reply[1]]]
+
+
+async def aslot_groups(client: AsyncRedisCluster, streams: StreamIds) -> list[tuple[Any, dict]]:
+    """`slot_groups` for an asyncio cluster client (its slot map loaded first)."""
+    if client._initialize:
+        await client.initialize()
+    return slot_groups(client, streams)

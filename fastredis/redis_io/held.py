@@ -18,6 +18,7 @@ import redis.exceptions
 
 from fastredis._frames import pack_commands
 from fastredis._resp import READ, StreamBatch
+from fastredis.redis_io.async_batch_reads import axread_batch
 from fastredis.redis_io.async_cluster_reads import acluster_blocking_pop
 from fastredis.redis_io.async_parser import AsyncFastParser
 from fastredis.redis_io.cluster import is_cluster
@@ -28,25 +29,56 @@ __all__ = ["HeldConnection", "blocking_command"]
 
 
 class HeldConnection:
-    """One connection of `client`'s pool, taken on first use and kept until `release`."""
+    """One connection of `client`'s pool, taken on first use and kept until `release`.
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    On a Redis Cluster the connection is to one node: `route(key)` picks the node
+    serving `key`'s slot (every command sent must be for that slot; Redis answers
+    CROSSSLOT or MOVED otherwise, and writes nothing), and `xread` is routed by slot
+    (`fastredis.redis_io.axread_batch`), holding no connection."""
+
+    def __init__(self, client: Any) -> None:
         self.client = client
         self._conn: Any = None
+        self._node: Any = None  # cluster: the node the connection is to
 
     @property
     def held(self) -> bool:
         return self._conn is not None
 
+    async def route(self, key: Any) -> None:
+        """Cluster: hold a connection to the node serving `key` (no-op otherwise, and
+        when already there). Call it with no reply owed."""
+        if not is_cluster(self.client):
+            return
+        if self.client._initialize:
+            await self.client.initialize()
+        node = self.client.get_node_from_key(key)
+        if self._node is not None and node.name != self._node.name:
+            await self.release()
+        self._node = node
+
     async def acquire(self) -> HeldConnection:
         """Take the connection now (it is taken on first use otherwise)."""
         if self._conn is None:
-            conn = await self.client.connection_pool.get_connection()
+            if is_cluster(self.client):
+                if self._node is None:
+                    raise TypeError("a held cluster connection needs route(key) first")
+                conn = self._node.acquire_connection()
+                if not conn.is_connected:  # a node hands out connections unconnected
+                    await conn.connect()
+            else:
+                conn = await self.client.connection_pool.get_connection()
             if not isinstance(conn._parser, AsyncFastParser):
-                await self.client.connection_pool.release(conn)
+                await self._give_back(conn)
                 raise TypeError("the Redis client must use the fastredis parser")
             self._conn = conn
         return self
+
+    async def _give_back(self, conn: Any) -> None:
+        if is_cluster(self.client):
+            self._node.release(conn)
+        else:
+            await self.client.connection_pool.release(conn)
 
     async def send(self, bufs: list[Any]) -> None:
         """Send packed RESP buffers (large ones are not copied)."""
@@ -75,6 +107,8 @@ class HeldConnection:
         self, streams: Mapping[Any, Any], count: int | None, block: int | None
     ) -> StreamBatch:
         """XREAD into a StreamBatch (bytes names and ids)."""
+        if is_cluster(self.client):
+            return await axread_batch(self.client, streams, count, block, encoding=None)
         await self.send_commands([xread_command(streams, count, block)])
         return await self.read_batch(READ, None, block)
 
@@ -84,7 +118,7 @@ class HeldConnection:
         if conn is not None:
             if broken:
                 await conn.disconnect()
-            await self.client.connection_pool.release(conn)
+            await self._give_back(conn)
 
 
 async def blocking_command(client: Any, args: list[Any], block_s: float) -> Any:

@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("started embedded Redis-compatible server at %s", url)
         install_log_redaction()
         app.state.settings = settings
-        app.state.redis = make_async_client(settings.client_params, url=url)
+        app.state.redis = make_async_client(
+            settings.client_params, url=url, cluster=settings.redis_cluster
+        )
         app.state.embedded = embedded
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
         # as the server: keep it out of the garbage collector's full passes, which

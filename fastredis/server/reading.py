@@ -17,7 +17,7 @@ import redis.asyncio
 
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id, previous_id
-from fastredis.redis_io import HeldConnection
+from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster
 
 __all__ = ["NEWEST_LUA", "StreamCursor"]
 
@@ -69,7 +69,14 @@ class StreamCursor:
     ) -> list[Any]:
         if not sids:
             return []
-        return list(await self._newest(keys=list(sids), args=[*bounds, n]))
+        if not is_cluster(self.client):
+            return list(await self._newest(keys=list(sids), args=[*bounds, n]))
+        # a script's keys must share a slot: one call per slot
+        found: dict[str, Any] = {}
+        for _node, group in await aslot_groups(self.client, dict(zip(sids, bounds, strict=True))):
+            replies = await self._newest(keys=list(group), args=[*group.values(), n])
+            found.update(zip(group, replies, strict=True))
+        return [found[sid] for sid in sids]
 
     async def resolve(self) -> None:
         """Turn `$`, `0` and `*` into ids (a round trip for `$` and one for `*`)."""

@@ -131,6 +131,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
             redis_url=args.redis_url,
+            redis_cluster=args.redis_cluster,
             maxlen=args.maxlen,
             max_message_size=args.max_message_size,
             max_entries_per_message=args.max_entries_per_message,
@@ -226,6 +227,12 @@ def register(subparsers: Any) -> None:
         "--redis-url",
         default=None,
         help="Redis to use, e.g. redis://host:6379/0 (default: REDIS_URL, else embedded)",
+    )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        default=None,
+        help="the Redis URL is a node of a Redis Cluster (default: ask it, INFO cluster)",
     )
     p.add_argument(
         "--maxlen",

@@ -59,6 +59,7 @@ class Settings:
     """What the server needs to run.
 
     * ``redis_url``: the Redis to use (``None``: the CLI starts an embedded Valkey).
+    * ``redis_cluster``: True: it is a node of a Redis Cluster; None: ask it.
     * ``maxlen``: each XADD trims with ``MAXLEN ~ maxlen`` (approximate); 0 disables.
     * ``max_message_size``: the largest websocket message (and REST body) accepted,
       in bytes; larger ones close the socket with 1009 (REST: 413).
@@ -79,6 +80,7 @@ class Settings:
     """
 
     redis_url: str | None = None
+    redis_cluster: bool | None = None  # None: ask the server (INFO cluster)
     maxlen: int = DEFAULT_MAXLEN
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES

@@ -25,10 +25,10 @@ from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
 from fastredis.ids import parse_add_id
-from fastredis.redis_io import HeldConnection
+from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server import metrics
 from fastredis.server.errors import refused
-from fastredis.server.protocol import CLOSE_INVALID_DATA, BadInput
+from fastredis.server.protocol import CLOSE_INVALID_DATA, CLOSE_POLICY, BadInput
 
 __all__ = ["ADD_ENTRIES_LUA", "PipelinedWriter", "add_entries", "entry_commands"]
 
@@ -139,6 +139,23 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
     return [b"EVAL", _LUA_BYTES, len(keys), *keys, *argv]
 
 
+def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:
+    """The key that routes `entries` on a cluster: all must be in one slot (one atomic
+    write), else BadInput (close 1008 / HTTP 400) and nothing is written."""
+    key = entries[0][0]
+    if is_cluster(client):
+        slots = {client.keyslot(sid) for sid, _eid, _payload in entries}
+        if len(slots) > 1:
+            names = sorted({str(sid) for sid, _eid, _payload in entries})
+            raise BadInput(
+                f"one message's entries go to streams in different Redis Cluster slots "
+                f"({', '.join(names)}): a message is written atomically, so its streams "
+                f"must share a hash tag, as {{cam1}}:rgb and {{cam1}}:depth do",
+                CLOSE_POLICY,
+            )
+    return key
+
+
 def _decode_ids(reply: Any) -> list[str]:
     if isinstance(reply, list):
         return [x.decode() if isinstance(x, bytes) else str(x) for x in reply]
@@ -153,6 +170,7 @@ async def add_entries(
         return []
     conn = HeldConnection(client)
     try:
+        await conn.route(one_slot_key(client, entries))
         await conn.send_commands([entry_commands(entries, maxlen)])
         reply = await conn.read_reply()
     except ResponseError as exc:
@@ -195,6 +213,7 @@ class PipelinedWriter:
         self._unsent = 0  # bytes queued or being written, not yet taken by the socket
         self.error: BaseException | None = None
         self._conn = HeldConnection(client)
+        self._node: Any = None  # cluster: the node the held connection is to
         self._queued: list[Any] = []
         self._pending = 0  # messages queued or sent whose reply is not read yet
         self._flush_wanted = asyncio.Event()
@@ -209,7 +228,8 @@ class PipelinedWriter:
         self._queued_at: deque[tuple[float, int, int, str | None]] = deque()
 
     async def start(self) -> PipelinedWriter:
-        await self._conn.acquire()
+        if not is_cluster(self._conn.client):  # a cluster's node: at the first write
+            await self._conn.acquire()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._flush_loop()))
         self._tasks.append(loop.create_task(self._reply_loop()))
@@ -220,6 +240,14 @@ class PipelinedWriter:
         if self.error is not None:
             raise self.error
         command = entry_commands(entries, self.maxlen)
+        if is_cluster(self._conn.client):
+            key = one_slot_key(self._conn.client, entries)
+            node = self._conn.client.get_node_from_key(key).name
+            if self._conn.held and node != self._node:
+                await self.drain()  # the stream's node differs: nothing may stay owed
+            await self._conn.route(key)
+            await self._conn.acquire()
+            self._node = node
         # Backpressure: a client faster than Redis waits here, so its socket stops
         # being read (not the server's memory filling up).
         while self._pending >= self.max_pending or self._unsent >= self.max_unsent_bytes:

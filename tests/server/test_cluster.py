@@ -1,0 +1,195 @@
+"""The server on a Redis Cluster (3 primaries + 3 replicas): the seed README's push and
+pull snippets as written, multi-stream pulls over several slots, atomic pushes within
+one slot and a clear refusal across slots, REST and GraphQL `sids` over every primary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+from support.live_server import LiveServer
+from support.waiting import wait_until
+
+from fastredis.embedded import EmbeddedCluster
+from fastredis.server import Settings, create_app
+
+DEADLINE = 10.0
+
+SEND_SNIPPET = """
+import json
+import websockets
+
+async def send_data(sid: str):
+    async with websockets.connect(f'ws://localhost:8000/data/{sid}/push') as ws:
+        # do what you do
+        data = generate_some_data()
+        # get it ready to store
+        data = serialize_bytes(data)
+        # send the header
+        await ws.send(json.dumps([ len(data) ]))
+        # send the data
+        await ws.send(data)
+"""
+
+RECEIVE_SNIPPET = """
+import json
+import websockets
+
+async def receive_data(sid: str):
+    async with websockets.connect(f'ws://localhost:8000/data/{sid}/pull') as ws:
+        # read the header
+        header = json.loads(await ws.recv())
+        # read the data
+        entries = await ws.recv()
+
+        # unpack the header
+        sids, ts, offsets = tuple(zip(*header)) or ((),)*3
+        # split up the data (for cases where you query multiple streams)
+        for sid, t, start, end in zip(sids, ts, offsets, offsets[1:] + (None,)):
+            do_something_with_data(sid, t, entries[start:end])
+"""
+
+
+@pytest.fixture(scope="module")
+def server(redis_cluster: EmbeddedCluster) -> Iterator[LiveServer]:
+    # a cluster node's URL, nothing else: the server notices cluster mode itself
+    settings = Settings(redis_url=redis_cluster.url, maxlen=100_000)
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture
+def r(cluster_url: str) -> Iterator[redis.RedisCluster]:
+    with redis.RedisCluster.from_url(cluster_url) as client:
+        yield client
+
+
+def ws_url(server: LiveServer, path: str) -> str:
+    return f"ws://{server.host}:{server.port}{path}"
+
+
+def connect(url: str) -> Any:
+    return websockets.connect(url, open_timeout=DEADLINE, max_size=None)
+
+
+async def recv(ws: Any) -> Any:
+    return await asyncio.wait_for(ws.recv(), DEADLINE)
+
+
+def blocked_pulls(r: redis.RedisCluster) -> int:
+    """Connections parked in a blocking XREAD, over every primary."""
+    per_node = r.client_list(target_nodes=redis.RedisCluster.PRIMARIES)
+    clients = [c for node in per_node.values() for c in node]
+    return sum(1 for c in clients if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
+
+
+def load(source: str, server: LiveServer, **names: Any) -> Any:
+    namespace: dict[str, Any] = dict(names)
+    exec(source.replace("localhost:8000", f"{server.host}:{server.port}"), namespace)
+    return namespace
+
+
+async def test_readme_snippets_over_several_slots(server: LiveServer, r) -> None:
+    sids = ["glf", "cam", "{cam1}:rgb"]
+    assert len({r.keyslot(s) for s in sids}) == 3
+    received: list[tuple[str, str, bytes]] = []
+    receive = load(RECEIVE_SNIPPET, server, do_something_with_data=lambda *x: received.append(x))[
+        "receive_data"
+    ]
+    payloads = iter([b"one", b"two", b"three"])
+    send = load(
+        SEND_SNIPPET, server, generate_some_data=lambda: next(payloads), serialize_bytes=bytes
+    )["send_data"]
+    for sid in sids:
+        await asyncio.to_thread(wait_until, lambda: blocked_pulls(r) == 0, DEADLINE)
+        receiving = asyncio.ensure_future(receive("+".join(sids)))  # one pull over 3 slots
+        # its `$` is fixed once it blocks on all three slots, side by side
+        await asyncio.to_thread(wait_until, lambda: blocked_pulls(r) == 3, DEADLINE)
+        await send(sid)
+        await asyncio.wait_for(receiving, DEADLINE)
+    assert [(s, d) for s, _t, d in received] == list(
+        zip(sids, [b"one", b"two", b"three"], strict=True)
+    )
+    for sid, t, data in received:
+        assert r.xrange(sid) == [(t.encode(), {b"d": data})]
+
+
+async def test_pull_several_slots_merges_per_stream(server: LiveServer, r) -> None:
+    for i in range(3):
+        for sid in ("a", "b", "c"):
+            r.xadd(sid, {"d": f"{sid}{i}"})
+    url = ws_url(server, "/data/a+b+c/pull?last_entry_id=0&count=10")
+    async with connect(url) as ws:
+        header = json.loads(await recv(ws))
+        data = await recv(ws)
+    offsets = [h[2] for h in header] + [len(data)]
+    got = [(h[0], data[offsets[i] : offsets[i + 1]]) for i, h in enumerate(header)]
+    assert got == [(s, f"{s}{i}".encode()) for s in ("a", "b", "c") for i in range(3)]
+
+
+async def test_push_is_atomic_within_a_slot_and_refused_across(server: LiveServer, r) -> None:
+    url = ws_url(server, "/data/{cam1}:rgb/push?ack=1")
+    async with connect(url) as ws:  # entries of two tagged streams: one atomic write
+        await ws.send(json.dumps([["{cam1}:rgb", 3], ["{cam1}:depth", 8]]))
+        await ws.send(b"rgbdepth")
+        ids = json.loads(await recv(ws))
+    assert len(ids) == 2
+    assert r.xrange("{cam1}:rgb")[0][1] == {b"d": b"rgb"}
+    assert r.xrange("{cam1}:depth")[0][1] == {b"d": b"depth"}
+    assert r.keyslot("x") != r.keyslot("y")
+    async with connect(ws_url(server, "/data/x/push?ack=1")) as ws:
+        await ws.send(json.dumps([["x", 1], ["y", 3]]))
+        await ws.send(b"xyy")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "different Redis Cluster slots" in closed.value.rcvd.reason
+    assert not r.exists("x") and not r.exists("y")  # nothing partial
+
+
+async def test_rest_and_graphql_sids_over_every_primary(server: LiveServer, r) -> None:
+    base = f"http://{server.host}:{server.port}"
+    sids = [f"rest-{i}" for i in range(12)]
+    nodes = {r.get_node_from_key(s).name for s in sids}
+    assert len(nodes) == 3
+    async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as http:
+        for sid in sids:
+            posted = await http.post(f"/data/{sid}", content=sid.encode())
+            assert posted.status_code < 300, posted.text
+        got = await http.get(f"/data/{sids[5]}", params={"last_entry_id": "0"})
+        assert got.status_code == 200 and got.content == sids[5].encode()
+        refused = await http.post("/data/x+y", content=b"to both")  # x, y: two slots
+        tagged = await http.post("/data/{t}a+{t}b", content=b"to both")  # one slot
+        answer = await http.post("/graphql", json={"query": "{ sids }"})
+    assert sorted(answer.json()["data"]["sids"]) == sorted([*sids, "{t}a", "{t}b"])  # all primaries
+    assert refused.status_code == 400
+    assert "different Redis Cluster slots" in refused.json()["error"]
+    assert not r.exists("x") and not r.exists("y")
+    assert tagged.status_code == 200 and r.xlen("{t}a") == r.xlen("{t}b") == 1
+
+
+def test_the_client_unchanged(server: LiveServer, r) -> None:
+    from fastredis.client import Client
+
+    url = f"http://{server.host}:{server.port}"
+    with Client(url) as c:
+        ids = c.push("{cam1}:rgb+{cam1}:depth", [b"1", b"2"], ack=True)  # one slot: atomic
+        assert len(ids) == 4
+        c.push("p", b"p1")
+        c.push("q", b"q1")
+        with c.pull("p+q+{cam1}:rgb", last_entry_id="0", count=10) as pull:
+            got: list = []
+            while len(got) < 4:
+                batch = pull.recv_batch(timeout=DEADLINE)
+                assert batch is not None
+                got += batch
+    assert sorted((sid, d) for sid, _, d in got) == [
+        ("p", b"p1"), ("q", b"q1"), ("{cam1}:rgb", b"1"), ("{cam1}:rgb", b"2")
+    ]  # fmt: skip
+    assert r.xlen("{cam1}:depth") == 2
