@@ -1,38 +1,98 @@
 """The `fastredis` command: assembles the subcommands of each face.
 
-fastredis serve ...                        # fastredis.server.serve
-fastredis push-increment|pull-raw|...      # fastredis.client.verbs
+    fastredis serve ...                        # fastredis.server.serve (the server extra)
+    fastredis push-increment|pull-raw|...      # fastredis.client.verbs (the client extra)
+
+Every face registers its subcommands without importing its optional dependencies, so
+`fastredis --help` works with the base install. Each subcommand names the packages it
+needs (`needs=`, `extra=` parser defaults); they are imported before it runs, as
+uvicorn's `protocols/http/auto.py` probes httptools, and a missing one is a one-line
+error naming the extra. SIGINT and SIGTERM become `Stop` from the first line of
+`main()` on, so a Ctrl-C at any moment ends without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import signal
 import sys
+from typing import Any
 
-__all__ = ["build_parser", "main"]
+from fastredis import __version__
 
-CLIENT_VERBS_MODULE = "fastredis.client.verbs"
+__all__ = ["FACES", "Stop", "build_parser", "main", "missing_packages"]
+
+# the modules whose register(subparsers) adds subcommands, in --help order
+FACES = ("fastredis.server.serve", "fastredis.client.verbs")
+
+
+class Stop(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived (a KeyboardInterrupt, so code that cleans up after a
+    Ctrl-C does the same after SIGTERM); `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise Stop(signum)
+
+
+def stop_on_signals() -> None:
+    """From now on SIGINT and SIGTERM raise Stop."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_stop)
+
+
+def missing_packages(modules: tuple[str, ...]) -> list[str]:
+    """The modules of `modules` that cannot be imported (an optional dependency absent)."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastredis.server import serve
-
     parser = argparse.ArgumentParser(
-        prog="fastredis", description="Move data through Redis Streams fast."
+        prog="fastredis",
+        description="Move data through Redis Streams fast.",
+        epilog='serve needs the server extra (pip install "fastredis[server]"), the '
+        'test-client verbs the client extra (pip install "fastredis[client]").',
     )
+    parser.add_argument("--version", action="version", version=f"fastredis {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.register(subparsers)
-    if importlib.util.find_spec(CLIENT_VERBS_MODULE) is not None:
-        from fastredis.client import verbs
-
-        verbs.register(subparsers)
+    for face in FACES:
+        importlib.import_module(face).register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
+    needs: tuple[str, ...] = getattr(args, "needs", ())
+    missing = missing_packages(needs)
+    if missing:
+        print(
+            f"fastredis {args.command}: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; {args.command} needs "
+            f'the {args.extra} extra: pip install "fastredis[{args.extra}]"',
+            file=sys.stderr,
+        )
+        return 1
     return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop_on_signals()
+    try:
+        return _run(build_parser().parse_args(argv))
+    except Stop as stop:
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # raise_signal by a library, or before stop_on_signals
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

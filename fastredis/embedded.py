@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 __all__ = [
     "EmbeddedCluster",
@@ -83,7 +84,8 @@ class EmbeddedRedis:
     """Run a private server; use as a context manager or call start()/stop().
 
     Persistence is off unless `data_dir` is given; then the data set is saved
-    there (RDB on shutdown) and loaded again on the next start.
+    there (RDB on shutdown) and loaded again on the next start. With `password`, the
+    server requires it (`requirepass`) and `url` carries it.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class EmbeddedRedis:
         data_dir: str | os.PathLike[str] | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 10.0,
+        password: str | None = None,
     ) -> None:
         self.binary = find_server_binary(binary)
         self.host = host
@@ -106,12 +109,14 @@ class EmbeddedRedis:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
+        self.password = password
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -136,6 +141,7 @@ class EmbeddedRedis:
             "--protected-mode", "no",
             "--logfile", str(self.log_path),
             *self.extra_args,
+            *(["-"] if self.password else []),  # the password comes on stdin (not argv)
         ]  # fmt: skip
 
     def start(self) -> EmbeddedRedis:
@@ -144,11 +150,17 @@ class EmbeddedRedis:
             return self
         self.process = subprocess.Popen(
             self._command(),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent,
         )
+        if self.password and self.process.stdin is not None:
+            # a config line on stdin keeps the password out of `ps`; \xHH: any bytes
+            quoted = "".join(f"\\x{b:02x}" for b in self.password.encode())
+            with contextlib.suppress(BrokenPipeError):  # exited: reported below
+                self.process.stdin.write(f'requirepass "{quoted}"\n'.encode())
+                self.process.stdin.close()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -176,11 +188,20 @@ class EmbeddedRedis:
             f"within {self.startup_timeout}s"
         )
 
+    def _probe_command(self) -> bytes:
+        """INFO server, after AUTH when there is a password (RESP arrays: any bytes)."""
+        commands = [[b"AUTH", self.password.encode()]] if self.password else []
+        commands.append([b"INFO", b"server"])
+        return b"".join(
+            b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in cmd)
+            for cmd in commands
+        )
+
     def _ping(self) -> bool:
         """True once *our* process answers (not another server already on the port)."""
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(b"INFO server\r\n")
+                sock.sendall(self._probe_command())
                 reply, marker = b"", f"process_id:{self.pid}\r\n".encode()
                 while b"\r\nexecutable:" not in reply and len(reply) < 1 << 16:
                     chunk = sock.recv(1 << 14)

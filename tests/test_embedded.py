@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import redis
@@ -73,3 +74,14 @@ def test_server_dies_with_its_parent(tmp_path) -> None:
     wait_until(
         lambda: process_gone(pid), what="valkey-server to exit after the process that started it"
     )
+
+
+def test_a_password_is_required_and_the_probe_authenticates() -> None:
+    password = 'p w"\\é:@/'  # quoted, escaped and URL-encoded on the way
+    with EmbeddedRedis(password=password, startup_timeout=10) as server:
+        assert redis.Redis.from_url(server.url).ping()
+        assert redis.Redis(host=server.host, port=server.port, password=password).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host=server.host, port=server.port).ping()
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline  # given on stdin, not visible in ps

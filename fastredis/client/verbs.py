@@ -7,10 +7,13 @@
     fastredis pull-image blah --latest [--save last.jpg]     # decode, show fps/latency
 
 Every verb takes `--url` (default $FASTREDIS_URL or ws://localhost:8000), `--token`
-(default $FASTREDIS_TOKEN) and
-`--count N` (stop after N entries; 0 = never). Progress goes to stderr through tqdm;
-pull-raw prints entries to stdout. Nothing opens a window (headless-safe). When the
-server cannot be reached, the verb prints one line naming the URL and exits with 1.
+(default $FASTREDIS_TOKEN), `--count N` (stop after N entries; 0 = never) and `--quiet`.
+A progress bar goes to stderr only when it is a terminal; otherwise one status line at
+the start and a summary at the end.
+pull-raw prints entries to stdout. Nothing opens a window (headless-safe). A push counts
+only once the server acknowledged it (its entry id), so a refused write (a key of
+another type) is an error, exit status 1, as is a server that cannot be reached. SIGINT
+and SIGTERM end a verb with its summary (and pull-image's --save) and status 128+signal.
 The underscore spellings of the seed (`push_increment`, ...) are accepted too.
 """
 
@@ -21,25 +24,61 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastredis.client.errors import ClientError
-from fastredis.client.protocol import DEFAULT_URL
-from fastredis.client.sync_client import Puller, Pusher
+from fastredis.client.protocol import DEFAULT_URL, base_url
 from fastredis.ids import id_ms
 
 __all__ = ["parse_shape", "register"]
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+# what the verbs import (the client extra), probed before one runs
+NEEDS = ("websockets", "tqdm")
+NEEDS_IMAGES = (*NEEDS, "PIL")
 
 
 def _default_url() -> str:
     return os.environ.get("FASTREDIS_URL") or DEFAULT_URL
+
+
+def _server_url(text: str) -> str:
+    try:
+        base_url(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a server URL: use ws://, wss://, http:// or https://"
+        ) from None
+    return text
+
+
+def _at_least(low: float, kind: Callable[[str], Any], meaning: str) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, refused below `low` with `meaning` as the reason."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= low:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{meaning}, not {text}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the type in its messages
+    return convert
+
+
+def _quality(text: str) -> int:
+    value = _at_least(1, int, "JPEG quality is 1-100")(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality is 1-100, not {text}")
+    return int(value)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -59,14 +98,31 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _progress(unit: str, total: int | None) -> Any:
+def _say(args: argparse.Namespace, message: str) -> None:
+    """A status line on stderr (none with --quiet), above the bar if one is drawn."""
+    if not args.quiet:
+        tqdm_write(message)
+
+
+@contextmanager
+def _progress(args: argparse.Namespace, unit: str) -> Iterator[Any]:
+    """A tqdm bar on stderr, only when stderr is a terminal and not --quiet (a bar
+    redrawn into a file or pipe is noise)."""
     from tqdm import tqdm
 
-    return tqdm(unit=unit, total=total or None, dynamic_ncols=True, file=sys.stderr)
+    shown = not args.quiet and sys.stderr.isatty()
+    with tqdm(
+        unit=unit,
+        total=args.count or None,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=not shown,
+    ) as bar:
+        yield bar
 
 
 def _run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
-    """Turn client errors and Ctrl-C into a message and an exit code."""
+    """Turn client errors and SIGINT/SIGTERM into a message and an exit code."""
 
     def wrapper(args: argparse.Namespace) -> int:
         try:
@@ -74,15 +130,8 @@ def _run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse
         except ClientError as exc:
             print(f"fastredis {args.verb}: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
-        except ModuleNotFoundError as exc:
-            print(
-                f"fastredis {args.verb}: error: {exc.name} is not installed; the test-client "
-                'verbs need the client extra: pip install "fastredis[client]"',
-                file=sys.stderr,
-            )
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as exc:  # fastredis.cli.Stop carries the signal
+            return 128 + getattr(exc, "signum", signal.SIGINT)
 
     wrapper.__name__ = func.__name__
     return wrapper
@@ -139,16 +188,22 @@ class _Rate:
 
 @_run
 def push_increment(args: argparse.Namespace) -> int:
+    """Every push is acknowledged by the server (its entry ids) before it counts."""
+    from fastredis.client.sync_client import Pusher
+
     pacer = _Pacer(args.fps)
-    with Pusher(args.url, args.sid, token=args.token) as pusher:
-        print(f"pushing to {pusher.url}", file=sys.stderr)
-        with _progress("entry", args.count) as bar:
-            i = args.start
-            while not args.count or i - args.start < args.count:
-                pusher.push(json.dumps(i).encode())
-                bar.update()
-                i += 1
-                pacer.wait()
+    sent = 0
+    with Pusher(args.url, args.sid, ack=True, token=args.token) as pusher:
+        _say(args, f"pushing to {pusher.url}")
+        try:
+            with _progress(args, "entry") as bar:
+                while not args.count or sent < args.count:
+                    pusher.push(json.dumps(args.start + sent).encode())
+                    sent += 1
+                    bar.update()
+                    pacer.wait()
+        finally:
+            _say(args, f"{sent} entries written to {args.sid}")
     return 0
 
 
@@ -164,17 +219,22 @@ def _show(data: bytes, limit: int = 200) -> str:
 def pull_raw(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from fastredis.client.sync_client import Puller
+
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
+    seen = 0
     with Puller(args.url, args.sid, latest=args.latest, token=args.token, **options) as puller:
-        print(f"pulling from {puller.url}", file=sys.stderr)
-        seen = 0
-        with _progress("entry", args.count) as bar:
-            for sid, entry_id, data in puller:
-                tqdm.write(f"{sid}: {entry_id} | {_show(data)}", file=sys.stdout)
-                bar.update()
-                seen += 1
-                if args.count and seen >= args.count:
-                    break
+        _say(args, f"pulling from {puller.url}")
+        try:
+            with _progress(args, "entry") as bar:
+                for sid, entry_id, data in puller:
+                    tqdm.write(f"{sid}: {entry_id} | {_show(data)}", file=sys.stdout)
+                    bar.update()
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        break
+        finally:
+            _say(args, f"{seen} entries read")
     return 0
 
 
@@ -192,23 +252,29 @@ def _noise_jpeg(rng: Any, shape: tuple[int, ...], quality: int) -> bytes:
 
 @_run
 def push_image(args: argparse.Namespace) -> int:
+    """Every frame is acknowledged by the server before it counts."""
     import numpy as np
+
+    from fastredis.client.sync_client import Pusher
 
     rng = np.random.default_rng()
     pacer = _Pacer(args.fps)
-    with Pusher(args.url, args.sid, token=args.token) as pusher:
-        print(f"pushing {args.shape} noise JPEGs to {pusher.url}", file=sys.stderr)
-        with _progress("frame", args.count) as bar:
-            sent = nbytes = 0
-            while not args.count or sent < args.count:
-                frame = _noise_jpeg(rng, args.shape, args.quality)
-                pusher.push(frame)
-                sent += 1
-                nbytes += len(frame)
-                bar.update()
-                if sent % 10 == 0:
-                    bar.set_postfix(kb_per_frame=round(nbytes / sent / 1024, 1), refresh=False)
-                pacer.wait()
+    sent = nbytes = 0
+    with Pusher(args.url, args.sid, ack=True, token=args.token) as pusher:
+        _say(args, f"pushing {args.shape} noise JPEGs to {pusher.url}")
+        try:
+            with _progress(args, "frame") as bar:
+                while not args.count or sent < args.count:
+                    frame = _noise_jpeg(rng, args.shape, args.quality)
+                    pusher.push(frame)
+                    sent += 1
+                    nbytes += len(frame)
+                    bar.update()
+                    if sent % 10 == 0:
+                        bar.set_postfix(kb_per_frame=round(nbytes / sent / 1024, 1), refresh=False)
+                    pacer.wait()
+        finally:
+            _say(args, f"{sent} frames ({nbytes / 1024:.0f} KiB) written to {args.sid}")
     return 0
 
 
@@ -222,53 +288,79 @@ def _save_frame(path: str, data: bytes, image: Any) -> None:
         image.save(path)
 
 
+class _Frames:
+    """What pull-image saw: the rate, the last image, entries that were not images."""
+
+    def __init__(self) -> None:
+        self.rate = _Rate()
+        self.last: tuple[bytes, Any] | None = None
+        self.count = self.bad = 0
+        self.shown = 0.0
+        self.first = True
+
+    def describe(self) -> str:
+        """The last image's size and mode."""
+        image = self.last[1] if self.last else None
+        return f"{image.width}x{image.height} {image.mode}" if image else "none"
+
+    def add(self, entry_id: str, data: bytes, bar: Any) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()  # decode now: keeping up with decoding is the point
+        except (UnidentifiedImageError, OSError) as exc:
+            if not self.bad:
+                tqdm_write(f"skipping an entry that is not an image ({exc})")
+            self.bad += 1
+            return
+        self.last = (data, image)
+        self.rate.add(time.time() * 1000 - id_ms(entry_id))
+        self.count += 1
+        bar.update()
+        now = time.perf_counter()
+        if now - self.shown > 0.5:
+            self.shown = now
+            bar.set_postfix(
+                fps=round(self.rate.fps(), 1),
+                latency_ms=round(self.rate.latencies[-1], 1),
+                size=self.describe(),
+            )
+
+    def summary(self, save: str | None) -> str:
+        rate = self.rate
+        return (
+            f"{self.count} frames, {rate.fps():.1f} fps, latency p50 "
+            f"{rate.percentile(50):.1f} ms p99 {rate.percentile(99):.1f} ms"
+            + (f", {self.bad} entries were not images" if self.bad else "")
+            + (f", last frame saved to {save}" if save and self.last else "")
+        )
+
+
 @_run
 def pull_image(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
+    """Decodes every frame; on exit (the count reached, SIGINT or SIGTERM) saves the
+    last one (--save) and prints the summary."""
+    from fastredis.client.sync_client import Puller
 
-    rate = _Rate()
-    last: tuple[bytes, Any] | None = None
-    frames = bad = 0
+    frames = _Frames()
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
     try:
         with Puller(args.url, args.sid, latest=args.latest, token=args.token, **options) as puller:
-            print(f"pulling images from {puller.url}", file=sys.stderr)
-            with _progress("frame", args.count) as bar:
-                shown = 0.0
+            _say(args, f"pulling images from {puller.url}")
+            with _progress(args, "frame") as bar:
                 for _sid, entry_id, data in puller:
-                    try:
-                        image = Image.open(io.BytesIO(data))
-                        image.load()  # decode now: keeping up with decoding is the point
-                    except (UnidentifiedImageError, OSError) as exc:
-                        if not bad:
-                            tqdm_write(f"skipping an entry that is not an image ({exc})")
-                        bad += 1
-                        continue
-                    last = (data, image)
-                    rate.add(time.time() * 1000 - id_ms(entry_id))
-                    frames += 1
-                    bar.update()
-                    now = time.perf_counter()
-                    if now - shown > 0.5:
-                        shown = now
-                        bar.set_postfix(
-                            fps=round(rate.fps(), 1),
-                            latency_ms=round(rate.latencies[-1], 1),
-                            size=f"{image.width}x{image.height} {image.mode}",
-                        )
-                    if args.count and frames >= args.count:
+                    frames.add(entry_id, data, bar)
+                    if frames.count == 1 and frames.first:
+                        frames.first = False
+                        _say(args, f"first frame: {frames.describe()}")
+                    if args.count and frames.count >= args.count:
                         break
     finally:
-        if args.save and last is not None:
-            _save_frame(args.save, *last)
-        if frames:
-            print(
-                f"{frames} frames, {rate.fps():.1f} fps, latency p50 {rate.percentile(50):.1f} ms"
-                f" p99 {rate.percentile(99):.1f} ms"
-                + (f", {bad} entries were not images" if bad else "")
-                + (f", last frame saved to {args.save}" if args.save and last else ""),
-                file=sys.stderr,
-            )
+        if args.save and frames.last is not None:
+            _save_frame(args.save, *frames.last)
+        if frames.count or frames.bad:
+            _say(args, frames.summary(args.save))
     return 0
 
 
@@ -276,15 +368,21 @@ def tqdm_write(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
 
 
 # -- parser ------------------------------------------------------------------------
+
+_COUNT = _at_least(0, int, "a count is >= 0 (0: never stop)")
+_FPS = _at_least(0, float, "a rate is >= 0 (0: as fast as possible)")
+_BATCH = _at_least(1, int, "a batch size is >= 1")
 
 
 def _common(parser: argparse.ArgumentParser, count_default: int, count_help: str) -> None:
     parser.add_argument("sid", help="stream id (the Redis key); a+b for several streams")
     parser.add_argument(
         "--url",
+        type=_server_url,
         default=_default_url(),
         help="server URL (ws://, wss://, http:// or https://); default $FASTREDIS_URL "
         f"or {DEFAULT_URL}",
@@ -295,7 +393,10 @@ def _common(parser: argparse.ArgumentParser, count_default: int, count_help: str
         help="API key or JWT for a server with access control (sent as Authorization: "
         "Bearer); default $FASTREDIS_TOKEN",
     )
-    parser.add_argument("--count", type=int, default=count_default, help=count_help)
+    parser.add_argument("--count", type=_COUNT, default=count_default, help=count_help)
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar and no status lines"
+    )
 
 
 def _pull_options(parser: argparse.ArgumentParser) -> None:
@@ -305,35 +406,39 @@ def _pull_options(parser: argparse.ArgumentParser) -> None:
         help="where to start: $ (new entries only; the server default), 0, or an id",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="entries per frame (the server's count)"
+        "--batch-size", type=_BATCH, default=None, help="entries per frame (the server's count)"
     )
     parser.add_argument(
         "--latest", action="store_true", help="skip to the newest entry (drop frames)"
     )
 
 
+def _verb(subparsers: Any, name: str, func: Any, needs: tuple[str, ...], summary: str) -> Any:
+    p = subparsers.add_parser(
+        name,
+        aliases=[name.replace("-", "_")],
+        help=summary,
+        description=f'{summary[0].upper()}{summary[1:]}. Needs pip install "fastredis[client]".',
+    )
+    p.set_defaults(func=func, verb=name, needs=needs, extra="client")
+    return p
+
+
 def register(subparsers: Any) -> None:
     """Add push-increment, pull-raw, push-image and pull-image to a subparsers object."""
-    p = subparsers.add_parser(
-        "push-increment",
-        aliases=["push_increment"],
-        help="push 0, 1, 2, ... (JSON integers) to a stream",
-    )
+    p = _verb(subparsers, "push-increment", push_increment, NEEDS,
+              "push 0, 1, 2, ... (JSON integers) to a stream")  # fmt: skip
     _common(p, 1000, "how many integers to push (default 1000; 0 = forever)")
     p.add_argument("--start", type=int, default=0, help="first integer (default 0)")
-    p.add_argument("--fps", type=float, default=None, help="entries per second (default: max)")
-    p.set_defaults(func=push_increment, verb="push-increment")
+    p.add_argument("--fps", type=_FPS, default=None, help="entries per second (default: max)")
 
-    p = subparsers.add_parser(
-        "pull-raw", aliases=["pull_raw"], help="print the entries of a stream as they arrive"
-    )
+    p = _verb(subparsers, "pull-raw", pull_raw, NEEDS,
+              "print the entries of a stream as they arrive")  # fmt: skip
     _common(p, 0, "stop after N entries (default 0 = never)")
     _pull_options(p)
-    p.set_defaults(func=pull_raw, verb="pull-raw")
 
-    p = subparsers.add_parser(
-        "push-image", aliases=["push_image"], help="push random-noise JPEG frames"
-    )
+    p = _verb(subparsers, "push-image", push_image, NEEDS_IMAGES,
+              "push random-noise JPEG frames")  # fmt: skip
     _common(p, 0, "stop after N frames (default 0 = never)")
     p.add_argument(
         "--shape",
@@ -342,16 +447,11 @@ def register(subparsers: Any) -> None:
         help="HEIGHT,WIDTH[,CHANNELS]: 700,700,3 (RGB, the default) or 400,200 (grey); "
         "'[700,700,3]' works too",
     )
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
-    p.add_argument("--quality", type=int, default=75, help="JPEG quality (default 75)")
-    p.set_defaults(func=push_image, verb="push-image")
+    p.add_argument("--fps", type=_FPS, default=30.0, help="frames per second (default 30; 0: max)")
+    p.add_argument("--quality", type=_quality, default=75, help="JPEG quality 1-100 (75)")
 
-    p = subparsers.add_parser(
-        "pull-image",
-        aliases=["pull_image"],
-        help="decode JPEG frames, show fps and latency (headless)",
-    )
+    p = _verb(subparsers, "pull-image", pull_image, NEEDS_IMAGES,
+              "decode JPEG frames, show fps and latency (headless)")  # fmt: skip
     _common(p, 0, "stop after N frames (default 0 = never)")
     _pull_options(p)
     p.add_argument("--save", metavar="PATH", help="save the latest frame there on exit")
-    p.set_defaults(func=pull_image, verb="pull-image")

@@ -5,23 +5,29 @@
                     [--api-key KEY ...] [--jwt-secret SECRET] [--jwt-public-key FILE]
 
 Without --redis-url (or REDIS_URL) an embedded Valkey is started, and stopped on exit
-(Ctrl-C, SIGTERM).
+(Ctrl-C, SIGTERM). Nothing here imports the server extra until `serve()` runs, so the
+`fastredis` command can list `serve` without it. SIGINT/SIGTERM must raise
+KeyboardInterrupt (`fastredis.cli.main` arranges it): uvicorn re-raises them after its
+own graceful shutdown, and the embedded server is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["register", "serve"]
+from fastredis.server.settings import Settings, parse_size
+
+__all__ = ["NEEDS", "redacted", "register", "serve"]
+
+# what `serve` imports (the server extra), probed before it runs
+NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
 
 
 def _fail(message: str) -> int:
@@ -30,20 +36,10 @@ def _fail(message: str) -> int:
 
 
 def _size(text: str) -> int:
-    """A byte count: 1048576, 64MiB, 64M, 512k ..."""
-    units = {"k": 2**10, "m": 2**20, "g": 2**30}
-    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
-    factor = 1
-    if raw and raw[-1] in units:
-        factor = units[raw[-1]]
-        raw = raw[:-1]
     try:
-        value = int(raw) * factor
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _nonnegative(text: str) -> int:
@@ -56,14 +52,34 @@ def _nonnegative(text: str) -> int:
     return value
 
 
-def _redacted(url: str) -> str:
-    """`url` without its password."""
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0-65535 (0: any free port), not {text!r}")
+    return value
+
+
+def redacted(url: str) -> str:
+    """`url` with its password, in the user part or as ?password=, shown as ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[-1]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _has_password(url: str) -> bool:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return parts.password is not None or any(k.lower() == "password" for k, _ in query)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -82,52 +98,69 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Stop(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-def _raise_stop(signum: int, _frame: Any) -> None:
-    raise _Stop(signum)
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into _Stop (uvicorn re-raises them after its own graceful
-    shutdown), so the embedded server is always stopped on the way out."""
-    handled = (signal.SIGINT, signal.SIGTERM)
-    for sig in handled:
-        signal.signal(sig, _raise_stop)
-    try:
-        yield
-    finally:
-        for sig in handled:  # no second interruption while cleaning up
-            signal.signal(sig, signal.SIG_IGN)
-
-
 def _check_redis(url: str) -> str | None:
-    """None when Redis at `url` answers PING, else why not."""
+    """None when Redis at `url` answers PING, else why not, in the user's terms."""
     import redis
 
+    shown = redacted(url)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
     except (ValueError, redis.RedisError) as exc:
-        return f"bad Redis URL {_redacted(url)}: {exc}"
+        return f"bad Redis URL {shown}: {exc}"
     try:
         client.ping()
+    except redis.AuthenticationError:
+        if not _has_password(url):
+            return (
+                f"Redis at {shown} needs a password: put it in the URL, "
+                "redis://:PASSWORD@HOST:PORT/0 (redis://USER:PASSWORD@... for an ACL "
+                "user), with --redis-url or REDIS_URL"
+            )
+        return f"Redis at {shown} refused the user name or password given in the URL"
     except redis.RedisError as exc:
-        return f"cannot reach Redis at {_redacted(url)}: {exc}"
+        return f"cannot reach Redis at {shown}: {exc}"
     finally:
         client.close()
     return None
 
 
-def serve(args: argparse.Namespace) -> int:
+def _banner(host: str, port: int) -> None:
+    base = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(
+        f"API: http://{base}  (ws://{base}/data/{{sid}}/push, "
+        f"ws://{base}/data/{{sid}}/pull, GET/POST http://{base}/data/{{sid}})",
+        flush=True,
+    )
+    print(f"GraphQL playground: http://{base}/graphql", flush=True)
+
+
+def _run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
-    from fastredis.server.app import create_app
-    from fastredis.server.settings import Settings
     from fastredis.server.uvicorn_guard import uvicorn_options
 
+    config = uvicorn.Config(
+        app,
+        **uvicorn_options(settings),  # hardened websockets-sansio
+        # not "auto": with uvloop installed, 1 MB pulls measured 293 MB/s
+        # against 704 MB/s on asyncio's loop (benchmarks/bench_server.py)
+        loop="asyncio",
+        lifespan="on",
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM (exit status 0) or a startup failure (1)."""
+    try:
+        return _serve(args)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: a normal end, at any moment
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(
             redis_url=args.redis_url,
@@ -143,7 +176,6 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _fail(str(exc))
-
     try:
         sock = _listen(args.host, args.port)
     except OSError as exc:
@@ -153,63 +185,41 @@ def serve(args: argparse.Namespace) -> int:
                 "(another server is running there; pick one with --port)"
             )
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-
     embedded = None
     try:
-        with _stop_on_signals():
-            try:
-                if settings.redis_url:
-                    problem = _check_redis(settings.redis_url)
-                    if problem:
-                        return _fail(problem)
-                    print(f"Redis: {_redacted(settings.redis_url)}", flush=True)
-                else:
-                    from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
+        if settings.redis_url:
+            problem = _check_redis(settings.redis_url)
+            if problem:
+                return _fail(problem)
+            print(f"Redis: {redacted(settings.redis_url)}", flush=True)
+        else:
+            from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
 
-                    try:
-                        embedded = EmbeddedRedis()  # assigned first: stopped even if a
-                        embedded.start()  # signal arrives while it starts
-                    except EmbeddedServerError as exc:
-                        return _fail(f"cannot start the embedded Valkey: {exc}")
-                    settings = replace(settings, redis_url=embedded.url)
-                    print(
-                        f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}",
-                        flush=True,
-                    )
-                try:
-                    app = create_app(settings)
-                except ValueError as exc:  # e.g. an unreadable --jwt-public-key
-                    return _fail(str(exc))
-                host = f"[{args.host}]" if ":" in args.host else args.host
-                base = f"{host}:{args.port}"
-                print(
-                    f"API: http://{base}  (ws://{base}/data/{{sid}}/push, "
-                    f"ws://{base}/data/{{sid}}/pull, GET/POST http://{base}/data/{{sid}})",
-                    flush=True,
-                )
-                print(f"GraphQL playground: http://{base}/graphql", flush=True)
-                config = uvicorn.Config(
-                    app,
-                    **uvicorn_options(settings),  # hardened websockets-sansio
-                    # not "auto": with uvloop installed, 1 MB pulls measured 293 MB/s
-                    # against 704 MB/s on asyncio's loop (benchmarks/bench_server.py)
-                    loop="asyncio",
-                    lifespan="on",
-                    log_level=args.log_level,
-                    timeout_graceful_shutdown=5,
-                )
-                uvicorn.Server(config).run(sockets=[sock])
-            except _Stop:
-                pass
+            try:
+                embedded = EmbeddedRedis()  # assigned first: stopped even if a
+                embedded.start()  # signal arrives while it starts
+            except EmbeddedServerError as exc:
+                return _fail(f"cannot start the embedded Valkey: {exc}")
+            settings = replace(settings, redis_url=embedded.url)
+            print(f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}", flush=True)
+        from fastredis.server.app import create_app
+
+        try:
+            app = create_app(settings)
+        except ValueError as exc:  # e.g. an unreadable --jwt-public-key
+            return _fail(str(exc))
+        _banner(args.host, sock.getsockname()[1])
+        _run_uvicorn(app, settings, sock, args.log_level)
     finally:
+        # no second interruption while cleaning up; the process ends next
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         sock.close()
         if embedded is not None:
             was_running = embedded.pid is not None
             embedded.close()
             if was_running:
                 print("embedded Valkey stopped", flush=True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 
@@ -219,10 +229,12 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the websocket/REST/GraphQL server (embedded Valkey unless --redis-url)",
         description="Run the server. Without --redis-url (or REDIS_URL) an embedded "
-        "Valkey is started and stopped with it.",
+        'Valkey is started and stopped with it. Needs pip install "fastredis[server]".',
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    p.add_argument(
+        "--port", type=_port, default=8000, help="port to listen on (8000; 0: any free port)"
+    )
     p.add_argument(
         "--redis-url",
         default=None,
@@ -245,7 +257,8 @@ def register(subparsers: Any) -> None:
         "--max-message-size",
         type=_size,
         default=None,
-        help="largest websocket message / REST body, e.g. 64MiB (the default)",
+        help="largest websocket message / REST body, e.g. 64MiB (the default; "
+        "or FASTREDIS_MAX_MESSAGE_SIZE)",
     )
     p.add_argument(
         "--max-entries-per-message",
@@ -296,4 +309,4 @@ def register(subparsers: Any) -> None:
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="uvicorn log level (info)",
     )
-    p.set_defaults(func=serve)
+    p.set_defaults(func=serve, needs=NEEDS, extra="server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "Settings",
+    "parse_size",
 ]
 
 DEFAULT_MAXLEN = 1000
@@ -39,6 +41,31 @@ DEFAULT_REDIS_PARAMS: dict[str, Any] = {
     # ~2x on 1 MB entries); it is a cap, nothing is allocated up front.
     "socket_read_size": 1 << 20,
 }
+
+
+_SIZE = re.compile(r"([0-9]+)\s*(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """A positive byte count: 1048576, 64MiB, 64MB, 64M, 512k, 1g (k/M/G are 1024-based)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size in bytes (e.g. 1048576, 64MiB, 512k): {text!r}")
+    value = int(match[1]) * _UNITS[(match[2] or "").lower()]
+    if value < 1:
+        raise ValueError(f"a size must be positive: {text!r}")
+    return value
+
+
+def _env_size(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -131,13 +158,13 @@ class Settings:
         values: dict[str, Any] = {
             "redis_url": env.get("REDIS_URL") or None,
             "maxlen": _env_int(env, "FASTREDIS_STREAM_MAXLEN", DEFAULT_MAXLEN),
-            "max_message_size": _env_int(
+            "max_message_size": _env_size(
                 env, "FASTREDIS_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE
             ),
             "max_entries_per_message": _env_int(
                 env, "FASTREDIS_MAX_ENTRIES_PER_MESSAGE", DEFAULT_MAX_ENTRIES
             ),
-            "max_header_size": _env_int(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
+            "max_header_size": _env_size(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
             "cors_origins": [o for o in origins if o],
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,

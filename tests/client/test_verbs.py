@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,117 @@ def test_default_url_comes_from_the_environment(url: str, plain_redis: redis.Red
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     wait_until(lambda: plain_redis.xlen("env") == 2, what="two entries")
+
+
+# -- rough edges ----------------------------------------------------------------------
+
+
+def test_push_to_a_key_of_another_type_fails(url: str, plain_redis: redis.Redis) -> None:
+    plain_redis.set("plainkey", "x")
+    out = run("push-increment", "plainkey", "--count", "100", "--url", url)
+    assert out.returncode == 1, out.stderr
+    assert "a key of another type" in out.stderr and "Traceback" not in out.stderr
+    assert "0 entries written to plainkey" in out.stderr
+    assert plain_redis.get("plainkey") == b"x"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["push-image", "s", "--quality", "500"], "JPEG quality is 1-100, not 500"),
+        (["push-image", "s", "--quality", "0"], "JPEG quality is 1-100, not 0"),
+        (["push-increment", "s", "--count", "-1"], "a count is >= 0 (0: never stop), not -1"),
+        (["pull-raw", "s", "--count", "-1"], "a count is >= 0"),
+        (["push-increment", "s", "--fps", "-1"], "a rate is >= 0 (0: as fast as possible)"),
+        (["push-image", "s", "--fps", "-1"], "a rate is >= 0"),
+        (["pull-image", "s", "--batch-size", "0"], "a batch size is >= 1"),
+        (["pull-raw", "s", "--url", "ftp://x"], "'ftp://x' is not a server URL: use ws://"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args: list[str], reason: str) -> None:
+    out = run(*args)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and reason in errors[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_bad_url_in_the_environment_is_refused() -> None:
+    env = {**_env(), "FASTREDIS_URL": "ftp://x"}
+    out = subprocess.run(
+        [sys.executable, "-m", "fastredis", "pull-raw", "s"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2 and "not a server URL" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 8), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_pull_image_on_sigterm_saves_and_sums_up(
+    url: str, plain_redis: redis.Redis, tmp_path: Path
+) -> None:
+    frames = [_jpeg((i * 60, 0, 0)) for i in range(3)]
+    for frame in frames:
+        plain_redis.xadd("cam", {"d": frame})
+    saved = tmp_path / "last.jpg"
+    proc = start("pull-image", "cam", "--last-entry-id", "0", "--save", str(saved), "--url", url)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the status line comes after the first frame is decoded
+        seen.append(line)
+        if line.startswith("first frame: 16x8 RGB"):
+            break
+    assert seen and seen[-1].startswith("first frame"), "".join(seen)
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in rest
+    assert "frames," in rest and "latency p50" in rest and f"saved to {saved}" in rest
+    assert saved.read_bytes() in frames
+
+
+def test_no_progress_bar_into_a_file_and_quiet(url: str, plain_redis: redis.Redis) -> None:
+    out = run("push-increment", "n", "--count", "1000", "--url", url)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and len(out.stderr) < 500, out.stderr
+    assert out.stderr.splitlines()[-1] == "1000 entries written to n"
+    assert plain_redis.xlen("n") == 1000  # acknowledged, so already there
+    out = run("pull-raw", "n", "--last-entry-id", "0", "--count", "3", "--quiet", "--url", url)
+    assert out.returncode == 0 and out.stderr == ""
+    assert len(out.stdout.splitlines()) == 3
+
+
+def test_progress_bar_on_a_terminal(url: str) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastredis", "push-increment", "t", "--count", "50",
+             "--url", url],
+            stdout=subprocess.DEVNULL, stderr=follower, env=_env(), cwd=ROOT,
+        )  # fmt: skip
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "50/50" in shown and "entry/s" in shown

@@ -22,7 +22,7 @@ import redis
 from support.waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
-from fastredis.embedded import free_port
+from fastredis.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0
@@ -203,3 +203,153 @@ def test_cli_help_lists_serve() -> None:
         check=True,
     ).stdout
     assert "serve" in out
+
+
+# -- rough edges: ports, sizes, passwords, an early Ctrl-C ------------------------------
+
+SECRET = "s3cret-pass"
+
+
+@pytest.fixture(scope="module")
+def secret_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A Redis that requires SECRET, on TCP and on a unix socket."""
+    sock = tmp_path_factory.mktemp("unix") / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    with EmbeddedRedis(password=SECRET, extra_args=extra) as server:
+        server.unix_path = sock  # type: ignore[attr-defined]
+        yield server
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_port_0_announces_the_port_it_listens_on(serve: type[Serve], redis_url: str) -> None:
+    s = serve("--port", "0", REDIS_URL=redis_url)
+    api = s.wait_line("API: ")
+    port = int(api.split("http://127.0.0.1:", 1)[1].split()[0])
+    assert port != 0
+    wait_until(lambda: _answers(port) or s.proc.poll() is not None, DEADLINE, what="the API")
+    assert _answers(port), "".join(s.output)
+    assert f"http://127.0.0.1:{port}/graphql" in s.wait_line("GraphQL playground: ")
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_port_out_of_range_is_refused(serve: type[Serve], port: str) -> None:
+    s = serve("--port", port)
+    assert s.wait_exit() == 2
+    out = "".join(s.output)
+    assert f"a TCP port is 0-65535 (0: any free port), not '{port}'" in out
+    assert "Traceback" not in out and "API:" not in out
+
+
+def test_max_message_size_from_the_environment_takes_units(
+    serve: type[Serve], redis_url: str
+) -> None:
+    from fastredis.cli import build_parser
+    from fastredis.server.settings import Settings
+
+    flag = build_parser().parse_args(["serve", "--max-message-size", "64MiB"])
+    env = Settings.from_env({"FASTREDIS_MAX_MESSAGE_SIZE": "64MiB"})
+    assert flag.max_message_size == env.max_message_size == 64 * 2**20
+    s = serve(REDIS_URL=redis_url, FASTREDIS_MAX_MESSAGE_SIZE="1KiB")
+    s.wait_line("API: ")
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the API")
+    with connect(f"ws://127.0.0.1:{s.port}/data/big/push?ack=1") as ws:
+        ws.send(json.dumps([1000]))
+        ws.send(b"x" * 1000)
+        assert len(json.loads(ws.recv(timeout=DEADLINE))) == 1
+        ws.send(json.dumps([2000]))
+        ws.send(b"x" * 2000)
+        with pytest.raises(Exception) as closed:
+            ws.recv(timeout=DEADLINE)
+    assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1009
+
+
+def test_a_bad_size_in_the_environment_is_one_line(serve: type[Serve], redis_url: str) -> None:
+    s = serve(REDIS_URL=redis_url, FASTREDIS_MAX_MESSAGE_SIZE="lots")
+    assert s.wait_exit() == 1
+    out = "".join(s.output)
+    assert "FASTREDIS_MAX_MESSAGE_SIZE: not a size in bytes" in out and "Traceback" not in out
+
+
+def _redis_urls(server: EmbeddedRedis) -> list[str]:
+    tcp = f"{server.host}:{server.port}"
+    return [
+        f"redis://{tcp}/0?password={SECRET}",
+        f"redis://default:{SECRET}@{tcp}/0",
+        f"unix://{server.unix_path}?db=0&password={SECRET}",  # type: ignore[attr-defined]
+    ]
+
+
+@pytest.mark.parametrize("form", ["query", "userinfo", "unix"])
+def test_banner_never_shows_the_redis_password(
+    serve: type[Serve], secret_redis: EmbeddedRedis, form: str
+) -> None:
+    url = dict(zip(["query", "userinfo", "unix"], _redis_urls(secret_redis), strict=True))[form]
+    s = serve("--redis-url", url)
+    line = s.wait_line("Redis: ")
+    s.wait_line("API: ")
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait_exit() == 0, "".join(s.output)
+    assert "***" in line
+    assert SECRET not in "".join(s.output)
+
+
+def test_a_redis_that_needs_a_password_says_so(
+    serve: type[Serve], secret_redis: EmbeddedRedis
+) -> None:
+    tcp = f"{secret_redis.host}:{secret_redis.port}"
+    s = serve("--redis-url", f"redis://{tcp}/0")
+    assert s.wait_exit() == 1
+    out = "".join(s.output)
+    assert f"Redis at redis://{tcp}/0 needs a password" in out
+    assert "redis://:PASSWORD@HOST:PORT/0" in out and "REDIS_URL" in out
+    assert "HELLO" not in out and "Traceback" not in out
+
+    s = serve("--redis-url", f"redis://:wrong-one@{tcp}/0")
+    assert s.wait_exit() == 1
+    out = "".join(s.output)
+    assert "refused the user name or password" in out and "wrong-one" not in out
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """True once process `pid` has a handler for `sig` (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(
+        int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt")
+    )
+    return bool(mask >> (sig - 1) & 1)
+
+
+def test_ctrl_c_at_once_prints_no_traceback(serve: type[Serve]) -> None:
+    """SIGINT as soon as the command handles signals (SIGTERM caught: Python itself
+    catches only SIGINT), before the embedded Valkey is even started."""
+    s = serve()
+    wait_until(
+        lambda: _catches(s.proc.pid, signal.SIGTERM) or s.proc.poll() is not None,
+        DEADLINE,
+        what="fastredis serve to handle signals",
+    )
+    s.proc.send_signal(signal.SIGINT)
+    code = s.wait_exit()
+    out = "".join(s.output)
+    assert code in (0, 130), out
+    assert "Traceback" not in out
+
+
+def test_ctrl_c_while_the_app_loads_stops_the_embedded_valkey(serve: type[Serve]) -> None:
+    s = serve()
+    line = s.wait_line("Redis: embedded Valkey")  # the app and uvicorn are imported next
+    pid = int(line.split("(pid ")[1].split(")")[0])
+    s.proc.send_signal(signal.SIGINT)
+    assert s.wait_exit() == 0
+    out = "".join(s.output)
+    assert "Traceback" not in out and "embedded Valkey stopped" in out
+    wait_until(lambda: process_gone(pid), DEADLINE, what=f"process {pid} to exit")
