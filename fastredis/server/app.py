@@ -13,13 +13,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.auth import AccessMiddleware, TokenChecker, install_log_redaction
 from fastredis.server.health import healthz, readyz
 from fastredis.server.metrics import MetricsMiddleware, metrics_endpoint
+from fastredis.server.mjpeg import mjpeg_endpoint
+from fastredis.server.pages import dashboard, viewer, wants_html
 from fastredis.server.pull import pull_endpoint
 from fastredis.server.push import push_endpoint
 from fastredis.server.rawpath import RawPathGuard
@@ -42,7 +44,10 @@ def _graphql_routes() -> list[BaseRoute]:
     return [Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)]
 
 
-async def index(request: Request) -> JSONResponse:
+async def index(request: Request) -> Response:
+    """Browsers get the dashboard; API clients the endpoints as JSON."""
+    if wants_html(request):
+        return await dashboard(request)
     has_graphql = any(getattr(r, "path", None) == "/graphql" for r in request.app.routes)
     return JSONResponse(
         {
@@ -51,6 +56,9 @@ async def index(request: Request) -> JSONResponse:
             "pull": "ws /data/{sid}/pull",
             "rest": "GET|POST /data/{sid}",
             "graphql": "/graphql" if has_graphql else None,
+            "mjpeg": "GET /mjpeg/{sid}",
+            "view": "GET /view/{sid}",
+            "health": ["GET /healthz", "GET /readyz", "GET /metrics"],
         }
     )
 
@@ -94,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/view/{sid}", viewer),
+        Route("/mjpeg/{sid}", mjpeg_endpoint),
         WebSocketRoute("/data/{sid}/push", push_endpoint),
         WebSocketRoute("/data/{sid}/pull", pull_endpoint),
         Route("/data/{sid}", get_data, methods=["GET"]),

@@ -69,6 +69,7 @@ from fastredis.server.meta import (
     meta_key,
     set_meta,
 )
+from fastredis.server.pages import playground_html
 from fastredis.server.protocol import BadInput
 from fastredis.server.streams import GroupInfo, consumer_groups, pairs
 from fastredis.server.streams import list_sids as stream_keys
@@ -469,6 +470,12 @@ class FastredisGraphQL(GraphQL):
     def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._redis = redis
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """fastredis's own playground (every asset inline): it works with no internet,
+        where GraphiQL's page loads React and GraphiQL from a CDN."""
+        return playground_html()
 
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         client = self._redis

@@ -42,13 +42,10 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(name="browser", scope="session")
-def browser_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    """One headless chromium for the session (its own empty profile)."""
+def browser_fixture() -> Iterator[Browser]:
+    """One headless chromium for the session (Playwright gives it a new empty profile)."""
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path(),
-            args=[*CHROMIUM_ARGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"],
-        )
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

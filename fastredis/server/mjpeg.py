@@ -1,0 +1,180 @@
+"""``GET /mjpeg/{sid}``: a stream's JPEG entries as MJPEG (``multipart/x-mixed-replace``),
+so ``<img src="/mjpeg/cam">`` shows it live in any browser.
+
+It behaves like a pull with ``latest=1``: each frame sent is the newest entry at that
+moment, and the next is read only once the socket has taken it, so a slow viewer skips
+frames and the server holds nothing for it. ``max_fps`` caps the frame rate. Until a
+JPEG entry arrives, a placeholder image is shown. Entries that are not JPEG are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncGenerator
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from fastredis._frames import pull_views
+from fastredis.server import metrics
+from fastredis.server.auth import require_read
+from fastredis.server.errors import explain, failure
+from fastredis.server.protocol import BadInput, parse_sids
+from fastredis.server.reading import StreamCursor
+
+__all__ = ["BOUNDARY", "IDLE_BLOCK_MS", "mjpeg_endpoint", "newest_frames"]
+
+BOUNDARY = "fastredis-frame"
+IDLE_BLOCK_MS = 5000  # one blocking read's wait; the loop simply reads again
+MAX_FPS_LIMIT = 1000.0
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+Frame = tuple[str, Any]  # (entry id, payload buffer)
+
+
+@cache
+def placeholder() -> bytes:
+    """The JPEG shown while no frame has come."""
+    files = resources.files("fastredis.server").joinpath("pages").joinpath("placeholder.jpg")
+    return files.read_bytes()
+
+
+async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | None, None]:
+    """The newest entry of `sid` each time the caller asks: first the newest there is
+    (None when the stream is empty), then each newer one as it comes (None after
+    `IDLE_BLOCK_MS` with nothing new). MJPEG's only read path: it reads through a
+    cursor of its own with ``latest`` until the server's shared read can serve it."""
+    cursor = StreamCursor(request.app.state.redis, [sid], ["*"], count=1, latest=True)
+    try:
+        await cursor.resolve()
+        block: int | None = None  # the first read does not wait: a placeholder instead
+        while True:
+            batch = await cursor.read(block)
+            block = IDLE_BLOCK_MS
+            if not len(batch):
+                yield None
+                continue
+            metrics.pulled("mjpeg", batch)
+            yield batch.ids()[-1].decode(), pull_views(batch)[-1]  # type: ignore[union-attr]
+    finally:
+        await cursor.close()
+
+
+# Chromium shows a part only once the next part's headers have come in full, so each
+# image is followed at once by the boundary and headers of the next part. Hence no
+# Content-Length or entry id per part: those of the next image are not known yet.
+PART_START = f"\r\n--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode()
+
+
+class MJPEGStream:
+    """The streaming answer, as an ASGI app: a watcher ends it when the client goes
+    (wherever it waits, a blocking read included)."""
+
+    def __init__(self, request: Request, sid: str, max_fps: float) -> None:
+        self.request, self.sid, self.max_fps = request, sid, max_fps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        main = asyncio.current_task()
+        assert main is not None
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            main.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise  # cancelled from outside, not by the client leaving
+            uncancel = getattr(main, "uncancel", None)  # Python >= 3.11's bookkeeping
+            if uncancel is not None:
+                uncancel()
+        except (RedisError, OSError):
+            pass  # headers are sent: ending the body is all that is left to say
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _stream(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", f"multipart/x-mixed-replace; boundary={BOUNDARY}".encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"x-accel-buffering", b"no"),  # proxies: pass frames on as they come
+                ],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": PART_START[2:], "more_body": True}
+        )
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.max_fps if self.max_fps else 0.0
+        next_at = -math.inf
+        shown = False
+        frames = newest_frames(self.request, self.sid)
+        try:
+            while True:
+                if interval and loop.time() < next_at:
+                    await asyncio.sleep(next_at - loop.time())  # then read: the newest
+                frame = await anext(frames)
+                if frame is None or bytes(frame[1][:3]) != JPEG_MAGIC:
+                    if shown:
+                        continue
+                    image: Any = placeholder()
+                else:
+                    image = frame[1]
+                    next_at = loop.time() + interval
+                shown = True
+                del frame
+                for body in (image, PART_START):
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                del image
+        finally:
+            await frames.aclose()
+
+
+def _max_fps(request: Request) -> float:
+    raw = request.query_params.get("max_fps")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"max_fps must be a number, not {raw!r}") from None
+    if not 0 < value <= MAX_FPS_LIMIT:
+        raise BadInput(f"max_fps must be above 0 and at most {MAX_FPS_LIMIT:g}, not {raw}")
+    return value
+
+
+async def mjpeg_endpoint(request: Request) -> Response | MJPEGStream:
+    """GET /mjpeg/{sid}?max_fps=..."""
+    sids: list[str] = []
+    try:
+        sids = parse_sids(request.path_params["sid"])
+        if len(sids) != 1:
+            raise BadInput(f"MJPEG shows one stream, not {len(sids)}: ask for each by itself")
+        require_read(request, sids)
+        max_fps = _max_fps(request)
+        # a key of another type is refused before the multipart answer starts
+        kind = await request.app.state.redis.type(sids[0])
+    except BadInput as exc:
+        return failure(exc).response()
+    except RedisError as exc:
+        return (await explain(exc, request.app.state.redis, sids)).response()
+    if kind not in (b"stream", b"none", "stream", "none"):
+        name = kind.decode() if isinstance(kind, bytes) else kind
+        return failure(BadInput(f"{sids[0]!r} holds a {name}, not a stream", status=409)).response()
+    return MJPEGStream(request, sids[0], max_fps)
