@@ -117,9 +117,7 @@ class MJPEGStream:
                 ],
             }
         )
-        await send(
-            {"type": "http.response.body", "body": PART_START[2:], "more_body": True}
-        )
+        await send({"type": "http.response.body", "body": PART_START[2:], "more_body": True})
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.max_fps if self.max_fps else 0.0
         next_at = -math.inf

@@ -41,9 +41,11 @@ def chromium_path() -> str:
     return CHROMIUM if os.path.exists(CHROMIUM) else str(shutil.which("chromium"))
 
 
-@pytest.fixture(name="browser", scope="session")
+@pytest.fixture(name="browser", scope="module")
 def browser_fixture() -> Iterator[Browser]:
-    """One headless chromium for the session (Playwright gives it a new empty profile)."""
+    """One headless chromium per test module (Playwright gives it a new empty profile);
+    module-scoped: while it runs, its event loop is the running one, so async tests
+    of other modules must not run under it."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
