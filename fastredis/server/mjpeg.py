@@ -98,8 +98,12 @@ class MJPEGStream:
             uncancel = getattr(main, "uncancel", None)  # Python >= 3.11's bookkeeping
             if uncancel is not None:
                 uncancel()
-        except (RedisError, OSError):
-            pass  # headers are sent: ending the body is all that is left to say
+        except RedisError:
+            # the headers are sent: ending the body is all that is left to say
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away while a frame was being sent
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -10,9 +10,10 @@ import httpx
 import pytest
 import redis
 from support.images import frame, size_of
-from support.live_server import LiveServer, server_fixture  # noqa: F401
+from support.live_server import LiveServer, make_server_app, server_fixture  # noqa: F401
 from support.waiting import wait_until
 
+from fastredis.embedded import EmbeddedRedis
 from fastredis.server.mjpeg import BOUNDARY, placeholder
 
 
@@ -136,3 +137,16 @@ def test_bad_requests(
     resp = http.get(path)
     assert resp.status_code == status
     assert reason in resp.json()["error"]
+
+
+def test_redis_going_away_ends_the_stream(private_redis: EmbeddedRedis) -> None:
+    with (
+        LiveServer(make_server_app(private_redis.url)) as live,
+        httpx.Client(base_url=live.http_url, timeout=20) as http,
+        http.stream("GET", "/mjpeg/cam") as resp,
+    ):
+        parts = Parts(resp)
+        assert parts.next() == placeholder()
+        private_redis.kill()
+        with pytest.raises(StopIteration):  # the body ends, cleanly
+            parts.next()
