@@ -45,6 +45,7 @@ __all__ = [
     "lanes",
     "make_async_cluster_client",
     "make_cluster_client",
+    "mark_stale",
     "merge_read_batches",
     "next_round",
     "slot_groups",
@@ -72,6 +73,12 @@ Build = Callable[[StreamIds], list[Any]]
 def is_cluster(client: Any) -> bool:
     """Whether `client` is a redis-py cluster client (sync or asyncio)."""
     return isinstance(client, RedisCluster | AsyncRedisCluster)
+
+
+def mark_stale(client: Any) -> None:
+    """Cluster: reload the slot map before the next routed command (no-op otherwise)."""
+    if isinstance(client, AsyncRedisCluster):
+        client._initialize = True
 
 
 def cluster_enabled(client_params: Mapping[str, Any] | None = None, url: str | None = None) -> bool:

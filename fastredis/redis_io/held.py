@@ -21,7 +21,7 @@ from fastredis._resp import READ, StreamBatch
 from fastredis.redis_io.async_batch_reads import axread_batch
 from fastredis.redis_io.async_cluster_reads import acluster_blocking_pop
 from fastredis.redis_io.async_parser import AsyncFastParser
-from fastredis.redis_io.cluster import is_cluster
+from fastredis.redis_io.cluster import is_cluster, mark_stale
 from fastredis.redis_io.commands import blocking_read_timeout, xread_command
 from fastredis.redis_io.sockets import send_buffers
 
@@ -52,10 +52,22 @@ class HeldConnection:
             return
         if self.client._initialize:
             await self.client.initialize()
-        node = self.client.get_node_from_key(key)
+        try:
+            node = self.client.get_node_from_key(key)
+        except redis.exceptions.SlotNotCoveredError as exc:  # a failover under way
+            mark_stale(self.client)
+            raise redis.exceptions.ConnectionError(f"{exc}: try again") from None
         if self._node is not None and node.name != self._node.name:
             await self.release()
         self._node = node
+
+    def serves(self, key: Any) -> bool:
+        """Cluster: whether the held connection is to the node serving `key`."""
+        try:
+            node = self.client.get_node_from_key(key)
+        except redis.exceptions.SlotNotCoveredError:
+            return False
+        return self._node is not None and node.name == self._node.name
 
     async def acquire(self) -> HeldConnection:
         """Take the connection now (it is taken on first use otherwise)."""
@@ -91,8 +103,20 @@ class HeldConnection:
         await self.send(pack_commands(commands))
 
     async def read_reply(self, timeout: float | None = math.inf) -> Any:
-        """The next reply (a ResponseError reply raises; the connection stays good)."""
-        return await self._conn.read_response(timeout=timeout)
+        """The next reply (a ResponseError reply raises; the connection stays good).
+        Cluster: MOVED/ASK (the slot went elsewhere, as after a failover) and a lost
+        node reload the slot map for the next `route`; MOVED/ASK raise ConnectionError
+        (Redis unavailable here: try again), not a refusal of the command."""
+        try:
+            return await self._conn.read_response(timeout=timeout)
+        except (redis.exceptions.MovedError, redis.exceptions.AskError) as exc:
+            mark_stale(self.client)
+            raise redis.exceptions.ConnectionError(
+                f"the cluster slot moved ({exc}): try again"
+            ) from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            mark_stale(self.client)
+            raise
 
     async def read_batch(
         self, kind: int = READ, encoding: str | None = None, block: int | None = None
@@ -118,6 +142,7 @@ class HeldConnection:
         if conn is not None:
             if broken:
                 await conn.disconnect()
+                mark_stale(self.client)
             await self._give_back(conn)
 
 

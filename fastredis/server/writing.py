@@ -213,7 +213,6 @@ class PipelinedWriter:
         self._unsent = 0  # bytes queued or being written, not yet taken by the socket
         self.error: BaseException | None = None
         self._conn = HeldConnection(client)
-        self._node: Any = None  # cluster: the node the held connection is to
         self._queued: list[Any] = []
         self._pending = 0  # messages queued or sent whose reply is not read yet
         self._flush_wanted = asyncio.Event()
@@ -242,12 +241,10 @@ class PipelinedWriter:
         command = entry_commands(entries, self.maxlen)
         if is_cluster(self._conn.client):
             key = one_slot_key(self._conn.client, entries)
-            node = self._conn.client.get_node_from_key(key).name
-            if self._conn.held and node != self._node:
+            if self._conn.held and not self._conn.serves(key):
                 await self.drain()  # the stream's node differs: nothing may stay owed
             await self._conn.route(key)
             await self._conn.acquire()
-            self._node = node
         # Backpressure: a client faster than Redis waits here, so its socket stops
         # being read (not the server's memory filling up).
         while self._pending >= self.max_pending or self._unsent >= self.max_unsent_bytes:

@@ -119,3 +119,36 @@ def test_lists_several_keys_and_sinks(
     wait_until(lambda: producer.llen("copied") == 3, what="the list sink")
     wait_until(lambda: producer.xlen("copied-stream") == 3, what="the stream sink")
     assert sorted(producer.lrange("copied", 0, -1)) == [b"a1", b"a2", b"b1"]
+
+
+def test_consumer_group_resumes_after_a_failover(
+    private_cluster: EmbeddedCluster, sources: list
+) -> None:
+    """The primary of one of the group's streams is killed mid-stream: once its replica
+    took over, the source reads and acknowledges on, and every entry the promoted
+    primary holds is delivered."""
+    producer = _producer(private_cluster)
+    streams = ["{cam1}:rgb", "other"]
+    source = Stream.from_redis_consumer_group(
+        streams=streams,
+        group_name="g",
+        consumer_name="c",
+        client_params=_params(private_cluster),
+        heartbeat_interval=1,
+        claim_timeout=50,
+    )
+    got = _start(source, sources)
+    before = [producer.xadd(streams[i % 2], {"i": i}).decode() for i in range(20)]
+    got.wait_for(20, timeout=30)
+    killed = private_cluster.kill_primary(streams[0])
+    private_cluster.wait_failover(streams[0], killed)
+    with redis.RedisCluster.from_url(private_cluster.url) as after_failover:
+        after = [after_failover.xadd(streams[i % 2], {"i": i}).decode() for i in range(20, 40)]
+        ids = {i for _s, i, _f in got.wait_for(40, timeout=30)}
+        assert set(before + after) <= ids
+        for stream in streams:
+            wait_until(
+                lambda s=stream: pending_count(after_failover, s, "g") == 0,
+                timeout=30,
+                what=f"{stream} acknowledged after the failover",
+            )
