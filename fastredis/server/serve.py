@@ -1,6 +1,7 @@
 """`fastredis serve`: the server with uvicorn, on an embedded Valkey unless told a Redis.
 
-    fastredis serve [--host 127.0.0.1] [--port 8000] [--redis-url URL] [--maxlen N]
+    fastredis serve [--host 127.0.0.1] [--port 8000] [--redis-url URL | --data-dir DIR]
+                    [--embedded-port PORT] [--maxlen N]
                     [--max-message-size BYTES] [--cors-origin ORIGIN ...]
                     [--api-key KEY ...] [--jwt-secret SECRET] [--jwt-public-key FILE]
 
@@ -186,6 +187,9 @@ def _serve(args: argparse.Namespace) -> int:
             )
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     embedded = None
+    if settings.redis_url and (args.data_dir or args.embedded_port is not None):
+        sock.close()
+        return _fail("--data-dir and --embedded-port are for the embedded Valkey, not --redis-url")
     try:
         if settings.redis_url:
             problem = _check_redis(settings.redis_url)
@@ -196,12 +200,17 @@ def _serve(args: argparse.Namespace) -> int:
             from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
 
             try:
-                embedded = EmbeddedRedis()  # assigned first: stopped even if a
-                embedded.start()  # signal arrives while it starts
-            except EmbeddedServerError as exc:
+                # assigned first: stopped even if a signal arrives while it starts
+                embedded = EmbeddedRedis(port=args.embedded_port, data_dir=args.data_dir)
+                embedded.start()
+            except (EmbeddedServerError, OSError) as exc:
                 return _fail(f"cannot start the embedded Valkey: {exc}")
             settings = replace(settings, redis_url=embedded.url)
-            print(f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}", flush=True)
+            kept = f", data kept in {args.data_dir}" if args.data_dir else ", data not kept"
+            print(
+                f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}{kept}",
+                flush=True,
+            )
         from fastredis.server.app import create_app
 
         try:
@@ -245,6 +254,20 @@ def register(subparsers: Any) -> None:
         action="store_true",
         default=None,
         help="the Redis URL is a node of a Redis Cluster (default: ask it, INFO cluster)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="the embedded Valkey keeps its data in DIR (saved on exit and hourly, loaded "
+        "at the next start); without it the embedded server forgets everything on exit",
+    )
+    p.add_argument(
+        "--embedded-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="port of the embedded Valkey on 127.0.0.1 (default: a free one)",
     )
     p.add_argument(
         "--maxlen",

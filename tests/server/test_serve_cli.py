@@ -353,3 +353,43 @@ def test_ctrl_c_while_the_app_loads_stops_the_embedded_valkey(serve: type[Serve]
     out = "".join(s.output)
     assert "Traceback" not in out and "embedded Valkey stopped" in out
     wait_until(lambda: process_gone(pid), DEADLINE, what=f"process {pid} to exit")
+
+
+# -- the embedded Valkey: --data-dir, --embedded-port ------------------------------------
+
+
+def _push_acked(port: int, sid: str, data: bytes) -> str:
+    wait_until(lambda: _answers(port), DEADLINE, what="the API")
+    with connect(f"ws://127.0.0.1:{port}/data/{sid}/push?ack=1") as ws:
+        ws.send(json.dumps([len(data)]))
+        ws.send(data)
+        [entry_id] = json.loads(ws.recv(timeout=DEADLINE))
+    return entry_id
+
+
+def test_data_dir_keeps_the_data_for_the_next_start(serve: type[Serve], tmp_path: Path) -> None:
+    data_dir = tmp_path / "valkey"
+    valkey_port = free_port()
+    s = serve("--data-dir", str(data_dir), "--embedded-port", str(valkey_port))
+    line = s.wait_line("Redis: embedded Valkey")
+    assert f"127.0.0.1:{valkey_port}/0, data kept in {data_dir}" in line
+    _push_acked(s.port, "kept", b"survives a restart")
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait_exit() == 0, "".join(s.output)
+
+    again = serve("--data-dir", str(data_dir))
+    again.wait_line("API: ")
+    wait_until(lambda: _answers(again.port), DEADLINE, what="the API")
+    resp = httpx.get(f"http://127.0.0.1:{again.port}/data/kept?last_entry_id=0", timeout=10)
+    assert resp.content == b"survives a restart", resp.text
+
+
+def test_without_data_dir_the_embedded_server_forgets(serve: type[Serve]) -> None:
+    s = serve()
+    assert s.wait_line("Redis: embedded Valkey").rstrip().endswith(", data not kept")
+
+
+def test_embedded_options_with_a_redis_url_are_refused(serve: type[Serve], redis_url: str) -> None:
+    s = serve("--redis-url", redis_url, "--data-dir", "/tmp/x")
+    assert s.wait_exit() == 1
+    assert "--data-dir and --embedded-port are for the embedded Valkey" in "".join(s.output)
