@@ -104,7 +104,7 @@ def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> N
     s = serve()
     redis_line = s.wait_line("Redis: embedded Valkey")
     pid = int(redis_line.split("(pid ")[1].split(")")[0])
-    url = redis_line.rsplit(" at ", 1)[1].strip()
+    url = redis_line.rsplit(" at ", 1)[1].split(",")[0].strip()
     api_line = s.wait_line("API: ")
     assert f"http://127.0.0.1:{s.port}" in api_line
     assert f"http://127.0.0.1:{s.port}/graphql" in s.wait_line("GraphQL playground: ")
