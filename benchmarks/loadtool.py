@@ -174,8 +174,10 @@ async def push(
     seq_start: int = 0,
     payloads: tuple[list[str], list[bytes]] | None = None,
     timeout: float = 120.0,
+    query: dict[str, Any] | None = None,
 ) -> Result:
-    """Push `messages` README-form messages of `batch` entries of `size` bytes."""
+    """Push `messages` README-form messages of `batch` entries of `size` bytes.
+    `query`: more query parameters for the server (e.g. token)."""
     if confirm not in ("close", "ack", "redis"):
         raise ValueError(f"confirm must be close, ack or redis, not {confirm!r}")
     if confirm == "redis" and not redis_url:
@@ -191,7 +193,7 @@ async def push(
         payload_bytes=entries * size,
         params={"size": size, "batch": batch, "confirm": confirm},
     )
-    uri = _endpoint(url, sid, "push", {"ack": 1} if confirm == "ack" else {})
+    uri = _endpoint(url, sid, "push", {**({"ack": 1} if confirm == "ack" else {}), **(query or {})})
     rclient, added = None, None
     if confirm == "redis":
         rclient, added = await _entries_added(redis_url, sid)  # type: ignore[arg-type]

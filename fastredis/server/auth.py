@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -58,6 +60,7 @@ ALL_STREAMS_PATHS = frozenset({"/metrics"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # no origin check
 JWT_PUBLIC_ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}
 MAX_TOKEN_BYTES = 16 * 1024
+VERIFIED_CACHE = 1024  # verified JWTs remembered (all forgotten when full)
 
 
 class Unauthorized(Exception):
@@ -142,6 +145,9 @@ class TokenChecker:
     ) -> None:
         self._api_keys = [k.encode() for k in api_keys]
         self._keys: dict[str, Any] = {}  # JWT algorithm -> key
+        # tokens verified already -> (grant, nbf, exp): a REST client sends the same
+        # token with every request, and a signature check costs ~100 us
+        self._verified: dict[str, tuple[Grant, float, float]] = {}
         if jwt_secret:
             self._keys["HS256"] = jwt_secret
         if jwt_public_key:
@@ -169,7 +175,18 @@ class TokenChecker:
             return FULL_ACCESS
         if not self._keys:
             raise Unauthorized("token is not a valid API key")
-        return grant_from_claims(self._decode_jwt(token))
+        cached = self._verified.get(token)
+        now = time.time()
+        if cached is not None and cached[1] <= now < cached[2]:
+            return cached[0]
+        claims = self._decode_jwt(token)
+        grant = grant_from_claims(claims)
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()
+        valid_from, valid_until = claims.get("nbf", 0), claims.get("exp", math.inf)
+        if isinstance(valid_from, (int, float)) and isinstance(valid_until, (int, float)):
+            self._verified[token] = (grant, valid_from, valid_until)
+        return grant
 
     def _decode_jwt(self, token: str) -> dict[str, Any]:
         import jwt

@@ -18,6 +18,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from support.live_server import LiveServer
+from support.waiting import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -344,3 +345,11 @@ def test_graphql_subscription_needs_the_read_scope(server: LiveServer, r: redis.
         reply = json.loads(ws.recv(DEADLINE))
     assert reply["type"] == "next" and reply["payload"]["data"] is None
     assert reply["payload"]["errors"][0]["message"] == "token may not read stream 'payroll'"
+
+
+def test_a_token_used_again_after_its_exp_is_refused(server: LiveServer, r: redis.Redis) -> None:
+    """Verified tokens are remembered (a REST client repeats its token), until exp."""
+    token = scoped(exp=int(time.time()) + 2)
+    assert call(server, "get", "cam:1", token, "header") == 200
+    assert call(server, "get", "cam:1", token, "header") == 200  # remembered
+    wait_until(lambda: call(server, "get", "cam:1", token, "header") == 401, 10, what="exp")
