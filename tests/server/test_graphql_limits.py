@@ -14,6 +14,7 @@ import redis
 from support.live_server import LiveServer, make_server_app
 
 from fastredis.embedded import EmbeddedRedis
+from fastredis.server import Settings, create_app
 from fastredis.server.graphql_api import MAX_ALIASES, MAX_SIDS
 
 FIELDS = "sid entriesAdded firstEntryId firstEntryData lastEntryId lastEntryData length meta"
@@ -106,3 +107,22 @@ def test_the_playground_introspection_passes_the_limits(server: LiveServer) -> N
     query = get_introspection_query(descriptions=True, specified_by_url=True)
     body = post(server, query).json()
     assert "errors" not in body and body["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+def test_one_request_holds_one_redis_connection(
+    redis_server: EmbeddedRedis, streams: redis.Redis
+) -> None:
+    """Eight aliases, each listing five streams with their consumer groups: without the
+    per-request turn these resolvers ran side by side, each on a pool connection."""
+    name = "fastredis-gql-limits"
+    settings = Settings(redis_url=redis_server.url, redis_params={"client_name": name})
+    query = (
+        "{ "
+        + " ".join(f"a{i}: streams {{ sid consumerGroups {{ name }} }}" for i in range(MAX_ALIASES))
+        + " }"
+    )
+    with LiveServer(create_app(settings)) as live:
+        body = post(live, query).json()
+        assert "errors" not in body and len(body["data"]["a7"]) == 5
+        used = [c for c in streams.client_list() if c.get("name") == name]
+    assert len(used) == 1
