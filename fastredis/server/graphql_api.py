@@ -477,6 +477,15 @@ class FastredisGraphQL(GraphQL):
         where GraphiQL's page loads React and GraphiQL from a CDN."""
         return playground_html()
 
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON nested deeper than Python decodes is bad JSON (400 / close 4400), not
+        a RecursionError escaping (HTTP 500, a websocket dropped without a close)."""
+        try:
+            return json.loads(data)
+        except RecursionError:
+            text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+            raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         client = self._redis
         if client is None:

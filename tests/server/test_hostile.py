@@ -116,6 +116,31 @@ async def test_deeply_nested_header_is_1007(url: str, r: redis.Redis) -> None:
     assert r.keys() == [b"good"]
 
 
+async def test_empty_stream_name_in_a_header_is_1007(url: str, r: redis.Redis) -> None:
+    code, reason = await refused(f"{url}/data/s/push", '[["s", 1], ["", 2]]', b"xy")
+    assert code == 1007 and "empty" in reason, reason
+    assert r.dbsize() == 0
+
+
+def test_graphql_json_nested_too_deeply_is_bad_json(server: LiveServer) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    resp = httpx.post(
+        server.http_url + "/graphql",
+        content=deep,
+        headers={"content-type": "application/json"},
+        timeout=DEADLINE,
+    )
+    assert resp.status_code == 400, resp.text
+
+
+async def test_graphql_websocket_message_nested_too_deeply_is_4400(url: str) -> None:
+    async with connect(f"{url}/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["type"] == "connection_ack"
+        await ws.send("[" * 100_000 + "]" * 100_000)
+        assert await closed_with(ws) == (4400, "WebSocket message must be valid JSON")
+
+
 @pytest.mark.parametrize(
     ("path", "header", "words"),
     [
