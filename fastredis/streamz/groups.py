@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from streamz import Stream
 
-from fastredis.redis_io import axclaim_batch, axreadgroup_batch
+from fastredis.redis_io import axclaim_batch, axread_batch, axreadgroup_batch
 from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
 from fastredis.streamz.checks import (
     check_count,
@@ -23,6 +23,7 @@ from fastredis.streamz.claims import Claims
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log
 from fastredis.streamz.deadletters import DeadLetters, describe_error
 from fastredis.streamz.deliveries import Retries, delivery_counts
+from fastredis.streamz.descriptors import READ_IDS_SCRIPT, Descriptor
 from fastredis.streamz.emission import emit_each, emit_one
 from fastredis.streamz.entries import batch_messages, ids_by_stream, message_ids
 from fastredis.streamz.lag import Lag, group_lag, watch_lag
@@ -35,6 +36,14 @@ __all__ = ["from_redis_consumer_group"]
 RETRY_AFTER = 3.0  # seconds before a failed entry is delivered again (with max_deliveries)
 MAX_IN_FLIGHT = 10_000  # entries emitted and not finished beyond which reading pauses
 LAG_INTERVAL = 5.0  # seconds between lag checks (with lag_warning)
+DESCRIBE_COUNT = 10_000  # most entries per descriptor without count or max_in_flight
+
+
+class DescriptorRead(list):  # type: ignore[type-arg]
+    """One descriptor-mode read: (Descriptor, ids) per stream; len() counts entries."""
+
+    def __len__(self) -> int:
+        return sum(d.count for d, _ in self)
 
 
 class from_redis_consumer_group(StreamSource):
@@ -108,6 +117,7 @@ class from_redis_consumer_group(StreamSource):
         max_in_flight: int | None = MAX_IN_FLIGHT,
         lag_warning: int | None = None,
         lag_interval: float = LAG_INTERVAL,
+        descriptors: bool = False,
         **kwargs: Any,
     ) -> None:
         check_start_id(group_start_id, "(group_start_id)")
@@ -126,6 +136,12 @@ class from_redis_consumer_group(StreamSource):
         self.autoclaim_idle = check_positive(autoclaim_idle, "autoclaim_idle")
         self._init_dead_letters(max_deliveries, dead_letter_stream, retry_after)
         self.max_in_flight = check_count(max_in_flight, "max_in_flight")
+        self.descriptors = bool(descriptors)
+        if self.descriptors:
+            if batch is not False:
+                raise ValueError("descriptors=True emits Descriptors: leave batch unset")
+            self.batch = "messages"  # what is replayed or claimed: fetched already
+        self._read_script: Any = None
         self._reserved = 0  # entries read and not emitted yet
         if lag_warning is not None and (
             isinstance(lag_warning, bool) or not isinstance(lag_warning, int) or lag_warning < 0
@@ -246,11 +262,46 @@ class from_redis_consumer_group(StreamSource):
             needed = max(1, min(count or limit, limit // 10))
             room = await self.acker.wait_for_room(limit, needed, self._outside)
             count = room if count is None else min(count, room)
+        if self.descriptors:
+            return await self._read_ids(count or self.max_in_flight or DESCRIBE_COUNT)
         streams = dict.fromkeys(self.streams, ">")
         return await axreadgroup_batch(
             self.client, self.group_name, self.consumer_name, streams, count, self._block,
             encoding=self.encoding,
         )  # fmt: skip
+
+    async def _read_ids(self, count: int) -> DescriptorRead:
+        """Descriptor mode: deliver up to `count` new entries per stream to ourselves and
+        describe them (one script per stream: nothing but ids leaves Redis). When there is
+        nothing new, wait (XREAD BLOCK) until there is, and return nothing."""
+        assert self.client is not None
+        if self._read_script is None:
+            self._read_script = self.client.register_script(READ_IDS_SCRIPT)
+        out = DescriptorRead()
+        lasts: dict[str, Any] = {}
+        for stream in self.streams:
+            args = [self.group_name, self.consumer_name, count]
+            ids, last = await self._read_script(keys=[stream], args=args, client=self.client)
+            ids = [as_str(i) for i in ids]
+            lasts[stream] = last
+            if ids:
+                d = Descriptor(
+                    stream, ids[0], ids[-1], len(ids), self.url, self.client_params, self.encoding
+                )
+                out.append((d, ids))
+        if not out:
+            await axread_batch(self.client, lasts, 1, self._block, self.encoding)
+        return out
+
+    async def _emit_descriptors(self, read: DescriptorRead) -> int:
+        assert self.acker is not None
+        for d, ids in read:
+            exc = await emit_one(self, d, BatchAckRef(self.acker, {d.stream: ids}))
+            if exc is not None:
+                self.acker.not_done_many({d.stream: ids})
+                for entry_id in ids:
+                    self._failed_once(d.stream, entry_id, 1, exc)
+        return len(read)
 
     def _outside(self) -> int:
         """Outstanding entries the acker does not see: read and not emitted yet (the next
@@ -333,6 +384,8 @@ class from_redis_consumer_group(StreamSource):
         retried entry's last failure."""
         if stream is None and not skip_inflight:
             try:
+                if type(batch) is DescriptorRead:
+                    return await self._emit_descriptors(batch)
                 if self.batch is True:
                     return await self._emit_batch(batch)
                 return await self._emit_messages(batch_messages(batch))

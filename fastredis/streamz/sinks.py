@@ -27,6 +27,7 @@ import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
+from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import check_client_params, check_count, check_name
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log, make_source_client
 from fastredis.streamz.loops import on_loop_thread, running_loop
@@ -38,6 +39,23 @@ MAX_BATCH = 10_000  # most items per write round trip
 HIGH_WATER = 100_000  # queued items beyond which update() makes the upstream wait
 
 _SCALARS = (str, bytes, memoryview, int, float)
+
+
+def _settings_upstream(node: Stream) -> tuple[Mapping[str, Any] | None, str | None]:
+    """The connection settings (client_params, url) of the nearest fastredis source
+    upstream of `node`, or (None, None) when there is none: a sink given neither writes
+    where its data came from."""
+    seen: set[int] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop(0)
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, RedisSource):
+            return n.client_params, n.url
+        todo.extend(getattr(n, "upstreams", ()))
+    return None, None
 
 
 class _RedisSink(Sink):
@@ -54,6 +72,8 @@ class _RedisSink(Sink):
         **kwargs: Any,
     ) -> None:
         self.key = check_name(key, "key")
+        if client_params is None and url is None:
+            client_params, url = _settings_upstream(upstream)
         self.client_params = check_client_params(client_params)
         self.url = url
         self.max_batch = check_count(max_batch, "max_batch")
@@ -77,15 +97,17 @@ class _RedisSink(Sink):
 
     def update(self, x: Any, who: Any = None, metadata: Any = None) -> Any:
         args = self._encode(x)  # raises on what cannot be stored, before anything is queued
+        if metadata:
+            self._retain_refs(metadata)  # now: the caller may release its own at return
         if not on_loop_thread(self.loop):
-            # Called from outside the loop (e.g. update() called directly): hand it over.
+            # Called from outside the loop (another loop's thread, e.g. a Dask client's, or
+            # update() called directly): hand it over.
             self.loop.add_callback(self._enqueue, args, metadata)
             return None
         return self._enqueue(args, metadata)
 
     def _enqueue(self, args: Any, metadata: Any) -> Any:
         if metadata:
-            self._retain_refs(metadata)
             self._metas.append((self._base + len(self._queue), metadata))
         self._queue.append(args)
         if self._task is None:

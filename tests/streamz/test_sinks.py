@@ -149,3 +149,25 @@ async def test_sink_backpressure(redis_url: str, plain_redis: redis.Redis) -> No
     assert most <= 100
     assert await asyncio.to_thread(plain_redis.llen, "q") == 2000
     await sink.aclose()
+
+
+def test_sink_reuses_its_sources_connection_settings(
+    redis_url: str, plain_redis: redis.Redis, sources: list
+) -> None:
+    """A sink given neither url nor client_params writes where its data came from (the
+    nearest fastredis source upstream), not to localhost:6379."""
+    source = Stream.from_redis_streams("s", url=redis_url, default_start_id="0")
+    sink = source.map(lambda m: m.data).sink_to_redis_stream("copy")
+    lists = source.map(lambda m: m.data["i"]).sink_to_redis_list("copied")
+    assert (sink.url, lists.url) == (redis_url, redis_url)  # checked before anything runs
+    other_db = redis_url.rsplit("/", 1)[0] + "/1"
+    told = source.map(lambda m: m.id).sink_to_redis_list("elsewhere", url=other_db)
+    assert told.url == other_db and told.client_params == {}  # unless told otherwise
+    for i in range(3):
+        plain_redis.xadd("s", {"i": i})
+    source.start()
+    sources.append(source)
+    wait_until(lambda: plain_redis.xlen("copy") == 3 and plain_redis.llen("copied") == 3)
+    assert plain_redis.lrange("copied", 0, -1) == [b"0", b"1", b"2"]
+    with redis.Redis.from_url(other_db) as db1:
+        wait_until(lambda: db1.llen("elsewhere") == 3, what="the sink told where to write")
