@@ -1,9 +1,10 @@
 """Prometheus metrics of the server (``GET /metrics``): the counters, and the small
 functions the endpoints call to move them.
 
-The counters live in prometheus-client's process registry (with its process and
-Python collectors), so every app of one process adds to the same ones; with
-``--workers N`` each worker answers for itself. Consumer groups are read from Redis
+The counters are plain numbers of the process (`COUNTS`), read by a collector in
+prometheus-client's registry (with its process and Python collectors), so every app
+of one process adds to the same ones; with ``--workers N`` each worker answers for
+itself. Consumer groups are read from Redis
 at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
 
 * ``fastredis_open_sockets{kind}``: push, pull, graphql (websockets) and mjpeg;
@@ -23,17 +24,13 @@ at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter
 from collections.abc import Iterable
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -57,27 +54,27 @@ __all__ = [
 ]
 
 MAX_GROUP_STREAMS = 1000  # stream keys whose groups one scrape reports (sorted by name)
+SOCKET_KINDS = ("push", "pull", "graphql", "mjpeg")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
-OPEN_SOCKETS = Gauge("fastredis_open_sockets", "Open sockets by kind.", ["kind"])
-ENTRIES_PUSHED = Counter("fastredis_entries_pushed", "Entries written to Redis.", ["via"])
-BYTES_PUSHED = Counter("fastredis_pushed_bytes", "Payload bytes written to Redis.", ["via"])
-ENTRIES_PULLED = Counter("fastredis_entries_pulled", "Entries sent to clients.", ["via"])
-BYTES_PULLED = Counter("fastredis_pulled_bytes", "Payload bytes sent to clients.", ["via"])
-PUSH_LATENCY = Histogram(
-    "fastredis_push_latency_seconds",
-    "From a pushed message being queued to Redis confirming its write.",
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
-)
-FRAMES_DROPPED = Counter(
-    "fastredis_frames_dropped",
-    "Entries a viewer skipped because of latest or max_fps.",
-    ["via", "reason"],
-)
-REDIS_ERRORS = Counter("fastredis_redis_errors", "Redis failures met by requests.", ["kind"])
 
-for _kind in ("push", "pull", "graphql", "mjpeg"):
-    OPEN_SOCKETS.labels(_kind)  # every kind shows, at 0, before its first socket
-_PUSH_LATENCY_OBSERVE = PUSH_LATENCY.observe
+class _Counts:
+    """The numbers, as plain ints and floats that the event loop adds to, read by the
+    collector at scrape time. prometheus-client's own Counter and Histogram take a
+    lock per change (~10 us a pushed message here under load, most of it
+    ``.labels()`` and the histogram); one thread moves these, so none is needed."""
+
+    def __init__(self) -> None:
+        self.sockets: Counter[str] = Counter(dict.fromkeys(SOCKET_KINDS, 0))
+        self.pushed: dict[str, list[int]] = {"ws": [0, 0], "rest": [0, 0]}  # entries, bytes
+        self.pulled: dict[str, list[int]] = {v: [0, 0] for v in ("ws", "rest", "graphql", "mjpeg")}
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last is +Inf
+        self.latency_sum = 0.0
+        self.dropped: Counter[tuple[str, str]] = Counter()
+        self.redis_errors: Counter[str] = Counter()
+
+
+COUNTS = _Counts()
 
 
 def payload_bytes(batch: StreamBatch) -> int:
@@ -87,24 +84,26 @@ def payload_bytes(batch: StreamBatch) -> int:
 
 def pushed(via: str, entries: int, nbytes: int, seconds: float | None = None) -> None:
     """Redis confirmed writing `entries` (`nbytes` of payload), `seconds` after queueing."""
-    ENTRIES_PUSHED.labels(via).inc(entries)
-    BYTES_PUSHED.labels(via).inc(nbytes)
+    totals = COUNTS.pushed[via]
+    totals[0] += entries
+    totals[1] += nbytes
     if seconds is not None:
-        _PUSH_LATENCY_OBSERVE(seconds)
+        COUNTS.latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        COUNTS.latency_sum += seconds
 
 
 def pulled(via: str, batch: StreamBatch) -> None:
     """`batch` is being sent to a client over `via`."""
-    n = len(batch)
-    if n:
-        ENTRIES_PULLED.labels(via).inc(n)
-        BYTES_PULLED.labels(via).inc(payload_bytes(batch))
+    if len(batch):
+        totals = COUNTS.pulled[via]
+        totals[0] += len(batch)
+        totals[1] += payload_bytes(batch)
 
 
 def dropped(via: str, reason: str, entries: int = 1) -> None:
     """A viewer skipped `entries` because of `reason` ("latest" or "max_fps")."""
     if entries > 0:
-        FRAMES_DROPPED.labels(via, reason).inc(entries)
+        COUNTS.dropped[via, reason] += entries
 
 
 def redis_error(exc: RedisError) -> None:
@@ -115,7 +114,59 @@ def redis_error(exc: RedisError) -> None:
         kind = "unavailable"
     else:
         kind = "other"
-    REDIS_ERRORS.labels(kind).inc()
+    COUNTS.redis_errors[kind] += 1
+
+
+class _CountsCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        c = COUNTS
+        sockets = GaugeMetricFamily(
+            "fastredis_open_sockets", "Open sockets by kind.", labels=["kind"]
+        )
+        for kind, n in c.sockets.items():
+            sockets.add_metric([kind], n)
+        yield sockets
+        for name, doc, table in (
+            ("entries_pushed", "Entries written to Redis.", c.pushed),
+            ("entries_pulled", "Entries sent to clients.", c.pulled),
+        ):
+            entries = CounterMetricFamily(f"fastredis_{name}", doc, labels=["via"])
+            nbytes = CounterMetricFamily(
+                f"fastredis_{name.split('_')[1]}_bytes", f"Payload bytes of the e{doc[1:]}",
+                labels=["via"],
+            )  # fmt: skip
+            for via, (n, b) in table.items():
+                entries.add_metric([via], n)
+                nbytes.add_metric([via], b)
+            yield entries
+            yield nbytes
+        cumulative, buckets = 0, []
+        for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), c.latency, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            "fastredis_push_latency_seconds",
+            "From a pushed message being queued to Redis confirming its write.",
+            buckets=buckets,
+            sum_value=c.latency_sum,
+        )
+        drops = CounterMetricFamily(
+            "fastredis_frames_dropped",
+            "Entries a viewer skipped because of latest or max_fps.",
+            labels=["via", "reason"],
+        )
+        for (via, reason), n in sorted(c.dropped.items()):
+            drops.add_metric([via, reason], n)
+        yield drops
+        errors = CounterMetricFamily(
+            "fastredis_redis_errors", "Redis failures met by requests.", labels=["kind"]
+        )
+        for kind, n in sorted(c.redis_errors.items()):
+            errors.add_metric([kind], n)
+        yield errors
+
+
+REGISTRY.register(_CountsCollector())
 
 
 def socket_kind(scope: Scope) -> str | None:
@@ -145,12 +196,12 @@ class MetricsMiddleware:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        gauge = OPEN_SOCKETS.labels(kind)
-        gauge.inc()
+        sockets = COUNTS.sockets
+        sockets[kind] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            gauge.dec()
+            sockets[kind] -= 1
 
 
 class _GroupsCollector(Collector):
