@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastredis.server.settings import Settings, parse_size
 
-__all__ = ["NEEDS", "redacted", "register", "serve"]
+__all__ = ["NEEDS", "redacted", "register", "run_uvicorn", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
 NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
@@ -50,6 +50,13 @@ def _nonnegative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonnegative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
     return value
 
 
@@ -135,7 +142,7 @@ def _banner(host: str, port: int) -> None:
     print(f"GraphQL playground: http://{base}/graphql", flush=True)
 
 
-def _run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: str) -> None:
+def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
     from fastredis.server.uvicorn_guard import uvicorn_options
@@ -178,7 +185,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        sock = _listen(args.host, args.port)
+        if args.workers > 1:
+            from fastredis.server.workers import bind_port
+
+            sock = bind_port(args.host, args.port, args.balance)
+        else:
+            sock = _listen(args.host, args.port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return _fail(
@@ -218,7 +230,12 @@ def _serve(args: argparse.Namespace) -> int:
         except ValueError as exc:  # e.g. an unreadable --jwt-public-key
             return _fail(str(exc))
         _banner(args.host, sock.getsockname()[1])
-        _run_uvicorn(app, settings, sock, args.log_level)
+        if args.workers > 1:
+            from fastredis.server.workers import run_workers
+
+            del app  # validated here; each worker builds its own
+            return run_workers(settings, sock, args.workers, args.log_level, args.balance)
+        run_uvicorn(app, settings, sock, args.log_level)
     finally:
         # no second interruption while cleaning up; the process ends next
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -254,6 +271,22 @@ def register(subparsers: Any) -> None:
         action="store_true",
         default=None,
         help="the Redis URL is a node of a Redis Cluster (default: ask it, INFO cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="N server processes on the port, sharing one Redis (the embedded Valkey is "
+        "started once, by the parent); default 1",
+    )
+    p.add_argument(
+        "--balance",
+        choices=["reuseport", "shared"],
+        default="reuseport",
+        help="with --workers: one SO_REUSEPORT listener per worker, the kernel spreading "
+        "connections (reuseport, the default), or one accept socket for all (shared, as "
+        "uvicorn --workers)",
     )
     p.add_argument(
         "--data-dir",

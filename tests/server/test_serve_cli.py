@@ -393,3 +393,46 @@ def test_embedded_options_with_a_redis_url_are_refused(serve: type[Serve], redis
     s = serve("--redis-url", redis_url, "--data-dir", "/tmp/x")
     assert s.wait_exit() == 1
     assert "--data-dir and --embedded-port are for the embedded Valkey" in "".join(s.output)
+
+
+# -- serve --workers N ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("balance", ["reuseport", "shared"])
+def test_two_workers_share_one_valkey_and_both_serve(serve: type[Serve], balance: str) -> None:
+    import psutil
+
+    s = serve("--workers", "2", "--balance", balance)
+    valkey = int(s.wait_line("Redis: embedded Valkey").split("(pid ")[1].split(")")[0])
+    pids = [int(p) for p in s.wait_line("workers: 2").split("pids ")[1].split()]
+    assert len(pids) == 2 and s.proc.pid not in pids
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the workers")
+    base = f"ws://127.0.0.1:{s.port}/data/w"
+    socks = [connect(f"{base}/push?ack=1", compression=None, legacy=True) for _ in range(20)]
+    try:
+        for i, ws in enumerate(socks):  # one entry through each connection
+            ws.send(json.dumps([1]))
+            ws.send(str(i % 10).encode())
+            assert len(json.loads(ws.recv(timeout=DEADLINE))) == 1
+        held = {
+            pid: sum(
+                c.status == "ESTABLISHED" and c.laddr.port == s.port
+                for c in psutil.Process(pid).net_connections()
+            )
+            for pid in pids
+        }
+        assert sum(held.values()) == 20, held
+        if balance == "reuseport":  # the kernel's hash: all 20 on one worker is 2**-19
+            assert all(held.values()), held  # both workers serve
+        # every entry, whichever worker wrote it, through connections of either worker
+        with connect(f"{base}/pull?last_entry_id=0&count=100", compression=None) as puller:
+            header = json.loads(puller.recv(timeout=DEADLINE))
+            assert len(header) == 20
+    finally:
+        for ws in socks:
+            ws.close()
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait_exit() == 0, "".join(s.output)
+    for pid in [*pids, valkey]:
+        wait_until(lambda pid=pid: process_gone(pid), DEADLINE, what=f"process {pid} to exit")
+    assert "Traceback" not in "".join(s.output)
