@@ -283,10 +283,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--balance",
         choices=["reuseport", "shared"],
-        default="reuseport",
-        help="with --workers: one SO_REUSEPORT listener per worker, the kernel spreading "
-        "connections (reuseport, the default), or one accept socket for all (shared, as "
-        "uvicorn --workers)",
+        default="shared",
+        help="with --workers: one accept socket for all (shared, the default, as uvicorn "
+        "--workers), or one SO_REUSEPORT listener per worker, the kernel spreading "
+        "connections by address hash (reuseport)",
     )
     p.add_argument(
         "--data-dir",

@@ -6,12 +6,15 @@ uvicorn. All state lives in Redis, so any worker can serve any request.
 
 How connections reach the workers (`--balance`):
 
-* `reuseport` (the default): every worker listens on its own SO_REUSEPORT socket and
-  the kernel spreads new connections over them by a hash of the addresses. The parent
-  keeps a bound, non-listening socket on the port so it stays ours between restarts.
-* `shared`: one listening socket, inherited by every worker, as uvicorn's `--workers`
-  does; whichever worker is awake first accepts, so an idle-looking worker can take
-  most connections (benchmarks/bench_workers.py measures the spread of both).
+* `shared` (the default): one listening socket, inherited by every worker, as
+  uvicorn's `--workers` does; whichever worker is awake first accepts.
+* `reuseport`: every worker listens on its own SO_REUSEPORT socket and the kernel
+  spreads new connections over them by a hash of the addresses. The parent keeps a
+  bound, non-listening socket on the port so it stays ours.
+
+benchmarks/bench_workers.py measures the spread of both: 40 connections opened under
+load went 20/20 (shared) and 18/22 (reuseport) in the same run, so the default is
+the shared socket; reuseport is there for loads where one worker hogs the accepts.
 
 SIGINT/SIGTERM to the parent stop every worker (SIGTERM: uvicorn's graceful
 shutdown, SIGKILL after `grace` s); a worker that dies stops the others, exit 1.
@@ -95,7 +98,7 @@ def run_workers(
     sock: socket.socket,
     count: int,
     log_level: str,
-    balance: str = "reuseport",
+    balance: str = "shared",
     grace: float = 10.0,
 ) -> int:
     """Run `count` workers on `sock` until a signal (0) or a worker's death (1)."""
