@@ -1,8 +1,9 @@
 """A consumer group's CPU-bound pipeline on a 2-worker Dask LocalCluster, next to the same
 work in one process, in the same run.
 
-1,000 entries of 10 KB each; the work per entry is ~1 ms of hashing (800 SHA-256 rounds) (CPU-bound, holds the
-GIL). Timed from start() until every entry is processed and acknowledged.
+1,000 entries of 10 KB each; the work per entry is ~1 ms of hashing (800 SHA-256
+rounds: CPU-bound, holds the GIL). Timed from start() until every entry is processed
+and acknowledged.
   single process: source.map(work).sink(count)
   dask per entry: source.scatter().map(work).buffer(32).gather().sink(count)
   dask descriptors: descriptors=True, count=100: source.scatter().map(fetch).map(work_all)
