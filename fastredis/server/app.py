@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from fastredis.redis_io import make_async_client
 from fastredis.server.auth import AccessMiddleware, TokenChecker, install_log_redaction
 from fastredis.server.health import healthz, readyz
+from fastredis.server.hub import Hub
 from fastredis.server.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.mjpeg import mjpeg_endpoint
 from fastredis.server.pages import dashboard, viewer, wants_html
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.redis = make_async_client(
             settings.client_params, url=url, cluster=settings.redis_cluster
         )
+        app.state.hub = Hub(app.state.redis)
         app.state.embedded = embedded
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
         # as the server: keep it out of the garbage collector's full passes, which
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await app.state.hub.close()
             await app.state.redis.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.close)

@@ -57,10 +57,10 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import Info
 
 from fastredis.ids import id_datetime
-from fastredis.redis_io import axread_batch
 from fastredis.server import metrics
 from fastredis.server.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.errors import explain, failure
+from fastredis.server.hub import Hub
 from fastredis.server.meta import (
     META_PREFIX,
     MetaError,
@@ -76,8 +76,7 @@ from fastredis.server.streams import list_sids as stream_keys
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 
-SUBSCRIPTION_COUNT = 100  # entries per XREAD of a subscription
-SUBSCRIPTION_BLOCK_MS = 5000  # BLOCK of each XREAD; the loop simply reads again
+SUBSCRIPTION_COUNT = 100  # entries per stream per delivery of a subscription
 
 # Checked while validating, before any resolver runs: a request past one of them gets
 # an error naming it and no Redis work. The schema is 3 levels deep; each alias of a
@@ -363,37 +362,10 @@ class Mutation:
         return meta
 
 
-def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
-    """Stop a subscription whose task was cancelled even if the CancelledError got lost.
-
-    On Python < 3.12, asyncio.wait_for (which redis-py wraps around every send when
-    socket_timeout is set, 5 s by default in redis-py 8) can swallow a cancellation
-    that arrives as the send completes; the loop would then read on forever for a
-    client that has gone."""
-    cancelling = getattr(task, "cancelling", None)
-    if cancelling is not None and cancelling():
-        raise asyncio.CancelledError
-
-
-async def _start_ids(client: AsyncRedis, sids: list[str], start: str) -> dict[str, str]:
-    """Concrete XREAD cursors: "$" becomes each stream's last id now ("0-0" if empty),
-    so no entry falls between two blocking reads."""
-    if start != "$":
-        return dict.fromkeys(sids, start)
-    async with client.pipeline(transaction=False) as pipe:
-        for sid in sids:
-            pipe.execute_command("XREVRANGE", sid, "+", "-", "COUNT", 1)
-        replies = await pipe.execute(raise_on_error=True)
-    ids = {}
-    for sid, reply in zip(sids, replies, strict=False):
-        ids[sid] = _text(reply[0][0]) if reply else "0-0"
-    return ids
-
-
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Entries of the given streams as they arrive (XREAD BLOCK loop)."
+        description="Entries of the given streams as they arrive (the server's shared read)."
     )
     async def data(
         self, info: Info, sids: list[str], last_entry_id: str = "$"
@@ -402,31 +374,23 @@ class Subscription:
         sids = _stream_names(info, sids)
         if not sids:
             return
+        hub = info.context["hub"]
+        sub = hub.subscribe(sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT)
         try:
-            cursors = await _start_ids(client, sids, last_entry_id)
+            async with sub:
+                while True:
+                    delivery = await sub.next()
+                    assert delivery is not None
+                    metrics.pulled("graphql", delivery.batch)
+                    for sid, entry_id, fields in delivery.batch:
+                        payload = _payload(fields)
+                        yield Data(
+                            sid=_text(sid),
+                            time=_text(entry_id),
+                            payload=b"" if payload is None else payload,
+                        )
         except RedisError as exc:
             raise (await explain(exc, client, sids)).bad_input() from None
-        task = asyncio.current_task()
-        while True:
-            try:
-                batch = await axread_batch(
-                    client, cursors, count=SUBSCRIPTION_COUNT, block=SUBSCRIPTION_BLOCK_MS,
-                    encoding=None,
-                )  # fmt: skip
-            except RedisError as exc:
-                raise (await explain(exc, client, sids)).bad_input() from None
-            _raise_if_cancelled(task)
-            if not len(batch):
-                continue
-            metrics.pulled("graphql", batch)
-            cursors.update({_text(k): _text(v) for k, v in batch.last_ids().items()})
-            for sid, entry_id, fields in batch:
-                payload = _payload(fields)
-                yield Data(
-                    sid=_text(sid),
-                    time=_text(entry_id),
-                    payload=b"" if payload is None else payload,
-                )
 
 
 class UserErrors(MaskErrors):
@@ -470,6 +434,7 @@ class FastredisGraphQL(GraphQL):
     def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._redis = redis
+        self._hub: Hub | None = None
 
     @property
     def graphql_ide_html(self) -> str:
@@ -496,10 +461,14 @@ class FastredisGraphQL(GraphQL):
                     "the GraphQL app needs a Redis client: run it under the fastredis "
                     "Starlette app (app.state.redis) or pass make_graphql_app(redis=...)"
                 )
+        hub = getattr(getattr(request.scope.get("app"), "state", None), "hub", None)
+        if hub is None:  # run outside the fastredis app: a hub of its own
+            hub = self._hub = self._hub or Hub(client)
         return {
             "request": request,
             "response": response,
             "redis": client,
+            "hub": hub,
             "grant": grant_of(request),
             "redis_turn": asyncio.Semaphore(1),
         }

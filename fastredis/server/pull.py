@@ -22,10 +22,9 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from fastredis._frames import json_string, pull_header, pull_payload, pull_views
-from fastredis._resp import StreamBatch
 from fastredis.server import metrics
 from fastredis.server.errors import explain
+from fastredis.server.hub import Subscription
 from fastredis.server.protocol import (
     CLOSE_POLICY,
     CLOSE_UNSUPPORTED,
@@ -35,7 +34,6 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.reading import StreamCursor
 from fastredis.server.websocket import accept_checked, close_with
 
 __all__ = ["pull_endpoint"]
@@ -60,7 +58,7 @@ async def pull_endpoint(ws: WebSocket) -> None:
         return
 
     # A watcher owns ws.receive(): it hands acks over and, when the client goes,
-    # cancels the pull wherever it waits (a blocking XREAD included).
+    # cancels the pull wherever it waits.
     main = asyncio.current_task()
     assert main is not None
     acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_ACKS_AHEAD)
@@ -88,11 +86,15 @@ async def pull_endpoint(ws: WebSocket) -> None:
             main.cancel()
             await asyncio.sleep(0.5)
 
-    cursor = StreamCursor(ws.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest)
+    sub = ws.app.state.hub.subscribe(
+        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest,
+        max_fps=opts.max_fps or None,
+    )  # fmt: skip
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         try:
-            await _pull_loop(ws, cursor, opts, acks, lambda: gone)
+            async with sub:
+                await _pull_loop(ws, sub, opts, acks, lambda: gone)
         except BadInput as exc:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
@@ -111,107 +113,36 @@ async def pull_endpoint(ws: WebSocket) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        await cursor.close()
-
-
-# Read-ahead at count=1: a pull of one stream without `latest` asks Redis for up to
-# READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and sends
-# them one batch per entry. A Redis round trip costs a send and a receive system
-# call, which at one entry per batch is most of the work. (Each one-entry batch
-# needs its own header anyway; larger counts are framed in C from the batch.)
-READ_AHEAD_MAX = 64
-READ_AHEAD_BYTES = 256 * 1024
-
-Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
-
-
-def _redis_count(batch: StreamBatch) -> int:
-    """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
-    n = len(batch)
-    if n == 0:
-        return 1
-    return max(1, min(READ_AHEAD_BYTES // max(1, batch.nbytes // n), READ_AHEAD_MAX))
-
-
-def _frames(batch: StreamBatch, header: bool, sid_json: str | None) -> list[Frame]:
-    """What to send for `batch`: one websocket batch, or with `sid_json` (the one
-    stream's name as JSON: a count=1 read-ahead) one batch per entry."""
-    n = len(batch)
-    views = pull_views(batch)
-    if sid_json is not None and n > 1:
-        if not header:
-            return [(None, [view]) for view in views]
-        return [
-            (f'[[{sid_json},"{eid.decode()}",0]]', [view])
-            for eid, view in zip(batch.ids(), views, strict=True)
-        ]
-    if not header:
-        return [(None, views)] if n else []
-    # One entry: a view into the batch instead of a copy (~0.5 ms per MB here);
-    # websocket servers take any bytes-like object.
-    payload = views[0] if n == 1 else pull_payload(batch)
-    return [(pull_header(batch).decode(), [payload])]
 
 
 async def _pull_loop(
     ws: WebSocket,
-    cursor: StreamCursor,
+    sub: Subscription,
     opts: ReadOptions,
     acks: asyncio.Queue[dict[str, Any]],
     gone: Callable[[], bool],
 ) -> None:
+    """Send what the hub delivers: the frames of each batch are packed once and shared
+    with every other pull of the same streams."""
     send = ws.send
-    loop = asyncio.get_running_loop()
-    interval = 1.0 / opts.max_fps if opts.max_fps > 0 else 0.0
-    next_at = 0.0
-
-    async def pace() -> None:
-        nonlocal next_at
-        now = loop.time()
-        if now < next_at:
-            await asyncio.sleep(next_at - now)
-            now = next_at
-        next_at = now + interval
-
-    await cursor.resolve()
-    # Without latest, ack or max_fps the next read runs while this one is sent, so
-    # Redis's work and the websocket's overlap (at most two reads in memory).
-    prefetch = not (opts.latest or opts.ack or interval)
-    read_ahead = len(cursor.sids) == 1 and opts.count == 1 and not opts.latest
-    sid_json = json_string(cursor.sids[0]).decode() if read_ahead else None
-    redis_count = opts.count
-    ahead: asyncio.Task[Any] | None = None
-    try:
-        while not gone():
-            if interval and opts.latest:
-                await pace()  # then read: the newest entry at sending time
-            if ahead is not None:
-                batch, ahead = await ahead, None
-            else:
-                batch = await cursor.read(opts.block, redis_count)
-            if read_ahead:
-                redis_count = _redis_count(batch)
-            if prefetch:
-                ahead = loop.create_task(cursor.read(opts.block, redis_count))
-            metrics.pulled("ws", batch)
-            frames = _frames(batch, opts.header, sid_json)
-            del batch
-            for header, payloads in frames:
-                if interval and not opts.latest:
-                    await pace()
-                if header is not None:
-                    await send({"type": "websocket.send", "text": header})
-                for payload in payloads:
-                    await send({"type": "websocket.send", "bytes": payload})
-                if opts.ack:
-                    message = await acks.get()
-                    if message.get("text") is None:
-                        raise BadInput(
-                            "expected a text message as ack, got a binary message",
-                            CLOSE_UNSUPPORTED,
-                        )
-    finally:
-        if ahead is not None:
-            ahead.cancel()
-            with contextlib.suppress(BaseException):
-                await ahead
+    idle = opts.block / 1000 if opts.block else None
+    while not gone():
+        delivery = await sub.next(timeout=idle)
+        if delivery is None:  # `block` ms without an entry: an empty batch says alive
+            if opts.header:
+                await send({"type": "websocket.send", "text": "[]"})
+                await send({"type": "websocket.send", "bytes": b""})
+            continue
+        metrics.pulled("ws", delivery.batch)
+        for header, payloads in delivery.frames(opts.header):
+            if header is not None:
+                await send({"type": "websocket.send", "text": header})
+            for payload in payloads:
+                await send({"type": "websocket.send", "bytes": payload})
+            if opts.ack:
+                message = await acks.get()
+                if message.get("text") is None:
+                    raise BadInput(
+                        "expected a text message as ack, got a binary message",
+                        CLOSE_UNSUPPORTED,
+                    )

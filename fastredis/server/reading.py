@@ -62,7 +62,6 @@ class StreamCursor:
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
         self._newest = client.register_script(NEWEST_LUA)
-        self.reader = HeldConnection(client)
 
     async def _oldest_of_newest(
         self, sids: Sequence[str], bounds: Sequence[str], n: int
@@ -112,30 +111,28 @@ class StreamCursor:
                 if sid is not None:
                     self.ids[sid] = _text(eid)
 
-    async def read(self, block: int | None, count: int | None = None) -> StreamBatch:
-        """The next batch (empty when `block` ms pass with nothing new); `count`
-        entries per stream at most (default: the cursor's)."""
+    async def read(
+        self, conn: HeldConnection, block: int | None, count: int | None = None
+    ) -> StreamBatch:
+        """The next batch over `conn` (empty when `block` ms pass with nothing new);
+        `count` entries per stream at most (default: the cursor's)."""
         if self.latest:
-            batch = await self._read_latest()
+            batch = await self._read_latest(conn)
             if batch is not None:
                 self.advance(batch)
                 return batch
-        batch = await self.reader.xread(self.ids, count or self.count, block)
+        batch = await conn.xread(self.ids, count or self.count, block)
         self.advance(batch)
         return batch
 
-    async def _read_latest(self) -> StreamBatch | None:
+    async def _read_latest(self, conn: HeldConnection) -> StreamBatch | None:
         sids = self.sids
         bounds = [f"({self.ids[s]}" if self.ids[s] != "0-0" else "-" for s in sids]
         oldest = await self._oldest_of_newest(sids, bounds, self.count)
         starts = {sid: _before(first) for sid, first in zip(sids, oldest, strict=True) if first}
         if not starts:
             return None
-        return await self.reader.xread(starts, self.count, None)
-
-    async def close(self) -> None:
-        """Give the pull's connection back."""
-        await self.reader.release()
+        return await conn.xread(starts, self.count, None)
 
     def last_entry_id(self) -> str:
         """The cursors as a `last_entry_id` query value ('+'-joined, in stream order)."""

@@ -15,9 +15,11 @@ Errors are 4xx (503 when Redis is unreachable) with a JSON ``{"error": ...}`` bo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
@@ -25,7 +27,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fastredis._frames import pull_header, pull_payload
 from fastredis.server import metrics
 from fastredis.server.auth import require_read, require_write
 from fastredis.server.errors import explain, failure
@@ -37,12 +38,13 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.reading import StreamCursor
 from fastredis.server.writing import add_entries
 
 __all__ = ["get_data", "post_data"]
 
 log = logging.getLogger("fastredis.server")
+
+T = TypeVar("T")
 
 
 async def get_data(request: Request) -> Response:
@@ -52,27 +54,59 @@ async def get_data(request: Request) -> Response:
         require_read(request, sids)
         opts = parse_query("get", query_items(request.query_params), len(sids))
         assert isinstance(opts, ReadOptions)
-        cursor = StreamCursor(
-            request.app.state.redis, sids, opts.last_entry_ids, opts.count, opts.latest
+        sub = request.app.state.hub.subscribe(
+            sids, opts.last_entry_ids, count=opts.count, latest=opts.latest, read_ahead=False
         )
-        try:
-            await cursor.resolve()
-            batch = await cursor.read(opts.block)
-        finally:
-            await cursor.close()
+        async with sub:
+            if opts.block is None:
+                delivery = await sub.next(timeout=0)
+            else:
+                wait = opts.block / 1000 if opts.block else None
+                delivery = await _unless_gone(request, sub.next(timeout=wait))
     except BadInput as exc:
         return failure(exc).response()
     except RedisError as exc:
         return (await explain(exc, request.app.state.redis, sids)).response()
-    metrics.pulled("rest", batch)
-    header = pull_header(batch)
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it; the read is released
+    if delivery is None:
+        header, payload = "[]", b""
+    else:
+        metrics.pulled("rest", delivery.batch)
+        header, payload = delivery.frame()
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
-        header = json.dumps(json.loads(header)).encode()
+        header = json.dumps(json.loads(header))
     return Response(
-        pull_payload(batch),
+        bytes(payload),
         media_type="application/octet-stream",
-        headers={"entry-offset": header.decode(), "last-entry-id": cursor.last_entry_id()},
+        headers={"entry-offset": header, "last-entry-id": sub.last_entry_id()},
     )
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected while its request waited."""
+
+
+async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result, or ClientGone as soon as the client disconnects (the work is
+    cancelled: a blocking GET holds nothing once its client has left)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    loop = asyncio.get_running_loop()
+    task, watcher = loop.create_task(work), loop.create_task(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finished = task.done()
+    finally:
+        for t in (task, watcher):
+            t.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
+    if not finished:
+        raise ClientGone
+    return task.result()
 
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:

@@ -70,17 +70,8 @@ SEED_QUERY = """query GetStreams {
 
 @pytest.fixture(scope="module")
 def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
-    from fastredis.server import graphql_api
-
-    # Shorter BLOCK rounds: a subscription whose cancellation was lost (see
-    # test_closing_a_subscription_frees_its_redis_read) ends sooner.
-    block = graphql_api.SUBSCRIPTION_BLOCK_MS
-    graphql_api.SUBSCRIPTION_BLOCK_MS = 500
-    try:
-        with LiveServer(make_server_app(redis_server.url)) as live:
-            yield live
-    finally:
-        graphql_api.SUBSCRIPTION_BLOCK_MS = block
+    with LiveServer(make_server_app(redis_server.url)) as live:
+        yield live
 
 
 @pytest.fixture
@@ -376,14 +367,9 @@ def _xread_calls(plain: redis.Redis) -> int:
     return plain.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
 
 
-def test_subscription_survives_idle_periods(
-    server: LiveServer, plain_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A subscription idle for several XREAD BLOCK rounds (on a stream that does not
-    exist yet) still delivers."""
-    from fastredis.server import graphql_api
-
-    monkeypatch.setattr(graphql_api, "SUBSCRIPTION_BLOCK_MS", 50)
+def test_subscription_survives_idle_periods(server: LiveServer, plain_redis: redis.Redis) -> None:
+    """A subscription idle for several XREAD rounds (on a stream that does not exist
+    yet: its catch-up read, the hub's tail read, then the parked read) still delivers."""
     query = 'subscription { data(sids: ["idle"], lastEntryId: "0") { utf8 } }'
     with connect(server.ws_url + "/graphql", subprotocols=PROTOCOLS[:1]) as ws:
         p = _Protocol(PROTOCOLS[0], ws)
@@ -406,14 +392,12 @@ def test_closing_a_subscription_frees_its_redis_read(
     stop_first: bool,
     server: LiveServer,
     plain_redis: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No subscription keeps reading for a client that has gone, even when the
     cancellation lands on a redis-py send (Python < 3.12 wait_for can swallow it;
-    then the loop notices at the end of its current BLOCK, shortened here)."""
-    from fastredis.server import graphql_api
+    the hub's shared read ends when its last subscriber has gone)."""
+    from fastredis.server import hub
 
-    monkeypatch.setattr(graphql_api, "SUBSCRIPTION_BLOCK_MS", 300)
     query = 'subscription { data(sids: ["x", "y"], lastEntryId: "0") { utf8 } }'
     for round_ in range(3):
         with connect(server.ws_url + "/graphql", subprotocols=[protocol]) as ws:
@@ -427,12 +411,12 @@ def test_closing_a_subscription_frees_its_redis_read(
         plain_redis.delete("x")
     wait_until(
         lambda: not _blocked_xreads(plain_redis),
-        timeout=graphql_api.SUBSCRIPTION_BLOCK_MS / 1000 + 5,
+        timeout=hub.ACTIVE_BLOCK_MS / 1000 + 5,
         what="no XREAD left blocked for a closed subscription",
     )
     # and none comes back: a loop still running would XREAD again every BLOCK
     calls = _xread_calls(plain_redis)
-    time.sleep(4 * graphql_api.SUBSCRIPTION_BLOCK_MS / 1000)
+    time.sleep(4 * hub.ACTIVE_BLOCK_MS / 1000)
     assert _xread_calls(plain_redis) == calls
 
 

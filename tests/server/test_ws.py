@@ -466,17 +466,18 @@ async def test_pull_max_fps(url: str, r: redis.Redis) -> None:
 
 
 async def test_idle_pull_outlives_the_redis_socket_timeout(url: str, r: redis.Redis) -> None:
-    """The server's Redis client has socket_timeout=1 s; pulls block far longer."""
+    """The server's Redis client has socket_timeout=1 s; pulls block far longer (both
+    pulls share one blocking read)."""
     block_ms = int(SOCKET_TIMEOUT * 2500)
     async with (
         connect(f"{url}/data/idle/pull?block={block_ms}") as timed,
         connect(f"{url}/data/idle/pull?block=0") as forever,
     ):
-        await until_blocked(r, 2)
+        await until_blocked(r, 1)
         start = time.monotonic()
         assert await recv_batch(timed) == ([], b"")  # the block ran out, not the socket
         assert time.monotonic() - start >= SOCKET_TIMEOUT * 2
-        await until_blocked(r, 2)
+        await until_blocked(r, 1)
         await asyncio.sleep(SOCKET_TIMEOUT)  # `forever` has now waited > 3 socket timeouts
         await push(url, "idle", b"late")
         assert [d for _, _, d in split(*await recv_batch(timed))] == [b"late"]

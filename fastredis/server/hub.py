@@ -1,0 +1,509 @@
+"""The shared-read hub: one Redis read per stream set at the tail, shared by every
+subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
+
+* A **tail group** exists per (streams, count, latest) with subscribers. Its task reads
+  the next batch after the group's cursor, over one of a few held connections taken in
+  turns, and hands the same `Delivery` (the StreamBatch, and its pull frame packed once)
+  to every subscriber of the group.
+* A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
+  shared set of catch-up connections, taking turns. When a read comes back empty it is at
+  the end of the stream: it joins the group if its cursor equals the group's (the group's
+  next batch starts right after it), waits for the group to reach its cursor if the group
+  is behind, or reads on if the group is ahead. No entry is skipped or repeated.
+* A subscriber's queue is bounded: with ``latest`` it keeps only the newest delivery;
+  otherwise, when it is `QUEUE_LIMIT` deliveries behind, it leaves the group and catches
+  up by its cursor (no loss), so a slow socket never slows the others.
+* An idle group (a read with nothing new for `ACTIVE_BLOCK_MS`) parks: one blocking XREAD
+  over every parked group's streams (`_Parking`) wakes it, so idle streams, however many,
+  cost one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio
+
+from fastredis._frames import json_string, pull_header, pull_payload, pull_views
+from fastredis._resp import StreamBatch
+from fastredis.ids import EntryId, parse_id
+from fastredis.redis_io import HeldConnection
+from fastredis.server.reading import StreamCursor
+
+__all__ = ["Delivery", "Hub", "Subscription"]
+
+QUEUE_LIMIT = 1  # deliveries queued per subscriber (plus the one being sent)
+ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
+PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
+UNBLOCK_AFTER = 0.01  # s: changes to the parked set are gathered this long
+# Read-ahead at count=1 (one stream, no latest, no max_fps): the group asks Redis for
+# up to READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and a
+# pull sends them one frame per entry: a round trip per entry is most of the work.
+READ_AHEAD_MAX = 64
+READ_AHEAD_BYTES = 256 * 1024
+
+Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
+Ids = dict[str, str]
+
+
+def _redis_count(batch: StreamBatch) -> int:
+    """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
+    n = len(batch)
+    if n == 0:
+        return 1
+    return max(1, min(READ_AHEAD_BYTES // max(1, batch.nbytes // n), READ_AHEAD_MAX))
+
+
+def _key(ids: Ids, sid: str) -> EntryId:
+    return parse_id(ids[sid])
+
+
+def _compare(mine: Ids, group: Ids) -> int:
+    """-1: the group is ahead in some stream; 0: equal; 1: the group is behind (only)."""
+    result = 0
+    for sid, eid in mine.items():
+        other = group[sid]
+        if eid == other:
+            continue
+        if _key(mine, sid) < _key(group, sid):
+            return -1
+        result = 1
+    return result
+
+
+class Delivery:
+    """One batch for subscribers: shared by all of them, never mutated. `cursor` is where
+    a subscriber is after it (one id per stream)."""
+
+    __slots__ = ("_frame", "_frames", "_sid_json", "batch", "cursor")
+
+    def __init__(self, batch: StreamBatch, cursor: Ids, sid_json: str | None = None) -> None:
+        self.batch = batch
+        self.cursor = cursor
+        self._sid_json = sid_json  # set for read-ahead: one frame per entry
+        self._frame: tuple[str, Any] | None = None
+        self._frames: list[Frame] | None = None
+
+    def frame(self) -> tuple[str, Any]:
+        """(header text, payload) of the whole batch as one pull frame, packed once."""
+        if self._frame is None:
+            batch = self.batch
+            # One entry: a view into the batch instead of a copy (~0.5 ms per MB).
+            payload = pull_views(batch)[0] if len(batch) == 1 else pull_payload(batch)
+            self._frame = (pull_header(batch).decode(), payload)
+        return self._frame
+
+    def frames(self, header: bool = True) -> list[Frame]:
+        """What a pull sends: one frame, or one per entry after a read-ahead; with
+        `header` False, the payloads alone (views into the batch)."""
+        batch = self.batch
+        if not header:
+            views = pull_views(batch)
+            if self._sid_json is not None:
+                return [(None, [view]) for view in views]
+            return [(None, views)] if views else []
+        if self._frames is None:
+            if self._sid_json is not None and len(batch) > 1:
+                sid = self._sid_json
+                self._frames = [
+                    (f'[[{sid},"{eid.decode()}",0]]', [view])  # type: ignore[union-attr]
+                    for eid, view in zip(batch.ids(), pull_views(batch), strict=True)
+                ]
+            else:
+                text, payload = self.frame()
+                self._frames = [(text, [payload])]
+        return self._frames
+
+
+class _Turns:
+    """A few held connections, taken in turns (a waiting caller queues; never an error)."""
+
+    def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
+        self.client = client
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+        self._free: list[HeldConnection] = []
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[HeldConnection]:
+        async with self._sem:
+            conn = self._free.pop() if self._free else HeldConnection(self.client)
+            clean = False
+            try:
+                yield conn
+                clean = True
+            finally:
+                if clean:
+                    self._free.append(conn)
+                else:  # cut off mid-command: its reply may still come
+                    await conn.release(broken=True)
+
+    async def close(self) -> None:
+        free, self._free = self._free, []
+        for conn in free:
+            await conn.release()
+
+
+class Subscription:
+    """One subscriber's view of the hub: `async with sub:`, then `await sub.next()`."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        sids: Sequence[str],
+        start_ids: Sequence[str],
+        count: int,
+        latest: bool,
+        max_fps: float | None,
+        read_ahead: bool,
+    ) -> None:
+        self.hub = hub
+        self.sids = list(sids)
+        self.latest = latest
+        self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest)
+        self.read_ahead = (
+            read_ahead and count == 1 and len(self.sids) == 1 and not latest and not max_fps
+        )
+        self.key = (tuple(self.sids), count, latest, self.read_ahead)
+        self._sid_json = json_string(self.sids[0]).decode() if self.read_ahead else None
+        self._read_count = count
+        self._interval = 1.0 / max_fps if max_fps else 0.0
+        self._next_at = 0.0
+        self._group: _Group | None = None
+        self._joined = False  # in the group's subscribers (else pending or catching up)
+        self._queue: deque[Delivery] = deque()
+        self._ids: Ids = {}  # the cursor after the last delivery handed out
+        self._wake = asyncio.Event()
+        self._error: BaseException | None = None
+
+    async def __aenter__(self) -> Subscription:
+        await self.cursor.resolve()
+        self._ids = dict(self.cursor.ids)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._leave()
+
+    def last_entry_id(self) -> str:
+        """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
+        return "+".join(self._ids[s] for s in self.sids)
+
+    async def next(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery; None when `timeout` seconds pass with nothing (0: do not
+        wait beyond one read of what is there)."""
+        loop = asyncio.get_running_loop()
+        if self._interval:
+            now = loop.time()
+            if now < self._next_at:
+                await asyncio.sleep(self._next_at - now)
+            self._next_at = max(now, self._next_at) + self._interval
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._group is None:
+                delivery = await self._catch_up(join=timeout != 0)
+                if delivery is not None:
+                    return self._hand_out(delivery)
+                if timeout == 0:
+                    return None
+                continue
+            if self._queue:
+                return self._hand_out(self._queue.popleft())
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _hand_out(self, delivery: Delivery) -> Delivery:
+        self._ids = delivery.cursor
+        return delivery
+
+    async def _catch_up(self, join: bool) -> Delivery | None:
+        cursor = self.cursor
+        async with self.hub.catch_up.take() as conn:
+            batch = await cursor.read(conn, None, self._read_count)
+        if len(batch):
+            if self.read_ahead:
+                self._read_count = _redis_count(batch)
+            return Delivery(batch, dict(cursor.ids), self._sid_json)
+        if join:
+            self._try_join()
+        return None
+
+    def _try_join(self) -> None:
+        """At the end of the stream (a read came back empty): join the tail group."""
+        group = self.hub._group(self)
+        mine = self.cursor.ids
+        relation = _compare(mine, group.cursor.ids)
+        if relation < 0:
+            # The group is ahead: entries past our cursor exist, unless they were
+            # deleted (trimmed), in which case there is nothing to read up to the group.
+            self._group = None
+            group.maybe_close()
+            return
+        self._group = group
+        if relation == 0:
+            self._joined = True
+            group.subs.add(self)
+        else:
+            group.pending.add(self)
+
+    def _pending_seen(self, group_ids: Ids) -> None:
+        """The group delivered a batch while we wait for it to reach our cursor."""
+        assert self._group is not None
+        relation = _compare(self.cursor.ids, group_ids)
+        if relation == 0:
+            self._group.pending.discard(self)
+            self._group.subs.add(self)
+            self._joined = True
+        elif relation < 0:  # it went past us inside one batch: read the rest ourselves
+            self._fall_back()
+
+    def _offer(self, delivery: Delivery) -> None:
+        queue = self._queue
+        if self.latest:
+            queue.clear()
+        elif len(queue) >= QUEUE_LIMIT:
+            self._fall_back()  # too slow for the tail: catch up by cursor, no loss
+            return
+        queue.append(delivery)
+        self._wake.set()
+
+    def _fall_back(self) -> None:
+        self._leave()
+        self._queue.clear()
+        self.cursor.ids = dict(self._ids)
+        self._wake.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._wake.set()
+
+    def _leave(self) -> None:
+        group, self._group = self._group, None
+        self._joined = False
+        if group is not None:
+            group.subs.discard(self)
+            group.pending.discard(self)
+            group.maybe_close()
+
+
+class _Group:
+    """The shared tail read of one (streams, count, latest) for its subscribers."""
+
+    def __init__(self, hub: Hub, first: Subscription) -> None:
+        self.hub = hub
+        self.key = first.key
+        self.cursor = StreamCursor(
+            hub.client, first.sids, [], first.cursor.count, first.cursor.latest
+        )
+        self.cursor.ids = dict(first.cursor.ids)
+        self._sid_json = first._sid_json
+        self._read_count = first.cursor.count
+        self.subs: set[Subscription] = set()
+        self.pending: set[Subscription] = set()
+        self.reads = 0
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def maybe_close(self) -> None:
+        if not self.subs and not self.pending:
+            self.hub.parking.wake(self)  # a parked group ends at once
+
+    async def _run(self) -> None:
+        hub = self.hub
+        try:
+            while self.subs or self.pending:
+                async with hub.tail.take() as conn:
+                    batch = await self.cursor.read(conn, ACTIVE_BLOCK_MS, self._read_count)
+                self.reads += 1
+                if len(batch):
+                    self._publish(batch)
+                elif self.subs or self.pending:
+                    await hub.parking.wait(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for sub in list(self.subs | self.pending):
+                sub._fail(exc)
+        finally:
+            if hub.groups.get(self.key) is self:
+                del hub.groups[self.key]
+
+    def _publish(self, batch: StreamBatch) -> None:
+        if self._sid_json is not None:
+            self._read_count = _redis_count(batch)
+        ids = dict(self.cursor.ids)
+        delivery = Delivery(batch, ids, self._sid_json)
+        joined = list(self.subs)  # before the pending ones that this batch brings in
+        for sub in list(self.pending):
+            sub._pending_seen(ids)
+        for sub in joined:
+            sub._offer(delivery)
+        self.maybe_close()
+
+
+class _Parking:
+    """One blocking XREAD (COUNT 1) over the streams of every parked group, on one held
+    connection; a group is woken when one of its streams has an entry past its cursor.
+    When the parked set changes, the read is cut short with CLIENT UNBLOCK."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.parked: dict[_Group, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._conn = HeldConnection(hub.client)
+        self._client_id: int | None = None
+        self._blocked = False
+        self._unblock: asyncio.TimerHandle | None = None
+
+    async def wait(self, group: _Group) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self.parked[group] = fut
+        self._changed()
+        try:
+            await fut
+        finally:
+            self.parked.pop(group, None)
+
+    def wake(self, group: _Group, exc: BaseException | None = None) -> None:
+        fut = self.parked.pop(group, None)
+        if not self.parked:
+            self._changed()  # nothing left to wait for: end the blocked read
+        if fut is not None and not fut.done():
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+
+    def _changed(self) -> None:
+        if not self.parked and not self._blocked:
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif self._blocked and self._unblock is None:
+            self._unblock = asyncio.get_running_loop().call_later(UNBLOCK_AFTER, self._cut)
+
+    def _cut(self) -> None:
+        self._unblock = None
+        if self._blocked and self._client_id is not None:
+            self.hub.spawn(self.hub.client.execute_command("CLIENT", "UNBLOCK", self._client_id))
+
+    async def _run(self) -> None:
+        conn = self._conn
+        try:
+            if self._client_id is None:
+                await conn.send_commands([[b"CLIENT", b"ID"]])
+                self._client_id = int(await conn.read_reply())
+            while self.parked:
+                lowest: dict[str, EntryId] = {}
+                for group in self.parked:
+                    for sid, eid in group.cursor.ids.items():
+                        key = parse_id(eid)
+                        if sid not in lowest or key < lowest[sid]:
+                            lowest[sid] = key
+                streams = {sid: f"{ms}-{seq}" for sid, (ms, seq) in lowest.items()}
+                self._blocked = True
+                try:
+                    batch = await conn.xread(streams, 1, PARK_BLOCK_MS)
+                finally:
+                    self._blocked = False
+                if len(batch):
+                    self._wake_readers(batch)
+        except asyncio.CancelledError:
+            await conn.release(broken=True)
+            raise
+        except Exception as exc:
+            await conn.release(broken=True)
+            self._client_id = None
+            for group in list(self.parked):
+                self.wake(group, exc)
+
+    def _wake_readers(self, batch: StreamBatch) -> None:
+        found = {
+            (k.decode() if isinstance(k, bytes) else k): parse_id(v)
+            for k, v in batch.last_ids().items()
+        }
+        for group in list(self.parked):
+            ids = group.cursor.ids
+            if any(sid in found and found[sid] > parse_id(ids[sid]) for sid in ids):
+                self.wake(group)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._conn.release()
+
+
+class Hub:
+    """Shared reads for every subscriber of the server (``app.state.hub``)."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, tail_connections: int = 16, catch_up_connections: int = 4
+    ) -> None:
+        self.client = client
+        self.tail = _Turns(client, tail_connections)
+        self.catch_up = _Turns(client, catch_up_connections)
+        self.groups: dict[tuple[Any, ...], _Group] = {}
+        self.parking = _Parking(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def subscribe(
+        self,
+        sids: Sequence[str],
+        start_ids: Sequence[str],
+        *,
+        count: int = 1,
+        latest: bool = False,
+        max_fps: float | None = None,
+        read_ahead: bool = True,
+    ) -> Subscription:
+        """A subscription to `sids` from `start_ids` (``$``, ``0``, ``*`` or an id, one
+        per stream); enter it with ``async with``. `count`: entries per stream per
+        delivery; `latest`: only the newest, nothing queued; `max_fps`: deliveries a
+        second at most; `read_ahead` (count=1, one stream): a delivery may hold several
+        entries, sent one frame each by `Delivery.frames`."""
+        return Subscription(self, sids, start_ids, count, latest, max_fps, read_ahead)
+
+    def _group(self, sub: Subscription) -> _Group:
+        group = self.groups.get(sub.key)
+        if group is None or group.task.done():
+            group = self.groups[sub.key] = _Group(self, sub)
+        return group
+
+    def tail_reads(self) -> int:
+        """Tail reads run so far by the groups alive now (for tests and metrics)."""
+        return sum(g.reads for g in self.groups.values())
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed CLIENT UNBLOCK only costs latency
+
+    async def close(self) -> None:
+        for group in list(self.groups.values()):
+            group.task.cancel()
+        for group in list(self.groups.values()):
+            with contextlib.suppress(BaseException):
+                await group.task
+        for task in list(self._tasks):
+            task.cancel()
+        await self.parking.close()
+        await self.tail.close()
+        await self.catch_up.close()
