@@ -1,0 +1,202 @@
+"""The shared-read hub: one Redis read per batch however many pullers, the hand-over
+from catching up to the shared read, bounded queues, and abandoned waits released."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+from support.live_server import LiveServer, url_fixture  # noqa: F401
+from support.waiting import wait_until
+
+from fastredis.embedded import EmbeddedRedis
+from fastredis.redis_io import make_async_client
+from fastredis.server import Settings, create_app
+from fastredis.server.hub import QUEUE_LIMIT, Hub
+
+DEADLINE = 15.0
+CLIENT_NAME = "fastredis-hub-tests"
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    settings = Settings(redis_url=redis_server.url, redis_params={"client_name": CLIENT_NAME})
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+def xread_calls(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
+
+
+def blocked_reads(r: redis.Redis) -> int:
+    return sum(
+        1
+        for c in r.client_list()
+        if c.get("name") == CLIENT_NAME and c.get("cmd") == "xread" and "b" in c.get("flags", "")
+    )
+
+
+def connect(url: str) -> Any:
+    return websockets.connect(url, open_timeout=DEADLINE, max_size=None)
+
+
+async def recv_entries(ws: Any) -> list[tuple[str, bytes]]:
+    """One pull batch as (id, payload) pairs."""
+    header = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+    data = await asyncio.wait_for(ws.recv(), DEADLINE)
+    ends = [h[2] for h in header[1:]] + [len(data)]
+    return [(h[1], data[h[2] : end]) for h, end in zip(header, ends, strict=True)]
+
+
+async def test_many_pullers_share_one_read_per_batch(url: str, r: redis.Redis) -> None:
+    """N pullers at the tail: Redis sees about one XREAD per pushed entry, not N."""
+    n, k = 30, 10
+    async with contextlib_pulls(url, "fan", n) as pulls:
+        r.xadd("fan", {"d": b"warm-up"})
+        for ws in pulls:  # every puller is at the tail now
+            assert [p for _, p in await recv_entries(ws)] == [b"warm-up"]
+        before = xread_calls(r)
+        for i in range(k):
+            r.xadd("fan", {"d": str(i).encode()})
+            for ws in pulls:
+                assert [p for _, p in await recv_entries(ws)] == [str(i).encode()]
+        calls = xread_calls(r) - before
+    # one read per entry, plus the odd one that came back empty and parked the group;
+    # one read per puller would be n * k = 300
+    assert calls <= 4 * k, calls
+
+
+class contextlib_pulls:
+    """`n` websocket pulls of `sid` from `$`, opened and closed together."""
+
+    def __init__(self, url: str, sid: str, n: int, query: str = "block=0") -> None:
+        self.urls = [f"{url}/data/{sid}/pull?{query}"] * n
+        self.sockets: list[Any] = []
+
+    async def __aenter__(self) -> list[Any]:
+        self.sockets = [await connect(u).__aenter__() for u in self.urls]
+        return self.sockets
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(ws.close() for ws in self.sockets))
+
+
+@pytest.mark.parametrize("count", [1, 7])
+async def test_catching_up_hands_over_without_gap_or_repeat(
+    url: str, r: redis.Redis, count: int
+) -> None:
+    """A puller from 0 catches up while entries keep coming and a tail puller keeps
+    the shared read going; it then joins the shared read: every entry once, in order."""
+    for i in range(300):
+        r.xadd("hand", {"d": f"{i}".encode()})
+    total = 600
+
+    async def produce() -> None:
+        for i in range(300, total):
+            r.xadd("hand", {"d": f"{i}".encode()})
+            if i % 10 == 0:
+                await asyncio.sleep(0.005)  # entries arrive during the catch-up
+
+    async with (
+        connect(f"{url}/data/hand/pull?block=0") as tail,
+        connect(f"{url}/data/hand/pull?last_entry_id=0&count={count}") as late,
+    ):
+        producer = asyncio.get_running_loop().create_task(produce())
+        got: list[bytes] = []
+        while len(got) < total:
+            batch = await recv_entries(late)
+            assert 1 <= len(batch) <= count
+            got += [p for _, p in batch]
+        await producer
+        seen_by_tail: list[bytes] = []
+        while not seen_by_tail or seen_by_tail[-1] != str(total - 1).encode():
+            seen_by_tail += [p for _, p in await recv_entries(tail)]
+    assert got == [str(i).encode() for i in range(total)]
+
+
+@pytest.fixture
+async def hub(redis_url: str) -> AsyncIterator[Hub]:
+    client = make_async_client({"client_name": CLIENT_NAME}, url=redis_url)
+    hub = Hub(client)
+    try:
+        yield hub
+    finally:
+        await hub.close()
+        await client.aclose()
+
+
+async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
+    hub: Hub, r: redis.Redis
+) -> None:
+    r.xadd("slow", {"d": b"first"})
+    fast = hub.subscribe(["slow"], ["$"], read_ahead=False)  # one entry per delivery
+    slow = hub.subscribe(["slow"], ["$"], read_ahead=False)
+    newest = hub.subscribe(["slow"], ["$"], latest=True)
+    async with fast, slow, newest:
+        for sub in (fast, slow, newest):  # each reaches the tail and joins the shared read
+            assert await sub.next(timeout=0.2) is None
+        ids = [r.xadd("slow", {"d": str(i).encode()}).decode() for i in range(20)]
+        for eid in ids:
+            delivery = await fast.next(timeout=DEADLINE)
+            assert delivery is not None
+            assert [e[1] for e in delivery.batch] == [eid.encode()]
+        assert len(slow._queue) <= QUEUE_LIMIT
+        assert len(newest._queue) <= 1
+        # `latest`: the newest entry only
+        delivery = await newest.next(timeout=DEADLINE)
+        assert delivery is not None and [e[1] for e in delivery.batch] == [ids[-1].encode()]
+        # the slow one fell back to reading by its own cursor: every entry, in order
+        got = []
+        while len(got) < len(ids):
+            delivery = await slow.next(timeout=DEADLINE)
+            assert delivery is not None
+            got += [e[1].decode() for e in delivery.batch]
+        assert got == ids
+
+
+async def test_every_subscriber_gets_the_same_frame_bytes(hub: Hub, r: redis.Redis) -> None:
+    subs = [hub.subscribe(["same"], ["$"], count=5) for _ in range(3)]
+    for sub in subs:
+        await sub.__aenter__()
+    try:
+        for sub in subs:
+            assert await sub.next(timeout=0.2) is None
+        r.xadd("same", {"d": b"x" * 1000})
+        deliveries = [await sub.next(timeout=DEADLINE) for sub in subs]
+        assert deliveries[0] is not None
+        assert all(d is deliveries[0] for d in deliveries)  # one batch, one frame
+        assert deliveries[0].frame() is deliveries[0].frame()
+    finally:
+        for sub in subs:
+            await sub.__aexit__(None, None, None)
+
+
+def test_abandoned_blocking_gets_release_their_reads(server: LiveServer, r: redis.Redis) -> None:
+    """GET ?block=600000 whose clients leave: no read is left waiting for them."""
+    sockets = []
+    for i in range(50):
+        s = socket.create_connection((server.host, server.port), timeout=DEADLINE)
+        s.sendall(f"GET /data/gone{i}?block=600000 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sockets.append(s)
+    wait_until(lambda: blocked_reads(r) >= 1, DEADLINE, what="the GETs to wait in Redis")
+    for s in sockets:
+        s.close()
+    wait_until(lambda: blocked_reads(r) == 0, DEADLINE, what="their reads to be released")
+    # and the server answers a fresh GET that waits for an entry
+    r.xadd("gone0", {"d": b"late"})
+    reply = httpx.get(f"{server.http_url}/data/gone0?last_entry_id=0&block=1000", timeout=DEADLINE)
+    assert (reply.status_code, reply.content) == (200, b"late")
