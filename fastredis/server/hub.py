@@ -246,11 +246,14 @@ class Subscription:
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
-            # The group is ahead: entries past our cursor exist, unless they were
-            # deleted (trimmed), in which case there is nothing to read up to the group.
-            self._group = None
-            group.maybe_close()
-            return
+            # The group is ahead, yet nothing is past our cursor: the entries up to the
+            # group's were deleted (or trimmed). Nothing to read there; move up to it.
+            theirs = group.cursor.ids
+            for sid in list(mine):
+                if _key(mine, sid) < _key(theirs, sid):
+                    mine[sid] = theirs[sid]
+            self._ids = dict(mine)
+            relation = _compare(mine, theirs)
         self._group = group
         if relation == 0:
             self._joined = True

@@ -409,10 +409,11 @@ def test_closing_a_subscription_frees_its_redis_read(
             if stop_first:
                 p.stop("1")  # lands while the generator starts its next XREAD
         plain_redis.delete("x")
+    shared = server.server.config.app.state.hub  # the server's hub
     wait_until(
-        lambda: not _blocked_xreads(plain_redis),
+        lambda: not shared.groups and not _blocked_xreads(plain_redis),
         timeout=hub.ACTIVE_BLOCK_MS / 1000 + 5,
-        what="no XREAD left blocked for a closed subscription",
+        what="no shared read and no XREAD left blocked for a closed subscription",
     )
     # and none comes back: a loop still running would XREAD again every BLOCK
     calls = _xread_calls(plain_redis)

@@ -75,9 +75,9 @@ async def test_many_pullers_share_one_read_per_batch(url: str, r: redis.Redis) -
             for ws in pulls:
                 assert [p for _, p in await recv_entries(ws)] == [str(i).encode()]
         calls = xread_calls(r) - before
-    # one read per entry, plus the odd one that came back empty and parked the group;
-    # one read per puller would be n * k = 300
-    assert calls <= 4 * k, calls
+    # about one read per entry (a few more when the shared read came back empty, parked
+    # and was woken); one read per puller would be n * k = 300
+    assert calls <= n * k // 4, calls
 
 
 class contextlib_pulls:
