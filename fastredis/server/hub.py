@@ -31,7 +31,7 @@ import redis.asyncio
 from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, parse_id
-from fastredis.redis_io import HeldConnection
+from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server.reading import StreamCursor
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -331,7 +331,8 @@ class _Group:
                 self.reads += 1
                 if len(batch):
                     self._publish(batch)
-                elif self.subs or self.pending:
+                elif (self.subs or self.pending) and not hub.cluster:
+                    # (on a cluster the reads go to each node and are simply repeated)
                     await hub.parking.wait(self)
         except asyncio.CancelledError:
             raise
@@ -456,6 +457,7 @@ class Hub:
         self, client: redis.asyncio.Redis, tail_connections: int = 16, catch_up_connections: int = 4
     ) -> None:
         self.client = client
+        self.cluster = is_cluster(client)
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)
         self.groups: dict[tuple[Any, ...], _Group] = {}

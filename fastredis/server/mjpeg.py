@@ -27,7 +27,6 @@ from fastredis.server import metrics
 from fastredis.server.auth import require_read
 from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import BadInput, parse_sids
-from fastredis.server.reading import StreamCursor
 
 __all__ = ["BOUNDARY", "IDLE_BLOCK_MS", "mjpeg_endpoint", "newest_frames"]
 
@@ -49,22 +48,19 @@ def placeholder() -> bytes:
 async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | None, None]:
     """The newest entry of `sid` each time the caller asks: first the newest there is
     (None when the stream is empty), then each newer one as it comes (None after
-    `IDLE_BLOCK_MS` with nothing new). MJPEG's only read path: it reads through a
-    cursor of its own with ``latest`` until the server's shared read can serve it."""
-    cursor = StreamCursor(request.app.state.redis, [sid], ["*"], count=1, latest=True)
-    try:
-        await cursor.resolve()
-        block: int | None = None  # the first read does not wait: a placeholder instead
+    `IDLE_BLOCK_MS` with nothing new), through the server's shared read (the hub)."""
+    sub = request.app.state.hub.subscribe([sid], ["*"], count=1, latest=True)
+    async with sub:
+        timeout: float = 0  # the first read does not wait: a placeholder instead
         while True:
-            batch = await cursor.read(block)
-            block = IDLE_BLOCK_MS
-            if not len(batch):
+            delivery = await sub.next(timeout=timeout)
+            timeout = IDLE_BLOCK_MS / 1000
+            if delivery is None or not len(delivery.batch):
                 yield None
                 continue
+            batch = delivery.batch
             metrics.pulled("mjpeg", batch)
             yield batch.ids()[-1].decode(), pull_views(batch)[-1]  # type: ignore[union-attr]
-    finally:
-        await cursor.close()
 
 
 # Chromium shows a part only once the next part's headers have come in full, so each
