@@ -1,0 +1,101 @@
+"""Reads over a Redis Cluster (3 primaries + 3 replicas, embedded), in one run:
+fastredis `xread_batch` of every stream in one call (one XREAD per slot, pipelined per
+node, the nodes concurrently) next to redis-py's RedisCluster + hiredis doing the same
+reads: an XREAD per stream (RedisCluster refuses one over several slots), one after
+another or in a cluster pipeline (redis-py groups it by node).
+
+Groups (compare within a group):
+  cluster-small: 12 streams over every primary (two pairs sharing a hash tag),
+      1,000 entries of three small fields each: 12,000 entries per read.
+  cluster-1MB: 6 streams of 8 entries of one 1 MB field: 48 MB per read.
+Run: flock /tmp/fastredis-bench.lock pytest benchmarks/bench_cluster.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from fastredis.embedded import EmbeddedCluster
+from fastredis.redis_io import make_client, slot_groups, xread_batch
+
+SMALL = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "{a}:x", "{a}:y", "{b}:x", "{b}:y"]
+LARGE = ["l0", "l1", "l2", "l3", "{c}:x", "{c}:y"]
+CASES = {"small": (SMALL, 1000, 12 * 1000), "1MB": (LARGE, 8, 6 * 8)}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster() as c:
+        with RedisCluster.from_url(c.url) as client:
+            pipe = client.pipeline()
+            for name in SMALL:
+                for i in range(1000):
+                    pipe.xadd(name, {"a": i, "b": "x" * 8, "c": "yz"})
+            pipe.execute()
+            payload = b"\x01" * (1 << 20)
+            for name in LARGE:
+                for _ in range(8):
+                    client.xadd(name, {"d": payload})
+        yield c
+
+
+@pytest.fixture(scope="module")
+def fast(cluster: EmbeddedCluster) -> Iterator[Any]:
+    with make_client({"socket_read_size": 1 << 20}, url=cluster.url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stock(cluster: EmbeddedCluster) -> Iterator[RedisCluster]:
+    # redis-py picks hiredis when it is installed (it is a fastredis dependency)
+    with RedisCluster.from_url(cluster.url) as client:
+        yield client
+
+
+def _check_spread(client: Any, names: list[str]) -> None:
+    nodes = {node.name for node, _ in slot_groups(client, dict.fromkeys(names, 0))}
+    assert len(nodes) == 3, "the streams must live on every primary"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fastredis_xread_batch(benchmark: Any, fast: Any, case: str) -> None:
+    names, per, total = CASES[case]
+    _check_spread(fast, names)
+    benchmark.group = f"cluster-{case}"
+    batch = benchmark(xread_batch, fast, dict.fromkeys(names, 0), count=per)
+    assert len(batch) == total
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_redis_py_cluster_xread_per_stream(benchmark: Any, stock: RedisCluster, case: str) -> None:
+    names, per, total = CASES[case]
+    benchmark.group = f"cluster-{case}"
+
+    def read() -> int:
+        return sum(len(stock.xread({name: 0}, count=per)[0][1]) for name in names)
+
+    assert benchmark(read) == total
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_redis_py_cluster_pipeline(benchmark: Any, stock: RedisCluster, case: str) -> None:
+    names, per, total = CASES[case]
+    benchmark.group = f"cluster-{case}"
+
+    def read() -> int:
+        pipe = stock.pipeline()
+        for name in names:
+            pipe.xread({name: 0}, count=per)
+        return sum(len(reply[0][1]) for reply in pipe.execute())
+
+    assert benchmark(read) == total
+
+
+def test_redis_py_refuses_one_xread_over_slots(stock: RedisCluster) -> None:
+    with pytest.raises(redis.exceptions.RedisClusterException):
+        stock.xread(dict.fromkeys(SMALL, 0), count=1)
