@@ -169,7 +169,7 @@ async def acluster_blocking_pop(client: AsyncRedisCluster, args: list[Any], bloc
     return [popped[0][0], [item for reply in popped for item in reply[1]]]
 
 
-async def aslot_groups(client: AsyncRedisCluster, streams: StreamIds) -> list[tuple[Any, dict]]:
+async def aslot_groups(client: Any, streams: StreamIds) -> list[tuple[Any, dict]]:
     """`slot_groups` for an asyncio cluster client (its slot map loaded first)."""
     if client._initialize:
         await client.initialize()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -34,7 +34,8 @@ def make_source_client(
     """
     params = check_client_params(client_params)
     params.setdefault("retry", Retry(NoBackoff(), 0))
-    return make_async_client(params, url=url)
+    # on a cluster a RedisCluster: the sources use only what both clients have
+    return cast(redis.asyncio.Redis, make_async_client(params, url=url))
 
 
 def as_str(value: Any) -> Any:

@@ -193,3 +193,38 @@ def test_the_client_unchanged(server: LiveServer, r) -> None:
         ("p", b"p1"), ("q", b"q1"), ("{cam1}:rgb", b"1"), ("{cam1}:rgb", b"2")
     ]  # fmt: skip
     assert r.xlen("{cam1}:depth") == 2
+
+
+def test_serve_redis_cluster_flag(redis_cluster: EmbeddedCluster, r) -> None:
+    """`fastredis serve --redis-url NODE --redis-cluster`: told, not asked."""
+    import os
+    import subprocess
+    import sys
+
+    from fastredis.embedded import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
+    args = ["serve", "--port", str(port), "--redis-url", redis_cluster.url, "--redis-cluster"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastredis", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, what="the server answering /readyz")  # a process start
+        posted = httpx.post(f"http://127.0.0.1:{port}/data/{{f}}a+{{f}}b", content=b"z")
+        assert posted.status_code == 200, posted.text
+        assert r.xlen("{f}a") == r.xlen("{f}b") == 1
+    finally:
+        proc.terminate()
+        proc.wait(DEADLINE)
