@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -60,7 +60,9 @@ def _client(d: Descriptor) -> redis.Redis:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = make_client(dict(d.client_params), url=d.url)
+            # a RedisCluster on a cluster: fetching uses what both clients have
+            made = cast(redis.Redis, make_client(dict(d.client_params), url=d.url))
+            client = _clients[key] = made
         return client
 
 
