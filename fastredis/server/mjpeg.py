@@ -60,7 +60,7 @@ async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | No
                 continue
             batch = delivery.batch
             metrics.pulled("mjpeg", batch)
-            yield batch.ids()[-1].decode(), pull_views(batch)[-1]  # type: ignore[union-attr]
+            yield batch.ids()[-1].decode(), pull_views(batch)[-1]
 
 
 # Chromium shows a part only once the next part's headers have come in full, so each
