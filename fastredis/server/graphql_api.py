@@ -414,7 +414,17 @@ def _from_us(error: GraphQLError) -> bool:
     return isinstance(error.original_error, (RedisError, BadInput))
 
 
-schema = strawberry.Schema(
+class _Schema(strawberry.Schema):
+    """Requests the server refuses (`BadInput`: out of scope, bad sids) are answered
+    to the client and not logged: any client could otherwise fill the server's log."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        errors = [e for e in errors if not isinstance(e.original_error, BadInput)]
+        if errors:
+            super().process_errors(errors, execution_context)
+
+
+schema = _Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,

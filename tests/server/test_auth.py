@@ -353,3 +353,15 @@ def test_a_token_used_again_after_its_exp_is_refused(server: LiveServer, r: redi
     assert call(server, "get", "cam:1", token, "header") == 200
     assert call(server, "get", "cam:1", token, "header") == 200  # remembered
     wait_until(lambda: call(server, "get", "cam:1", token, "header") == 401, 10, what="exp")
+
+
+def test_refused_graphql_requests_do_not_fill_the_log(
+    server: LiveServer, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="strawberry.execution"):
+        for _ in range(3):
+            answer = gql(server, '{ streams(sids: ["payroll"]) { sid } }', scoped())
+            assert answer["errors"][0]["message"] == "token may not read stream 'payroll'"
+        assert gql(server, "{ nosuchfield }", scoped())["errors"]  # a broken query is logged
+    logged = [rec.getMessage() for rec in caplog.records if rec.name == "strawberry.execution"]
+    assert logged and not any("payroll" in text for text in logged)
