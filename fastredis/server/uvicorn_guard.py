@@ -68,7 +68,10 @@ class GuardedH11Protocol(H11Protocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    _head_started = False  # bytes of the current request head have arrived
+
     def data_received(self, data: bytes) -> None:
+        self._head_started = True
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # the head is in (or the socket failed)
             self._disarm_head_timer()
@@ -76,13 +79,17 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
+            self._head_started = False
             self._arm_head_timer()  # for the next request on this connection
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            body = b'{"error": "request head not received within %gs"}' % self.head_timeout
-            self.transport.write(_REQUEST_TIMEOUT % (len(body), body))
+            # An idle socket (a browser's preconnect) is closed without an answer it
+            # could mistake for the reply to a request it is about to send.
+            if self._head_started:
+                body = b'{"error": "request head not received within %gs"}' % self.head_timeout
+                self.transport.write(_REQUEST_TIMEOUT % (len(body), body))
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
