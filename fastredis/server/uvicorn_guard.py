@@ -4,7 +4,7 @@ hostile clients.
 * A request head (the request line and headers, a websocket handshake included) must
   arrive within `Settings.handshake_timeout` seconds: uvicorn had no such limit, so a
   client sending a byte now and then held its socket forever (slowloris). Past it the
-  client gets ``408`` and the socket is closed. (h11 already bounds the head's size.)
+  client that began one gets ``408``; the socket is closed. (h11 bounds its size.)
 
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
