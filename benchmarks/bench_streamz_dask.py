@@ -16,16 +16,14 @@ The machine has 2 cores, shared with Valkey and this process: 2 workers cannot g
 
 from __future__ import annotations
 
-import hashlib
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import cloudpickle
 import pytest
 import redis
+from dask_jobs import work, work_all
 from distributed import Client, LocalCluster
 from streamz import Stream
 
@@ -37,19 +35,6 @@ PAYLOAD = b"x" * 10_000
 STREAM = "bench:dask"
 ROUNDS = 2
 RESULTS: dict[str, float] = {}
-
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import us
-
-
-def work(m: Any) -> int:
-    h = m[2]["d"].encode()  # the sources decode values (convert=True)
-    for _ in range(800):
-        h = hashlib.sha256(h).digest()
-    return len(h)
-
-
-def work_all(entries: Any) -> list[int]:
-    return [work(m) for m in entries]
 
 
 @pytest.fixture(scope="module")

@@ -14,46 +14,13 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer
+from support.seed_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedCluster
 from fastredis.server import Settings, create_app
 
 DEADLINE = 10.0
-
-SEND_SNIPPET = """
-import json
-import websockets
-
-async def send_data(sid: str):
-    async with websockets.connect(f'ws://localhost:8000/data/{sid}/push') as ws:
-        # do what you do
-        data = generate_some_data()
-        # get it ready to store
-        data = serialize_bytes(data)
-        # send the header
-        await ws.send(json.dumps([ len(data) ]))
-        # send the data
-        await ws.send(data)
-"""
-
-RECEIVE_SNIPPET = """
-import json
-import websockets
-
-async def receive_data(sid: str):
-    async with websockets.connect(f'ws://localhost:8000/data/{sid}/pull') as ws:
-        # read the header
-        header = json.loads(await ws.recv())
-        # read the data
-        entries = await ws.recv()
-
-        # unpack the header
-        sids, ts, offsets = tuple(zip(*header)) or ((),)*3
-        # split up the data (for cases where you query multiple streams)
-        for sid, t, start, end in zip(sids, ts, offsets, offsets[1:] + (None,)):
-            do_something_with_data(sid, t, entries[start:end])
-"""
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +56,15 @@ def blocked_pulls(r: redis.RedisCluster) -> int:
     return sum(1 for c in clients if c.get("cmd") == "xread" and "b" in c.get("flags", ""))
 
 
-def load(source: str, server: LiveServer, **names: Any) -> Any:
-    namespace: dict[str, Any] = dict(names)
-    exec(source.replace("localhost:8000", f"{server.host}:{server.port}"), namespace)
-    return namespace
-
-
 async def test_readme_snippets_over_several_slots(server: LiveServer, r) -> None:
     sids = ["glf", "cam", "{cam1}:rgb"]
     assert len({r.keyslot(s) for s in sids}) == 3
     received: list[tuple[str, str, bytes]] = []
-    receive = load(RECEIVE_SNIPPET, server, do_something_with_data=lambda *x: received.append(x))[
-        "receive_data"
-    ]
+    receive = load_snippet(
+        RECEIVE_SNIPPET, server, do_something_with_data=lambda *x: received.append(x)
+    )["receive_data"]
     payloads = iter([b"one", b"two", b"three"])
-    send = load(
+    send = load_snippet(
         SEND_SNIPPET, server, generate_some_data=lambda: next(payloads), serialize_bytes=bytes
     )["send_data"]
     for sid in sids:
