@@ -22,6 +22,7 @@ from fastredis.server import Settings, create_app
 from fastredis.server.hub import QUEUE_LIMIT, Hub
 
 DEADLINE = 15.0
+MAX_HUB_CONNECTIONS = 32  # Redis connections idle pulls may add, however many they are
 CLIENT_NAME = "fastredis-hub-tests"
 
 
@@ -200,3 +201,34 @@ def test_abandoned_blocking_gets_release_their_reads(server: LiveServer, r: redi
     r.xadd("gone0", {"d": b"late"})
     reply = httpx.get(f"{server.http_url}/data/gone0?last_entry_id=0&block=1000", timeout=DEADLINE)
     assert (reply.status_code, reply.content) == (200, b"late")
+
+
+def server_connections(r: redis.Redis) -> int:
+    return sum(1 for c in r.client_list() if c.get("name") == CLIENT_NAME)
+
+
+async def test_idle_pulls_of_many_streams_hold_bounded_connections(
+    url: str, r: redis.Redis
+) -> None:
+    """150 idle pulls (block=0), each of its own stream, add a bounded number of Redis
+    connections (measured: 21 for 50 pulls, 24 for 300), and a push and a pull from
+    another socket still complete (one connection per pull used to exhaust redis-py's
+    pool and lock everybody out)."""
+    n = 150
+    before = server_connections(r)  # the pool keeps what earlier tests opened
+    sockets = [await connect(f"{url}/data/idle{k}/pull?block=0").__aenter__() for k in range(n)]
+    try:
+        wait_until(lambda: blocked_reads(r) >= 1, timeout=DEADLINE)
+        added = server_connections(r) - before
+        assert added <= MAX_HUB_CONNECTIONS, added
+        async with connect(f"{url}/data/busy/push?ack=1") as push:
+            await push.send("[2]")
+            await push.send(b"ok")
+            [entry_id] = json.loads(await asyncio.wait_for(push.recv(), DEADLINE))
+        async with connect(f"{url}/data/busy/pull?last_entry_id=0") as pull:
+            assert await recv_entries(pull) == [(entry_id, b"ok")]
+        r.xadd("idle7", {"d": b"wake"})
+        assert [p for _, p in await recv_entries(sockets[7])] == [b"wake"]
+        assert server_connections(r) - before <= MAX_HUB_CONNECTIONS
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets))
