@@ -114,7 +114,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *_graphql_routes(),
     ]
     # metrics count every request; then paths that are not UTF-8 are refused
-    middleware = [Middleware(MetricsMiddleware), Middleware(RawPathGuard)]
+    middleware = [
+        Middleware(MetricsMiddleware, max_sockets=settings.max_sockets),
+        Middleware(RawPathGuard),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastredis._resp import StreamBatch
@@ -186,22 +186,42 @@ def socket_kind(scope: Scope) -> str | None:
 
 
 class MetricsMiddleware:
-    """Counts the open sockets by kind (an ASGI wrapper: nothing per message)."""
+    """Counts the open sockets by kind and refuses those past `max_sockets` (an ASGI
+    wrapper: nothing per message)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_sockets: int) -> None:
         self.app = app
+        self.max_sockets = max_sockets
+        self.open = 0  # this app's own, whatever other apps of the process hold
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = socket_kind(scope) if scope["type"] != "lifespan" else None
         if kind is None:
             await self.app(scope, receive, send)
             return
+        if self.open >= self.max_sockets:
+            await _refuse_socket(scope, receive, send, self.max_sockets)
+            return
+        self.open += 1
         sockets = COUNTS.sockets
         sockets[kind] += 1
         try:
             await self.app(scope, receive, send)
         finally:
             sockets[kind] -= 1
+            self.open -= 1
+
+
+async def _refuse_socket(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """A websocket past the limit is accepted and closed with 1013 (try again later), so
+    the client learns why; an MJPEG request gets 503."""
+    reason = f"the server holds its limit of {limit} open sockets (max_sockets); try again later"
+    if scope["type"] == "websocket":
+        if (await receive())["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1013, "reason": reason})
+        return
+    await JSONResponse({"error": reason}, status_code=503)(scope, receive, send)
 
 
 class _GroupsCollector(Collector):

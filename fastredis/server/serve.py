@@ -176,6 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
             maxlen=args.maxlen,
             max_message_size=args.max_message_size,
             max_entries_per_message=args.max_entries_per_message,
+            max_sockets=args.max_sockets,
             max_header_size=args.max_header_size,
             cors_origins=args.cors_origin,
             api_keys=args.api_key,
@@ -321,6 +322,12 @@ def register(subparsers: Any) -> None:
         type=_nonnegative,
         default=None,
         help="most entries one push message or POST may add (1000)",
+    )
+    p.add_argument(
+        "--max-sockets",
+        type=_nonnegative,
+        default=None,
+        help="most websockets and MJPEG streams open at once; past it 1013 / 503 (10000)",
     )
     p.add_argument(
         "--max-header-size",

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_SOCKETS",
     "Settings",
     "parse_size",
 ]
@@ -25,6 +26,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 # ms; MULTI/EXEC grows the same way), so the default keeps every message's stall to
 # milliseconds (benchmarks/bench_push_script.py).
 DEFAULT_MAX_ENTRIES = 1_000
+DEFAULT_MAX_SOCKETS = 10_000
 # A header of 1,000 [sid, id, end] triples with long names fits with room to spare.
 DEFAULT_MAX_HEADER_SIZE = 256 * 1024
 
@@ -95,6 +97,8 @@ class Settings:
       atomic script, so this bounds how long it holds Redis.
     * ``max_header_size``: the largest push header (its JSON text), in bytes; a
       larger one closes the socket with 1009.
+    * ``max_sockets``: the most long-lived sockets (websockets, MJPEG streams) open at
+      once; past it a websocket is closed with 1013 (try again later), MJPEG gets 503.
     * ``handshake_timeout``: seconds a client has to send a request head (or a
       websocket handshake); a slower one gets 408 and is closed.
     * ``cors_origins``: origins allowed by CORS for HTTP; when set, websocket
@@ -112,6 +116,7 @@ class Settings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    max_sockets: int = DEFAULT_MAX_SOCKETS
     handshake_timeout: float = 10.0
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +128,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.maxlen < 0:
             raise ValueError(f"maxlen must be >= 0, not {self.maxlen}")
-        for name in ("max_message_size", "max_entries_per_message", "max_header_size"):
+        for name in (
+            "max_message_size",
+            "max_entries_per_message",
+            "max_header_size",
+            "max_sockets",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
         if not self.handshake_timeout > 0:
@@ -148,7 +158,7 @@ class Settings:
         """Settings from the environment, with `overrides` (None values ignored) on top.
 
         REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
-        FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE,
+        FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE, FASTREDIS_MAX_SOCKETS,
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
         FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
         """
@@ -165,6 +175,7 @@ class Settings:
                 env, "FASTREDIS_MAX_ENTRIES_PER_MESSAGE", DEFAULT_MAX_ENTRIES
             ),
             "max_header_size": _env_size(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
+            "max_sockets": _env_int(env, "FASTREDIS_MAX_SOCKETS", DEFAULT_MAX_SOCKETS),
             "cors_origins": [o for o in origins if o],
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,
