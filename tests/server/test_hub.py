@@ -114,7 +114,7 @@ async def test_catching_up_hands_over_without_gap_or_repeat(
 
     async with (
         connect(f"{url}/data/hand/pull?block=0") as tail,
-        connect(f"{url}/data/hand/pull?last_entry_id=0&count={count}") as late,
+        connect(f"{url}/data/hand/pull?last_entry_id=0&count={count}&block=0") as late,
     ):
         producer = asyncio.get_running_loop().create_task(produce())
         got: list[bytes] = []
