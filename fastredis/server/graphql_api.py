@@ -375,7 +375,9 @@ class Subscription:
         if not sids:
             return
         hub = info.context["hub"]
-        sub = hub.subscribe(sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT)
+        sub = hub.subscribe(
+            sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql"
+        )
         try:
             async with sub:
                 while True:

@@ -32,6 +32,7 @@ from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, parse_id
 from fastredis.redis_io import HeldConnection, is_cluster
+from fastredis.server import metrics
 from fastredis.server.reading import StreamCursor
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -160,10 +161,13 @@ class Subscription:
         latest: bool,
         max_fps: float | None,
         read_ahead: bool,
+        via: str = "pull",
     ) -> None:
         self.hub = hub
         self.sids = list(sids)
         self.latest = latest
+        self.via = via  # who reads (pull, graphql, mjpeg, rest): for the metrics
+        self._drop_reason = "max_fps" if max_fps else "latest"
         self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest)
         self.read_ahead = (
             read_ahead and count == 1 and len(self.sids) == 1 and not latest and not max_fps
@@ -275,6 +279,8 @@ class Subscription:
     def _offer(self, delivery: Delivery) -> None:
         queue = self._queue
         if self.latest:
+            if queue:  # newer frames replace the ones this viewer had no time for
+                metrics.dropped(self.via, self._drop_reason, sum(len(d.batch) for d in queue))
             queue.clear()
         elif len(queue) >= QUEUE_LIMIT:
             self._fall_back()  # too slow for the tail: catch up by cursor, no loss
@@ -473,13 +479,15 @@ class Hub:
         latest: bool = False,
         max_fps: float | None = None,
         read_ahead: bool = True,
+        via: str = "pull",
     ) -> Subscription:
         """A subscription to `sids` from `start_ids` (``$``, ``0``, ``*`` or an id, one
         per stream); enter it with ``async with``. `count`: entries per stream per
         delivery; `latest`: only the newest, nothing queued; `max_fps`: deliveries a
         second at most; `read_ahead` (count=1, one stream): a delivery may hold several
-        entries, sent one frame each by `Delivery.frames`."""
-        return Subscription(self, sids, start_ids, count, latest, max_fps, read_ahead)
+        entries, sent one frame each by `Delivery.frames`; `via` names the reader in the
+        metrics (frames dropped)."""
+        return Subscription(self, sids, start_ids, count, latest, max_fps, read_ahead, via)
 
     def _group(self, sub: Subscription) -> _Group:
         group = self.groups.get(sub.key)

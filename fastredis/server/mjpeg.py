@@ -49,7 +49,7 @@ async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | No
     """The newest entry of `sid` each time the caller asks: first the newest there is
     (None when the stream is empty), then each newer one as it comes (None after
     `IDLE_BLOCK_MS` with nothing new), through the server's shared read (the hub)."""
-    sub = request.app.state.hub.subscribe([sid], ["*"], count=1, latest=True)
+    sub = request.app.state.hub.subscribe([sid], ["*"], count=1, latest=True, via="mjpeg")
     async with sub:
         timeout: float = 0  # the first read does not wait: a placeholder instead
         while True:

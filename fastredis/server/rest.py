@@ -55,7 +55,12 @@ async def get_data(request: Request) -> Response:
         opts = parse_query("get", query_items(request.query_params), len(sids))
         assert isinstance(opts, ReadOptions)
         sub = request.app.state.hub.subscribe(
-            sids, opts.last_entry_ids, count=opts.count, latest=opts.latest, read_ahead=False
+            sids,
+            opts.last_entry_ids,
+            count=opts.count,
+            latest=opts.latest,
+            read_ahead=False,
+            via="rest",
         )
         async with sub:
             if opts.block is None:

@@ -109,3 +109,32 @@ def test_consumer_groups_pending_and_lag(client: TestClient, plain_redis: redis.
     assert value(samples, "fastredis_group_pending", stream="jobs", group="idle") == 0
     assert value(samples, "fastredis_group_lag", stream="jobs", group="idle") == 0
     assert not [k for k in samples if ("stream", "empty-groupless") in k[1]]
+
+
+def test_frames_a_latest_viewer_had_no_time_for_are_counted_as_dropped(
+    client: TestClient, redis_url: str
+) -> None:
+    before = value(scrape(client), "fastredis_frames_dropped_total", via="pull", reason="latest")
+    plain = redis.Redis.from_url(redis_url)
+    with client.websocket_connect("/data/drop/pull?latest=1&ack=1&block=0") as ws:
+        plain.xadd("drop", {"d": b"first"})
+        json.loads(ws.receive_text())
+        assert ws.receive_bytes() == b"first"
+        # not acked yet: each new entry replaces the frame waiting for this viewer
+
+        def dropped() -> float:
+            plain.xadd("drop", {"d": b"newer"})
+            now = scrape(client)
+            return value(now, "fastredis_frames_dropped_total", via="pull", reason="latest")
+
+        wait_until(lambda: dropped() > before, what="a frame counted as dropped")
+        plain.xadd("drop", {"d": b"newest"})
+        last = plain.xrevrange("drop", count=1)[0][0].decode()
+        ws.send_text("ack")
+        while True:  # the frame waiting now is the newest, or one replaced by it soon
+            header = json.loads(ws.receive_text())
+            data = ws.receive_bytes()
+            if header[0][1] == last:
+                break
+            ws.send_text("ack")
+        assert data == b"newest"
