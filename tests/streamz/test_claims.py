@@ -9,11 +9,11 @@ import sys
 import textwrap
 
 import redis
-from streamz import Stream
 from support.streamz_helpers import (  # noqa: F401
     Collector,
     collect,
     consumer_pending,
+    group_source,
     pending_count,
     sources_fixture,
 )
@@ -22,14 +22,12 @@ from support.waiting import wait_until
 from fastredis.streamz.claims import heartbeat_channel
 
 
-def _group(redis_url: str, streams, consumer: str, group: str = "g", **kw):
-    return Stream.from_redis_consumer_group(streams, group, consumer, url=redis_url, **kw)
-
-
 def test_heartbeats_are_published(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
     pubsub = plain_redis.pubsub()
     pubsub.subscribe(heartbeat_channel("g"))
-    collect(_group(redis_url, "s", "beating", heartbeat_interval=0.1, claim_timeout=1), sources)
+    collect(
+        group_source(redis_url, "s", "beating", heartbeat_interval=0.1, claim_timeout=1), sources
+    )
     beats = []
     wait_until(
         lambda: (
@@ -70,7 +68,7 @@ def test_killed_consumer_is_claimed_by_survivor(
             lambda: consumer_pending(plain_redis, "jobs", "workers", "doomed") == 100,
             what="the doomed consumer to hold all 100",
         )
-        survivor = _group(
+        survivor = group_source(
             redis_url, "jobs", "survivor", group="workers", heartbeat_interval=0.2, claim_timeout=1
         )
         got = collect(survivor, sources)
@@ -93,14 +91,14 @@ def test_live_consumer_is_not_claimed(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
     """A consumer that keeps beating keeps its pending entries, however long it holds them."""
-    holder = _group(redis_url, "s", "holder", heartbeat_interval=0.1, claim_timeout=0.5)
+    holder = group_source(redis_url, "s", "holder", heartbeat_interval=0.1, claim_timeout=0.5)
     seen = Collector()
     holder.sink(seen)
     collect(holder, sources, node=holder.partition(10**6))
     for i in range(5):
         plain_redis.xadd("s", {"i": i})
     seen.wait_for(5)
-    other = _group(redis_url, "s", "other", heartbeat_interval=0.1, claim_timeout=0.5)
+    other = group_source(redis_url, "s", "other", heartbeat_interval=0.1, claim_timeout=0.5)
     got = collect(other, sources)
     # Long enough for several claim checks past claim_timeout.
     wait_until(
@@ -117,14 +115,14 @@ def test_live_consumer_is_not_claimed(
 def test_autoclaim_without_heartbeats(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    gone = _group(redis_url, "s", "gone")
+    gone = group_source(redis_url, "s", "gone")
     seen = Collector()
     gone.sink(seen)
     collect(gone, sources, node=gone.partition(10**6))
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(10)]
     seen.wait_for(10)
     gone.stop()  # never comes back; its 10 entries stay pending
-    rescuer = _group(redis_url, "s", "rescuer", autoclaim_idle=0.3)
+    rescuer = group_source(redis_url, "s", "rescuer", autoclaim_idle=0.3)
     got = collect(rescuer, sources)
     assert sorted(m[1] for m in got.wait_for(10)) == sorted(ids)
     assert all(m[0] == "s" for m in got.items)  # XAUTOCLAIM replies name no stream: filled in

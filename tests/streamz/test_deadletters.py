@@ -13,21 +13,17 @@ from collections import Counter
 
 import pytest
 import redis
-from streamz import Stream
 from support.streamz_helpers import (  # noqa: F401
     Collector,
     collect,
     consumer_pending,
+    group_source,
     pending_count,
     sources_fixture,
 )
 from support.waiting import wait_until
 
 from fastredis.streamz.deadletters import PROVENANCE
-
-
-def _group(redis_url: str, streams, consumer: str = "c", group: str = "g", **kw):
-    return Stream.from_redis_consumer_group(streams, group, consumer, url=redis_url, **kw)
 
 
 def _dead(client: redis.Redis, stream: str = "dlq") -> list[dict[str, str]]:
@@ -59,7 +55,9 @@ def test_poison_entry_dead_lettered_after_exactly_n_deliveries(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
     work = Worker()
-    source = _group(redis_url, "s", max_deliveries=3, dead_letter_stream="dlq", retry_after=0.05)
+    source = group_source(
+        redis_url, "s", max_deliveries=3, dead_letter_stream="dlq", retry_after=0.05
+    )
     done = collect(source, sources, node=source.map(work))
     ids = [
         plain_redis.xadd("s", {"i": i, **({"poison": "yes"} if i == 2 else {})}).decode()
@@ -98,7 +96,9 @@ def test_failed_entry_retried_then_succeeds(
             raise ConnectionError("downstream service away")
         return m
 
-    source = _group(redis_url, "s", max_deliveries=3, dead_letter_stream="dlq", retry_after=0.05)
+    source = group_source(
+        redis_url, "s", max_deliveries=3, dead_letter_stream="dlq", retry_after=0.05
+    )
     done = collect(source, sources, node=source.map(flaky))
     entry_id = plain_redis.xadd("s", {"i": 0}).decode()
     (m,) = done.wait_for(1)
@@ -120,7 +120,7 @@ def test_batch_mode_failed_batch_retried_entry_by_entry(
             raise ValueError("poison 7")
         return entries
 
-    source = _group(
+    source = group_source(
         redis_url, "s", batch=batch, count=10, max_deliveries=2, dead_letter_stream="dlq",
         retry_after=0.05,
     )  # fmt: skip
@@ -142,14 +142,14 @@ def test_batch_mode_failed_batch_retried_entry_by_entry(
 def test_replayed_and_claimed_entries_carry_their_count(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    first = _group(redis_url, "s", "worker")
+    first = group_source(redis_url, "s", "worker")
     held = Collector()
     first.sink(held)
     collect(first, sources, node=first.partition(10**6))  # holds everything: never done
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(5)]
     assert all(m.deliveries == 1 for m in held.wait_for(5))
     first.stop()
-    second = _group(redis_url, "s", "worker")
+    second = group_source(redis_url, "s", "worker")
     again = collect(second, sources)  # replays its pending list
     assert [(m[1], m.deliveries) for m in again.wait_for(5)] == [(i, 2) for i in ids]
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acked")
@@ -157,7 +157,7 @@ def test_replayed_and_claimed_entries_carry_their_count(
 
     late = plain_redis.xadd("s", {"i": 5}).decode()
     plain_redis.xreadgroup("g", "gone", {"s": ">"})  # delivered once, never acked
-    rescuer = collect(_group(redis_url, "s", "rescuer", autoclaim_idle=0.2), sources)
+    rescuer = collect(group_source(redis_url, "s", "rescuer", autoclaim_idle=0.2), sources)
     (m,) = rescuer.wait_for(1)
     assert m[1] == late and m.deliveries == 2  # XAUTOCLAIM counted the second delivery
 
@@ -172,7 +172,7 @@ def test_claimed_entry_past_the_limit_is_dead_lettered_not_emitted(
     plain_redis.xreadgroup("g", "crashed", {"s": ">"})
     plain_redis.xclaim("s", "g", "crashed", 0, [entry_id])  # 2 deliveries, never acked
     got = collect(
-        _group(
+        group_source(
             redis_url, "s", "rescuer", autoclaim_idle=0.2, max_deliveries=2,
             dead_letter_stream="dlq",
         ),

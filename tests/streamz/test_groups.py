@@ -12,6 +12,7 @@ from support.streamz_helpers import (  # noqa: F401
     Collector,
     collect,
     consumer_pending,
+    group_source,
     pending_count,
     sources_fixture,
 )
@@ -20,23 +21,21 @@ from support.waiting import wait_until
 from fastredis import StreamBatch
 
 
-def _group(redis_url: str, streams, consumer: str, group: str = "g", **kw):
-    return Stream.from_redis_consumer_group(streams, group, consumer, url=redis_url, **kw)
-
-
 def test_creates_stream_and_group(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
-    collect(_group(redis_url, ["new-1", "new-2"], "c"), sources)
+    collect(group_source(redis_url, ["new-1", "new-2"], "c"), sources)
     for stream in ("new-1", "new-2"):
         assert plain_redis.exists(stream)
         assert [g["name"] for g in plain_redis.xinfo_groups(stream)] == [b"g"]
     # A second consumer (or a restart) finds the group there: BUSYGROUP is fine.
-    collect(_group(redis_url, ["new-1", "new-2"], "c2"), sources)
+    collect(group_source(redis_url, ["new-1", "new-2"], "c2"), sources)
 
 
 def test_group_start_id(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
     old = plain_redis.xadd("s", {"old": 1}).decode()
-    from_zero = collect(_group(redis_url, "s", "c", group="g0"), sources)
-    from_new = collect(_group(redis_url, "s", "c", group="g-new", group_start_id="$"), sources)
+    from_zero = collect(group_source(redis_url, "s", "c", group="g0"), sources)
+    from_new = collect(
+        group_source(redis_url, "s", "c", group="g-new", group_start_id="$"), sources
+    )
     new = plain_redis.xadd("s", {"new": 1}).decode()
     assert [m[1] for m in from_zero.wait_for(2)] == [old, new]
     assert [m[1] for m in from_new.wait_for(1)] == [new]
@@ -47,7 +46,7 @@ def test_ids_5_9_and_5_10_once_each_in_order(
 ) -> None:
     plain_redis.xadd("s", {"n": "a"}, id="5-9")
     plain_redis.xadd("s", {"n": "b"}, id="5-10")
-    got = collect(_group(redis_url, "s", "c", count=1), sources)
+    got = collect(group_source(redis_url, "s", "c", count=1), sources)
     plain_redis.xadd("s", {"n": "c"}, id="5-11")
     wait_until(lambda: len(got) >= 3, what="3 entries")
     assert [m[1] for m in got.items] == ["5-9", "5-10", "5-11"]
@@ -58,7 +57,10 @@ def test_consumers_share_work_no_loss_no_duplicates(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
     streams = ["jobs-a", "jobs-b"]
-    got = {c: collect(_group(redis_url, streams, c, count=10), sources) for c in ("c1", "c2", "c3")}
+    got = {
+        c: collect(group_source(redis_url, streams, c, count=10), sources)
+        for c in ("c1", "c2", "c3")
+    }
     expected = set()
     for start in range(0, 3000, 100):
         pipe = plain_redis.pipeline(transaction=False)
@@ -80,7 +82,7 @@ def test_consumers_share_work_no_loss_no_duplicates(
 def test_ack_only_when_downstream_is_done(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    source = _group(redis_url, "s", "c")
+    source = group_source(redis_url, "s", "c")
     emitted = Collector()
     source.sink(emitted)
     flushed = collect(source, sources, node=source.partition(10))
@@ -102,7 +104,7 @@ def test_acks_are_batched(redis_url: str, plain_redis: redis.Redis, sources: lis
         pipe.xadd("s", {"i": i})
     pipe.execute()
     plain_redis.config_resetstat()
-    got = collect(_group(redis_url, "s", "c", count=500), sources)
+    got = collect(group_source(redis_url, "s", "c", count=500), sources)
     got.wait_for(2000)
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks")
     calls = plain_redis.info("commandstats")["cmdstat_xack"]["calls"]
@@ -117,7 +119,7 @@ def test_failed_entry_stays_pending(
             raise RuntimeError("cannot process")
         return m
 
-    source = _group(redis_url, "s", "c")
+    source = group_source(redis_url, "s", "c")
     done = collect(source, sources, node=source.map(work))
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(5)]
     done.wait_for(4)
@@ -130,7 +132,7 @@ def test_failed_entry_stays_pending(
 def test_batch_mode_emits_stream_batches_acked_as_a_whole(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    source = _group(redis_url, ["s1", "s2"], "c", batch=True, count=7)
+    source = group_source(redis_url, ["s1", "s2"], "c", batch=True, count=7)
     got = collect(source, sources)
     for i in range(30):
         plain_redis.xadd(f"s{i % 2 + 1}", {"i": i})
@@ -144,7 +146,7 @@ def test_batch_mode_emits_stream_batches_acked_as_a_whole(
 def test_batch_mode_held_batch_is_not_acked(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    source = _group(redis_url, "s", "c", batch="messages", count=1)
+    source = group_source(redis_url, "s", "c", batch="messages", count=1)
     held = Collector()
     source.sink(held)
     collect(source, sources, node=source.partition(2))  # flushes every second batch
@@ -158,7 +160,7 @@ def test_batch_mode_held_batch_is_not_acked(
 
 
 def test_replay_pending_at_start(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
-    first = _group(redis_url, "s", "worker")
+    first = group_source(redis_url, "s", "worker")
     seen = Collector()
     first.sink(seen)
     collect(first, sources, node=first.partition(10**6))  # holds everything: never done
@@ -167,14 +169,14 @@ def test_replay_pending_at_start(redis_url: str, plain_redis: redis.Redis, sourc
     first.stop()
     assert consumer_pending(plain_redis, "s", "g", "worker") == 20
 
-    without = _group(redis_url, "s", "worker", replay_pending=False)
+    without = group_source(redis_url, "s", "worker", replay_pending=False)
     got = collect(without, sources)
     later = plain_redis.xadd("s", {"i": 20}).decode()
     assert [m[1] for m in got.wait_for(1)] == [later]
     without.stop()
     assert consumer_pending(plain_redis, "s", "g", "worker") == 20
 
-    again = collect(_group(redis_url, "s", "worker", count=6), sources)  # replay_pending=True
+    again = collect(group_source(redis_url, "s", "worker", count=6), sources)  # replay_pending=True
     assert [m[1] for m in again.wait_for(20)] == ids  # its own pending entries first, in order
     last = plain_redis.xadd("s", {"i": 21}).decode()
     assert again.wait_for(21)[20][1] == last
@@ -186,7 +188,7 @@ def test_sink_refusal_keeps_entries_pending(
 ) -> None:
     """Entries are acknowledged once the sink wrote them; a refused write leaves them pending."""
     plain_redis.rpush("not-a-stream", "x")
-    source = _group(redis_url, "s", "c")
+    source = group_source(redis_url, "s", "c")
     good = source.sink_to_redis_stream("copy", url=redis_url)
     bad = source.sink_to_redis_stream("not-a-stream", url=redis_url)
     source.start()
@@ -203,7 +205,7 @@ def test_sink_refusal_keeps_entries_pending(
 def test_group_to_stream_sink_acks_after_write(
     redis_url: str, plain_redis: redis.Redis, sources: list, batch: bool
 ) -> None:
-    source = _group(redis_url, "s", "c", batch=batch)
+    source = group_source(redis_url, "s", "c", batch=batch)
     node = source.flatten() if batch else source
     sink = node.sink_to_redis_stream("copy", url=redis_url)
     source.start()
@@ -227,7 +229,7 @@ class _ThreadedDone(Stream):
 def test_release_from_another_thread_is_acked(
     redis_url: str, plain_redis: redis.Redis, sources: list
 ) -> None:
-    source = _group(redis_url, "s", "c")
+    source = group_source(redis_url, "s", "c")
     _ThreadedDone(source)
     source.start()
     sources.append(source)
@@ -283,7 +285,7 @@ def test_max_in_flight_bounds_a_slow_sink(
     for i in range(2000):
         pipe.xadd("s", {"i": i})
     pipe.execute()
-    source = _group(redis_url, "s", "c", max_in_flight=100, batch=batch)
+    source = group_source(redis_url, "s", "c", max_in_flight=100, batch=batch)
     slow = _SlowSink(source.flatten() if batch else source, source, per_entry=0.0002)
     source.start()
     sources.append(source)
@@ -307,7 +309,7 @@ def test_without_max_in_flight_a_slow_sink_buffers_the_stream(
     for i in range(2000):
         pipe.xadd("s", {"i": i})
     pipe.execute()
-    source = _group(redis_url, "s", "c", max_in_flight=None)
+    source = group_source(redis_url, "s", "c", max_in_flight=None)
     slow = _SlowSink(source, source, per_entry=0.0002)
     source.start()
     sources.append(source)
@@ -317,7 +319,7 @@ def test_without_max_in_flight_a_slow_sink_buffers_the_stream(
 
 def test_lag_matches_xinfo(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
     ids = [plain_redis.xadd("s", {"i": i}).decode() for i in range(50)]
-    source = _group(redis_url, "s", "c", count=10, max_in_flight=10)
+    source = group_source(redis_url, "s", "c", count=10, max_in_flight=10)
     held = Collector()
     source.sink(held)
     collect(source, sources, node=source.partition(10**6))  # holds what it reads
@@ -341,7 +343,7 @@ def test_lag_warning_is_logged(
 ) -> None:
     for i in range(30):
         plain_redis.xadd("s", {"i": i})
-    source = _group(redis_url, "s", "c", max_in_flight=10, lag_warning=20, lag_interval=0.05)
+    source = group_source(redis_url, "s", "c", max_in_flight=10, lag_warning=20, lag_interval=0.05)
     collect(source, sources, node=source.partition(10**6))
     wait_until(
         lambda: any("past lag_warning=20" in r.getMessage() for r in caplog.records),

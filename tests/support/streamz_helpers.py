@@ -65,3 +65,10 @@ def collect(source: Any, sources: list[Any], node: Any = None) -> Collector:
     source.start()
     sources.append(source)
     return got
+
+
+def group_source(redis_url: str, streams: Any, consumer: str = "c", group: str = "g", **kw: Any):
+    """`Stream.from_redis_consumer_group` on the test's server."""
+    from streamz import Stream
+
+    return Stream.from_redis_consumer_group(streams, group, consumer, url=redis_url, **kw)
