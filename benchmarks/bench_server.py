@@ -4,19 +4,26 @@
     python benchmarks/bench_server.py            # the same, through pytest
 
 Starts a private Valkey (the `bench_server` fixture), `fastredis serve` on it (a
-subprocess, `--maxlen 1000000` so nothing pulled is trimmed) and the bare websocket
-server of benchmarks/bare_ws_server.py (the same Starlette + uvicorn stack, no Redis).
-Every case runs against three targets:
+subprocess, `--maxlen 1000000` so nothing pulled is trimmed) and the two bare websocket
+servers of benchmarks/bare_ws_server.py (no Redis): one on the same Starlette + uvicorn
+stack as the server, one on the `websockets` library's asyncio server. Every case runs
+against four targets:
 
 * server: benchmarks/loadtool.py against `fastredis serve`;
 * direct: redis-py (+hiredis) talking to the same Valkey: pipelined XADD of the same
-  messages; XREAD of the same entries with the same count;
-* bare: the same load tool against the bare websocket server.
+  entries (one XADD per entry, however the websocket push batches them); XREAD of the
+  same entries with the same count;
+* bare: the same load tool against the bare Starlette/uvicorn server;
+* bare-ws: the same load tool against the bare `websockets`-library server.
 
-A gateway's limit is the lower of the two limits; the table gives the server's rate,
-both limits and server / limit. A push counts as done when Redis holds every entry
-(entries-added of XINFO STREAM; the bare server: when its close handshake is done);
-a pull when the last entry arrived, checked for duplicates, losses, order and size.
+A gateway's limit is the lower of its limits; which targets are a case's limits is
+part of the case (`Case.limits`): direct and bare Starlette for the cases the table has
+always had, direct alone for the batched push, direct and bare websockets for the
+second row of the 1 MB pull (the same runs, the issue's yardstick). The table gives
+every target's rate, the limit (and which target it is) and server / limit. A push
+counts as done when Redis holds every entry (entries-added of XINFO STREAM; a bare
+server: when its close handshake is done); a pull when the last entry arrived, checked
+for duplicates, losses, order and size.
 Latency: one pusher of 300 KB frames at 30 fps, one puller, receive minus send.
 Memory: the server's RSS while 200 x 1 MB frames are pushed and a slow puller reads
 with latest=1.
@@ -56,9 +63,16 @@ MAXLEN = 1_000_000
 MB = 1 << 20
 SMALL = (20_000, 100)  # messages, bytes
 LARGE = (100, MB)
+BATCH = 100  # entries per message of the batched 100-byte push
 LATENCY = (300_000, 30.0)  # bytes, fps
 MEMORY_FRAMES = 200
-TARGETS = ("server", "direct", "bare")
+TARGETS = ("server", "direct", "bare", "bare-ws")
+LABELS = {
+    "server": "fastredis server",
+    "direct": "redis-py direct",
+    "bare": "bare Starlette",
+    "bare-ws": "bare websockets",
+}
 
 
 @dataclass
@@ -68,12 +82,16 @@ class Stack:
     server_url: str
     bare: subprocess.Popen[bytes]
     bare_url: str
+    bare_ws: subprocess.Popen[bytes]
+    bare_ws_url: str
     results: dict[tuple[str, str], list[loadtool.Result]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     sids: dict[tuple[str, str], str] = field(default_factory=dict)  # last pushed stream
 
     def url(self, target: str) -> str:
-        return self.server_url if target == "server" else self.bare_url
+        return {"server": self.server_url, "bare": self.bare_url, "bare-ws": self.bare_ws_url}[
+            target
+        ]
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each process of the run."""
@@ -81,6 +99,7 @@ class Stack:
             "client": psutil.Process(),
             "server": psutil.Process(self.server.pid),
             "bare": psutil.Process(self.bare.pid),
+            "bare-ws": psutil.Process(self.bare_ws.pid),
             "valkey": psutil.Process(self.redis.pid),
         }
         return {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
@@ -88,23 +107,30 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(bench_server: EmbeddedRedis) -> Iterator[Stack]:
-    sport, bport = free_port(), free_port()
-    server = spawn_server(
-        ["-m", "fastredis", "serve", "--port", str(sport), "--redis-url", bench_server.url,
-         "--maxlen", str(MAXLEN), "--log-level", "warning"],
-        sport,
-    )  # fmt: skip
+    sport, bport, wport = free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        bare = spawn_server(["benchmarks/bare_ws_server.py", "--port", str(bport)], bport)
-    except BaseException:
-        stop_server(server)
-        raise
-    st = Stack(bench_server, server, f"ws://127.0.0.1:{sport}", bare, f"ws://127.0.0.1:{bport}")
-    try:
-        yield st
+        procs.append(spawn_server(
+            ["-m", "fastredis", "serve", "--port", str(sport), "--redis-url", bench_server.url,
+             "--maxlen", str(MAXLEN), "--log-level", "warning"],
+            sport,
+        ))  # fmt: skip
+        for port, impl in ((bport, "starlette"), (wport, "websockets")):
+            args = ["benchmarks/bare_ws_server.py", "--port", str(port), "--impl", impl]
+            procs.append(spawn_server(args, port))
+        server, bare, bare_ws = procs
+        yield Stack(
+            bench_server,
+            server,
+            f"ws://127.0.0.1:{sport}",
+            bare,
+            f"ws://127.0.0.1:{bport}",
+            bare_ws,
+            f"ws://127.0.0.1:{wport}",
+        )
     finally:
-        stop_server(server)
-        stop_server(bare)
+        for proc in procs:
+            stop_server(proc)
 
 
 # -- redis-py direct: the Redis limit ------------------------------------------------------
@@ -206,37 +232,54 @@ class Case:
     title: str
     unit: str  # "entries/s", "MB/s" or "ms"
     goal: float | None = None  # server / limit at least this
+    limits: tuple[str, ...] = ("direct", "bare")  # the limit: the lowest of these
+    runs_of: str = ""  # a second view on another case's runs (no runs of its own)
     note: str = ""
 
 
+_WS = ("direct", "bare-ws")
 CASES = {
     "push-100B": Case("push-100B", "push 20,000 x 100 B (header + data each)", "entries/s", 0.6),
+    "push-100B-b100": Case(
+        "push-100B-b100",
+        f"push 20,000 x 100 B, {BATCH} per message (limit: direct XADD)",
+        "entries/s",
+        0.8,
+        limits=("direct",),
+    ),
     "pull-100B-c1": Case("pull-100B-c1", "pull 20,000 x 100 B, count=1", "entries/s"),
     "pull-100B-c100": Case("pull-100B-c100", "pull 20,000 x 100 B, count=100", "entries/s"),
     "push-1MB": Case("push-1MB", "push 100 x 1 MB", "MB/s", 0.8),
     "pull-1MB": Case("pull-1MB", "pull 100 x 1 MB, count=1", "MB/s", 0.8),
+    "pull-1MB-ws": Case(
+        "pull-1MB-ws",
+        "pull 100 x 1 MB, count=1 (limit: direct or bare websockets)",
+        "MB/s",
+        0.8,
+        limits=_WS,
+        runs_of="pull-1MB",
+    ),
 }
 
 
-def _payloads(size: int) -> tuple[list[str], list[bytes]]:
-    messages = SMALL[0] if size == SMALL[1] else LARGE[0]
-    return loadtool.make_payloads(messages, size)
+_PAYLOADS: dict[tuple[int, int], tuple[list[str], list[bytes]]] = {}
 
 
-_PAYLOADS: dict[int, tuple[list[str], list[bytes]]] = {}
+def payloads(size: int, batch: int = 1) -> tuple[list[str], list[bytes]]:
+    """The push messages of `size`-byte entries, `batch` per message (built once): the
+    same entries (sequence numbers 0, 1, ...) however they are batched."""
+    if (size, batch) not in _PAYLOADS:
+        entries = SMALL[0] if size == SMALL[1] else LARGE[0]
+        _PAYLOADS[(size, batch)] = loadtool.make_payloads(entries // batch, size, batch)
+    return _PAYLOADS[(size, batch)]
 
 
-def payloads(size: int) -> tuple[list[str], list[bytes]]:
-    if size not in _PAYLOADS:
-        _PAYLOADS[size] = _payloads(size)
-    return _PAYLOADS[size]
-
-
-def run_push(st: Stack, target: str, size: int, rnd: int) -> loadtool.Result:
-    headers, datas = payloads(size)
-    sid = f"bench:push:{size}:{target}:{rnd}"
+def run_push(st: Stack, target: str, size: int, rnd: int, batch: int = 1) -> loadtool.Result:
+    headers, datas = payloads(size, batch)
+    sid = f"bench:push:{size}:{batch}:{target}:{rnd}"
     if target == "direct":
-        res = direct_push(st.redis.url, sid, datas, size)
+        # One XADD per entry: the entries of the unbatched payloads.
+        res = direct_push(st.redis.url, sid, payloads(size)[1], size)
     else:
         confirm = "redis" if target == "server" else "close"
         res = asyncio.run(
@@ -245,12 +288,14 @@ def run_push(st: Stack, target: str, size: int, rnd: int) -> loadtool.Result:
                 sid,
                 len(datas),
                 size,
+                batch,
                 confirm=confirm,
                 redis_url=st.redis.url,
                 payloads=(headers, datas),
             )
         )
-    st.sids[(f"{size}", target)] = sid
+    if batch == 1:
+        st.sids[(f"{size}", target)] = sid
     return res
 
 
@@ -273,6 +318,7 @@ def run_pull(st: Stack, target: str, size: int, count: int) -> loadtool.Result:
 
 RUNNERS: dict[str, Callable[[Stack, str, int], loadtool.Result]] = {
     "push-100B": lambda st, t, r: run_push(st, t, SMALL[1], r),
+    "push-100B-b100": lambda st, t, r: run_push(st, t, SMALL[1], r, BATCH),
     "pull-100B-c1": lambda st, t, _r: run_pull(st, t, SMALL[1], 1),
     "pull-100B-c100": lambda st, t, _r: run_pull(st, t, SMALL[1], 100),
     "push-1MB": lambda st, t, r: run_push(st, t, LARGE[1], r),
@@ -284,9 +330,9 @@ def _median(results: list[loadtool.Result]) -> loadtool.Result:
     return sorted(results, key=lambda r: r.seconds)[len(results) // 2]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(RUNNERS))
 def test_throughput(benchmark: Any, stack: Stack, case: str) -> None:
-    """One case, all targets, rounds interleaved (round r starts with target r mod 3) so
+    """One case, all targets, rounds interleaved (round r starts with target r mod 4) so
     a noisy neighbour hurts every target alike. pytest-benchmark times whole rounds;
     the numbers that count are the load tool's own, in extra_info and the table."""
     benchmark.group = "server"
@@ -295,7 +341,8 @@ def test_throughput(benchmark: Any, stack: Stack, case: str) -> None:
 
     def one_round() -> None:
         r = next(rounds)
-        for target in TARGETS[r % 3 :] + TARGETS[: r % 3]:
+        k = r % len(TARGETS)
+        for target in TARGETS[k:] + TARGETS[:k]:
             before = stack.cpu()
             res = RUNNERS[case](stack, target, r)
             after = stack.cpu()
@@ -313,7 +360,7 @@ def test_throughput(benchmark: Any, stack: Stack, case: str) -> None:
             "mb_per_s": round(mid.mb_per_s, 1),
             unit: _rate(mid, unit),
         }
-    expected = len(payloads(SMALL[1] if "100B" in case else LARGE[1])[1])
+    expected = SMALL[0] if "100B" in case else LARGE[0]
     for target, runs in results.items():
         for res in runs:
             assert res.ok, f"{target}: {res.text()}"
@@ -441,77 +488,109 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def build_table(st: Stack) -> tuple[str, list[dict[str, Any]]]:
-    rows: list[dict[str, Any]] = []
-    lines = [
-        f"Median of {ROUNDS} rounds; limit = the lower of redis-py direct and the bare "
-        "websocket server; ratio = server / limit.",
-        "",
-        "| case | unit | fastredis server | redis-py direct | bare websocket | limit "
-        "| ratio | goal | dups / lost |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
-    ]
+SHORT = {"direct": "direct", "bare": "Starlette", "bare-ws": "websockets"}
+
+
+def _goal_text(ratio: float, goal: float | None) -> str:
+    if goal is None:
+        return ""
+    return f">= {goal:.0%}: " + ("met" if ratio >= goal else "MISSED")
+
+
+def _throughput_rows(st: Stack, lines: list[str], rows: list[dict[str, Any]]) -> None:
     for name, case in CASES.items():
-        got = {t: st.results.get((name, t)) for t in TARGETS}
+        got = {t: st.results.get((case.runs_of or name, t)) for t in TARGETS}
         if not all(got.values()):
             continue
-        mids = {t: _median(rs) for t, rs in got.items() if rs}
-        rates = {t: _rate(r, case.unit) for t, r in mids.items()}
-        limit = min(rates["direct"], rates["bare"])
+        rates = {t: _rate(_median(rs), case.unit) for t, rs in got.items() if rs}
+        by = min(case.limits, key=lambda t: rates[t])
+        limit = rates[by]
         ratio = rates["server"] / limit if limit else float("nan")
         server_runs = got["server"] or []
         dups = sum(r.duplicates + r.out_of_order for r in server_runs)
         lost = sum(r.lost for r in server_runs)
-        goal = (
-            ""
-            if case.goal is None
-            else f">= {case.goal:.0%}: " + ("met" if ratio >= case.goal else "MISSED")
-        )
+        cells = " | ".join(_fmt(rates[t], case.unit) for t in TARGETS)
         lines.append(
-            f"| {case.title} | {case.unit} | {_fmt(rates['server'], case.unit)} "
-            f"| {_fmt(rates['direct'], case.unit)} | {_fmt(rates['bare'], case.unit)} "
-            f"| {_fmt(limit, case.unit)} | {ratio:.0%} | {goal} | {dups} / {lost} |"
+            f"| {case.title} | {case.unit} | {cells} | {_fmt(limit, case.unit)} ({SHORT[by]}) "
+            f"| {ratio:.0%} | {_goal_text(ratio, case.goal)} | {dups} / {lost} |"
         )
-        rows.append({"case": name, "unit": case.unit, **rates, "limit": limit, "ratio": ratio})
+        rows.append(
+            {"case": name, "unit": case.unit, **rates, "limit": limit, "limit_by": by,
+             "ratio": ratio, "goal": case.goal}
+        )  # fmt: skip
+
+
+def _latency_rows(st: Stack, lines: list[str], rows: list[dict[str, Any]]) -> None:
     lat = {t: st.results.get(("latency", t)) for t in TARGETS}
-    if all(lat.values()):
-        size, fps = LATENCY
-        for q in ("p50", "p99"):
-            vals = {t: rs[0].latency_ms.get(q, float("nan")) for t, rs in lat.items() if rs}
-            limit = max(vals["direct"], vals["bare"])
-            goal = ""
-            if q == "p99":
-                goal = "<= 3 ms: " + ("met" if vals["server"] <= 3.0 else "MISSED")
-            server_res = lat["server"][0]  # type: ignore[index]
-            lines.append(
-                f"| latency {size // 1000} KB at {fps:.0f} fps, {q} | ms "
-                f"| {vals['server']:.2f} | {vals['direct']:.2f} | {vals['bare']:.2f} "
-                f"| {limit:.2f} | {limit / vals['server']:.0%} | {goal} "
-                f"| {server_res.duplicates + server_res.out_of_order} / {server_res.lost} |"
-            )
-            rows.append({"case": f"latency-{q}", "unit": "ms", **vals, "limit": limit})
-    mem = st.extra.get("memory")
-    if mem:
-        growth = mem["rss_peak_mb"] - mem["rss_before_mb"]
-        flat = growth < 0.1 * mem["frames"] * MB / 1e6
-        late = mem["last_frame_after_s"]
-        late_text = "never" if late is None else f"{late:.2f} s after the push"
+    if not all(lat.values()):
+        return
+    size, fps = LATENCY
+    server_res = lat["server"][0]  # type: ignore[index]
+    for q in ("p50", "p99"):
+        vals = {t: rs[0].latency_ms.get(q, float("nan")) for t, rs in lat.items() if rs}
+        by = max(("direct", "bare"), key=lambda t: vals[t])
+        limit = vals[by]
+        goal = ""
+        if q == "p99":
+            goal = "<= 3 ms: " + ("met" if vals["server"] <= 3.0 else "MISSED")
+        cells = " | ".join(f"{vals[t]:.2f}" for t in TARGETS)
         lines.append(
-            f"| server RSS, {mem['frames']} x 1 MB pushed in {mem['push_s']:.2f} s, slow "
-            f"puller latest=1 ({mem['frames_pulled']} frames pulled, the last {late_text}) | MB "
-            f"| {mem['rss_before_mb']:.0f} -> peak {mem['rss_peak_mb']:.0f} -> "
-            f"{mem['rss_after_mb']:.0f} | | | | | flat (growth < 10% of data pushed): "
-            f"{'met' if flat else 'MISSED'} (+{growth:.0f} MB) | |"
+            f"| latency {size // 1000} KB at {fps:.0f} fps, {q} | ms | {cells} "
+            f"| {limit:.2f} ({SHORT[by]}) | {limit / vals['server']:.0%} | {goal} "
+            f"| {server_res.duplicates + server_res.out_of_order} / {server_res.lost} |"
         )
-        rows.append({"case": "memory", **mem})
+        rows.append({"case": f"latency-{q}", "unit": "ms", **vals, "limit": limit})
+
+
+def _memory_row(st: Stack, lines: list[str], rows: list[dict[str, Any]]) -> None:
+    mem = st.extra.get("memory")
+    if not mem:
+        return
+    growth = mem["rss_peak_mb"] - mem["rss_before_mb"]
+    flat = growth < 0.1 * mem["frames"] * MB / 1e6
+    late = mem["last_frame_after_s"]
+    late_text = "never" if late is None else f"{late:.2f} s after the push"
+    lines.append(
+        f"| server RSS, {mem['frames']} x 1 MB pushed in {mem['push_s']:.2f} s, slow "
+        f"puller latest=1 ({mem['frames_pulled']} frames pulled, the last {late_text}) | MB "
+        f"| {mem['rss_before_mb']:.0f} -> peak {mem['rss_peak_mb']:.0f} -> "
+        f"{mem['rss_after_mb']:.0f} | | | | | | flat (growth < 10% of data pushed): "
+        f"{'met' if flat else 'MISSED'} (+{growth:.0f} MB) | |"
+    )
+    rows.append({"case": "memory", **mem})
+
+
+def build_table(st: Stack) -> tuple[str, list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    lines = [
+        f"Median of {ROUNDS} rounds; limit = the lower of the case's limits (named in "
+        "the cell; redis-py direct and bare Starlette unless the case says otherwise); "
+        "ratio = server / limit.",
+        "",
+        "| case | unit | " + " | ".join(LABELS[t] for t in TARGETS)
+        + " | limit | ratio | goal | dups / lost |",
+        "|---|---|" + "---:|" * (len(TARGETS) + 2) + "---|---|",
+    ]  # fmt: skip
+    _throughput_rows(st, lines, rows)
+    _latency_rows(st, lines, rows)
+    _memory_row(st, lines, rows)
     lines += [
         "",
-        "Latency: limit = the higher of the two limits' latencies; ratio = limit / server.",
+        "Latency: limit = the higher of the latencies of redis-py direct and bare "
+        "Starlette; ratio = limit / server.",
     ]
     cpu_lines = _cpu_table(st)
     if cpu_lines:
         lines += ["", *cpu_lines]
     return "\n".join(lines), rows
+
+
+CPU_PROCS = {
+    "server": ("client", "server", "valkey"),
+    "direct": ("client", "valkey"),
+    "bare": ("client", "bare"),
+    "bare-ws": ("client", "bare-ws"),
+}
 
 
 def _cpu_table(st: Stack) -> list[str]:
@@ -521,20 +600,19 @@ def _cpu_table(st: Stack) -> list[str]:
         "CPU time of the median run, ms (user + system): load client / gateway process "
         "/ Valkey; wall ms for comparison.",
         "",
-        "| case | server: client / server / valkey (wall) | direct: client / valkey (wall) "
-        "| bare: client / bare (wall) |",
-        "|---|---|---|---|",
+        "| case | "
+        + " | ".join(f"{t}: {' / '.join(p)} (wall)" for t, p in CPU_PROCS.items())
+        + " |",
+        "|---|" + "---|" * len(CPU_PROCS),
     ]
     for name, case in CASES.items():
+        if case.runs_of:
+            continue
         got = {t: st.results.get((name, t)) for t in TARGETS}
         if not all(got.values()):
             continue
         cells = []
-        for target, procs in (
-            ("server", ("client", "server", "valkey")),
-            ("direct", ("client", "valkey")),
-            ("bare", ("client", "bare")),
-        ):
+        for target, procs in CPU_PROCS.items():
             mid = _median(got[target])  # type: ignore[arg-type]
             cpu = mid.params.get("cpu_ms", {})
             used = " / ".join(str(cpu.get(p, "?")) for p in procs)

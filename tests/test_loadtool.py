@@ -45,10 +45,12 @@ def server(redis_server: EmbeddedRedis) -> Iterator[str]:
         procs.stop_server(proc)
 
 
-@pytest.fixture(scope="module")
-def bare() -> Iterator[str]:
+@pytest.fixture(scope="module", params=["starlette", "websockets"])
+def bare(request: pytest.FixtureRequest) -> Iterator[str]:
+    """benchmarks/bare_ws_server.py on either websocket layer; its base ws:// URL."""
     port = free_port()
-    proc = procs.spawn_server(["benchmarks/bare_ws_server.py", "--port", str(port)], port)
+    args = ["benchmarks/bare_ws_server.py", "--port", str(port), "--impl", request.param]
+    proc = procs.spawn_server(args, port)
     try:
         yield f"ws://127.0.0.1:{port}"
     finally:
@@ -112,6 +114,18 @@ async def test_bare_server_speaks_the_same_protocol(bare: str) -> None:
     res = await loadtool.latency(bare, "lat", size=1000, fps=50, duration=0.2)
     assert res.ok, res.text()
     assert res.entries == 10
+
+
+async def test_bare_server_refuses_offsets_that_do_not_fit(bare: str) -> None:
+    import websockets
+
+    async with websockets.connect(f"{bare}/data/bad/push", compression=None) as ws:
+        await ws.send("[10, 200]")
+        await ws.send(bytes(100))
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 1007
+    assert "does not fit" in (ws.close_reason or "")
 
 
 def _frame(entries: list[tuple[str, int]], size: int = 16) -> tuple[list[list[object]], bytes]:
