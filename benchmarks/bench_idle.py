@@ -259,6 +259,21 @@ def _start_server(redis_url: str, sockets: int) -> tuple[Any, str]:
     return spawn_server(args, port), f"ws://127.0.0.1:{port}"
 
 
+def _held(
+    out: dict[str, Any], proc: psutil.Process, r: redis.Redis, url: str, tag: str, probes: int
+) -> None:
+    """What is measured while the sockets are held, into `out`."""
+    time.sleep(SETTLE_S)
+    out["rss_held"] = proc.memory_info().rss
+    out["redis_held"] = redis_clients(r)
+    cpu0 = _cpu(proc)
+    time.sleep(CPU_WINDOW_S)
+    out["idle_cpu_pct"] = (_cpu(proc) - cpu0) / CPU_WINDOW_S * 100
+    out["probe_held"] = probe(url, f"{tag}:held", probes)
+    out["rss_held_max"] = max(out["rss_held"], proc.memory_info().rss)
+    out["redis_held_after_probe"] = redis_clients(r)
+
+
 def run_scenario(
     clients: Clients, embedded: EmbeddedRedis, scenario: str, sockets: int, **opts: Any
 ) -> dict[str, Any]:
@@ -269,22 +284,17 @@ def run_scenario(
     try:
         with redis.Redis.from_url(embedded.url) as r:
             r.flushall()
+            probe(url, f"{scenario}:warm-up", 1)  # first connections, first XADD
             out["probe_before"] = probe(url, f"{scenario}:before", opts["probes"])
             time.sleep(SETTLE_S)
             out["rss_before"] = proc.memory_info().rss
             out["redis_before"] = redis_clients(r)
             uris = [url + p for p in _paths(scenario, sockets, opts["shared_streams"])]
             out["open"] = clients.open(uris, opts["concurrency"])
-            time.sleep(SETTLE_S)
-            out["rss_held"] = proc.memory_info().rss
-            out["redis_held"] = redis_clients(r)
-            cpu0 = _cpu(proc)
-            time.sleep(CPU_WINDOW_S)
-            out["idle_cpu_pct"] = (_cpu(proc) - cpu0) / CPU_WINDOW_S * 100
-            out["probe_held"] = probe(url, f"{scenario}:held", opts["probes"])
-            out["rss_held_max"] = max(out["rss_held"], proc.memory_info().rss)
-            out["redis_held_after_probe"] = redis_clients(r)
-            out["release"] = clients.release()
+            try:
+                _held(out, proc, r, url, scenario, opts["probes"])
+            finally:
+                out["release"] = clients.release()
             time.sleep(SETTLE_S)
             out["rss_after"] = proc.memory_info().rss
             out["redis_after"] = redis_clients(r)

@@ -12,7 +12,7 @@ Modes:
   (8 bytes, big endian), so a puller can tell lost, repeated or mis-sliced entries.
   When is a push done? `--confirm close` (any server): the close handshake completed;
   `--confirm ack`: the server acknowledges every message (`?ack=1`, fastredis and
-  the bare server); `--confirm redis --redis-url URL`: the stream's entries-added
+  the bare servers); `--confirm redis --redis-url URL`: the stream's entries-added
   counter (XINFO STREAM) reached the pushed count, i.e. Redis holds every entry.
 * pull: reads from `last_entry_id` (default 0) with `count` until `entries` entries
   arrived; checks ids strictly increase per stream (compared as (ms, seq) integers,
