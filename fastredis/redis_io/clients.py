@@ -48,13 +48,26 @@ def make_async_client(
     client_params: Mapping[str, Any] | None = None,
     url: str | None = None,
     cluster: bool | None = None,
+    max_connections: int | None = None,
+    pool_wait: float | None = None,
 ) -> redis.asyncio.Redis | AsyncRedisCluster:
     """An asyncio redis-py client using the fastredis parser (a cluster one as make_client;
-    the ``INFO cluster`` question is asked with a short sync connection)."""
+    the ``INFO cluster`` question is asked with a short sync connection).
+
+    `max_connections`: a pool that never opens more; a caller finding them all in use
+    waits for one (up to `pool_wait` s, None: forever) instead of getting redis-py's
+    "Too many connections". A cluster keeps redis-py's pool per node."""
     if cluster or (cluster is None and cluster_enabled(client_params, url)):
         return make_async_cluster_client(client_params, url)
     params = dict(client_params or {})
-    if url is not None:
+    if max_connections is not None:
+        if url is None:
+            raise ValueError("max_connections needs the Redis URL")
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_wait, **params
+        )
+        client = redis.asyncio.Redis.from_pool(pool)
+    elif url is not None:
         client = redis.asyncio.Redis.from_url(url, **params)
     else:
         client = redis.asyncio.Redis(**params)

@@ -42,8 +42,9 @@ class HeldConnection:
         self._node: Any = None  # cluster: the node the connection is to
 
     @property
-    def held(self) -> bool:
-        return self._conn is not None
+    def node_name(self) -> str | None:
+        """Cluster: the node `route` chose (host:port); None otherwise."""
+        return None if self._node is None else str(self._node.name)
 
     async def route(self, key: Any) -> None:
         """Cluster: hold a connection to the node serving `key` (no-op otherwise, and
@@ -60,14 +61,6 @@ class HeldConnection:
         if self._node is not None and node.name != self._node.name:
             await self.release()
         self._node = node
-
-    def serves(self, key: Any) -> bool:
-        """Cluster: whether the held connection is to the node serving `key`."""
-        try:
-            node = self.client.get_node_from_key(key)
-        except redis.exceptions.SlotNotCoveredError:
-            return False
-        return self._node is not None and node.name == self._node.name
 
     async def acquire(self) -> HeldConnection:
         """Take the connection now (it is taken on first use otherwise)."""

@@ -27,7 +27,8 @@ from fastredis.server.pull import pull_endpoint
 from fastredis.server.push import push_endpoint
 from fastredis.server.rawpath import RawPathGuard
 from fastredis.server.rest import get_data, post_data
-from fastredis.server.settings import Settings
+from fastredis.server.settings import REDIS_POOL_WAIT_S, Settings
+from fastredis.server.write_lanes import WriteLanes
 
 __all__ = ["create_app"]
 
@@ -66,8 +67,10 @@ async def index(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """The server app. Its lifespan opens ``app.state.redis`` (a redis.asyncio client
-    with the fastredis parser, bytes replies) on ``settings.redis_url``; with no URL it
-    starts an embedded Valkey for the app's lifetime."""
+    with the fastredis parser, bytes replies, at most ``redis_max_connections``) on
+    ``settings.redis_url``, the shared reads (``app.state.hub``) and the write lanes
+    (``app.state.writers``); with no URL it starts an embedded Valkey for the app's
+    lifetime."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -82,10 +85,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("started embedded Redis-compatible server at %s", url)
         install_log_redaction()
         app.state.settings = settings
+        budget = settings.budget
         app.state.redis = make_async_client(
-            settings.client_params, url=url, cluster=settings.redis_cluster
+            settings.client_params,
+            url=url,
+            cluster=settings.redis_cluster,
+            max_connections=settings.redis_max_connections,
+            pool_wait=REDIS_POOL_WAIT_S,
         )
-        app.state.hub = Hub(app.state.redis)
+        app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up)
+        app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)
         app.state.embedded = embedded
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
         # as the server: keep it out of the garbage collector's full passes, which
@@ -96,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await app.state.hub.close()
+            await app.state.writers.close()
             await app.state.redis.aclose()
             if embedded is not None:
                 await asyncio.to_thread(embedded.close)

@@ -16,7 +16,7 @@ id not above the last      1008   409   stream 'x': id 5-0 is not above the last
 no such stream (XINFO)     1008   404   stream 'x' does not exist
 Redis out of memory        1013   503   Redis is out of memory: nothing written ...
 Redis loading / busy       1013   503   Redis is busy (...): try again later
-no free Redis connection   1013   503   no free Redis connection: try again later
+all connections in use     1013   503   every Redis connection ... in use: try again
 Redis read-only replica    1011   503   Redis is a read-only replica ...
 credentials / ACL refused  1011   502   the server may not use Redis (...)
 Redis unreachable          1011   503   Redis unavailable: <redis-py's reason>
@@ -139,10 +139,16 @@ def _says(*parts: str) -> Match:
 
 _RULES: tuple[_Rule, ...] = (
     _Rule(
-        _kind(rx.MaxConnectionsError),
+        lambda e, t: (
+            isinstance(e, rx.MaxConnectionsError)
+            or (isinstance(e, rx.ConnectionError) and t.startswith("No connection available"))
+        ),
         CLOSE_TRY_LATER,
         503,
-        lambda e, t, k, ty: "no free Redis connection on the server: try again later",
+        lambda e, t, k, ty: (
+            "every Redis connection of the server is in use (--redis-max-connections): "
+            "try again later"
+        ),
     ),
     # BusyLoadingError is a ConnectionError to redis-py: it comes first
     _Rule(

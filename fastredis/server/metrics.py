@@ -12,7 +12,7 @@ at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
   entries Redis confirmed writing (ws, rest), and their payload bytes;
 * ``fastredis_entries_pulled_total{via}``, ``fastredis_pulled_bytes_total{via}``:
   entries sent to clients (ws, rest, graphql, mjpeg), and their payload bytes;
-* ``fastredis_push_latency_seconds``: from a pushed message being queued to Redis
+* ``fastredis_push_latency_seconds``: from a pushed message (or POST) being queued to Redis
   confirming its write;
 * ``fastredis_frames_dropped_total{via,reason}``: entries a viewer never got because
   of ``latest`` or ``max_fps``;

@@ -36,7 +36,7 @@ from fastredis.server.protocol import (
 )
 from fastredis.server.settings import Settings
 from fastredis.server.websocket import accept_checked, close_with, send_quietly
-from fastredis.server.writing import PipelinedWriter
+from fastredis.server.write_lanes import PushWriter
 
 __all__ = ["push_endpoint"]
 
@@ -115,17 +115,7 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         await close_with(ws, *(await explain(exc, redis, sids)).close())
 
     redis = ws.app.state.redis
-    writer = PipelinedWriter(
-        redis,
-        settings.maxlen,
-        on_ids=send_ids if opts.ack else None,
-        on_error=on_error,
-    )
-    try:
-        await writer.start()
-    except RedisError as exc:
-        await on_error(exc)
-        return
+    writer = ws.app.state.writers.writer(send_ids if opts.ack else None, on_error)
     clean = False
     try:
         await _receive_loop(ws, receive, writer, sids, opts, settings)
@@ -157,7 +147,7 @@ def check_header_sids(
 async def _receive_loop(
     ws: WebSocket,
     receive: Receive,
-    writer: PipelinedWriter,
+    writer: PushWriter,
     sids: list[str],
     opts: PushOptions,
     settings: Settings,

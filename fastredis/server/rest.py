@@ -38,7 +38,6 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.writing import add_entries
 
 __all__ = ["get_data", "post_data"]
 
@@ -168,7 +167,7 @@ async def post_data(request: Request) -> Response:
                 status=413,
             )
         entries = [(sid, "*", payload) for payload in data for sid in sids]
-        ids = await add_entries(request.app.state.redis, entries, settings.maxlen)
+        ids = await request.app.state.writers.add(entries)
     except BadInput as exc:
         return failure(exc).response()
     except RedisError as exc:

@@ -177,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_message_size=args.max_message_size,
             max_entries_per_message=args.max_entries_per_message,
             max_sockets=args.max_sockets,
+            redis_max_connections=args.redis_max_connections,
             max_header_size=args.max_header_size,
             cors_origins=args.cors_origin,
             api_keys=args.api_key,
@@ -328,6 +329,13 @@ def register(subparsers: Any) -> None:
         type=_nonnegative,
         default=None,
         help="most websockets and MJPEG streams open at once; past it 1013 / 503 (10000)",
+    )
+    p.add_argument(
+        "--redis-max-connections",
+        type=_nonnegative,
+        default=None,
+        help="most Redis connections per server process, however many sockets; a "
+        "request finding all busy waits its turn (32; or FASTREDIS_REDIS_MAX_CONNECTIONS)",
     )
     p.add_argument(
         "--max-header-size",

@@ -14,6 +14,8 @@ __all__ = [
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_SOCKETS",
+    "DEFAULT_REDIS_MAX_CONNECTIONS",
+    "ConnectionBudget",
     "Settings",
     "parse_size",
 ]
@@ -27,6 +29,11 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 # milliseconds (benchmarks/bench_push_script.py).
 DEFAULT_MAX_ENTRIES = 1_000
 DEFAULT_MAX_SOCKETS = 10_000
+DEFAULT_REDIS_MAX_CONNECTIONS = 32
+MIN_REDIS_CONNECTIONS = 8
+# How long a request waits for a free Redis connection before it is told to try again
+# (1013 / 503); the fixed users (write lanes, hub reads) never wait on the pool.
+REDIS_POOL_WAIT_S = 10.0
 # A header of 1,000 [sid, id, end] triples with long names fits with room to spare.
 DEFAULT_MAX_HEADER_SIZE = 256 * 1024
 
@@ -83,6 +90,30 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """How one server process splits its `redis_max_connections`.
+
+    * ``writers``: write lanes, shared by every push socket and REST POST;
+    * ``tail`` / ``catch_up``: the hub's shared tail reads and catch-up reads;
+    * ``parking``: the one blocking read of idle streams;
+    * ``other``: the rest, for requests (REST GETs, GraphQL, metrics, health).
+    """
+
+    writers: int
+    tail: int
+    catch_up: int
+    parking: int
+    other: int
+
+    @classmethod
+    def split(cls, total: int) -> ConnectionBudget:
+        writers = max(1, total // 8)
+        catch_up = max(1, total // 8)
+        tail = max(1, total // 2)
+        return cls(writers, tail, catch_up, 1, total - writers - catch_up - tail - 1)
+
+
 @dataclass
 class Settings:
     """What the server needs to run.
@@ -99,6 +130,9 @@ class Settings:
       larger one closes the socket with 1009.
     * ``max_sockets``: the most long-lived sockets (websockets, MJPEG streams) open at
       once; past it a websocket is closed with 1013 (try again later), MJPEG gets 503.
+    * ``redis_max_connections``: the most Redis connections the process opens (see
+      `ConnectionBudget`); a request finding them all busy waits its turn, up to
+      `REDIS_POOL_WAIT_S` s, then gets 1013 / 503.
     * ``handshake_timeout``: seconds a client has to send a request head (or a
       websocket handshake); a slower one gets 408 and is closed.
     * ``cors_origins``: origins allowed by CORS for HTTP; when set, websocket
@@ -117,6 +151,7 @@ class Settings:
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
     max_sockets: int = DEFAULT_MAX_SOCKETS
+    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     handshake_timeout: float = 10.0
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
@@ -136,12 +171,21 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.redis_max_connections < MIN_REDIS_CONNECTIONS:
+            raise ValueError(
+                f"redis_max_connections must be >= {MIN_REDIS_CONNECTIONS} (write lanes, "
+                f"hub reads and requests share them), not {self.redis_max_connections}"
+            )
         if not self.handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
             raise ValueError("an API key must be non-empty, without spaces around or commas")
+
+    @property
+    def budget(self) -> ConnectionBudget:
+        return ConnectionBudget.split(self.redis_max_connections)
 
     @property
     def client_params(self) -> dict[str, Any]:
@@ -159,6 +203,7 @@ class Settings:
 
         REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
         FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE, FASTREDIS_MAX_SOCKETS,
+        FASTREDIS_REDIS_MAX_CONNECTIONS,
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
         FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
         """
@@ -176,6 +221,9 @@ class Settings:
             ),
             "max_header_size": _env_size(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
             "max_sockets": _env_int(env, "FASTREDIS_MAX_SOCKETS", DEFAULT_MAX_SOCKETS),
+            "redis_max_connections": _env_int(
+                env, "FASTREDIS_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS
+            ),
             "cors_origins": [o for o in origins if o],
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,

@@ -88,7 +88,8 @@ async def test_ids_refused_by_redis_name_the_stream(
 @pytest.mark.parametrize(
     ("exc", "code", "status", "message"),
     [
-        (rx.MaxConnectionsError("Too many connections"), 1013, 503, "no free Redis connection"),
+        (rx.MaxConnectionsError("Too many connections"), 1013, 503, "server is in use"),
+        (rx.ConnectionError("No connection available."), 1013, 503, "--redis-max-connections"),
         (rx.TimeoutError("Timeout reading from socket"), 1011, 503, "no answer in time"),
         (rx.ConnectionError("Error 111 connecting"), 1011, 503, "Redis unavailable: Error 111"),
         (rx.BusyLoadingError("Redis is loading the dataset in memory"), 1013, 503, "busy"),

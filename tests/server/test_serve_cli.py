@@ -436,3 +436,23 @@ def test_two_workers_share_one_valkey_and_both_serve(serve: type[Serve], balance
     for pid in [*pids, valkey]:
         wait_until(lambda pid=pid: process_gone(pid), DEADLINE, what=f"process {pid} to exit")
     assert "Traceback" not in "".join(s.output)
+
+
+def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) -> None:
+    from fastredis.cli import build_parser
+    from fastredis.server.settings import ConnectionBudget, Settings
+
+    flag = build_parser().parse_args(["serve", "--redis-max-connections", "12"])
+    assert flag.redis_max_connections == 12
+    env = Settings.from_env({"FASTREDIS_REDIS_MAX_CONNECTIONS": "12"})
+    assert env.redis_max_connections == 12
+    assert Settings().redis_max_connections == 32
+    # what the process may open is split between its fixed users and requests
+    budget = ConnectionBudget.split(32)
+    assert (budget.writers, budget.tail, budget.catch_up, budget.parking, budget.other) == (
+        4, 16, 4, 1, 7
+    )  # fmt: skip
+    s = serve("--redis-max-connections", "3")
+    assert s.wait_exit() == 1
+    out = "".join(s.output)
+    assert "redis_max_connections must be >= 8" in out and "Traceback" not in out

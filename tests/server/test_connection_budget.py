@@ -1,0 +1,129 @@
+"""--redis-max-connections: however many sockets and requests, one server process holds
+at most that many Redis connections, and every socket waits its turn instead of being
+told "Too many connections"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets
+from support.live_server import LiveServer
+
+from fastredis.embedded import EmbeddedRedis
+from fastredis.server import Settings, create_app
+
+LIMIT = 8  # the smallest budget the server takes
+NAME = "fastredis-budget"
+DEADLINE = 60.0
+SOCKETS = 150  # pushers, and as many pullers
+MESSAGES = 5
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    settings = Settings(
+        redis_url=redis_server.url,
+        redis_params={"client_name": NAME},
+        redis_max_connections=LIMIT,
+    )
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+def server_connections(r: redis.Redis) -> int:
+    return sum(1 for c in r.client_list() if c.get("name") == NAME)
+
+
+class PeakConnections:
+    """The most Redis connections the server held at once, sampled in a thread."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.most = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.most = max(self.most, server_connections(self.r))
+            self.samples += 1
+
+    def __enter__(self) -> PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.most = max(self.most, server_connections(self.r))
+
+
+def connect(url: str) -> Any:
+    return websockets.connect(url, open_timeout=DEADLINE, max_size=None)
+
+
+async def push(ws_url: str, sid: str) -> list[str]:
+    """MESSAGES pushes with acks: the new ids."""
+    ids: list[str] = []
+    async with connect(f"{ws_url}/data/{sid}/push?ack=1") as ws:
+        for i in range(MESSAGES):
+            payload = f"{sid}:{i}".encode()
+            await ws.send(json.dumps([len(payload)]))
+            await ws.send(payload)
+        for _ in range(MESSAGES):
+            ids.extend(json.loads(await asyncio.wait_for(ws.recv(), DEADLINE)))
+    return ids
+
+
+async def pull(ws_url: str, sid: str) -> list[str]:
+    """Pull `sid` from the start until MESSAGES entries came: their ids."""
+    ids: list[str] = []
+    async with connect(f"{ws_url}/data/{sid}/pull?last_entry_id=0&block=0") as ws:
+        while len(ids) < MESSAGES:
+            header = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+            payload = await asyncio.wait_for(ws.recv(), DEADLINE)
+            ids.extend(item[1] for item in header)
+            assert isinstance(payload, bytes)
+    return ids
+
+
+async def test_hundreds_of_sockets_and_requests_share_the_connection_limit(
+    server: LiveServer, redis_url: str
+) -> None:
+    """150 pushers and 150 pullers of their own streams, 40 REST POST+GETs and 40
+    GraphQL queries, all at once, on a server allowed 8 Redis connections: every one
+    completes, with every entry, and the server never holds more than 8."""
+    ws_url, http_url = server.ws_url, server.http_url
+    limits = httpx.Limits(max_connections=100)
+
+    async def rest(http: httpx.AsyncClient, k: int) -> None:
+        posted = await http.post(f"/data/rest{k}", content=b"x" * k)
+        assert posted.status_code == 200, posted.text
+        got = await http.get(f"/data/rest{k}", params={"last_entry_id": "0"})
+        assert (got.status_code, got.content) == (200, b"x" * k)
+
+    async def graphql(http: httpx.AsyncClient) -> None:
+        r = await http.post("/graphql", json={"query": "{ a: sids b: sids c: sids }"})
+        assert r.status_code == 200 and "errors" not in r.json(), r.text
+
+    with redis.Redis.from_url(redis_url) as r, PeakConnections(r) as peak:
+        async with httpx.AsyncClient(base_url=http_url, timeout=DEADLINE, limits=limits) as http:
+            results = await asyncio.gather(
+                *(push(ws_url, f"s{k}") for k in range(SOCKETS)),
+                *(pull(ws_url, f"s{k}") for k in range(SOCKETS)),
+                *(rest(http, k) for k in range(1, 41)),
+                *(graphql(http) for _ in range(40)),
+            )
+    pushed, pulled = results[:SOCKETS], results[SOCKETS : 2 * SOCKETS]
+    assert pulled == pushed
+    assert all(len(ids) == MESSAGES for ids in pushed)
+    assert peak.samples > 0
+    assert peak.most <= LIMIT, f"the server held {peak.most} Redis connections"
