@@ -10,9 +10,13 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   the end of the stream: it joins the group if its cursor equals the group's (the group's
   next batch starts right after it), waits for the group to reach its cursor if the group
   is behind, or reads on if the group is ahead. No entry is skipped or repeated.
-* A subscriber's queue is bounded: with ``latest`` it keeps only the newest delivery;
-  otherwise, when it is `QUEUE_LIMIT` deliveries behind, it leaves the group and catches
-  up by its cursor (no loss), so a slow socket never slows the others.
+* The group keeps its recent deliveries (its history), and each subscriber a place in
+  it: memory is per group, however many subscribers. With ``latest`` a subscriber takes
+  only the newest; otherwise, when it is `QUEUE_LIMIT` deliveries or `QUEUE_BYTES`
+  behind, it leaves the group and catches up by its cursor (no loss), so a slow socket
+  never slows the others. The history keeps what the slowest member still needs (and
+  the newest delivery): a subscriber catching up whose cursor reaches a delivery still
+  there joins at it, with no further read.
 * An idle group (a read with nothing new for `ACTIVE_BLOCK_MS`) parks: one blocking XREAD
   over every parked group's streams (`_Parking`) wakes it, so idle streams, however many,
   cost one connection.
@@ -37,7 +41,13 @@ from fastredis.server.reading import StreamCursor
 
 __all__ = ["Delivery", "Hub", "Subscription"]
 
-QUEUE_LIMIT = 1  # deliveries queued per subscriber (plus the one being sent)
+# How far (deliveries, and their batches' bytes) a subscriber may be behind its group's
+# newest delivery; past either (and at least 1 behind) it catches up by itself. This is
+# memory per group, not per subscriber (the group's history is shared): with a smaller
+# bound (8 MiB), viewers of 300 KB frames at N=100 fell out in cascades and read Redis
+# 45 times per frame (benchmarks/bench_fanout.py).
+QUEUE_LIMIT = 64
+QUEUE_BYTES = 32 << 20
 ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
 PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
 UNBLOCK_AFTER = 0.01  # s: changes to the parked set are gathered this long
@@ -78,13 +88,26 @@ def _compare(mine: Ids, group: Ids) -> int:
 
 class Delivery:
     """One batch for subscribers: shared by all of them, never mutated. `cursor` is where
-    a subscriber is after it (one id per stream)."""
+    a subscriber is after it (one id per stream); a group's deliveries also have `before`
+    (the cursor it follows), `seq` (its place in the group) and `start` (the bytes the
+    group published before it)."""
 
-    __slots__ = ("_frame", "_frames", "_sid_json", "batch", "cursor")
+    __slots__ = ("_frame", "_frames", "_sid_json", "batch", "before", "cursor", "seq", "start")
 
-    def __init__(self, batch: StreamBatch, cursor: Ids, sid_json: str | None = None) -> None:
+    def __init__(
+        self,
+        batch: StreamBatch,
+        cursor: Ids,
+        sid_json: str | None = None,
+        before: Ids | None = None,
+        seq: int = -1,
+        start: int = 0,
+    ) -> None:
         self.batch = batch
         self.cursor = cursor
+        self.before = before
+        self.seq = seq
+        self.start = start
         self._sid_json = sid_json  # set for read-ahead: one frame per entry
         self._frame: tuple[str, Any] | None = None
         self._frames: list[Frame] | None = None
@@ -179,7 +202,8 @@ class Subscription:
         self._next_at = 0.0
         self._group: _Group | None = None
         self._joined = False  # in the group's subscribers (else pending or catching up)
-        self._queue: deque[Delivery] = deque()
+        self._pos = 0  # joined: the seq of the next delivery to take from the group
+        self._left: _Group | None = None  # the group it fell behind, while catching up
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
@@ -216,8 +240,11 @@ class Subscription:
                 if timeout == 0:
                     return None
                 continue
-            if self._queue:
-                return self._hand_out(self._queue.popleft())
+            if self._joined:
+                delivery = self._group.take(self._pos)
+                if delivery is not None:
+                    self._pos += 1
+                    return self._hand_out(delivery)
             self._wake.clear()
             if deadline is None:
                 await self._wake.wait()
@@ -234,15 +261,35 @@ class Subscription:
 
     async def _catch_up(self, join: bool) -> Delivery | None:
         cursor = self.cursor
+        # Back to the group it fell behind (its history is what this subscriber was
+        # reading): a fresh subscriber reads first, since a stream deleted and made
+        # anew can repeat the cursors of an old history.
+        if self._left is not None and self._join_kept(self._left, cursor.ids):
+            return None
         async with self.hub.catch_up.take() as conn:
             batch = await cursor.read(conn, None, self._read_count)
         if len(batch):
             if self.read_ahead:
                 self._read_count = _redis_count(batch)
-            return Delivery(batch, dict(cursor.ids), self._sid_json)
+            delivery = Delivery(batch, dict(cursor.ids), self._sid_json)
+            group = self.hub.groups.get(self.key)
+            if join and group is not None:
+                # entries just read: what the group has after them is the same stream
+                self._join_kept(group, cursor.ids)
+            return delivery
         if join:
             self._try_join()
         return None
+
+    def _join_kept(self, group: _Group, ids: Ids) -> bool:
+        """Join `group` at the delivery after cursor `ids` if it still has it."""
+        if self.latest or self.hub.groups.get(self.key) is not group or group.task.done():
+            return False
+        seq = group.find(ids)
+        if seq is None:
+            return False
+        self._join(group, seq)
+        return True
 
     def _try_join(self) -> None:
         """At the end of the stream (a read came back empty): join the tail group."""
@@ -258,39 +305,48 @@ class Subscription:
                     mine[sid] = theirs[sid]
             self._ids = dict(mine)
             relation = _compare(mine, theirs)
-        self._group = group
         if relation == 0:
-            self._joined = True
-            group.subs.add(self)
+            self._join(group, group.next_seq)
         else:
+            self._group = group
             group.pending.add(self)
+
+    def _join(self, group: _Group, seq: int) -> None:
+        self._group = group
+        self._left = None
+        group.pending.discard(self)
+        group.subs.add(self)
+        self._joined = True
+        self._pos = seq
 
     def _pending_seen(self, group_ids: Ids) -> None:
         """The group delivered a batch while we wait for it to reach our cursor."""
         assert self._group is not None
         relation = _compare(self.cursor.ids, group_ids)
         if relation == 0:
-            self._group.pending.discard(self)
-            self._group.subs.add(self)
-            self._joined = True
+            self._join(self._group, self._group.next_seq)
         elif relation < 0:  # it went past us inside one batch: read the rest ourselves
             self._fall_back()
 
     def _offer(self, delivery: Delivery) -> None:
-        queue = self._queue
+        """The group published `delivery` (its newest)."""
+        group = self._group
+        assert group is not None
         if self.latest:
-            if queue:  # newer frames replace the ones this viewer had no time for
-                metrics.dropped(self.via, self._drop_reason, sum(len(d.batch) for d in queue))
-            queue.clear()
-        elif len(queue) >= QUEUE_LIMIT:
-            self._fall_back()  # too slow for the tail: catch up by cursor, no loss
-            return
-        queue.append(delivery)
+            skipped = group.entries_between(self._pos, delivery.seq)
+            if skipped:  # newer frames replace the ones this viewer had no time for
+                metrics.dropped(self.via, self._drop_reason, skipped)
+            self._pos = delivery.seq
+        else:
+            count, nbytes = group.behind(self._pos)
+            if count > 1 and (count > QUEUE_LIMIT or nbytes > QUEUE_BYTES):
+                self._fall_back()  # too slow for the tail: catch up by cursor, no loss
+                return
         self._wake.set()
 
     def _fall_back(self) -> None:
+        self._left = self._group
         self._leave()
-        self._queue.clear()
         self.cursor.ids = dict(self._ids)
         self._wake.set()
 
@@ -321,6 +377,9 @@ class _Group:
         self._read_count = first.cursor.count
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
+        self.history: deque[Delivery] = deque()
+        self.next_seq = 0
+        self.published_bytes = 0
         self.reads = 0
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -332,11 +391,12 @@ class _Group:
         hub = self.hub
         try:
             while self.subs or self.pending:
+                before = dict(self.cursor.ids)
                 async with hub.tail.take() as conn:
                     batch = await self.cursor.read(conn, ACTIVE_BLOCK_MS, self._read_count)
                 self.reads += 1
                 if len(batch):
-                    self._publish(batch)
+                    self._publish(batch, before)
                 elif (self.subs or self.pending) and not hub.cluster:
                     # (on a cluster the reads go to each node and are simply repeated)
                     await hub.parking.wait(self)
@@ -346,20 +406,66 @@ class _Group:
             for sub in list(self.subs | self.pending):
                 sub._fail(exc)
         finally:
+            self.history.clear()  # a subscriber that fell behind may still hold the group
             if hub.groups.get(self.key) is self:
                 del hub.groups[self.key]
 
-    def _publish(self, batch: StreamBatch) -> None:
+    def _publish(self, batch: StreamBatch, before: Ids) -> None:
         if self._sid_json is not None:
             self._read_count = _redis_count(batch)
         ids = dict(self.cursor.ids)
-        delivery = Delivery(batch, ids, self._sid_json)
+        delivery = Delivery(batch, ids, self._sid_json, before, self.next_seq, self.published_bytes)
+        self.history.append(delivery)
+        self.next_seq += 1
+        self.published_bytes += batch.nbytes
         joined = list(self.subs)  # before the pending ones that this batch brings in
         for sub in list(self.pending):
             sub._pending_seen(ids)
         for sub in joined:
             sub._offer(delivery)
+        self._trim()
         self.maybe_close()
+
+    def _trim(self) -> None:
+        """Forget the deliveries every member has taken (keeping the newest)."""
+        keep = min((sub._pos for sub in self.subs), default=self.next_seq)
+        keep = min(keep, self.next_seq - 1)
+        history = self.history
+        while history and history[0].seq < keep:
+            history.popleft()
+
+    def take(self, seq: int) -> Delivery | None:
+        """The delivery `seq`, once published (None: not yet). A member's deliveries are
+        kept until it took them (`_trim`), so `seq` is never one forgotten."""
+        if seq >= self.next_seq:
+            return None
+        index = seq - self.history[0].seq
+        if index < 0:
+            raise AssertionError(f"delivery {seq} was forgotten (history from {index + seq})")
+        return self.history[index]
+
+    def behind(self, seq: int) -> tuple[int, int]:
+        """(deliveries, bytes) published from `seq` on."""
+        if seq >= self.next_seq:
+            return 0, 0
+        return self.next_seq - seq, self.published_bytes - self.take(seq).start  # type: ignore[union-attr]
+
+    def entries_between(self, first: int, end: int) -> int:
+        """Entries in the deliveries first..end-1 (still in the history)."""
+        return sum(len(d.batch) for d in self.history if first <= d.seq < end)
+
+    def find(self, ids: Ids) -> int | None:
+        """The seq of the delivery that follows cursor `ids`: one still kept whose
+        `before` it is (within half the queue bounds), or the next one to come."""
+        if ids == self.cursor.ids:
+            return self.next_seq
+        for delivery in self.history:
+            if delivery.before == ids:
+                count, nbytes = self.behind(delivery.seq)
+                if 2 * count <= QUEUE_LIMIT and 2 * nbytes <= QUEUE_BYTES:
+                    return delivery.seq
+                return None
+        return None
 
 
 class _Parking:

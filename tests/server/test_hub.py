@@ -150,13 +150,14 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
     async with fast, slow, newest:
         for sub in (fast, slow, newest):  # each reaches the tail and joins the shared read
             assert await sub.next(timeout=0.2) is None
-        ids = [r.xadd("slow", {"d": str(i).encode()}).decode() for i in range(20)]
+        ids = [r.xadd("slow", {"d": str(i).encode()}).decode() for i in range(3 * QUEUE_LIMIT)]
         for eid in ids:
             delivery = await fast.next(timeout=DEADLINE)
             assert delivery is not None
             assert [e[1] for e in delivery.batch] == [eid.encode()]
-        assert len(slow._queue) <= QUEUE_LIMIT
-        assert len(newest._queue) <= 1
+        assert slow._group is None  # it left the shared read
+        group = hub.groups[fast.key]
+        assert len(group.history) <= 2  # kept for `fast` and the newest only
         # `latest`: the newest entry only
         delivery = await newest.next(timeout=DEADLINE)
         assert delivery is not None and [e[1] for e in delivery.batch] == [ids[-1].encode()]
@@ -167,6 +168,14 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
             assert delivery is not None
             got += [e[1].decode() for e in delivery.batch]
         assert got == ids
+        # caught up, it is back on the shared read: later entries come once, in order
+        more = [r.xadd("slow", {"d": b"more"}).decode() for _ in range(3)]
+        while len(got) < len(ids) + len(more):
+            delivery = await slow.next(timeout=DEADLINE)
+            assert delivery is not None
+            got += [e[1].decode() for e in delivery.batch]
+        assert got == ids + more
+        assert slow._joined
 
 
 async def test_every_subscriber_gets_the_same_frame_bytes(hub: Hub, r: redis.Redis) -> None:
