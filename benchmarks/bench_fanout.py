@@ -73,7 +73,8 @@ WINDOW_S = float(os.environ.get("FASTREDIS_BENCH_FANOUT_S", "5"))
 NS = [int(n) for n in os.environ.get("FASTREDIS_BENCH_FANOUT_NS", "1,10,100,500").split(",")]
 BASELINE = Path(os.environ.get("FASTREDIS_BENCH_BASELINE") or ROOT / ".benchmarks" / "baseline")
 BASELINE_REV = "04b4cf9^"
-MAXLEN = 3000  # entries kept per stream: a lagging viewer catches up without loss
+# entries kept per stream: a lagging viewer catches up without loss
+MAXLEN = int(os.environ.get("FASTREDIS_BENCH_FANOUT_MAXLEN", "3000"))
 IN_FLIGHT = 4
 VIEWERS_PER_PROCESS = 250
 CONNECTED_TIMEOUT = 60.0

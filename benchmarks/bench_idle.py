@@ -68,6 +68,7 @@ CONCURRENCY = 64  # handshakes in flight per client process, by default
 FD_SPARE = 200  # descriptors a process needs besides its sockets
 SETTLE_S = 2.0
 CPU_WINDOW_S = 3.0
+QUIET_PCT = 10.0  # % of a core: the server has settled
 PROBES = 5
 GOAL_RSS = 1e9
 
@@ -259,11 +260,23 @@ def _start_server(redis_url: str, sockets: int) -> tuple[Any, str]:
     return spawn_server(args, port), f"ws://127.0.0.1:{port}"
 
 
+def _until_quiet(proc: psutil.Process, limit_s: float = 120.0) -> float | None:
+    """Seconds until the server spends under QUIET_PCT of a core over half a second
+    (the subscribers have all joined their reads); None if never within `limit_s`."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        cpu0 = _cpu(proc)
+        time.sleep(0.5)
+        if (_cpu(proc) - cpu0) / 0.5 * 100 < QUIET_PCT:
+            return time.monotonic() - start
+    return None
+
+
 def _held(
     out: dict[str, Any], proc: psutil.Process, r: redis.Redis, url: str, tag: str, probes: int
 ) -> None:
     """What is measured while the sockets are held, into `out`."""
-    time.sleep(SETTLE_S)
+    out["quiet_after_s"] = _until_quiet(proc)
     out["rss_held"] = proc.memory_info().rss
     out["redis_held"] = redis_clients(r)
     cpu0 = _cpu(proc)
@@ -337,6 +350,9 @@ def _cells(o: dict[str, Any]) -> dict[str, str]:
             f"{rc['before']} / {rc['held']} / {rc['after']}"
         ),
         "Redis blocked clients while held": f"{o['redis_held']['blocked']}",
+        "server busy after the last socket opened, s (until < 10% of a core)": (
+            "never" if o["quiet_after_s"] is None else f"{o['quiet_after_s']:.1f}"
+        ),
         "server CPU while held idle, % of a core": f"{o['idle_cpu_pct']:.1f}",
         "push ack=1, ms (median / max): no sockets": _ms(o["probe_before"], "push"),
         "push ack=1, ms (median / max): sockets held": _ms(o["probe_held"], "push"),

@@ -50,7 +50,12 @@ QUEUE_LIMIT = 64
 QUEUE_BYTES = 32 << 20
 ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
 PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
-UNBLOCK_AFTER = 0.01  # s: changes to the parked set are gathered this long
+# s: changes to the parked set are gathered this long, and longer per parked group
+# (each change re-issues the parking read, whose size is the number of idle streams: at
+# 10,000 a re-issue costs milliseconds); a newly parked stream's first entry waits at
+# most this much more
+UNBLOCK_AFTER = 0.025
+UNBLOCK_AFTER_PER_GROUP = 10e-6
 # Read-ahead at count=1 (one stream, no latest, no max_fps): the group asks Redis for
 # up to READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and a
 # pull sends them one frame per entry: a round trip per entry is most of the work.
@@ -389,14 +394,19 @@ class _Group:
 
     async def _run(self) -> None:
         hub = self.hub
+        # A group starts when a subscriber found nothing new: its first read does not
+        # wait (holding a turn for ACTIVE_BLOCK_MS would let a flood of new idle groups
+        # queue for the tail connections); an empty read parks it.
+        block: int | None = ACTIVE_BLOCK_MS if hub.cluster else None
         try:
             while self.subs or self.pending:
                 before = dict(self.cursor.ids)
                 async with hub.tail.take() as conn:
-                    batch = await self.cursor.read(conn, ACTIVE_BLOCK_MS, self._read_count)
+                    batch = await self.cursor.read(conn, block, self._read_count)
                 self.reads += 1
                 if len(batch):
                     self._publish(batch, before)
+                    block = ACTIVE_BLOCK_MS
                 elif (self.subs or self.pending) and not hub.cluster:
                     # (on a cluster the reads go to each node and are simply repeated)
                     await hub.parking.wait(self)
@@ -507,7 +517,8 @@ class _Parking:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         elif self._blocked and self._unblock is None:
-            self._unblock = asyncio.get_running_loop().call_later(UNBLOCK_AFTER, self._cut)
+            after = max(UNBLOCK_AFTER, UNBLOCK_AFTER_PER_GROUP * len(self.parked))
+            self._unblock = asyncio.get_running_loop().call_later(after, self._cut)
 
     def _cut(self) -> None:
         self._unblock = None
@@ -521,13 +532,7 @@ class _Parking:
                 await conn.send_commands([[b"CLIENT", b"ID"]])
                 self._client_id = int(await conn.read_reply())
             while self.parked:
-                lowest: dict[str, EntryId] = {}
-                for group in self.parked:
-                    for sid, eid in group.cursor.ids.items():
-                        key = parse_id(eid)
-                        if sid not in lowest or key < lowest[sid]:
-                            lowest[sid] = key
-                streams = {sid: f"{ms}-{seq}" for sid, (ms, seq) in lowest.items()}
+                streams = self._lowest()
                 self._blocked = True
                 try:
                     batch = await conn.xread(streams, 1, PARK_BLOCK_MS)
@@ -543,6 +548,17 @@ class _Parking:
             self._client_id = None
             for group in list(self.parked):
                 self.wake(group, exc)
+
+    def _lowest(self) -> Ids:
+        """Per stream, the lowest cursor of the parked groups (ids are parsed only for
+        a stream two groups share: with 10,000 idle streams this runs per change)."""
+        lowest: Ids = {}
+        for group in self.parked:
+            for sid, eid in group.cursor.ids.items():
+                mine = lowest.setdefault(sid, eid)
+                if mine != eid and parse_id(eid) < parse_id(mine):
+                    lowest[sid] = eid
+        return lowest
 
     def _wake_readers(self, batch: StreamBatch) -> None:
         found = {

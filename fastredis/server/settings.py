@@ -33,7 +33,7 @@ DEFAULT_REDIS_MAX_CONNECTIONS = 32
 MIN_REDIS_CONNECTIONS = 8
 # How long a request waits for a free Redis connection before it is told to try again
 # (1013 / 503); the fixed users (write lanes, hub reads) never wait on the pool.
-REDIS_POOL_WAIT_S = 10.0
+REDIS_POOL_WAIT_S = 60.0
 # A header of 1,000 [sid, id, end] triples with long names fits with room to spare.
 DEFAULT_MAX_HEADER_SIZE = 256 * 1024
 
