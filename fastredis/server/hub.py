@@ -61,17 +61,20 @@ UNBLOCK_AFTER_PER_GROUP = 10e-6
 # pull sends them one frame per entry: a round trip per entry is most of the work.
 READ_AHEAD_MAX = 64
 READ_AHEAD_BYTES = 256 * 1024
+# A catch-up read (a subscriber behind the tail, one read prefetched while the last is
+# sent) asks for about this much: 2 entries of 1 MB, not 1 per round trip.
+CATCH_UP_BYTES = 2 << 20
 
 Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
 Ids = dict[str, str]
 
 
-def _redis_count(batch: StreamBatch) -> int:
+def _redis_count(batch: StreamBatch, budget: int = READ_AHEAD_BYTES) -> int:
     """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
     n = len(batch)
     if n == 0:
         return 1
-    return max(1, min(READ_AHEAD_BYTES // max(1, batch.nbytes // n), READ_AHEAD_MAX))
+    return max(1, min(budget // max(1, batch.nbytes // n), READ_AHEAD_MAX))
 
 
 def _key(ids: Ids, sid: str) -> EntryId:
@@ -209,6 +212,8 @@ class Subscription:
         self._joined = False  # in the group's subscribers (else pending or catching up)
         self._pos = 0  # joined: the seq of the next delivery to take from the group
         self._left: _Group | None = None  # the group it fell behind, while catching up
+        # catching up: the next read, already under way while a batch is being sent
+        self._prefetch: asyncio.Task[tuple[StreamBatch, Ids]] | None = None
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
@@ -220,6 +225,11 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         self._leave()
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.cancel()
+            with contextlib.suppress(BaseException):
+                await prefetch
 
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
@@ -269,22 +279,34 @@ class Subscription:
         # Back to the group it fell behind (its history is what this subscriber was
         # reading): a fresh subscriber reads first, since a stream deleted and made
         # anew can repeat the cursors of an old history.
-        if self._left is not None and self._join_kept(self._left, cursor.ids):
-            return None
-        async with self.hub.catch_up.take() as conn:
-            batch = await cursor.read(conn, None, self._read_count)
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is None:
+            if self._left is not None and self._join_kept(self._left, cursor.ids):
+                return None
+            batch, ids = await self._read_own()
+        else:
+            batch, ids = await prefetch
         if len(batch):
-            if self.read_ahead:
-                self._read_count = _redis_count(batch)
-            delivery = Delivery(batch, dict(cursor.ids), self._sid_json)
+            delivery = Delivery(batch, ids, self._sid_json)
             group = self.hub.groups.get(self.key)
-            if join and group is not None:
-                # entries just read: what the group has after them is the same stream
-                self._join_kept(group, cursor.ids)
+            # entries just read: what the group has after them is the same stream
+            joined = join and group is not None and self._join_kept(group, ids)
+            if join and not joined and not self.latest:
+                # read the next batch while this one is sent (a catch-up of large
+                # entries would otherwise wait for Redis and the socket in turn)
+                self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
             return delivery
         if join:
             self._try_join()
         return None
+
+    async def _read_own(self) -> tuple[StreamBatch, Ids]:
+        """The next batch after the cursor, on a catch-up turn; the cursor after it."""
+        async with self.hub.catch_up.take() as conn:
+            batch = await self.cursor.read(conn, None, self._read_count)
+        if len(batch) and self.read_ahead:
+            self._read_count = _redis_count(batch, CATCH_UP_BYTES)
+        return batch, dict(self.cursor.ids)
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
         """Join `group` at the delivery after cursor `ids` if it still has it."""
