@@ -213,7 +213,7 @@ class Subscription:
         self._pos = 0  # joined: the seq of the next delivery to take from the group
         self._left: _Group | None = None  # the group it fell behind, while catching up
         # catching up: the next read, already under way while a batch is being sent
-        self._prefetch: asyncio.Task[tuple[StreamBatch, Ids]] | None = None
+        self._prefetch: asyncio.Task[tuple[StreamBatch, Ids, bool]] | None = None
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
@@ -283,30 +283,33 @@ class Subscription:
         if prefetch is None:
             if self._left is not None and self._join_kept(self._left, cursor.ids):
                 return None
-            batch, ids = await self._read_own()
+            batch, ids, full = await self._read_own()
         else:
-            batch, ids = await prefetch
+            batch, ids, full = await prefetch
         if len(batch):
             delivery = Delivery(batch, ids, self._sid_json)
             group = self.hub.groups.get(self.key)
             # entries just read: what the group has after them is the same stream
             joined = join and group is not None and self._join_kept(group, ids)
-            if join and not joined and not self.latest:
-                # read the next batch while this one is sent (a catch-up of large
-                # entries would otherwise wait for Redis and the socket in turn)
+            if full and join and not joined and not self.latest:
+                # far behind (a full batch): read the next while this one is sent (a
+                # catch-up of large entries would otherwise wait for Redis and the
+                # socket in turn); near the tail the shared read is about to take over
                 self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
             return delivery
         if join:
             self._try_join()
         return None
 
-    async def _read_own(self) -> tuple[StreamBatch, Ids]:
-        """The next batch after the cursor, on a catch-up turn; the cursor after it."""
+    async def _read_own(self) -> tuple[StreamBatch, Ids, bool]:
+        """The next batch after the cursor, on a catch-up turn; the cursor after it, and
+        whether the batch is full (as many entries as asked: more are likely there)."""
+        asked = self._read_count
         async with self.hub.catch_up.take() as conn:
-            batch = await self.cursor.read(conn, None, self._read_count)
+            batch = await self.cursor.read(conn, None, asked)
         if len(batch) and self.read_ahead:
             self._read_count = _redis_count(batch, CATCH_UP_BYTES)
-        return batch, dict(self.cursor.ids)
+        return batch, dict(self.cursor.ids), len(batch) >= asked
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
         """Join `group` at the delivery after cursor `ids` if it still has it."""
