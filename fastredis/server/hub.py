@@ -6,10 +6,12 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   turns, and hands the same `Delivery` (the StreamBatch, and its pull frame packed once)
   to every subscriber of the group.
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
-  shared set of catch-up connections, taking turns. When a read comes back empty it is at
-  the end of the stream: it joins the group if its cursor equals the group's (the group's
-  next batch starts right after it), waits for the group to reach its cursor if the group
-  is behind, or reads on if the group is ahead. No entry is skipped or repeated.
+  shared set of catch-up connections, taking turns (far behind, its next read is under
+  way while the last batch is sent). After a read it joins the group at the delivery
+  that follows what it read, when the group still has it; when a read comes back empty
+  it is at the end of the stream: it joins the group if its cursor equals the group's,
+  waits for the group to reach its cursor if the group is behind, or reads on if the
+  group is ahead. No entry is skipped or repeated.
 * The group keeps its recent deliveries (its history), and each subscriber a place in
   it: memory is per group, however many subscribers. With ``latest`` a subscriber takes
   only the newest; otherwise, when it is `QUEUE_LIMIT` deliveries or `QUEUE_BYTES`
@@ -18,8 +20,8 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   the newest delivery): a subscriber catching up whose cursor reaches a delivery still
   there joins at it, with no further read.
 * An idle group (a read with nothing new for `ACTIVE_BLOCK_MS`) parks: one blocking XREAD
-  over every parked group's streams (`_Parking`) wakes it, so idle streams, however many,
-  cost one connection.
+  over every parked group's streams (`fastredis.server.parking`) wakes it, so idle
+  streams, however many, cost one connection.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, parse_id
 from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server import metrics
+from fastredis.server.parking import Parking
 from fastredis.server.reading import StreamCursor
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -49,13 +52,6 @@ __all__ = ["Delivery", "Hub", "Subscription"]
 QUEUE_LIMIT = 64
 QUEUE_BYTES = 32 << 20
 ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
-PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
-# s: changes to the parked set are gathered this long, and longer per parked group
-# (each change re-issues the parking read, whose size is the number of idle streams: at
-# 10,000 a re-issue costs milliseconds); a newly parked stream's first entry waits at
-# most this much more
-UNBLOCK_AFTER = 0.025
-UNBLOCK_AFTER_PER_GROUP = 10e-6
 # Read-ahead at count=1 (one stream, no latest, no max_fps): the group asks Redis for
 # up to READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and a
 # pull sends them one frame per entry: a round trip per entry is most of the work.
@@ -503,106 +499,6 @@ class _Group:
         return None
 
 
-class _Parking:
-    """One blocking XREAD (COUNT 1) over the streams of every parked group, on one held
-    connection; a group is woken when one of its streams has an entry past its cursor.
-    When the parked set changes, the read is cut short with CLIENT UNBLOCK."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.parked: dict[_Group, asyncio.Future[None]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._conn = HeldConnection(hub.client)
-        self._client_id: int | None = None
-        self._blocked = False
-        self._unblock: asyncio.TimerHandle | None = None
-
-    async def wait(self, group: _Group) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        self.parked[group] = fut
-        self._changed()
-        try:
-            await fut
-        finally:
-            self.parked.pop(group, None)
-
-    def wake(self, group: _Group, exc: BaseException | None = None) -> None:
-        fut = self.parked.pop(group, None)
-        if not self.parked:
-            self._changed()  # nothing left to wait for: end the blocked read
-        if fut is not None and not fut.done():
-            if exc is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(exc)
-
-    def _changed(self) -> None:
-        if not self.parked and not self._blocked:
-            return
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        elif self._blocked and self._unblock is None:
-            after = max(UNBLOCK_AFTER, UNBLOCK_AFTER_PER_GROUP * len(self.parked))
-            self._unblock = asyncio.get_running_loop().call_later(after, self._cut)
-
-    def _cut(self) -> None:
-        self._unblock = None
-        if self._blocked and self._client_id is not None:
-            self.hub.spawn(self.hub.client.execute_command("CLIENT", "UNBLOCK", self._client_id))
-
-    async def _run(self) -> None:
-        conn = self._conn
-        try:
-            if self._client_id is None:
-                await conn.send_commands([[b"CLIENT", b"ID"]])
-                self._client_id = int(await conn.read_reply())
-            while self.parked:
-                streams = self._lowest()
-                self._blocked = True
-                try:
-                    batch = await conn.xread(streams, 1, PARK_BLOCK_MS)
-                finally:
-                    self._blocked = False
-                if len(batch):
-                    self._wake_readers(batch)
-        except asyncio.CancelledError:
-            await conn.release(broken=True)
-            raise
-        except Exception as exc:
-            await conn.release(broken=True)
-            self._client_id = None
-            for group in list(self.parked):
-                self.wake(group, exc)
-
-    def _lowest(self) -> Ids:
-        """Per stream, the lowest cursor of the parked groups (ids are parsed only for
-        a stream two groups share: with 10,000 idle streams this runs per change)."""
-        lowest: Ids = {}
-        for group in self.parked:
-            for sid, eid in group.cursor.ids.items():
-                mine = lowest.setdefault(sid, eid)
-                if mine != eid and parse_id(eid) < parse_id(mine):
-                    lowest[sid] = eid
-        return lowest
-
-    def _wake_readers(self, batch: StreamBatch) -> None:
-        found = {
-            (k.decode() if isinstance(k, bytes) else k): parse_id(v)
-            for k, v in batch.last_ids().items()
-        }
-        for group in list(self.parked):
-            ids = group.cursor.ids
-            if any(sid in found and found[sid] > parse_id(ids[sid]) for sid in ids):
-                self.wake(group)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        await self._conn.release()
-
-
 class Hub:
     """Shared reads for every subscriber of the server (``app.state.hub``)."""
 
@@ -614,7 +510,7 @@ class Hub:
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)
         self.groups: dict[tuple[Any, ...], _Group] = {}
-        self.parking = _Parking(self)
+        self.parking = Parking(self)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def subscribe(
