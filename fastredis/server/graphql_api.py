@@ -57,7 +57,6 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import Info
 
 from fastredis.ids import id_datetime
-from fastredis.server import metrics
 from fastredis.server.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.errors import explain, failure
 from fastredis.server.hub import Hub
@@ -383,7 +382,7 @@ class Subscription:
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
-                    metrics.pulled("graphql", delivery.batch)
+                    delivery.sent("graphql")
                     for sid, entry_id, fields in delivery.batch:
                         payload = _payload(fields)
                         yield Data(

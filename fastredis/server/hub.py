@@ -96,7 +96,10 @@ class Delivery:
     (the cursor it follows), `seq` (its place in the group) and `start` (the bytes the
     group published before it)."""
 
-    __slots__ = ("_frame", "_frames", "_sid_json", "batch", "before", "cursor", "seq", "start")
+    __slots__ = (
+        "_frame", "_frames", "_payload_bytes", "_sid_json", "batch", "before", "cursor", "seq",
+        "start",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -115,6 +118,14 @@ class Delivery:
         self._sid_json = sid_json  # set for read-ahead: one frame per entry
         self._frame: tuple[str, Any] | None = None
         self._frames: list[Frame] | None = None
+        self._payload_bytes = -1
+
+    def sent(self, via: str) -> None:
+        """Count the delivery as sent to one client over `via` (the metrics); its payload
+        size is summed once, not per client."""
+        if self._payload_bytes < 0:
+            self._payload_bytes = metrics.payload_bytes(self.batch)
+        metrics.pulled(via, len(self.batch), self._payload_bytes)
 
     def frame(self) -> tuple[str, Any]:
         """(header text, payload) of the whole batch as one pull frame, packed once."""

@@ -92,12 +92,12 @@ def pushed(via: str, entries: int, nbytes: int, seconds: float | None = None) ->
         COUNTS.latency_sum += seconds
 
 
-def pulled(via: str, batch: StreamBatch) -> None:
-    """`batch` is being sent to a client over `via`."""
-    if len(batch):
+def pulled(via: str, entries: int, nbytes: int) -> None:
+    """`entries` (`nbytes` of payload) are being sent to a client over `via`."""
+    if entries:
         totals = COUNTS.pulled[via]
-        totals[0] += len(batch)
-        totals[1] += payload_bytes(batch)
+        totals[0] += entries
+        totals[1] += nbytes
 
 
 def dropped(via: str, reason: str, entries: int = 1) -> None:

@@ -23,7 +23,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from fastredis._frames import pull_views
-from fastredis.server import metrics
 from fastredis.server.auth import require_read
 from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import BadInput, parse_sids
@@ -59,7 +58,7 @@ async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | No
                 yield None
                 continue
             batch = delivery.batch
-            metrics.pulled("mjpeg", batch)
+            delivery.sent("mjpeg")
             yield batch.ids()[-1].decode(), pull_views(batch)[-1]
 
 

@@ -22,7 +22,6 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from fastredis.server import metrics
 from fastredis.server.errors import explain
 from fastredis.server.hub import Subscription
 from fastredis.server.protocol import (
@@ -133,7 +132,7 @@ async def _pull_loop(
                 await send({"type": "websocket.send", "text": "[]"})
                 await send({"type": "websocket.send", "bytes": b""})
             continue
-        metrics.pulled("ws", delivery.batch)
+        delivery.sent("ws")
         for header, payloads in delivery.frames(opts.header):
             if header is not None:
                 await send({"type": "websocket.send", "text": header})

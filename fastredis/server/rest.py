@@ -27,7 +27,6 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fastredis.server import metrics
 from fastredis.server.auth import require_read, require_write
 from fastredis.server.errors import explain, failure
 from fastredis.server.protocol import (
@@ -76,7 +75,7 @@ async def get_data(request: Request) -> Response:
     if delivery is None:
         header, payload = "[]", b""
     else:
-        metrics.pulled("rest", delivery.batch)
+        delivery.sent("rest")
         header, payload = delivery.frame()
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header))
