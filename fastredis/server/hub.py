@@ -283,11 +283,11 @@ class Subscription:
 
     async def _catch_up(self, join: bool) -> Delivery | None:
         cursor = self.cursor
-        # Back to the group it fell behind (its history is what this subscriber was
-        # reading): a fresh subscriber reads first, since a stream deleted and made
-        # anew can repeat the cursors of an old history.
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is None:
+            # Back to the group it fell behind (its history is what this subscriber
+            # was reading): a fresh subscriber reads first, since a stream deleted and
+            # made anew can repeat the cursors of an old history.
             if self._left is not None and self._join_kept(self._left, cursor.ids):
                 return None
             batch, ids, full = await self._read_own()

@@ -18,11 +18,9 @@ from fastredis.ids import parse_id
 from fastredis.redis_io import HeldConnection
 
 if TYPE_CHECKING:
-    from fastredis.server.hub import Hub, _Group
+    from fastredis.server.hub import Hub, Ids, _Group
 
 __all__ = ["PARK_BLOCK_MS", "Parking"]
-
-Ids = dict[str, str]
 
 PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
 # s: changes to the parked set are gathered this long, and longer per parked group

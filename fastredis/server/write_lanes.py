@@ -353,7 +353,9 @@ class WriteLanes:
             conn = HeldConnection(self.client)
             await conn.route(one_slot_key(self.client, entries))
             name = conn.node_name
-        lanes = self._lanes.setdefault(name, [None] * self.size)
+        lanes = self._lanes.get(name)
+        if lanes is None:
+            lanes = self._lanes[name] = [None] * self.size
         lane = lanes[index]
         if lane is None:
             lane = lanes[index] = _Lane(conn or HeldConnection(self.client))
