@@ -15,6 +15,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer
+from support.redis_clients import connections_named
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
@@ -38,7 +39,7 @@ def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
 
 
 def server_connections(r: redis.Redis) -> int:
-    return sum(1 for c in r.client_list() if c.get("name") == NAME)
+    return connections_named(r, NAME)
 
 
 class PeakConnections:

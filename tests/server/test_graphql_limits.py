@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 from support.live_server import LiveServer, make_server_app
+from support.redis_clients import connections_named
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
@@ -124,5 +125,5 @@ def test_one_request_holds_one_redis_connection(
     with LiveServer(create_app(settings)) as live:
         body = post(live, query).json()
         assert "errors" not in body and len(body["data"]["a7"]) == 5
-        used = [c for c in streams.client_list() if c.get("name") == name]
-    assert len(used) == 1
+        used = connections_named(streams, name)
+    assert used == 1

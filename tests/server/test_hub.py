@@ -14,6 +14,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer, url_fixture  # noqa: F401
+from support.redis_clients import blocked_xreads, connections_named
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
@@ -44,11 +45,7 @@ def xread_calls(r: redis.Redis) -> int:
 
 
 def blocked_reads(r: redis.Redis) -> int:
-    return sum(
-        1
-        for c in r.client_list()
-        if c.get("name") == CLIENT_NAME and c.get("cmd") == "xread" and "b" in c.get("flags", "")
-    )
+    return blocked_xreads(r, CLIENT_NAME)
 
 
 def connect(url: str) -> Any:
@@ -213,7 +210,7 @@ def test_abandoned_blocking_gets_release_their_reads(server: LiveServer, r: redi
 
 
 def server_connections(r: redis.Redis) -> int:
-    return sum(1 for c in r.client_list() if c.get("name") == CLIENT_NAME)
+    return connections_named(r, CLIENT_NAME)
 
 
 async def test_idle_pulls_of_many_streams_hold_bounded_connections(

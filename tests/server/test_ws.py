@@ -21,6 +21,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer, url_fixture  # noqa: F401
+from support.redis_clients import blocked_xreads
 from support.seed_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
 from support.waiting import wait_until
 
@@ -98,11 +99,7 @@ async def closed_with(ws: Any) -> tuple[int, str]:
 
 def blocked_readers(r: redis.Redis) -> int:
     """Pulls of the module's server parked in a blocking XREAD."""
-    return sum(
-        1
-        for c in r.client_list()
-        if c.get("name") == CLIENT_NAME and c.get("cmd") == "xread" and "b" in c.get("flags", "")
-    )
+    return blocked_xreads(r, CLIENT_NAME)
 
 
 @pytest.fixture(autouse=True)

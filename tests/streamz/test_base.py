@@ -7,6 +7,7 @@ import threading
 import pytest
 import redis
 from streamz import Stream
+from support.redis_clients import connections_named
 from support.streamz_helpers import Collector, collect, sources_fixture  # noqa: F401
 from support.waiting import wait_until
 
@@ -38,10 +39,6 @@ def test_missing_server_is_a_clear_error() -> None:
         assert source.stopped
 
 
-def _named(client: redis.Redis, name: str) -> int:
-    return sum(1 for c in client.client_list() if c.get("name") == name)
-
-
 @pytest.mark.parametrize("kind", ["streams", "lists", "group"])
 def test_stop_cancels_a_blocking_read_and_closes_connections(
     redis_url: str, plain_redis: redis.Redis, kind: str
@@ -62,12 +59,12 @@ def test_stop_cancels_a_blocking_read_and_closes_connections(
         got = Collector()
         source.sink(got)
         source.start()
-        wait_until(lambda: _named(plain_redis, name) > 0, what="the source's connection")
+        wait_until(lambda: connections_named(plain_redis, name) > 0, what="the source's connection")
         if kind == "group":  # reading, heartbeats and the pub/sub listener
-            wait_until(lambda: _named(plain_redis, name) >= 3, what="3 connections")
+            wait_until(lambda: connections_named(plain_redis, name) >= 3, what="3 connections")
         source.stop()  # the read blocks forever (timeout=0): stop() must cut it
         assert source.stopped
-        wait_until(lambda: _named(plain_redis, name) == 0, what="connections closed")
+        wait_until(lambda: connections_named(plain_redis, name) == 0, what="connections closed")
         # (streamz's IO loop thread may start with the first source; nothing beyond that)
         assert threading.active_count() <= threads + 1
 
