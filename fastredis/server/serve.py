@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastredis.server.settings import Settings, parse_size
+from fastredis.server.workers import bind_port
 
 __all__ = ["NEEDS", "redacted", "register", "run_uvicorn", "serve"]
 
@@ -88,22 +89,6 @@ def _has_password(url: str) -> bool:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     return parts.password is not None or any(k.lower() == "password" for k, _ in query)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (raises OSError naming the problem)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-        sock.set_inheritable(True)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _check_redis(url: str) -> str | None:
@@ -187,12 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        if args.workers > 1:
-            from fastredis.server.workers import bind_port
-
-            sock = bind_port(args.host, args.port, args.balance)
-        else:
-            sock = _listen(args.host, args.port)
+        # one process listens itself; workers share the parent's socket or bind their own
+        sock = bind_port(args.host, args.port, args.balance if args.workers > 1 else "shared")
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return _fail(
