@@ -10,8 +10,9 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   way while the last batch is sent). After a read it joins the group at the delivery
   that follows what it read, when the group still has it; when a read comes back empty
   it is at the end of the stream: it joins the group if its cursor equals the group's,
-  waits for the group to reach its cursor if the group is behind, or reads on if the
-  group is ahead. No entry is skipped or repeated.
+  waits for the group to reach its cursor if the group is behind, or, if the group is
+  ahead (what it passed is gone: deleted, or the stream made anew), moves the group
+  back to its cursor and joins. No entry is skipped or repeated.
 * The group keeps its recent deliveries (its history), and each subscriber a place in
   it: memory is per group, however many subscribers. With ``latest`` a subscriber takes
   only the newest; otherwise, when it is `QUEUE_LIMIT` deliveries or `QUEUE_BYTES`
@@ -335,13 +336,11 @@ class Subscription:
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
             # The group is ahead, yet nothing is past our cursor: the entries up to the
-            # group's were deleted (or trimmed). Nothing to read there; move up to it.
-            theirs = group.cursor.ids
-            for sid in list(mine):
-                if _key(mine, sid) < _key(theirs, sid):
-                    mine[sid] = theirs[sid]
-            self._ids = dict(mine)
-            relation = _compare(mine, theirs)
+            # group's are gone (deleted, or the stream was made anew with lower ids).
+            # What comes next is past our cursor either way: the group reads on from it
+            # (moving us up instead would skip a recreated stream's entries).
+            group.rewind(mine)
+            relation = _compare(mine, group.cursor.ids)
         if relation == 0:
             self._join(group, group.next_seq)
         else:
@@ -418,6 +417,8 @@ class _Group:
         self.next_seq = 0
         self.published_bytes = 0
         self.reads = 0
+        self._reading = False
+        self._rewound: Ids | None = None  # set by `rewind` while a read is under way
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def maybe_close(self) -> None:
@@ -433,9 +434,16 @@ class _Group:
         try:
             while self.subs or self.pending:
                 before = dict(self.cursor.ids)
-                async with hub.tail.take() as conn:
-                    batch = await self.cursor.read(conn, block, self._read_count)
+                self._reading = True
+                try:
+                    async with hub.tail.take() as conn:
+                        batch = await self.cursor.read(conn, block, self._read_count)
+                finally:
+                    self._reading = False
                 self.reads += 1
+                if self._rewound is not None:  # read from before the rewind: read again
+                    self.cursor.ids, self._rewound = self._rewound, None
+                    continue
                 if len(batch):
                     self._publish(batch, before)
                     block = ACTIVE_BLOCK_MS
@@ -451,6 +459,19 @@ class _Group:
             self.history.clear()  # a subscriber that fell behind may still hold the group
             if hub.groups.get(self.key) is self:
                 del hub.groups[self.key]
+
+    def rewind(self, ids: Ids) -> None:
+        """Move the cursor back to `ids` where it is past them (a subscriber found nothing
+        after `ids`: what the group had passed is gone) and read from there: a parked
+        group is woken, a read under way is read again."""
+        cursor = dict(self.cursor.ids)
+        for sid, eid in ids.items():
+            if _key(ids, sid) < _key(cursor, sid):
+                cursor[sid] = eid
+        self.cursor.ids = cursor
+        if self._reading:
+            self._rewound = dict(cursor)
+        self.hub.parking.wake(self)
 
     def _publish(self, batch: StreamBatch, before: Ids) -> None:
         if self._sid_json is not None:

@@ -175,6 +175,55 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
         assert slow._joined
 
 
+async def _ids_of(sub: Any) -> list[str]:
+    delivery = await sub.next(timeout=DEADLINE)
+    assert delivery is not None
+    return [e[1].decode() for e in delivery.batch]
+
+
+async def test_a_stream_made_anew_with_lower_ids_loses_nothing(hub: Hub, r: redis.Redis) -> None:
+    """A pull that lingers on a deleted stream leaves the shared read at its old end;
+    a new pull of the stream made anew (with lower ids) still gets every new entry,
+    and so does the old one."""
+    r.xadd("anew", {"d": b"old"}, id="50-1")
+    old = hub.subscribe(["anew"], ["$"], read_ahead=False)
+    async with old:
+        assert await old.next(timeout=0.2) is None  # on the shared read, at 50-1
+        r.delete("anew")
+        r.xadd("anew", {"d": b"new"}, id="1-1")
+        fresh = hub.subscribe(["anew"], ["0"], read_ahead=False)
+        async with fresh:
+            assert await _ids_of(fresh) == ["1-1"]
+            assert await fresh.next(timeout=0.2) is None  # at the end: joins
+            r.xadd("anew", {"d": b"next"}, id="2-1")
+            assert await _ids_of(fresh) == ["2-1"]
+            assert await _ids_of(old) == ["2-1"]
+            r.xadd("anew", {"d": b"then"}, id="3-1")
+            assert await _ids_of(fresh) == ["3-1"]
+            assert await _ids_of(old) == ["3-1"]
+            assert fresh._joined and fresh._group is old._group  # one shared read
+
+
+async def test_deleted_newest_entries_neither_skip_nor_repeat(hub: Hub, r: redis.Redis) -> None:
+    """The newest entries deleted under a pull at the tail: a pull from before them
+    joins the shared read, and what comes next reaches both once."""
+    for i in (1, 2, 3):
+        r.xadd("gone", {"d": b"x"}, id=f"{i}-1")
+    tail = hub.subscribe(["gone"], ["$"], read_ahead=False)
+    async with tail:
+        assert await tail.next(timeout=0.2) is None  # on the shared read, at 3-1
+        r.xdel("gone", "2-1", "3-1")
+        behind = hub.subscribe(["gone"], ["1-1"], read_ahead=False)
+        async with behind:
+            assert await behind.next(timeout=0.2) is None
+            later = r.xadd("gone", {"d": b"later"}).decode()
+            assert await _ids_of(behind) == [later]
+            assert await _ids_of(tail) == [later]
+            assert await behind.next(timeout=0.2) is None
+            assert await tail.next(timeout=0.2) is None
+            assert behind._joined and behind._group is tail._group
+
+
 async def test_every_subscriber_gets_the_same_frame_bytes(hub: Hub, r: redis.Redis) -> None:
     subs = [hub.subscribe(["same"], ["$"], count=5) for _ in range(3)]
     for sub in subs:
