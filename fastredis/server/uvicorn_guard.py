@@ -6,6 +6,11 @@ hostile clients.
   client sending a byte now and then held its socket forever (slowloris). Past it the
   client that began one gets ``408``; the socket is closed. (h11 bounds its size.)
 
+A large binary message (a pull's payload, `DIRECT_FRAME_BYTES` or more) is written to
+the socket as its frame head and then the payload itself: websockets would first copy
+the payload into one frame (a memory copy of every pulled byte; 1 MB pulls were
+bound by the server's CPU on 2 cores).
+
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
 * A handshake the `websockets` parser refuses (a request line or a header line over
@@ -31,7 +36,9 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from fastredis.server.settings import Settings
 
@@ -40,6 +47,9 @@ __all__ = ["GuardedH11Protocol", "GuardedWebSocketProtocol", "uvicorn_options"]
 DRAIN_SECONDS = 5.0  # at most this long a failed socket is read (and discarded)
 QUIET_SECONDS = 0.25  # ... and closed once the client has sent nothing for this long
 FRAME_OVERHEAD = 64 * 1024  # ws_max_size above the largest message (framing)
+# Binary messages this large are written as head + payload (two writes, no copy); a
+# smaller one is cheaper copied into one write.
+DIRECT_FRAME_BYTES = 64 * 1024
 
 
 _REQUEST_TIMEOUT = (
@@ -115,6 +125,26 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             self.handle_events()
 
+    async def send(self, message: Any) -> None:
+        data = message.get("bytes") if message["type"] == "websocket.send" else None
+        if data is None or self.close_sent or not self.handshake_complete:
+            return await super().send(message)
+        size = memoryview(data).nbytes
+        if size < DIRECT_FRAME_BYTES:
+            return await super().send(message)
+        await self.writable.wait()
+        if self.disconnected:
+            raise ClientDisconnected()
+        conn = self.conn
+        if conn.state is not State.OPEN or conn.expect_continuation_frame:
+            return await super().send(message)  # what websockets says of it
+        pending = conn.data_to_send()  # e.g. a pong websockets queued: it goes first
+        if pending:
+            self.transport.write(b"".join(pending))
+        self.transport.write(_binary_head(size))
+        self.transport.write(data)
+        return None
+
     def _refuse_handshake(self) -> None:
         # websockets has queued its answer (414 or 431 with a one-line reason), or
         # only an end of stream for a request that is not HTTP at all.
@@ -151,6 +181,15 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         super().connection_lost(exc)
+
+
+def _binary_head(size: int) -> bytes:
+    """The head of a final, unmasked binary frame of `size` bytes (RFC 6455 5.2)."""
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 1 << 16:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big")
+    return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

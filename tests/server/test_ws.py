@@ -24,9 +24,11 @@ from support.live_server import LiveServer, url_fixture  # noqa: F401
 from support.redis_clients import blocked_xreads
 from support.seed_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
 from support.waiting import wait_until
+from websockets.frames import Frame, Opcode
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
+from fastredis.server.uvicorn_guard import _binary_head
 
 SOCKET_TIMEOUT = 1.0  # the server's Redis client socket_timeout, far below `block`
 MAX_MESSAGE = 1 << 20
@@ -285,6 +287,32 @@ async def test_pull_batches_hold_count_entries(url: str, r: redis.Redis) -> None
             await asyncio.wait_for(ws.recv(), 0.3)
         await ws.send("ok")
         assert [await recv(ws), await recv(ws)] == [b"entry-2entry-2", b""]
+
+
+async def test_large_pull_payloads_arrive_whole_with_pings_between(
+    url: str, r: redis.Redis
+) -> None:
+    """Payloads at each frame-length boundary, and past the size the server writes as
+    frame head + payload: every byte arrives, and pings sent meanwhile get their pongs."""
+    sizes = [125, 126, 65535, 65536, 65537, 1 << 20, 3 << 20]
+    payloads = [os.urandom(n) for n in sizes]
+    ids = [r.xadd("big", {"d": p}).decode() for p in payloads]
+    for count in (1, 3):
+        async with connect(f"{url}/data/big/pull?last_entry_id=0&count={count}") as ws:
+            got: list[tuple[str, str, bytes]] = []
+            while len(got) < len(sizes):
+                pong = await ws.ping()  # answered between the server's data frames
+                got += split(*await recv_batch(ws))
+                await asyncio.wait_for(pong, DEADLINE)
+        assert [(t, len(d)) for _, t, d in got] == list(zip(ids, sizes, strict=True))
+        assert [d for _, _, d in got] == payloads
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 65537, 200_000])
+def test_direct_frame_head_is_the_one_websockets_writes(size: int) -> None:
+    data = os.urandom(size)
+    expected = Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])
+    assert _binary_head(size) + data == expected
 
 
 async def test_pull_compares_ids_as_numbers(url: str, r: redis.Redis) -> None:
