@@ -7,7 +7,8 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   to every subscriber of the group.
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
-  way while the last batch is sent). After a read it joins the group at the delivery
+  way while the last batch is sent); subscribers at the same cursor share that read
+  (`fastredis.server.catch_up`). After a read it joins the group at the delivery
   that follows what it read, when the group still has it; when a read comes back empty
   it is at the end of the stream: it joins the group if its cursor equals the group's,
   waits for the group to reach its cursor if the group is behind, or, if the group is
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -40,6 +42,7 @@ from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, parse_id
 from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server import metrics
+from fastredis.server.catch_up import SharedReads
 from fastredis.server.parking import Parking
 from fastredis.server.reading import StreamCursor
 
@@ -221,7 +224,11 @@ class Subscription:
         self._pos = 0  # joined: the seq of the next delivery to take from the group
         self._left: _Group | None = None  # the group it fell behind, while catching up
         # catching up: the next read, already under way while a batch is being sent
-        self._prefetch: asyncio.Task[tuple[StreamBatch, Ids, bool]] | None = None
+        self._prefetch: asyncio.Task[tuple[Delivery, bool]] | None = None
+        self._entered = False
+        # when it began (its cursor resolved): it may take another subscriber's
+        # catch-up read issued since then (`fastredis.server.catch_up`)
+        self._since = 0.0
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
@@ -229,10 +236,20 @@ class Subscription:
     async def __aenter__(self) -> Subscription:
         await self.cursor.resolve()
         self._ids = dict(self.cursor.ids)
+        self._since = time.monotonic()
+        members = self.hub.members
+        members[self.key] = members.get(self.key, 0) + 1
+        self._entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._leave()
+        if self._entered:
+            self._entered = False
+            members = self.hub.members
+            members[self.key] -= 1
+            if not members[self.key]:
+                del members[self.key]
         prefetch, self._prefetch = self._prefetch, None
         if prefetch is not None:
             prefetch.cancel()
@@ -291,14 +308,13 @@ class Subscription:
             # made anew can repeat the cursors of an old history.
             if self._left is not None and self._join_kept(self._left, cursor.ids):
                 return None
-            batch, ids, full = await self._read_own()
+            delivery, full = await self._read_own()
         else:
-            batch, ids, full = await prefetch
-        if len(batch):
-            delivery = Delivery(batch, ids, self._sid_json)
+            delivery, full = await prefetch
+        if len(delivery.batch):
             group = self.hub.groups.get(self.key)
             # entries just read: what the group has after them is the same stream
-            joined = join and group is not None and self._join_kept(group, ids)
+            joined = join and group is not None and self._join_kept(group, delivery.cursor)
             if full and join and not joined and not self.latest:
                 # far behind (a full batch): read the next while this one is sent (a
                 # catch-up of large entries would otherwise wait for Redis and the
@@ -309,15 +325,30 @@ class Subscription:
             self._try_join()
         return None
 
-    async def _read_own(self) -> tuple[StreamBatch, Ids, bool]:
-        """The next batch after the cursor, on a catch-up turn; the cursor after it, and
-        whether the batch is full (as many entries as asked: more are likely there)."""
+    async def _read_own(self) -> tuple[Delivery, bool]:
+        """The next batch after the cursor (on a catch-up turn, or shared with another
+        subscriber at the same cursor: `fastredis.server.catch_up`) as a delivery, and
+        whether it is full (as many entries as asked: more are likely there)."""
+        hub, cursor = self.hub, self.cursor
         asked = self._read_count
-        async with self.hub.catch_up.take() as conn:
-            batch = await self.cursor.read(conn, None, asked)
-        if len(batch) and self.read_ahead:
-            self._read_count = _redis_count(batch, CATCH_UP_BYTES)
-        return batch, dict(self.cursor.ids), len(batch) >= asked
+
+        async def read() -> tuple[Delivery, bool]:
+            async with hub.catch_up.take() as conn:
+                batch = await cursor.read(conn, None, asked)
+            return Delivery(batch, dict(cursor.ids), self._sid_json), len(batch) >= asked
+
+        where = (self.key, tuple(cursor.ids[s] for s in self.sids))
+        delivery, full = await hub.catch_ups.read(
+            where,
+            read,
+            lambda result: result[0].batch.nbytes,
+            since=None if self.latest else self._since,
+            keep=hub.members.get(self.key, 0) > 1 and not self.latest,
+        )
+        cursor.ids = dict(delivery.cursor)
+        if len(delivery.batch) and self.read_ahead:
+            self._read_count = _redis_count(delivery.batch, CATCH_UP_BYTES)
+        return delivery, full
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
         """Join `group` at the delivery after cursor `ids` if it still has it."""
@@ -542,6 +573,8 @@ class Hub:
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)
         self.groups: dict[tuple[Any, ...], _Group] = {}
+        self.members: dict[tuple[Any, ...], int] = {}  # subscribers per key
+        self.catch_ups: SharedReads[tuple[Delivery, bool]] = SharedReads()
         self.parking = Parking(self)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -595,3 +628,4 @@ class Hub:
         await self.parking.close()
         await self.tail.close()
         await self.catch_up.close()
+        self.catch_ups.clear()

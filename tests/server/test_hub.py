@@ -175,6 +175,60 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
         assert slow._joined
 
 
+async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
+    hub: Hub, r: redis.Redis
+) -> None:
+    """Viewers that start behind together read each batch from Redis once between them
+    (each reads by itself only the first time), and each gets every entry, in order."""
+    payloads = [i.to_bytes(4, "big") * 25_000 for i in range(120)]  # 100 KB each
+    pipe = r.pipeline()
+    for p in payloads:
+        pipe.xadd("behind", {"d": p})
+    pipe.execute()
+    n = 20
+    subs = [hub.subscribe(["behind"], ["0"]) for _ in range(n)]
+
+    async def read_all(sub: Any) -> list[bytes]:
+        got: list[bytes] = []
+        async with sub:
+            while len(got) < len(payloads):
+                delivery = await sub.next(timeout=DEADLINE)
+                assert delivery is not None
+                got += [bytes(p) for _, ps in delivery.frames(header=False) for p in ps]
+        return got
+
+    before = xread_calls(r)
+    results = await asyncio.gather(*(read_all(sub) for sub in subs))
+    calls = xread_calls(r) - before
+    assert all(got == payloads for got in results)
+    # alone, each would read the 12 MB in ~7 batches: 140 reads; together they read
+    # each batch once, after a first read each
+    assert calls <= n + 20, calls
+    assert hub.catch_ups.shared >= n * 3
+
+
+async def test_a_new_subscriber_never_takes_a_read_kept_from_before_a_recreate(
+    hub: Hub, r: redis.Redis
+) -> None:
+    r.xadd("re", {"d": b"old-1"}, id="1-1")
+    r.xadd("re", {"d": b"old-2"}, id="2-1")
+    a = hub.subscribe(["re"], ["0"], read_ahead=False)
+    b = hub.subscribe(["re"], ["0"], read_ahead=False)
+    async with a, b:
+        for sub in (a, b):
+            for want in (b"old-1", b"old-2"):
+                delivery = await sub.next(timeout=DEADLINE)
+                assert delivery is not None and [e[2][b"d"] for e in delivery.batch] == [want]
+        r.delete("re")
+        r.xadd("re", {"d": b"new-1"}, id="1-1")
+        r.xadd("re", {"d": b"new-2"}, id="2-1")
+        c = hub.subscribe(["re"], ["0"], read_ahead=False)
+        async with c:
+            for want in (b"new-1", b"new-2"):
+                delivery = await c.next(timeout=DEADLINE)
+                assert delivery is not None and [e[2][b"d"] for e in delivery.batch] == [want]
+
+
 async def _ids_of(sub: Any) -> list[str]:
     delivery = await sub.next(timeout=DEADLINE)
     assert delivery is not None
