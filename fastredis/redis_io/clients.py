@@ -50,15 +50,19 @@ def make_async_client(
     cluster: bool | None = None,
     max_connections: int | None = None,
     pool_wait: float | None = None,
+    cluster_requests: int | None = None,
 ) -> redis.asyncio.Redis | AsyncRedisCluster:
     """An asyncio redis-py client using the fastredis parser (a cluster one as make_client;
     the ``INFO cluster`` question is asked with a short sync connection).
 
     `max_connections`: a pool that never opens more; a caller finding them all in use
     waits for one (up to `pool_wait` s, None: forever) instead of getting redis-py's
-    "Too many connections". A cluster keeps redis-py's pool per node."""
+    "Too many connections". A cluster keeps redis-py's pool per node (it refuses past
+    100 connections of a node); `cluster_requests`: at most that many commands and
+    pipelines run at once, the rest wait their turn (up to `pool_wait` s), while held
+    connections are bounded by their owners."""
     if cluster or (cluster is None and cluster_enabled(client_params, url)):
-        return make_async_cluster_client(client_params, url)
+        return make_async_cluster_client(client_params, url, cluster_requests, pool_wait)
     params = dict(client_params or {})
     if max_connections is not None:
         if url is None:

@@ -32,6 +32,7 @@ from redis.cluster import REDIS_ALLOWED_KEYS, RedisCluster
 
 from fastredis._resp import READ, Reader, StreamBatch
 from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.bounded_cluster import BoundedRedisCluster
 from fastredis.redis_io.commands import StreamIds
 from fastredis.redis_io.parser import FastParser
 
@@ -116,11 +117,20 @@ def make_cluster_client(
 
 
 def make_async_cluster_client(
-    client_params: Mapping[str, Any] | None = None, url: str | None = None
+    client_params: Mapping[str, Any] | None = None,
+    url: str | None = None,
+    requests: int | None = None,
+    wait: float | None = None,
 ) -> AsyncRedisCluster:
-    """A redis.asyncio RedisCluster whose node connections use the fastredis parser."""
+    """A redis.asyncio RedisCluster whose node connections use the fastredis parser.
+
+    `requests`: at most that many commands and pipelines run at once, and a caller
+    waits up to `wait` s (None: forever) for its turn (`BoundedRedisCluster`)."""
     params = dict(client_params or {})
-    client = AsyncRedisCluster.from_url(url, **params) if url else AsyncRedisCluster(**params)
+    cls = AsyncRedisCluster if requests is None else BoundedRedisCluster
+    client = cls.from_url(url, **params) if url else cls(**params)
+    if isinstance(client, BoundedRedisCluster) and requests is not None:
+        client.bound(requests, wait)
     # Every node is made from these kwargs (the NodesManager shares the dict); the
     # startup nodes already copied them. No connection exists before the first command.
     client.connection_kwargs["parser_class"] = AsyncFastParser

@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             cluster=settings.redis_cluster,
             max_connections=settings.redis_max_connections,
             pool_wait=REDIS_POOL_WAIT_S,
+            cluster_requests=budget.other,
         )
         app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up)
         app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer
-from support.redis_clients import connections_named
+from support.redis_clients import PeakConnections
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
@@ -36,35 +35,6 @@ def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
     )
     with LiveServer(create_app(settings)) as live:
         yield live
-
-
-def server_connections(r: redis.Redis) -> int:
-    return connections_named(r, NAME)
-
-
-class PeakConnections:
-    """The most Redis connections the server held at once, sampled in a thread."""
-
-    def __init__(self, r: redis.Redis) -> None:
-        self.r = r
-        self.most = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.most = max(self.most, server_connections(self.r))
-            self.samples += 1
-
-    def __enter__(self) -> PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.most = max(self.most, server_connections(self.r))
 
 
 def connect(url: str) -> Any:
@@ -115,7 +85,7 @@ async def test_hundreds_of_sockets_and_requests_share_the_connection_limit(
         r = await http.post("/graphql", json={"query": "{ a: sids b: sids c: sids }"})
         assert r.status_code == 200 and "errors" not in r.json(), r.text
 
-    with redis.Redis.from_url(redis_url) as r, PeakConnections(r) as peak:
+    with redis.Redis.from_url(redis_url) as r, PeakConnections(r, NAME) as peak:
         async with httpx.AsyncClient(base_url=http_url, timeout=DEADLINE, limits=limits) as http:
             results = await asyncio.gather(
                 *(push(ws_url, f"s{k}") for k in range(SOCKETS)),
