@@ -77,6 +77,14 @@ def _redis_count(batch: StreamBatch, budget: int = READ_AHEAD_BYTES) -> int:
     return max(1, min(budget // max(1, batch.nbytes // n), READ_AHEAD_MAX))
 
 
+def _kept_bytes(result: tuple[Delivery, bool]) -> int:
+    """What a kept catch-up read holds: its batch, and a copy of the payloads once the
+    one frame of several entries is packed (read-ahead frames are views)."""
+    delivery = result[0]
+    batch = delivery.batch
+    return batch.nbytes * (2 if len(batch) > 1 and delivery._sid_json is None else 1)
+
+
 def _key(ids: Ids, sid: str) -> EntryId:
     return parse_id(ids[sid])
 
@@ -332,7 +340,11 @@ class Subscription:
         hub, cursor = self.hub, self.cursor
         asked = self._read_count
 
+        made = False
+
         async def read() -> tuple[Delivery, bool]:
+            nonlocal made
+            made = True
             async with hub.catch_up.take() as conn:
                 batch = await cursor.read(conn, None, asked)
             return Delivery(batch, dict(cursor.ids), self._sid_json), len(batch) >= asked
@@ -341,10 +353,11 @@ class Subscription:
         delivery, full = await hub.catch_ups.read(
             where,
             read,
-            lambda result: result[0].batch.nbytes,
+            _kept_bytes,
             since=None if self.latest else self._since,
             keep=hub.members.get(self.key, 0) > 1 and not self.latest,
         )
+        metrics.stream_read("catch_up" if made else "shared")
         cursor.ids = dict(delivery.cursor)
         if len(delivery.batch) and self.read_ahead:
             self._read_count = _redis_count(delivery.batch, CATCH_UP_BYTES)
@@ -472,6 +485,7 @@ class _Group:
                 finally:
                     self._reading = False
                 self.reads += 1
+                metrics.stream_read("tail")
                 if self._rewound is not None:  # read from before the rewind: read again
                     self.cursor.ids, self._rewound = self._rewound, None
                     continue

@@ -18,6 +18,10 @@ at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
   of ``latest`` or ``max_fps``;
 * ``fastredis_redis_errors_total{kind}``: Redis failures (unavailable, refused,
   other) that reached a client;
+* ``fastredis_stream_reads_total{kind}``: the hub's stream reads: ``tail`` (one read
+  shared by the subscribers at the tail), ``catch_up`` (a subscriber behind, by its
+  cursor) and ``shared`` (a catch-up read taken from another subscriber's, no Redis
+  read): with many viewers, reads per pushed entry show what the sharing saves;
 * ``fastredis_group_pending{stream,group}``, ``fastredis_group_lag{stream,group}``,
   ``fastredis_group_consumers{stream,group}``.
 """
@@ -51,10 +55,12 @@ __all__ = [
     "pulled",
     "pushed",
     "redis_error",
+    "stream_read",
 ]
 
 MAX_GROUP_STREAMS = 1000  # stream keys whose groups one scrape reports (sorted by name)
 SOCKET_KINDS = ("push", "pull", "graphql", "mjpeg")
+STREAM_READ_KINDS = ("tail", "catch_up", "shared")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -72,6 +78,7 @@ class _Counts:
         self.latency_sum = 0.0
         self.dropped: Counter[tuple[str, str]] = Counter()
         self.redis_errors: Counter[str] = Counter()
+        self.stream_reads: Counter[str] = Counter(dict.fromkeys(STREAM_READ_KINDS, 0))
 
 
 COUNTS = _Counts()
@@ -104,6 +111,11 @@ def dropped(via: str, reason: str, entries: int = 1) -> None:
     """A viewer skipped `entries` because of `reason` ("latest" or "max_fps")."""
     if entries > 0:
         COUNTS.dropped[via, reason] += entries
+
+
+def stream_read(kind: str) -> None:
+    """The hub made (or, ``shared``, took) a stream read of `kind` (`STREAM_READ_KINDS`)."""
+    COUNTS.stream_reads[kind] += 1
 
 
 def redis_error(exc: RedisError) -> None:
@@ -164,6 +176,12 @@ class _CountsCollector(Collector):
         for kind, n in sorted(c.redis_errors.items()):
             errors.add_metric([kind], n)
         yield errors
+        reads = CounterMetricFamily(
+            "fastredis_stream_reads", "Stream reads of the shared-read hub.", labels=["kind"]
+        )
+        for kind, n in c.stream_reads.items():
+            reads.add_metric([kind], n)
+        yield reads
 
 
 REGISTRY.register(_CountsCollector())

@@ -19,7 +19,7 @@ from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io import make_async_client
-from fastredis.server import Settings, create_app
+from fastredis.server import Settings, create_app, metrics
 from fastredis.server.hub import QUEUE_LIMIT, Hub
 
 DEADLINE = 15.0
@@ -198,9 +198,11 @@ async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
         return got
 
     before = xread_calls(r)
+    shared_before = metrics.COUNTS.stream_reads["shared"]
     results = await asyncio.gather(*(read_all(sub) for sub in subs))
     calls = xread_calls(r) - before
     assert all(got == payloads for got in results)
+    assert metrics.COUNTS.stream_reads["shared"] - shared_before == hub.catch_ups.shared
     # alone, each would read the 12 MB in ~7 batches: 140 reads; together they read
     # each batch once, after a first read each
     assert calls <= n + 20, calls

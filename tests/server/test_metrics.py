@@ -69,6 +69,32 @@ def test_pushes_pulls_and_latency_are_counted(client: TestClient) -> None:
     assert delta("fastredis_pulled_bytes_total", via="rest") == 70
 
 
+def test_the_hubs_stream_reads_are_counted(client: TestClient, redis_url: str) -> None:
+    plain = redis.Redis.from_url(redis_url)
+    plain.xadd("reads", {"d": b"old"})
+    before = scrape(client)
+    with client.websocket_connect("/data/reads/pull?last_entry_id=0&block=0") as ws:
+        json.loads(ws.receive_text())
+        assert ws.receive_bytes() == b"old"  # read by its cursor: a catch-up read
+        tail = "fastredis_stream_reads_total"
+        wait_until(  # at the end of the stream it joins the shared tail read
+            lambda: value(scrape(client), tail, kind="tail") > value(before, tail, kind="tail"),
+            what="the shared tail read to start",
+        )
+        plain.xadd("reads", {"d": b"new"})
+        json.loads(ws.receive_text())
+        assert ws.receive_bytes() == b"new"
+    after = scrape(client)
+
+    def delta(kind: str) -> float:
+        name = "fastredis_stream_reads_total"
+        return value(after, name, kind=kind) - value(before, name, kind=kind)
+
+    assert delta("catch_up") >= 1
+    assert delta("tail") >= 1
+    assert delta("shared") == 0  # nobody else read the stream
+
+
 def test_open_sockets_by_kind(client: TestClient) -> None:
     base = value(scrape(client), "fastredis_open_sockets", kind="pull")
     with (
