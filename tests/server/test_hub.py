@@ -209,6 +209,44 @@ async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
     assert hub.catch_ups.shared >= n * 3
 
 
+async def test_viewers_catching_up_together_each_learn_that_redis_went_away(
+    private_redis: EmbeddedRedis,
+) -> None:
+    """Redis killed while ten pulls from 0 share their catch-up reads: every pull is
+    closed with 1011 and a reason naming Redis (none waits forever on a read that
+    another pull was making), and the server serves again once Redis is back."""
+    with redis.Redis.from_url(private_redis.url) as plain:
+        pipe = plain.pipeline()
+        for i in range(100):
+            pipe.xadd("cam", {"d": i.to_bytes(4, "big") * 25_000})
+        pipe.execute()
+    with LiveServer(create_app(Settings(redis_url=private_redis.url))) as live:
+        url = f"{live.ws_url}/data/cam/pull?last_entry_id=0&ack=1&block=0"
+        pulls = [await connect(url).__aenter__() for _ in range(10)]
+        try:
+            for ws in pulls:  # each has its first batch, and waits for its ack
+                await recv_entries(ws)
+            private_redis.kill()
+
+            async def until_closed(ws: Any) -> tuple[int, str]:
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    while True:
+                        await ws.send("ok")
+                        await recv_entries(ws)
+                assert info.value.rcvd is not None, "closed without a close frame"
+                return info.value.rcvd.code, info.value.rcvd.reason
+
+            closes = await asyncio.gather(*(until_closed(ws) for ws in pulls))
+        finally:
+            await asyncio.gather(*(ws.close() for ws in pulls))
+        assert all(code == 1011 and "Redis unavailable" in reason for code, reason in closes)
+        private_redis.start()  # same port: the server recovers by itself
+        with redis.Redis.from_url(private_redis.url) as plain:
+            plain.xadd("after", {"d": b"back"})
+        async with connect(f"{live.ws_url}/data/after/pull?last_entry_id=0") as ws:
+            assert [p for _, p in await recv_entries(ws)] == [b"back"]
+
+
 async def test_a_new_subscriber_never_takes_a_read_kept_from_before_a_recreate(
     hub: Hub, r: redis.Redis
 ) -> None:
