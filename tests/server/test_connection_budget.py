@@ -1,6 +1,7 @@
 """--redis-max-connections: however many sockets and requests, one server process holds
 at most that many Redis connections, and every socket waits its turn instead of being
-told "Too many connections"."""
+told "Too many connections"; on a Redis Cluster, requests take turns instead of meeting
+redis-py's per-node "Too many connections", and each node sees at most the budget."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import websockets
 from support.live_server import LiveServer
 from support.redis_clients import PeakConnections
 
-from fastredis.embedded import EmbeddedRedis
+from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 from fastredis.server import Settings, create_app
 
 LIMIT = 8  # the smallest budget the server takes
@@ -26,15 +27,18 @@ SOCKETS = 150  # pushers, and as many pullers
 MESSAGES = 5
 
 
-@pytest.fixture(scope="module")
-def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+def serve_with_budget(url: str, name: str) -> Iterator[LiveServer]:
+    """A live server on `url` allowed LIMIT connections, its connections named `name`."""
     settings = Settings(
-        redis_url=redis_server.url,
-        redis_params={"client_name": NAME},
-        redis_max_connections=LIMIT,
+        redis_url=url, redis_params={"client_name": name}, redis_max_connections=LIMIT
     )
     with LiveServer(create_app(settings)) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    yield from serve_with_budget(redis_server.url, NAME)
 
 
 def connect(url: str) -> Any:
@@ -98,3 +102,63 @@ async def test_hundreds_of_sockets_and_requests_share_the_connection_limit(
     assert all(len(ids) == MESSAGES for ids in pushed)
     assert peak.samples > 0
     assert peak.most <= LIMIT, f"the server held {peak.most} Redis connections"
+
+
+# -- on a Redis Cluster ------------------------------------------------------------------
+
+CLUSTER_NAME = "fastredis-cluster-budget"
+REQUESTS = 150  # at once: past redis-py's 100 connections per node
+
+
+@pytest.fixture(scope="module")
+def cluster_server(redis_cluster: EmbeddedCluster) -> Iterator[LiveServer]:
+    yield from serve_with_budget(redis_cluster.url, CLUSTER_NAME)
+
+
+class NodePeaks:
+    """The most connections the server held to each primary, sampled in threads."""
+
+    def __init__(self, cluster: EmbeddedCluster) -> None:
+        self.clients = [redis.Redis.from_url(n.url) for n in cluster.live_nodes()]
+        self.peaks = [PeakConnections(c, CLUSTER_NAME) for c in self.clients]
+
+    def __enter__(self) -> NodePeaks:
+        for peak in self.peaks:
+            peak.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for peak in self.peaks:
+            peak.__exit__()
+        for client in self.clients:
+            client.close()
+
+
+async def test_on_a_cluster_more_requests_than_a_node_pool_holds_all_complete(
+    cluster_server: LiveServer, redis_cluster: EmbeddedCluster
+) -> None:
+    """150 GraphQL `sids` queries (a SCAN of every primary each) and 150 REST GETs at
+    once: every one answers 200, none says "Too many connections", and the server never
+    holds more than the budget to any node."""
+    limits = httpx.Limits(max_connections=2 * REQUESTS)
+
+    async def graphql(http: httpx.AsyncClient) -> None:
+        r = await http.post("/graphql", json={"query": "{ sids }"})
+        assert r.status_code == 200 and "errors" not in r.json(), r.text
+
+    async def rest(http: httpx.AsyncClient, k: int) -> None:
+        got = await http.get(f"/data/none{k}")
+        assert got.status_code == 200, got.text
+
+    with NodePeaks(redis_cluster) as nodes:
+        async with httpx.AsyncClient(
+            base_url=cluster_server.http_url, timeout=DEADLINE, limits=limits
+        ) as http:
+            await asyncio.gather(
+                *(graphql(http) for _ in range(REQUESTS)),
+                *(rest(http, k) for k in range(REQUESTS)),
+            )
+    assert all(peak.samples > 0 for peak in nodes.peaks)
+    most = [peak.most for peak in nodes.peaks]
+    assert max(most) <= LIMIT, f"connections per node: {most}"
+    assert sum(most) > 0  # the sampling saw the server's connections at all
