@@ -136,8 +136,10 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.disconnected:
             raise ClientDisconnected()
         conn = self.conn
-        if conn.state is not State.OPEN or conn.expect_continuation_frame:
-            return await super().send(message)  # what websockets says of it
+        if conn.state is not State.OPEN or conn.expect_continuation_frame or conn.extensions:
+            # what websockets says of it; or an extension (permessage-deflate, when
+            # turned on) encodes the frame
+            return await super().send(message)
         pending = conn.data_to_send()  # e.g. a pong websockets queued: it goes first
         if pending:
             self.transport.write(b"".join(pending))

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -306,6 +307,51 @@ async def test_large_pull_payloads_arrive_whole_with_pings_between(
                 await asyncio.wait_for(pong, DEADLINE)
         assert [(t, len(d)) for _, t, d in got] == list(zip(ids, sizes, strict=True))
         assert [d for _, _, d in got] == payloads
+
+
+def _first_binary_frame(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """A raw client asking for permessage-deflate: the first binary frame's first
+    byte (FIN, RSV1 = compressed, opcode) and its payload as sent."""
+    with socket.create_connection((host, port), timeout=DEADLINE) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"
+            "\r\n".encode()
+        )
+        stream = sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += stream.read(1)
+        assert b" 101 " in head.split(b"\r\n")[0] and b"permessage-deflate" in head, head
+        while True:
+            first, second = stream.read(2)
+            size = second & 0x7F
+            if size == 126:
+                size = int.from_bytes(stream.read(2), "big")
+            elif size == 127:
+                size = int.from_bytes(stream.read(8), "big")
+            data = stream.read(size)
+            if first & 0x0F == 0x2:  # binary
+                return first, data
+
+
+def test_large_pull_payloads_are_compressed_when_permessage_deflate_is_on(
+    redis_server: EmbeddedRedis, r: redis.Redis
+) -> None:
+    """The server never offers compression, but run with it on, a large payload goes
+    through websockets' own (compressing) frames, not the uncopied head + payload."""
+    payload = b"\x00" * 500_000
+    r.xadd("deflate", {"d": payload})
+    app = create_app(Settings(redis_url=redis_server.url))
+    with LiveServer(app, ws_per_message_deflate=True) as live:
+        first, data = _first_binary_frame(
+            live.host, live.port, "/data/deflate/pull?last_entry_id=0"
+        )
+    assert first & 0x40, "not compressed"  # RSV1: a permessage-deflate message
+    assert len(data) < 10_000
+    assert zlib.decompressobj(-zlib.MAX_WBITS).decompress(data + b"\x00\x00\xff\xff") == payload
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 65537, 200_000])

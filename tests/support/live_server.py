@@ -27,7 +27,8 @@ def _ws_options(app: Any) -> dict[str, Any]:
 class LiveServer:
     """uvicorn serving `app` on a free port of 127.0.0.1 until stop()."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1"):
+    def __init__(self, app: Any, host: str = "127.0.0.1", **options: Any):
+        """`options`: uvicorn.Config arguments over those `fastredis serve` gives."""
         self.host = host
         self.port = free_port(host)
         config = uvicorn.Config(
@@ -36,7 +37,7 @@ class LiveServer:
             port=self.port,
             log_level="warning",
             lifespan="on",
-            **_ws_options(app),
+            **(_ws_options(app) | options),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
