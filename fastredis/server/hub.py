@@ -22,8 +22,9 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   the newest delivery): a subscriber catching up whose cursor reaches a delivery still
   there joins at it, with no further read.
 * An idle group (a read with nothing new for `ACTIVE_BLOCK_MS`) parks: one blocking XREAD
-  over every parked group's streams (`fastredis.server.parking`) wakes it, so idle
-  streams, however many, cost one connection.
+  over every parked group's streams (`fastredis.server.parking`; on a Redis Cluster,
+  a non-blocking read of them all, repeated) wakes it, so idle streams, however many,
+  cost one connection (on a cluster, one per node while it reads).
 """
 
 from __future__ import annotations
@@ -474,7 +475,7 @@ class _Group:
         # A group starts when a subscriber found nothing new: its first read does not
         # wait (holding a turn for ACTIVE_BLOCK_MS would let a flood of new idle groups
         # queue for the tail connections); an empty read parks it.
-        block: int | None = ACTIVE_BLOCK_MS if hub.cluster else None
+        block: int | None = None
         try:
             while self.subs or self.pending:
                 before = dict(self.cursor.ids)
@@ -492,8 +493,7 @@ class _Group:
                 if len(batch):
                     self._publish(batch, before)
                     block = ACTIVE_BLOCK_MS
-                elif (self.subs or self.pending) and not hub.cluster:
-                    # (on a cluster the reads go to each node and are simply repeated)
+                elif self.subs or self.pending:
                     await hub.parking.wait(self)
         except asyncio.CancelledError:
             raise
