@@ -45,7 +45,8 @@ CLUSTER_POLL_SHARE = 4.0
 class Parking:
     """One blocking XREAD (COUNT 1) over the streams of every parked group, on one held
     connection; a group is woken when one of its streams has an entry past its cursor.
-    When the parked set changes, the read is cut short with CLIENT UNBLOCK."""
+    When the parked set changes, the read is cut short with CLIENT UNBLOCK. On a
+    cluster the read is made without BLOCK, round after round (`_poll`)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
