@@ -115,8 +115,7 @@ class Parking:
         except Exception as exc:
             await conn.release(broken=True)
             self._client_id = None
-            for group in list(self.parked):
-                self.wake(group, exc)
+            self._fail_all(exc)
 
     async def _poll(self) -> None:
         """The cluster's parking: the parked streams read without BLOCK, every round."""
@@ -129,15 +128,18 @@ class Parking:
                     self._wake_readers(batch)
                 took = loop.time() - started
                 await asyncio.sleep(max(CLUSTER_POLL_S - took, CLUSTER_POLL_SHARE * took))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            for group in list(self.parked):
-                self.wake(group, exc)
+            self._fail_all(exc)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """The parking read failed: every parked group gets the error."""
+        for group in list(self.parked):
+            self.wake(group, exc)
 
     def _lowest(self) -> Ids:
         """Per stream, the lowest cursor of the parked groups (ids are parsed only for
-        a stream two groups share: with 10,000 idle streams this runs per change)."""
+        a stream two groups share: with 10,000 idle streams this runs per change, and
+        on a cluster every round)."""
         lowest: Ids = {}
         for group in self.parked:
             for sid, eid in group.cursor.ids.items():
