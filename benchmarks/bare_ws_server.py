@@ -1,4 +1,4 @@
-"""Bare websocket servers speaking the seed-003 push/pull protocol, with no Redis.
+"""Bare websocket servers speaking the Redis Streamer push/pull protocol, with no Redis.
 
     python benchmarks/bare_ws_server.py --port 8001                   # Starlette + uvicorn
     python benchmarks/bare_ws_server.py --port 8002 --impl websockets  # websockets library

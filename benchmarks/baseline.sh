@@ -22,6 +22,6 @@ git -C "$root" archive "$commit" | tar -x -C "$dest/src"
 python3 -m venv "$dest/venv"
 "$dest/venv/bin/pip" install -q "$dest/src[server]"
 # built and whole (from $dest: no fastredis/ of a checkout in the way)
-(cd "$dest" && venv/bin/python -c "import fastredis._resp, fastredis.server.app")
+(cd "$dest" && venv/bin/python -c "import fastredis._resp; from fastredis.server import create_app")
 echo "$commit" > "$dest/COMMIT"
 echo "per-puller baseline $commit built in $dest"

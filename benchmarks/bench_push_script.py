@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from fastredis.server.writing import entry_commands
+from fastredis.server.writes.entries import entry_commands
 
 SIZES = [100, 1000, 10_000]
 PAYLOAD = b"x" * 100

@@ -1,4 +1,4 @@
-"""Load generator for any server speaking the seed-003 websocket protocol.
+"""Load generator for any server speaking the Redis Streamer websocket protocol.
 
     python benchmarks/loadtool.py --url ws://127.0.0.1:8000 push --sid s --messages 20000 --size 100
     python benchmarks/loadtool.py --url ws://127.0.0.1:8000 pull --sid s --entries 20000 --count 100

@@ -1,6 +1,6 @@
 """The `fastredis` command: assembles the subcommands of each face.
 
-    fastredis serve ...                        # fastredis.server.serve (the server extra)
+    fastredis serve ...                        # fastredis.server.run.serve (the server extra)
     fastredis push-increment|pull-raw|...      # fastredis.client.verbs (the client extra)
 
 Every face registers its subcommands without importing its optional dependencies, so
@@ -24,7 +24,7 @@ from fastredis import __version__
 __all__ = ["FACES", "Stop", "build_parser", "main", "missing_packages"]
 
 # the modules whose register(subparsers) adds subcommands, in --help order
-FACES = ("fastredis.server.serve", "fastredis.client.verbs")
+FACES = ("fastredis.server.run.serve", "fastredis.client.verbs")
 
 
 class Stop(KeyboardInterrupt):

@@ -1,4 +1,4 @@
-"""The seed README's test-client verbs as `fastredis` subcommands.
+"""The Redis Streamer README's test-client verbs as `fastredis` subcommands.
 
     fastredis push-increment counter            # 0, 1, 2, ... (1000 entries)
     fastredis pull-raw counter                  # print entries as they arrive
@@ -14,7 +14,7 @@ pull-raw prints entries to stdout. Nothing opens a window (headless-safe). A pus
 only once the server acknowledged it (its entry id), so a refused write (a key of
 another type) is an error, exit status 1, as is a server that cannot be reached. SIGINT
 and SIGTERM end a verb with its summary (and pull-image's --save) and status 128+signal.
-The underscore spellings of the seed (`push_increment`, ...) are accepted too.
+The underscore spellings of the Redis Streamer README (`push_increment`, ...) are accepted too.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_urls() -> None:
         push_url("ftp://h", "s")
 
 
-def test_split_frame_matches_the_seed_slicing() -> None:
+def test_split_frame_matches_the_streamer_slicing() -> None:
     header = [["a", "1-0", 0], ["b", "1-1", 3], ["a", "2-0", 3]]
     assert split_frame(header, b"abcdefg") == [
         ("a", "1-0", b"abc"),

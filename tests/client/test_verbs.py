@@ -1,4 +1,4 @@
-"""The seed README's test-client verbs, end to end: `python -m fastredis VERB ...`
+"""The Redis Streamer README's test-client verbs, end to end: `python -m fastredis VERB ...`
 subprocesses against the real app under uvicorn and a real Redis."""
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def test_push_increment_then_pull_raw(url: str, plain_redis: redis.Redis) -> Non
     assert lines == [f"counter: {i.decode()} | {n}" for n, (i, _) in enumerate(entries)]
 
 
-def test_seed_forms_live(url: str, plain_redis: redis.Redis) -> None:
-    """`push_increment counter` and `pull_raw counter` (the seed's spelling, new
+def test_streamer_forms_live(url: str, plain_redis: redis.Redis) -> None:
+    """`push_increment counter` and `pull_raw counter` (the Redis Streamer spelling, new
     entries only) running side by side; the pusher runs until the puller has 5."""
     pusher = start("push_increment", "counter", "--count", "0", "--fps", "100", "--url", url)
     try:

@@ -85,7 +85,7 @@ def expected_value(fields: Fields, key: bytes = b"d") -> bytes:
 
 
 def readme_slices(header_bytes: bytes, entries: bytes) -> list[tuple[str, str, bytes]]:
-    """The client code of the seed README (Receive: /data/{stream_id}/pull); only
+    """The client code of the Redis Streamer README (Receive: /data/{stream_id}/pull); only
     `offsets[1:] + (None,)` is spelled `(*offsets[1:], None)` for the linter."""
     header = json.loads(header_bytes)
     out = []

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fastredis.server.catch_up import SharedReads
+from fastredis.server.reads.catch_up import SharedReads
 
 
 class Reads:

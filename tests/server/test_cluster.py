@@ -1,4 +1,4 @@
-"""The server on a Redis Cluster (3 primaries + 3 replicas): the seed README's push and
+"""The server on a Redis Cluster (3 primaries + 3 replicas): the Redis Streamer README's push and
 pull snippets as written, multi-stream pulls over several slots, atomic pushes within
 one slot and a clear refusal across slots, REST and GraphQL `sids` over every primary."""
 
@@ -14,7 +14,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer
-from support.seed_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
+from support.streamer_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedCluster

@@ -19,8 +19,8 @@ from support.live_server import LiveServer
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.errors import failure
-from fastredis.server.protocol import BadInput
+from fastredis.server.edge.errors import failure
+from fastredis.server.edge.protocol import BadInput
 
 DEADLINE = 10.0
 OOM = "Redis is out of memory (its maxmemory): nothing written; try again later"

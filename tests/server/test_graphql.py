@@ -1,6 +1,7 @@
 """GraphQL at /graphql against the real app under uvicorn and a real Redis: every
-stream field of seed 003, the mutation as the seed writes it, GraphiQL, and the data
-subscription over graphql-transport-ws and graphql-ws (spoken by hand)."""
+stream field of the Redis Streamer protocol, the mutation as its README writes it,
+GraphiQL, and the data subscription over graphql-transport-ws and graphql-ws (spoken by
+hand)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ ALL_FIELDS = """
     meta
 """
 
-# the seed README's query, as written (comments included)
-SEED_QUERY = """query GetStreams {
+# the Redis Streamer README's query, as written (comments included)
+STREAMER_QUERY = """query GetStreams {
   sids  # get just the names without querying everything else
   streams {
     # redis XINFO STREAM information
@@ -115,7 +116,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_seed_query_every_field(gql: Any, plain_redis: redis.Redis) -> None:
+def test_streamer_query_every_field(gql: Any, plain_redis: redis.Redis) -> None:
     plain_redis.xadd("glf", {"d": b"first \x00\xff"}, id="1638125133432-0")
     plain_redis.xadd("glf", {"d": b"second"}, id="1638125133432-1")
     plain_redis.xadd("glf", {"d": b"third"}, id="1638125134000-0")
@@ -125,7 +126,7 @@ def test_seed_query_every_field(gql: Any, plain_redis: redis.Redis) -> None:
     plain_redis.set("not-a-stream", "v")  # strings are not listed
     plain_redis.set("XMETA:glf", json.dumps({"format": "mp4"}))
 
-    data = gql(SEED_QUERY)
+    data = gql(STREAMER_QUERY)
     assert data["sids"] == ["glf", "other"]
     assert [s["sid"] for s in data["streams"]] == ["glf", "other"]
     glf = data["streams"][0]
@@ -190,7 +191,7 @@ def test_counters_beyond_32_bits(gql: Any, plain_redis: redis.Redis) -> None:
     assert big == {"entriesAdded": 2**40, "lastGeneratedId": "9999999999999-0"}
 
 
-def test_meta_mutation_as_the_seed_writes_it(gql: Any, plain_redis: redis.Redis) -> None:
+def test_meta_mutation_as_the_streamer_writes_it(gql: Any, plain_redis: redis.Redis) -> None:
     plain_redis.xadd("glf", {"d": b"1"})
     out = gql('mutation {\n  streamMeta(\n    sid: "glf",\n    meta: {format: "mp4"},\n  )\n}')
     assert out == {"streamMeta": {"format": "mp4"}}
@@ -237,7 +238,7 @@ def test_query_via_get(server: LiveServer, redis_url: str) -> None:
 
 # -- subscription ---------------------------------------------------------------------
 
-SEED_SUBSCRIPTION = """subscription DataSubscription {
+STREAMER_SUBSCRIPTION = """subscription DataSubscription {
   data(sids: ["glf"]) {
     sid
     time
@@ -291,14 +292,14 @@ PROTOCOLS = ["graphql-transport-ws", "graphql-ws"]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_subscription_seed_form(
+def test_subscription_streamer_form(
     protocol: str, server: LiveServer, plain_redis: redis.Redis
 ) -> None:
     with connect(server.ws_url + "/graphql", subprotocols=[protocol], compression=None) as ws:
         assert ws.subprotocol == protocol
         p = _Protocol(protocol, ws)
         p.init()
-        p.subscribe("1", SEED_SUBSCRIPTION)
+        p.subscribe("1", STREAMER_SUBSCRIPTION)
         # "$": only entries added after the subscription started; tick until one arrives
         tick = 0
 
@@ -412,7 +413,7 @@ def test_closing_a_subscription_frees_its_redis_read(
     """No subscription keeps reading for a client that has gone, even when the
     cancellation lands on a redis-py send (Python < 3.12 wait_for can swallow it;
     the hub's shared read ends when its last subscriber has gone)."""
-    from fastredis.server import hub
+    from fastredis.server.reads import hub
 
     query = 'subscription { data(sids: ["x", "y"], lastEntryId: "0") { utf8 } }'
     for round_ in range(3):

@@ -16,7 +16,7 @@ from support.redis_clients import connections_named
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.graphql_api import MAX_ALIASES, MAX_SIDS
+from fastredis.server.endpoints.graphql_api import MAX_ALIASES, MAX_SIDS
 
 FIELDS = "sid entriesAdded firstEntryId firstEntryData lastEntryId lastEntryData length meta"
 

@@ -22,7 +22,7 @@ from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.settings import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_HEADER_SIZE
+from fastredis.server.run.settings import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_HEADER_SIZE
 
 DEADLINE = 10.0
 MAX_MESSAGE = 1 << 20

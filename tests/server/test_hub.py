@@ -19,8 +19,9 @@ from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io import make_async_client
-from fastredis.server import Settings, create_app, metrics
-from fastredis.server.hub import QUEUE_LIMIT, Hub
+from fastredis.server import Settings, create_app
+from fastredis.server.reads.hub import QUEUE_LIMIT, Hub
+from fastredis.server.run import metrics
 
 DEADLINE = 15.0
 MAX_HUB_CONNECTIONS = 32  # Redis connections idle pulls may add, however many they are

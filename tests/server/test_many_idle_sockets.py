@@ -12,7 +12,7 @@ import bench_idle
 import pytest
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.server.settings import DEFAULT_REDIS_MAX_CONNECTIONS
+from fastredis.server.run.settings import DEFAULT_REDIS_MAX_CONNECTIONS
 
 SOCKETS = 10_000
 

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.server.meta import MAX_META_BYTES
+from fastredis.server.writes.meta import MAX_META_BYTES
 
 DEADLINE = 10.0
 

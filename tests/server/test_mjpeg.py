@@ -14,7 +14,7 @@ from support.live_server import LiveServer, make_server_app, server_fixture  # n
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.server.mjpeg import BOUNDARY, placeholder
+from fastredis.server.endpoints.mjpeg import BOUNDARY, placeholder
 
 
 class Parts:

@@ -250,7 +250,7 @@ def test_max_message_size_from_the_environment_takes_units(
     serve: type[Serve], redis_url: str
 ) -> None:
     from fastredis.cli import build_parser
-    from fastredis.server.settings import Settings
+    from fastredis.server.run.settings import Settings
 
     flag = build_parser().parse_args(["serve", "--max-message-size", "64MiB"])
     env = Settings.from_env({"FASTREDIS_MAX_MESSAGE_SIZE": "64MiB"})
@@ -440,7 +440,7 @@ def test_two_workers_share_one_valkey_and_both_serve(serve: type[Serve], balance
 
 def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) -> None:
     from fastredis.cli import build_parser
-    from fastredis.server.settings import ConnectionBudget, Settings
+    from fastredis.server.run.settings import ConnectionBudget, Settings
 
     flag = build_parser().parse_args(["serve", "--redis-max-connections", "12"])
     assert flag.redis_max_connections == 12

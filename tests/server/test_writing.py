@@ -12,9 +12,9 @@ import redis
 import redis.asyncio
 
 from fastredis.redis_io import make_async_client
-from fastredis.server.protocol import BadInput
-from fastredis.server.settings import Settings
-from fastredis.server.write_lanes import WriteLanes
+from fastredis.server.edge.protocol import BadInput
+from fastredis.server.run.settings import Settings
+from fastredis.server.writes.write_lanes import WriteLanes
 
 Entries = list[tuple[str, str, bytes]]
 

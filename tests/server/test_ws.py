@@ -1,6 +1,6 @@
 """WS /data/{sid}/push and /pull against the app under uvicorn and a real Redis.
 
-The seed README's send and receive snippets run as written (only the address is the
+The Redis Streamer README's send and receive snippets run as written (only the address is the
 test server's); then multi-stream, latest, header=0, ack, block, count, ids, atomic
 messages, every bad input with its close code (and nothing partial in Redis), a
 client killed mid-frame, and an idle pull outliving the Redis client's socket timeout.
@@ -23,13 +23,13 @@ import redis
 import websockets
 from support.live_server import LiveServer, url_fixture  # noqa: F401
 from support.redis_clients import blocked_xreads
-from support.seed_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
+from support.streamer_snippets import RECEIVE_SNIPPET, SEND_SNIPPET, load_snippet
 from support.waiting import wait_until
 from websockets.frames import Frame, Opcode
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.uvicorn_guard import _binary_head
+from fastredis.server.edge.uvicorn_guard import _binary_head
 
 SOCKET_TIMEOUT = 1.0  # the server's Redis client socket_timeout, far below `block`
 MAX_MESSAGE = 1 << 20
@@ -123,7 +123,7 @@ async def until_blocked(r: redis.Redis, n: int = 1) -> None:
         await asyncio.sleep(0.01)
 
 
-# -- the seed README's snippets, as written (host:port aside) ---------------------------
+# -- the Redis Streamer README's snippets, as written (host:port aside) ---------------------------
 
 
 async def test_readme_send_and_receive_snippets(

@@ -1,4 +1,4 @@
-"""The streamz tutorial's pipelines (seeds/000) against a Redis Cluster: the pipelines
+"""The streamz tutorial's pipelines against a Redis Cluster: the pipelines
 as written, with client_params naming one node of the cluster; the producer is redis-py's
 RedisCluster (a plain client would get MOVED)."""
 

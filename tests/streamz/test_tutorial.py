@@ -1,4 +1,4 @@
-"""Every example of the streamz_redis tutorial (seeds/000), run as written against a real server.
+"""Every example of the streamz_redis tutorial, run as written against a real server.
 
 Only the connection details differ (the tutorial's redis.example.com is the test server) and
 `Source.` is read as `Stream.`. The pipelines, TextFileWriter and convert_message are the

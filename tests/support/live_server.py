@@ -16,7 +16,7 @@ from support.waiting import wait_until
 
 def _ws_options(app: Any) -> dict[str, Any]:
     """The websocket options `fastredis serve` gives uvicorn, for the app's settings."""
-    from fastredis.server.uvicorn_guard import uvicorn_options
+    from fastredis.server.edge.uvicorn_guard import uvicorn_options
 
     settings = getattr(getattr(app, "state", None), "settings", None)
     if settings is None:  # not the fastredis app
@@ -77,8 +77,8 @@ class LiveServer:
 
 def make_server_app(redis_url: str) -> Any:
     """The fastredis server app on `redis_url` (GraphQL mounted at /graphql)."""
-    from fastredis.server.app import create_app
-    from fastredis.server.settings import Settings
+    from fastredis.server.run.app import create_app
+    from fastredis.server.run.settings import Settings
 
     return create_app(Settings(redis_url=redis_url))
 

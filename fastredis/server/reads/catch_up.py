@@ -1,6 +1,6 @@
 """Catch-up reads shared by the subscribers that need the same one.
 
-Subscribers behind the tail read by their own cursors (`fastredis.server.hub`). Many
+Subscribers behind the tail read by their own cursors (`fastredis.server.reads.hub`). Many
 viewers of one camera that fell behind together are at the same few cursors: without
 sharing, each of them reads the same entries from Redis and packs the same frames
 again, which costs Redis and the server as much as the viewers it serves, and a

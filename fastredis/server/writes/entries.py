@@ -6,7 +6,7 @@ checks everything Redis could refuse -- a key that is not a stream, an explicit 
 not above the stream's last id -- and only then writes. MULTI/EXEC would not do:
 Redis does not roll back the commands before one that fails inside EXEC.
 
-The commands are sent by the write lanes (`fastredis.server.write_lanes`), a few
+The commands are sent by the write lanes (`fastredis.server.writes.write_lanes`), a few
 pipelined connections shared by every push socket and REST POST.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from fastredis.ids import parse_add_id
 from fastredis.redis_io import is_cluster
-from fastredis.server.protocol import CLOSE_INVALID_DATA, CLOSE_POLICY, BadInput
+from fastredis.server.edge.protocol import CLOSE_INVALID_DATA, CLOSE_POLICY, BadInput
 
 __all__ = ["ADD_ENTRIES_LUA", "Entry", "entry_commands", "one_slot_key"]
 

@@ -40,7 +40,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
-from fastredis.server.settings import Settings
+from fastredis.server.run.settings import Settings
 
 __all__ = ["GuardedH11Protocol", "GuardedWebSocketProtocol", "uvicorn_options"]
 

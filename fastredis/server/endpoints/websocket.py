@@ -6,8 +6,8 @@ import contextlib
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from fastredis.server.auth import admit
-from fastredis.server.protocol import close_reason
+from fastredis.server.edge.auth import admit
+from fastredis.server.edge.protocol import close_reason
 
 __all__ = ["accept_checked", "close_with", "send_quietly"]
 
@@ -15,7 +15,7 @@ __all__ = ["accept_checked", "close_with", "send_quietly"]
 async def accept_checked(ws: WebSocket, mode: str) -> bool:
     """Accept the handshake unless the token may not `mode` ("read"/"write") the
     streams of the path: then it is refused with HTTP 403 (returns False). Tokens
-    and browser origins were checked before (`fastredis.server.auth`)."""
+    and browser origins were checked before (`fastredis.server.edge.auth`)."""
     if not await admit(ws, mode):
         return False
     await ws.accept()

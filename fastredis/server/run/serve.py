@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import errno
 import signal
-import socket
 import sys
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastredis.server.settings import Settings, parse_size
-from fastredis.server.workers import bind_port
+from fastredis.server.run.process import bind_port, run_uvicorn
+from fastredis.server.run.settings import Settings, parse_size
 
-__all__ = ["NEEDS", "redacted", "register", "run_uvicorn", "serve"]
+__all__ = ["NEEDS", "redacted", "register", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
 NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
@@ -127,24 +126,6 @@ def _banner(host: str, port: int) -> None:
     print(f"GraphQL playground: http://{base}/graphql", flush=True)
 
 
-def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: str) -> None:
-    import uvicorn
-
-    from fastredis.server.uvicorn_guard import uvicorn_options
-
-    config = uvicorn.Config(
-        app,
-        **uvicorn_options(settings),  # hardened websockets-sansio
-        # not "auto": with uvloop installed, 1 MB pulls measured 293 MB/s
-        # against 704 MB/s on asyncio's loop (benchmarks/bench_server.py)
-        loop="asyncio",
-        lifespan="on",
-        log_level=log_level,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-
-
 def serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM (exit status 0) or a startup failure (1)."""
     try:
@@ -206,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
                 f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}{kept}",
                 flush=True,
             )
-        from fastredis.server.app import create_app
+        from fastredis.server.run.app import create_app
 
         try:
             app = create_app(settings)
@@ -214,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         _banner(args.host, sock.getsockname()[1])
         if args.workers > 1:
-            from fastredis.server.workers import run_workers
+            from fastredis.server.run.workers import run_workers
 
             del app  # validated here; each worker builds its own
             return run_workers(settings, sock, args.workers, args.log_level, args.balance)

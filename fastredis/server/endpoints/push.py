@@ -21,10 +21,9 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
-from fastredis.server.auth import write_check
-from fastredis.server.errors import explain
-from fastredis.server.meta import is_meta_key
-from fastredis.server.protocol import (
+from fastredis.server.edge.auth import write_check
+from fastredis.server.edge.errors import explain
+from fastredis.server.edge.protocol import (
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
@@ -34,9 +33,10 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.settings import Settings
-from fastredis.server.websocket import accept_checked, close_with, send_quietly
-from fastredis.server.write_lanes import PushWriter
+from fastredis.server.endpoints.websocket import accept_checked, close_with, send_quietly
+from fastredis.server.run.settings import Settings
+from fastredis.server.writes.meta import is_meta_key
+from fastredis.server.writes.write_lanes import PushWriter
 
 __all__ = ["push_endpoint"]
 

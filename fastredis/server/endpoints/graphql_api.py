@@ -1,4 +1,5 @@
-"""GraphQL face of the server (seed 003): stream info, metadata, and a data subscription.
+"""GraphQL face of the server (as the Redis Streamer protocol has it): stream info,
+metadata, and a data subscription.
 
 `make_graphql_app()` returns a Strawberry ASGI app (GraphiQL for browsers; subscriptions
 over both ``graphql-transport-ws`` and ``graphql-ws``). Mount it at ``/graphql`` for
@@ -14,7 +15,7 @@ Schema::
     subscription { data(sids: ["glf"]) { sid time data utf8 } }
     query { streams { consumerGroups { name consumers pending lag lastDeliveredId } } }
 
-Choices where the seed is silent:
+Choices where the Redis Streamer protocol is silent:
 
 * ``streams`` without ``sids`` lists every stream key (``SCAN ... TYPE stream``),
   sorted; with ``sids`` it answers for exactly those, in that order, and a key that
@@ -57,10 +58,14 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import Info
 
 from fastredis.ids import id_datetime
-from fastredis.server.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
-from fastredis.server.errors import explain, failure
-from fastredis.server.hub import Hub
-from fastredis.server.meta import (
+from fastredis.server.edge.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
+from fastredis.server.edge.errors import explain, failure
+from fastredis.server.edge.protocol import BadInput
+from fastredis.server.endpoints.pages import playground_html
+from fastredis.server.reads.hub import Hub
+from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, pairs
+from fastredis.server.reads.stream_info import list_sids as stream_keys
+from fastredis.server.writes.meta import (
     META_PREFIX,
     MetaError,
     delete_meta,
@@ -68,10 +73,6 @@ from fastredis.server.meta import (
     meta_key,
     set_meta,
 )
-from fastredis.server.pages import playground_html
-from fastredis.server.protocol import BadInput
-from fastredis.server.streams import GroupInfo, consumer_groups, pairs
-from fastredis.server.streams import list_sids as stream_keys
 
 __all__ = ["META_PREFIX", "make_graphql_app", "schema"]
 
@@ -395,7 +396,7 @@ class Subscription:
 
 
 class UserErrors(MaskErrors):
-    """Errors from Redis (and refused input) worded by `fastredis.server.errors`, the
+    """Errors from Redis (and refused input) worded by `fastredis.server.edge.errors`, the
     table every face uses; other errors (syntax, validation) pass as they are."""
 
     def __init__(self) -> None:

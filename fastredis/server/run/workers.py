@@ -30,31 +30,13 @@ import socket
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from fastredis.server.settings import Settings
+from fastredis.server.run.process import run_uvicorn
+from fastredis.server.run.settings import Settings
 
-__all__ = ["BALANCES", "bind_port", "run_workers"]
+__all__ = ["BALANCES", "run_workers"]
 
 BALANCES = ("reuseport", "shared")
 _PR_SET_PDEATHSIG = 1
-
-
-def bind_port(host: str, port: int, balance: str) -> socket.socket:
-    """The parent's socket on host:port: listening (shared) or only bound (reuseport)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if balance == "reuseport":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        if balance == "shared":
-            sock.listen(2048)
-            sock.set_inheritable(True)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _listener(parent: socket.socket) -> socket.socket:
@@ -71,8 +53,7 @@ def _worker(settings: Settings, log_level: str, sock: socket.socket, balance: st
     """One worker process: the app under uvicorn until SIGTERM/SIGINT."""
     with contextlib.suppress(OSError, AttributeError):  # Linux: die with the parent
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    from fastredis.server.app import create_app
-    from fastredis.server.serve import run_uvicorn
+    from fastredis.server.run.app import create_app
 
     listener = _listener(sock) if balance == "reuseport" else sock
     if balance == "reuseport":

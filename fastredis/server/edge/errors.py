@@ -37,13 +37,13 @@ from typing import Any
 from redis import exceptions as rx
 from starlette.responses import JSONResponse
 
-from fastredis.server import metrics
-from fastredis.server.protocol import (
+from fastredis.server.edge.protocol import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
     BadInput,
 )
+from fastredis.server.run import metrics
 
 __all__ = ["Failure", "explain", "failure", "refused"]
 

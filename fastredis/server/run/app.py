@@ -17,30 +17,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
-from fastredis.server.auth import AccessMiddleware, TokenChecker, install_log_redaction
-from fastredis.server.health import healthz, readyz
-from fastredis.server.hub import Hub
-from fastredis.server.metrics import MetricsMiddleware, metrics_endpoint
-from fastredis.server.mjpeg import mjpeg_endpoint
-from fastredis.server.pages import dashboard, viewer, wants_html
-from fastredis.server.pull import pull_endpoint
-from fastredis.server.push import push_endpoint
-from fastredis.server.rawpath import RawPathGuard
-from fastredis.server.rest import get_data, post_data
-from fastredis.server.settings import REDIS_POOL_WAIT_S, Settings
-from fastredis.server.write_lanes import WriteLanes
+from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
+from fastredis.server.edge.rawpath import RawPathGuard
+from fastredis.server.endpoints.mjpeg import mjpeg_endpoint
+from fastredis.server.endpoints.pages import dashboard, viewer, wants_html
+from fastredis.server.endpoints.pull import pull_endpoint
+from fastredis.server.endpoints.push import push_endpoint
+from fastredis.server.endpoints.rest import get_data, post_data
+from fastredis.server.reads.hub import Hub
+from fastredis.server.run.health import healthz, readyz
+from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
+from fastredis.server.run.settings import REDIS_POOL_WAIT_S, Settings
+from fastredis.server.writes.write_lanes import WriteLanes
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("fastredis.server")
 
-GRAPHQL_MODULE = "fastredis.server.graphql_api"
+GRAPHQL_MODULE = "fastredis.server.endpoints.graphql_api"
 
 
 def _graphql_routes() -> list[BaseRoute]:
     if importlib.util.find_spec(GRAPHQL_MODULE) is None:
         return []
-    from fastredis.server.graphql_api import make_graphql_app
+    from fastredis.server.endpoints.graphql_api import make_graphql_app
 
     gql = make_graphql_app()
     return [Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)]

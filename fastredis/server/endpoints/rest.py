@@ -27,9 +27,9 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fastredis.server.auth import require_read, require_write
-from fastredis.server.errors import explain, failure
-from fastredis.server.protocol import (
+from fastredis.server.edge.auth import require_read, require_write
+from fastredis.server.edge.errors import explain, failure
+from fastredis.server.edge.protocol import (
     BadInput,
     PushOptions,
     ReadOptions,

@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastredis.server.protocol import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, BadInput, close_reason
+from fastredis.server.edge.protocol import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, BadInput, close_reason
 
 __all__ = ["MAX_PATH_BYTES", "RawPathGuard", "check_raw_path"]
 

@@ -141,7 +141,7 @@ class Settings:
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
-      token (see `fastredis.server.auth`).
+      token (see `fastredis.server.edge.auth`).
     """
 
     redis_url: str | None = None

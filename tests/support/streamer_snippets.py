@@ -1,4 +1,4 @@
-"""The seed README's websocket snippets, as written (host:port aside), and a loader that
+"""The Redis Streamer README's websocket snippets, as written (host:port aside), and a loader that
 runs them against a live server."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Access control: API keys and JWT stream scopes, browser origins, log redaction.
+"""Access control: API keys and JWT stream scopes, log redaction.
 
 With ``--api-key`` or ``--jwt-secret`` / ``--jwt-public-key`` set, every endpoint
 but the health checks needs a token, as ``Authorization: Bearer TOKEN`` or
@@ -24,14 +24,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from fastredis.server.protocol import CLOSE_POLICY, BadInput, parse_sids
+from fastredis.server.edge.origins import origin_allowed
+from fastredis.server.edge.protocol import CLOSE_POLICY, BadInput, parse_sids
 
 __all__ = [
     "ALL_STREAMS_PATHS",
@@ -45,7 +46,6 @@ __all__ = [
     "admit",
     "grant_of",
     "install_log_redaction",
-    "origin_allowed",
     "readable",
     "require_read",
     "require_write",
@@ -211,33 +211,6 @@ class TokenChecker:
             raise Unauthorized("token signature does not verify") from None
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-
-
-# -- origins ---------------------------------------------------------------------
-
-_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
-
-
-def _host_port(netloc: str, scheme: str) -> str:
-    netloc = netloc.lower()
-    port = _DEFAULT_PORTS.get(scheme)
-    if port and netloc.endswith(":" + port):
-        return netloc[: -len(port) - 1]
-    return netloc
-
-
-def origin_allowed(origin: str | None, headers: Headers, allowed: Sequence[str]) -> bool:
-    """No Origin (not a browser), the request's own host, or an origin listed in
-    `allowed` (``*``: any)."""
-    if origin is None or "*" in allowed:
-        return True
-    if origin.rstrip("/").lower() in (a.rstrip("/").lower() for a in allowed):
-        return True
-    parts = urlsplit(origin)
-    host = headers.get("host")
-    if not host or not parts.netloc:
-        return False
-    return _host_port(parts.netloc, parts.scheme) == _host_port(host, parts.scheme)
 
 
 # -- the middleware --------------------------------------------------------------

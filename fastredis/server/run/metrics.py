@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastredis._resp import StreamBatch
-from fastredis.server.streams import GroupInfo, consumer_groups, list_sids
+from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, list_sids
 
 __all__ = [
     "MetricsMiddleware",

@@ -1,5 +1,5 @@
 """The browser pages: the ``/`` dashboard, the ``/view/{sid}`` viewer and the GraphQL
-playground. Their HTML, CSS and JS are package data (``fastredis/server/pages/``);
+playground. Their HTML, CSS and JS are package data (``fastredis/server/endpoints/pages/``);
 each page is served as one document with its CSS and JS inlined, so it loads nothing
 from anywhere else (and a ``?token=`` in its address is all it needs to get in)."""
 
@@ -14,9 +14,9 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from fastredis.server.auth import require_read
-from fastredis.server.errors import failure
-from fastredis.server.protocol import BadInput, parse_sids
+from fastredis.server.edge.auth import require_read
+from fastredis.server.edge.errors import failure
+from fastredis.server.edge.protocol import BadInput, parse_sids
 
 __all__ = ["dashboard", "page_html", "playground_html", "viewer", "wants_html"]
 
@@ -25,7 +25,8 @@ _INCLUDE = re.compile(r"<!--\s*include:\s*([\w.-]+)\s*-->")
 
 @cache
 def _asset(name: str) -> str:
-    return resources.files("fastredis.server").joinpath("pages").joinpath(name).read_text("utf-8")
+    pages = resources.files("fastredis.server.endpoints").joinpath("pages")
+    return pages.joinpath(name).read_text("utf-8")
 
 
 @cache

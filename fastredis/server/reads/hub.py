@@ -8,7 +8,7 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
-  (`fastredis.server.catch_up`). After a read it joins the group at the delivery
+  (`fastredis.server.reads.catch_up`). After a read it joins the group at the delivery
   that follows what it read, when the group still has it; when a read comes back empty
   it is at the end of the stream: it joins the group if its cursor equals the group's,
   waits for the group to reach its cursor if the group is behind, or, if the group is
@@ -22,7 +22,7 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   the newest delivery): a subscriber catching up whose cursor reaches a delivery still
   there joins at it, with no further read.
 * An idle group (a read with nothing new for `ACTIVE_BLOCK_MS`) parks: one blocking XREAD
-  over every parked group's streams (`fastredis.server.parking`; on a Redis Cluster,
+  over every parked group's streams (`fastredis.server.reads.parking`; on a Redis Cluster,
   a non-blocking read of them all, repeated) wakes it, so idle streams, however many,
   cost one connection (on a cluster, one per node while it reads).
 """
@@ -42,10 +42,10 @@ from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, parse_id
 from fastredis.redis_io import HeldConnection, is_cluster
-from fastredis.server import metrics
-from fastredis.server.catch_up import SharedReads
-from fastredis.server.parking import Parking
-from fastredis.server.reading import StreamCursor
+from fastredis.server.reads.catch_up import SharedReads
+from fastredis.server.reads.cursor import StreamCursor
+from fastredis.server.reads.parking import Parking
+from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
 
@@ -236,7 +236,7 @@ class Subscription:
         self._prefetch: asyncio.Task[tuple[Delivery, bool]] | None = None
         self._entered = False
         # when it began (its cursor resolved): it may take another subscriber's
-        # catch-up read issued since then (`fastredis.server.catch_up`)
+        # catch-up read issued since then (`fastredis.server.reads.catch_up`)
         self._since = 0.0
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
@@ -336,7 +336,7 @@ class Subscription:
 
     async def _read_own(self) -> tuple[Delivery, bool]:
         """The next batch after the cursor (on a catch-up turn, or shared with another
-        subscriber at the same cursor: `fastredis.server.catch_up`) as a delivery, and
+        subscriber at the same cursor: `fastredis.server.reads.catch_up`) as a delivery, and
         whether it is full (as many entries as asked: more are likely there)."""
         hub, cursor = self.hub, self.cursor
         asked = self._read_count

@@ -1,4 +1,4 @@
-"""What the seed-003 protocol accepts: stream ids, entry ids and query parameters.
+"""What the Redis Streamer protocol accepts: stream ids, entry ids and query parameters.
 
 Every rejection is a `BadInput` that carries both the websocket close code
 and the HTTP status to answer with, and a reason that names the problem. (Not the
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fastredis.ids import format_id, parse_id
-from fastredis.server.meta import META_PREFIX, is_meta_key
+from fastredis.server.writes.meta import META_PREFIX, is_meta_key
 
 __all__ = [
     "CLOSE_INTERNAL",

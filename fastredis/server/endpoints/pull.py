@@ -22,9 +22,8 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from fastredis.server.errors import explain
-from fastredis.server.hub import Subscription
-from fastredis.server.protocol import (
+from fastredis.server.edge.errors import explain
+from fastredis.server.edge.protocol import (
     CLOSE_POLICY,
     CLOSE_UNSUPPORTED,
     BadInput,
@@ -33,7 +32,8 @@ from fastredis.server.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.websocket import accept_checked, close_with
+from fastredis.server.endpoints.websocket import accept_checked, close_with
+from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
 

@@ -1,6 +1,6 @@
 """Parking: the one blocking read that watches every idle stream of the hub.
 
-A group of `fastredis.server.hub` whose read found nothing new parks here. One held
+A group of `fastredis.server.reads.hub` whose read found nothing new parks here. One held
 connection runs a blocking XREAD (COUNT 1) over the streams of every parked group, from
 the lowest cursor of each; a group is woken when one of its streams has an entry past
 its cursor. When the parked set changes, the read is cut short with CLIENT UNBLOCK
@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
+
+import redis.asyncio
 
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id
 from fastredis.redis_io import HeldConnection
+from fastredis.server.reads.cursor import StreamCursor
 
-if TYPE_CHECKING:
-    from fastredis.server.hub import Hub, Ids, _Group
-
-__all__ = ["CLUSTER_POLL_S", "PARK_BLOCK_MS", "Parking"]
+__all__ = ["CLUSTER_POLL_S", "PARK_BLOCK_MS", "Parked", "Parking", "ParkingOwner"]
 
 PARK_BLOCK_MS = 30_000  # the parking read's BLOCK (it is re-issued when groups change)
 # s: changes to the parked set are gathered this long, and longer per parked group
@@ -42,22 +42,39 @@ CLUSTER_POLL_S = 0.05
 CLUSTER_POLL_SHARE = 4.0
 
 
+class ParkingOwner(Protocol):
+    """What parking needs of its hub: the Redis client, whether it is a cluster, and a
+    way to run a task it does not await."""
+
+    client: redis.asyncio.Redis
+    cluster: bool
+
+    def spawn(self, coro: Any) -> None: ...
+
+
+class Parked(Protocol):
+    """What parking needs of a parked group: its cursor (read, never set here)."""
+
+    @property
+    def cursor(self) -> StreamCursor: ...
+
+
 class Parking:
     """One blocking XREAD (COUNT 1) over the streams of every parked group, on one held
     connection; a group is woken when one of its streams has an entry past its cursor.
     When the parked set changes, the read is cut short with CLIENT UNBLOCK. On a
     cluster the read is made without BLOCK, round after round (`_poll`)."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: ParkingOwner) -> None:
         self.hub = hub
-        self.parked: dict[_Group, asyncio.Future[None]] = {}
+        self.parked: dict[Parked, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn = HeldConnection(hub.client)
         self._client_id: int | None = None
         self._blocked = False
         self._unblock: asyncio.TimerHandle | None = None
 
-    async def wait(self, group: _Group) -> None:
+    async def wait(self, group: Parked) -> None:
         fut = asyncio.get_running_loop().create_future()
         self.parked[group] = fut
         self._changed()
@@ -66,7 +83,7 @@ class Parking:
         finally:
             self.parked.pop(group, None)
 
-    def wake(self, group: _Group, exc: BaseException | None = None) -> None:
+    def wake(self, group: Parked, exc: BaseException | None = None) -> None:
         fut = self.parked.pop(group, None)
         if not self.parked:
             self._changed()  # nothing left to wait for: end the blocked read
@@ -136,11 +153,11 @@ class Parking:
         for group in list(self.parked):
             self.wake(group, exc)
 
-    def _lowest(self) -> Ids:
+    def _lowest(self) -> dict[str, str]:
         """Per stream, the lowest cursor of the parked groups (ids are parsed only for
         a stream two groups share: with 10,000 idle streams this runs per change, and
         on a cluster every round)."""
-        lowest: Ids = {}
+        lowest: dict[str, str] = {}
         for group in self.parked:
             for sid, eid in group.cursor.ids.items():
                 mine = lowest.setdefault(sid, eid)

@@ -32,9 +32,9 @@ from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
 from fastredis.redis_io import HeldConnection, is_cluster
-from fastredis.server import metrics
-from fastredis.server.errors import refused
-from fastredis.server.writing import Entry, entry_commands, one_slot_key
+from fastredis.server.edge.errors import refused
+from fastredis.server.run import metrics
+from fastredis.server.writes.entries import Entry, entry_commands, one_slot_key
 
 __all__ = ["LANE_UNSENT_BYTES", "PushWriter", "WriteLanes"]
 

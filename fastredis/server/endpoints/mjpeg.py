@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from fastredis._frames import pull_views
-from fastredis.server.auth import require_read
-from fastredis.server.errors import explain, failure
-from fastredis.server.protocol import BadInput, parse_sids
+from fastredis.server.edge.auth import require_read
+from fastredis.server.edge.errors import explain, failure
+from fastredis.server.edge.protocol import BadInput, parse_sids
 
 __all__ = ["BOUNDARY", "IDLE_BLOCK_MS", "mjpeg_endpoint", "newest_frames"]
 
@@ -40,8 +40,8 @@ Frame = tuple[str, Any]  # (entry id, payload buffer)
 @cache
 def placeholder() -> bytes:
     """The JPEG shown while no frame has come."""
-    files = resources.files("fastredis.server").joinpath("pages").joinpath("placeholder.jpg")
-    return files.read_bytes()
+    pages = resources.files("fastredis.server.endpoints").joinpath("pages")
+    return pages.joinpath("placeholder.jpg").read_bytes()
 
 
 async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | None, None]:
