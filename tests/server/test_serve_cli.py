@@ -456,3 +456,15 @@ def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) ->
     assert s.wait_exit() == 1
     out = "".join(s.output)
     assert "redis_max_connections must be >= 8" in out and "Traceback" not in out
+
+
+def test_producer_ttl_from_the_flag_or_the_environment(serve: type[Serve]) -> None:
+    from fastredis.cli import build_parser
+    from fastredis.server.run.settings import Settings
+
+    assert build_parser().parse_args(["serve", "--producer-ttl", "90"]).producer_ttl == 90
+    assert Settings.from_env({"FASTREDIS_PRODUCER_TTL": "90"}).producer_ttl == 90
+    assert Settings.from_env({}).producer_ttl == 3600
+    s = serve("--producer-ttl", "0")
+    assert s.wait_exit() == 2
+    assert "must be > 0 seconds: '0'" in "".join(s.output)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fastredis.ids import format_id, parse_id
+from fastredis.redis_io.producers import check_producer_id
 from fastredis.server.writes.meta import META_PREFIX, is_meta_key
 
 __all__ = [
@@ -150,12 +151,23 @@ class ReadOptions:
 class PushOptions:
     header: bool = True
     ack: bool = False
+    producer: str | None = None  # exactly-once pushes (acks implied)
 
 
 PULL_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack"})
 GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest"})
-PUSH_PARAMS = frozenset({"header", "ack"})
+PUSH_PARAMS = frozenset({"header", "ack", "producer"})
 POST_PARAMS: frozenset[str] = frozenset()
+
+
+def _producer(raw: str, ack: str | None) -> str:
+    try:
+        producer = check_producer_id(raw)
+    except ValueError as exc:
+        raise BadInput(f"query parameter producer: {exc}") from None
+    if ack is not None and not _bool("ack", ack):
+        raise BadInput("producer= needs its acks: leave out ack=0 (every message is acked)")
+    return producer
 
 
 def _check_names(query: Iterable[tuple[str, str]], allowed: frozenset[str]) -> dict[str, str]:
@@ -179,9 +191,13 @@ def parse_query(
     """Validate the query of a `kind` ("pull", "get", "push", "post") request."""
     if kind == "push":
         q = _check_names(query, PUSH_PARAMS)
-        return PushOptions(
+        push = PushOptions(
             header=_bool("header", q.get("header", "1")), ack=_bool("ack", q.get("ack", "0"))
         )
+        if "producer" in q:
+            push.producer = _producer(q["producer"], q.get("ack"))
+            push.ack = True
+        return push
     if kind == "post":
         _check_names(query, POST_PARAMS)
         return PushOptions(header=False, ack=True)

@@ -6,7 +6,10 @@ offsets into the binary message, the last equal to its length. ``?header=0``: no
 header, every binary message is one entry. ``?ack=1``: after each message is
 written, the server sends a text message with the JSON list of its new ids, in the
 order of the entries (stream by stream for each offset when the path names several
-streams).
+streams). ``?producer=ID``: exactly-once pushes (acks implied): the socket first gets
+``{"producer": ID, "committed": N, "recent": {...}}`` and the k-th message after it is
+the producer's message N+k; one already committed is acked with its original ids and
+not written again (`fastredis.server.writes.producers`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fastredis.server.edge.protocol import (
 from fastredis.server.endpoints.websocket import accept_checked, close_with, send_quietly
 from fastredis.server.run.settings import Settings
 from fastredis.server.writes.meta import is_meta_key
+from fastredis.server.writes.producers import ProducerSession
 from fastredis.server.writes.write_lanes import PushWriter
 
 __all__ = ["push_endpoint"]
@@ -115,7 +119,22 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         await close_with(ws, *(await explain(exc, redis, sids)).close())
 
     redis = ws.app.state.redis
-    writer = ws.app.state.writers.writer(send_ids if opts.ack else None, on_error)
+    producer = None
+    if opts.producer is not None:
+        try:
+            producer, hello = await ProducerSession.open(
+                redis, sids, opts.producer, settings.producer_ttl
+            )
+        except BadInput as exc:
+            await close_with(ws, exc.code, exc.reason)
+            return
+        except RedisError as exc:
+            await on_error(exc)
+            return
+        await send_quietly(ws, {"type": "websocket.send", "text": json.dumps(hello)})
+    writer = ws.app.state.writers.writer(
+        send_ids if opts.ack else None, on_error, producer=producer
+    )
     clean = False
     try:
         await _receive_loop(ws, receive, writer, sids, opts, settings)
@@ -203,6 +222,8 @@ async def _receive_loop(
             check_header_sids(entries, check_sids)
         if entries:
             await writer.write(entries)
+        elif opts.producer is not None:  # it would be counted, yet nothing stores the count
+            raise BadInput("a producer's message needs at least one entry (the header is [])")
         elif opts.ack:  # nothing to write; answer in order with the messages before
             await writer.drain()
             await send_quietly(ws, {"type": "websocket.send", "text": "[]"})

@@ -60,6 +60,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 10**9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -149,6 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
             api_keys=args.api_key,
             jwt_secret=args.jwt_secret,
             jwt_public_key=args.jwt_public_key,
+            producer_ttl=args.producer_ttl,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -335,6 +346,14 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="accept RS256/ES256 JWTs verified with this PEM public key; default "
         "FASTREDIS_JWT_PUBLIC_KEY",
+    )
+    p.add_argument(
+        "--producer-ttl",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="keep a producer's state (producer= pushes) this long after its last "
+        "write (3600; or FASTREDIS_PRODUCER_TTL)",
     )
     p.add_argument(
         "--log-level",

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastredis.redis_io.producers import DEFAULT_PRODUCER_TTL
+
 __all__ = [
     "DEFAULT_MAXLEN",
     "DEFAULT_MAX_ENTRIES",
@@ -90,6 +92,16 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class ConnectionBudget:
     """How one server process splits its `redis_max_connections`.
@@ -139,6 +151,8 @@ class Settings:
       handshakes whose ``Origin`` is not listed are closed with 1008 as well.
     * ``redis_params``: extra redis-py client arguments (passed unchanged).
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
+    * ``producer_ttl``: seconds a producer's state (``producer=`` pushes) is kept after
+      its last write.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
@@ -159,6 +173,7 @@ class Settings:
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
+    producer_ttl: float = DEFAULT_PRODUCER_TTL
 
     def __post_init__(self) -> None:
         if self.maxlen < 0:
@@ -178,6 +193,8 @@ class Settings:
             )
         if not self.handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
+        if not 0 < self.producer_ttl < 10**9:
+            raise ValueError(f"producer_ttl must be > 0 seconds, not {self.producer_ttl}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
@@ -203,7 +220,7 @@ class Settings:
 
         REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
         FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE, FASTREDIS_MAX_SOCKETS,
-        FASTREDIS_REDIS_MAX_CONNECTIONS,
+        FASTREDIS_REDIS_MAX_CONNECTIONS, FASTREDIS_PRODUCER_TTL (seconds),
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
         FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
         """
@@ -224,6 +241,7 @@ class Settings:
             "redis_max_connections": _env_int(
                 env, "FASTREDIS_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS
             ),
+            "producer_ttl": _env_seconds(env, "FASTREDIS_PRODUCER_TTL", DEFAULT_PRODUCER_TTL),
             "cors_origins": [o for o in origins if o],
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,

@@ -1,10 +1,10 @@
 """Writing pushed entries to Redis: every message all or none, pipelined.
 
 One entry is one ``XADD sid MAXLEN ~ N <id> d <payload>``, atomic by itself. A
-message of several entries runs as one Lua script (`ADD_ENTRIES_LUA`) that first
-checks everything Redis could refuse -- a key that is not a stream, an explicit id
-not above the stream's last id -- and only then writes. MULTI/EXEC would not do:
-Redis does not roll back the commands before one that fails inside EXEC.
+message of several entries runs as one Lua script (`ADD_ENTRIES_LUA`, in
+`fastredis.redis_io.stream_scripts`) that first checks everything Redis could
+refuse, and only then writes. A producer's message (``producer=``) is one
+`fastredis.redis_io.producers.PRODUCE_LUA`: its entries and the producer's count.
 
 The commands are sent by the write lanes (`fastredis.server.writes.write_lanes`), a few
 pipelined connections shared by every push socket and REST POST.
@@ -17,82 +17,14 @@ from typing import Any
 
 from fastredis.ids import parse_add_id
 from fastredis.redis_io import is_cluster
+from fastredis.redis_io.producers import ProducerEntry
+from fastredis.redis_io.stream_scripts import ADD_ENTRIES_LUA
 from fastredis.server.edge.protocol import CLOSE_INVALID_DATA, CLOSE_POLICY, BadInput
 
-__all__ = ["ADD_ENTRIES_LUA", "Entry", "entry_commands", "one_slot_key"]
+__all__ = ["ADD_ENTRIES_LUA", "Entry", "entry_commands", "one_slot_key", "producer_entries"]
 
 Entry = tuple[str, str, Any]  # (sid, id or "*", payload buffer)
 
-# KEYS: the distinct streams. ARGV[1]: MAXLEN (0: no trimming), then per entry:
-# index into KEYS, id ("*", "ms-*" or canonical "ms-seq"), payload.
-ADD_ENTRIES_LUA = r"""
-local function cmp(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
-local function refuse(msg)
-  return redis.error_reply(msg .. '; nothing written')
-end
-local last = {}
-for i, k in ipairs(KEYS) do
-  local t = redis.call('TYPE', k)['ok']
-  if t ~= 'stream' and t ~= 'none' then
-    return refuse('WRONGTYPE key ' .. k .. ' holds a ' .. t .. ', not a stream')
-  end
-  last[i] = t
-end
-for j = 2, #ARGV, 3 do
-  local i = tonumber(ARGV[j])
-  local id = ARGV[j + 1]
-  local l = last[i]
-  if id == '*' then
-    last[i] = 'auto'
-  else
-    if l == 'auto' then
-      return refuse('ERR stream ' .. KEYS[i] ..
-        ': an explicit id cannot follow a * id of the same stream in one message')
-    elseif l == 'none' then
-      l = {'0', '0'}
-    elseif l == 'stream' then
-      local info = redis.call('XINFO', 'STREAM', KEYS[i])
-      for x = 1, #info, 2 do
-        if info[x] == 'last-generated-id' then
-          local ms, seq = string.match(info[x + 1], '^(%d+)-(%d+)$')
-          l = {ms, seq}
-        end
-      end
-    end
-    local ms, seq = string.match(id, '^(%d+)-(.+)$')
-    local c = cmp(ms, l[1])
-    if seq == '*' then
-      if c < 0 or (c == 0 and l[2] == '18446744073709551615') then
-        return refuse('ERR stream ' .. KEYS[i] .. ': id ' .. id ..
-          ' is not above the last id ' .. l[1] .. '-' .. l[2])
-      end
-      if c > 0 then l = {ms, '0'} else l = {ms, '?'} end
-    else
-      if c < 0 or (c == 0 and (l[2] == '?' or cmp(seq, l[2]) <= 0)) then
-        return refuse('ERR stream ' .. KEYS[i] .. ': id ' .. id ..
-          ' is not above the last id ' .. l[1] .. '-' .. l[2])
-      end
-      l = {ms, seq}
-    end
-    last[i] = l
-  end
-end
-local ids = {}
-local maxlen = ARGV[1]
-for j = 2, #ARGV, 3 do
-  local k = KEYS[tonumber(ARGV[j])]
-  if maxlen ~= '0' then
-    ids[#ids + 1] = redis.call('XADD', k, 'MAXLEN', '~', maxlen, ARGV[j + 1], 'd', ARGV[j + 2])
-  else
-    ids[#ids + 1] = redis.call('XADD', k, ARGV[j + 1], 'd', ARGV[j + 2])
-  end
-end
-return ids
-"""
 _LUA_BYTES = ADD_ENTRIES_LUA.encode()
 
 
@@ -143,3 +75,15 @@ def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:
                 CLOSE_POLICY,
             )
     return key
+
+
+def producer_entries(entries: Sequence[Entry]) -> tuple[list[str], list[ProducerEntry]]:
+    """The streams and `ProducerEntry` list of a pushed message, for `produce_command`."""
+    streams: dict[str, int] = {}
+    out: list[ProducerEntry] = []
+    for sid, eid, payload in entries:
+        index = streams.get(sid)
+        if index is None:
+            index = streams[sid] = len(streams) + 1
+        out.append((index, eid if eid == "*" else _canonical_id(eid), (b"d", payload)))
+    return list(streams), out

@@ -35,6 +35,7 @@ from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server.edge.errors import refused
 from fastredis.server.run import metrics
 from fastredis.server.writes.entries import Entry, entry_commands, one_slot_key
+from fastredis.server.writes.producers import ProducerSession
 
 __all__ = ["LANE_UNSENT_BYTES", "PushWriter", "WriteLanes"]
 
@@ -179,8 +180,10 @@ class PushWriter:
         max_pending: int = 4096,
         max_unsent_bytes: int = 8 << 20,
         via: str = "ws",
+        producer: ProducerSession | None = None,
     ) -> None:
         self._lanes = lanes
+        self.producer = producer  # numbers the messages and counts them in Redis
         self.via = via  # who writes (ws, rest): for the metrics
         self._index = index
         self.on_ids = on_ids
@@ -205,7 +208,10 @@ class PushWriter:
         """Queue one message (its entries all or none). Raises the writer's error."""
         if self.error is not None:
             raise self.error
-        command = entry_commands(entries, self._lanes.maxlen)
+        if self.producer is None:
+            command = entry_commands(entries, self._lanes.maxlen)
+        else:
+            command = self.producer.command(entries, self._lanes.maxlen)
         lane = await self._lanes.lane(self._index, entries)
         if lane is not self._lane and self._pending:
             await self.drain()  # another node: its acks would overtake the ones owed
@@ -325,10 +331,13 @@ class WriteLanes:
         max_pending: int = 4096,
         max_unsent_bytes: int = 8 << 20,
         via: str = "ws",
+        producer: ProducerSession | None = None,
     ) -> PushWriter:
         """A writer for one socket, on the next lane in turn."""
         index = next(self._next) % self.size
-        return PushWriter(self, index, on_ids, on_error, max_pending, max_unsent_bytes, via)
+        return PushWriter(
+            self, index, on_ids, on_error, max_pending, max_unsent_bytes, via, producer
+        )
 
     async def add(self, entries: Sequence[Entry]) -> list[str]:
         """Write one message (a REST POST) and wait: its new ids, in order."""

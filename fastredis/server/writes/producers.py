@@ -1,0 +1,64 @@
+"""A push socket's producer (``producer=ID``): its count, and each message's write.
+
+The socket first tells the client how many of its messages are committed to the
+stream set (``{"producer": ID, "committed": N, "recent": {...}}``); the k-th message
+after that is the producer's message N+k. `recent` holds the ids of the last few
+committed messages (the numbers as strings), so a client that lost an ack learns them.
+The table and its script live in `fastredis.redis_io.producers` (the streamz sink
+uses them too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio
+
+from fastredis.redis_io import is_cluster
+from fastredis.redis_io.producers import hash_tag, parse_state, produce_command, producer_keys
+from fastredis.server.edge.protocol import BadInput
+from fastredis.server.writes.entries import Entry, producer_entries
+
+__all__ = ["ProducerSession"]
+
+
+class ProducerSession:
+    """One push socket's producer: numbers its messages and builds their writes."""
+
+    def __init__(self, sids: Sequence[str], producer: str, ttl: float) -> None:
+        self.producer = producer
+        self.keys = producer_keys(sids, producer)
+        self.ttl = ttl
+        self.next_seq = 1
+
+    @classmethod
+    async def open(
+        cls, client: redis.asyncio.Redis, sids: Sequence[str], producer: str, ttl: float
+    ) -> tuple[ProducerSession, dict[str, Any]]:
+        """The session and the hello frame to send, from the state in Redis."""
+        braces = "{" in sids[0] or "}" in sids[0]
+        if is_cluster(client) and braces and hash_tag(sids[0]) == sids[0]:
+            raise BadInput(
+                f"producer= on a Redis Cluster needs stream {sids[0]!r} to have a hash tag "
+                "or no braces (its producer count is kept in its slot)"
+            )
+        session = cls(sids, producer, ttl)
+        raw = await client.hgetall(session.keys[0])
+        committed, recent = parse_state(raw)
+        session.next_seq = committed + 1
+        hello = {
+            "producer": producer,
+            "committed": committed,
+            "recent": {str(k): v for k, v in sorted(recent.items())},
+        }
+        return session, hello
+
+    def command(self, entries: Sequence[Entry], maxlen: int) -> list[Any]:
+        """The write of the next message: its entries and the count, in one step."""
+        streams, items = producer_entries(entries)
+        seq = self.next_seq
+        self.next_seq += 1
+        return produce_command(
+            self.keys, streams, self.producer, seq, items, self.ttl, maxlen, approximate=True
+        )

@@ -1,0 +1,214 @@
+"""WS /data/{sid}/push?producer=ID: exactly-once pushes from producers that reconnect.
+
+The hello frame's count, numbering across sockets, a resent message acked with its
+original ids (two sockets racing), the state's expiry and bound, refused producer ids
+(1008 with the reason) and nothing partial written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import websockets
+from support.live_server import LiveServer
+
+from fastredis.embedded import EmbeddedRedis
+from fastredis.redis_io.producers import (
+    MAX_PRODUCER_ID,
+    MAX_PRODUCERS,
+    PRODUCER_WINDOW,
+    produce_command,
+    producer_keys,
+)
+from fastredis.server import Settings, create_app
+
+DEADLINE = 10.0
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: EmbeddedRedis) -> Iterator[LiveServer]:
+    settings = Settings(redis_url=redis_server.url, maxlen=0, producer_ttl=3600)
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture
+def url(server: LiveServer, redis_url: str) -> str:
+    return server.ws_url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+def connect(url: str) -> Any:
+    return websockets.connect(url, open_timeout=DEADLINE, max_size=None)
+
+
+async def send(ws: Any, *payloads: bytes) -> None:
+    ends, total = [], 0
+    for p in payloads:
+        total += len(p)
+        ends.append(total)
+    await ws.send(json.dumps(ends))
+    await ws.send(b"".join(payloads))
+
+
+async def recv(ws: Any) -> Any:
+    return await asyncio.wait_for(ws.recv(), DEADLINE)
+
+
+async def hello(ws: Any) -> dict[str, Any]:
+    frame = json.loads(await recv(ws))
+    assert set(frame) == {"producer", "committed", "recent"}
+    return frame
+
+
+async def closed_with(ws: Any) -> tuple[int, str]:
+    with pytest.raises(websockets.ConnectionClosed) as info:
+        for _ in range(100):
+            await recv(ws)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+def payloads(r: redis.Redis, sid: str) -> list[bytes]:
+    return [fields[b"d"] for _id, fields in r.xrange(sid)]
+
+
+async def test_count_carries_across_sockets(url: str, r: redis.Redis) -> None:
+    async with connect(f"{url}/data/s/push?producer=cam1") as ws:
+        assert await hello(ws) == {"producer": "cam1", "committed": 0, "recent": {}}
+        await send(ws, b"m1")
+        first = json.loads(await recv(ws))
+        await send(ws, b"m2a", b"m2b")
+        second = json.loads(await recv(ws))
+    assert len(first) == 1 and len(second) == 2
+    async with connect(f"{url}/data/s/push?producer=cam1") as ws:
+        again = await hello(ws)
+        assert again["committed"] == 2
+        assert again["recent"] == {"1": first, "2": second}
+        await send(ws, b"m3")
+        await recv(ws)
+    async with connect(f"{url}/data/s/push?producer=other") as ws:
+        assert (await hello(ws))["committed"] == 0  # counts are per producer
+    assert payloads(r, "s") == [b"m1", b"m2a", b"m2b", b"m3"]
+
+
+async def test_a_message_committed_by_another_socket_is_acked_not_written(
+    url: str, r: redis.Redis
+) -> None:
+    # Two sockets of one producer (an old one not yet gone): both learn committed=0,
+    # both send message 1; the second gets the first one's ids, nothing doubles.
+    async with (
+        connect(f"{url}/data/s/push?producer=p") as a,
+        connect(f"{url}/data/s/push?producer=p") as b,
+    ):
+        assert (await hello(a))["committed"] == 0
+        assert (await hello(b))["committed"] == 0
+        await send(a, b"one")
+        ids_a = json.loads(await recv(a))
+        await send(b, b"one")
+        ids_b = json.loads(await recv(b))
+        await send(b, b"two")
+        two = json.loads(await recv(b))
+    assert ids_b == ids_a
+    assert payloads(r, "s") == [b"one", b"two"]
+    assert [i.decode() for i, _f in r.xrange("s")] == [*ids_a, *two]
+
+
+async def test_multi_stream_message_and_count_are_one_step(url: str, r: redis.Redis) -> None:
+    r.set("bad", "a string")
+    async with connect(f"{url}/data/a+bad/push?producer=p") as ws:
+        await hello(ws)
+        await send(ws, b"x")
+        code, reason = await closed_with(ws)
+    assert code == 1008 and "string" in reason
+    assert r.xlen("a") == 0  # nothing partial: not a's entry, not the count
+    state, _index = producer_keys(["a", "bad"], "p")
+    assert r.hget(state, "n") is None
+
+
+async def test_only_the_last_ids_are_kept_and_state_expires(url: str, r: redis.Redis) -> None:
+    async with connect(f"{url}/data/s/push?producer=p") as ws:
+        await hello(ws)
+        for k in range(PRODUCER_WINDOW + 3):
+            await send(ws, b"%d" % k)
+            await recv(ws)
+    state, index = producer_keys(["s"], "p")
+    kept = sorted(int(f[1:]) for f in r.hkeys(state) if f != b"n")
+    assert kept == list(range(4, PRODUCER_WINDOW + 4))
+    assert 3500_000 < r.pttl(state) <= 3600_000
+    assert 3500_000 < r.pttl(index) <= 3600_000
+
+
+async def test_state_expiry_is_configurable(redis_server: EmbeddedRedis, redis_url: str) -> None:
+    settings = Settings(redis_url=redis_server.url, producer_ttl=5)
+    with LiveServer(create_app(settings)) as live, redis.Redis.from_url(redis_url) as r:
+        async with connect(f"{live.ws_url}/data/s/push?producer=p") as ws:
+            await hello(ws)
+            await send(ws, b"x")
+            await recv(ws)
+        state, _index = producer_keys(["s"], "p")
+        assert 0 < r.pttl(state) <= 5000
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("producer=", "non-empty"),
+        ("producer=" + "x" * (MAX_PRODUCER_ID + 1), "over the limit"),
+        ("producer=a%20b", "letters, digits"),
+        ("producer=a%7Cb", "letters, digits"),
+        ("producer=p&ack=0", "needs its acks"),
+    ],
+)
+async def test_bad_producer_ids_close_1008(url: str, query: str, why: str) -> None:
+    async with connect(f"{url}/data/s/push?{query}") as ws:
+        code, reason = await closed_with(ws)
+    assert code == 1008 and why in reason
+
+
+async def test_an_empty_message_is_refused(url: str, r: redis.Redis) -> None:
+    async with connect(f"{url}/data/s/push?producer=p") as ws:
+        await hello(ws)
+        await ws.send("[]")
+        await ws.send(b"")
+        code, reason = await closed_with(ws)
+    assert code == 1008 and "at least one entry" in reason
+
+
+async def test_plain_pushes_are_unchanged(url: str, r: redis.Redis) -> None:
+    async with connect(f"{url}/data/s/push?ack=1") as ws:
+        await send(ws, b"x")
+        first = await recv(ws)  # no hello: the ids come first
+    assert isinstance(json.loads(first), list)
+    assert r.keys("XPROD*") == []
+
+
+def test_producers_per_stream_set_are_bounded(r: redis.Redis) -> None:
+    def one(producer: str) -> Any:
+        keys = producer_keys(["s"], producer)
+        cmd = produce_command(keys, ["s"], producer, 1, [(1, "*", (b"d", b"x"))], 3600)
+        return r.execute_command(*cmd)
+
+    pipe = r.pipeline(transaction=False)
+    for k in range(MAX_PRODUCERS):
+        keys = producer_keys(["s"], f"p{k}")
+        pipe.execute_command(
+            *produce_command(keys, ["s"], f"p{k}", 1, [(1, "*", (b"d", b"x"))], 3600)
+        )
+    pipe.execute()
+    with pytest.raises(redis.ResponseError, match="producers already"):
+        one("late")
+    assert r.xlen("s") == MAX_PRODUCERS  # the refused one wrote nothing
+    r.delete(producer_keys(["s"], "p7")[0])  # one state expired: room for one more
+    assert len(one("late")) == 1
+    assert len(one("p0")) == 1  # a known producer is never refused (a resend here)
