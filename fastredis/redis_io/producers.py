@@ -4,11 +4,13 @@ A producer (an id the client picks) numbers its messages 1, 2, 3, ... per stream
 Its state is one hash beside the streams, in their hash slot:
 
 * ``n``: how many of its messages are committed;
-* ``i<k>``: the ids message k was given, for the last `PRODUCER_WINDOW` messages, so
-  a resent message is answered with its original ids instead of being written again.
+* ``r<k % PRODUCER_WINDOW>``: ``"k id id ..."``, the ids message k was given, for the
+  last `PRODUCER_WINDOW` messages, so a resent message is answered with its original
+  ids instead of being written again.
 
 `PRODUCE_LUA` writes a message's entries and the count in one atomic step (nothing
-is written when Redis would refuse an entry). The state expires `ttl` after the
+is written when Redis would refuse an entry); `PRODUCE_ONE_LUA` is its short form for
+a message of one entry of one field (the common case, and a third of the cost). The state expires `ttl` after the
 producer's last write, and at most `MAX_PRODUCERS` producers of one stream set hold
 state at once (an index set beside it counts them). The server's ``producer=`` pushes
 and ``sink_to_redis_stream(producer=...)`` both write through this module.
@@ -33,6 +35,7 @@ __all__ = [
     "MAX_PRODUCER_ID",
     "PRODUCER_WINDOW",
     "PRODUCE_LUA",
+    "PRODUCE_ONE_LUA",
     "ProducerEntry",
     "check_producer_id",
     "hash_tag",
@@ -53,38 +56,63 @@ ProducerEntry = tuple[int, str, Sequence[Any]]  # (stream index from 1, id, fiel
 # KEYS[3..]: the streams. ARGV: producer id, the message's number, ttl (ms), window,
 # most producers, trimming ('~' or '=') and MAXLEN (0: none), then per entry: stream
 # index (1 = KEYS[3]), id, number of fields, field, value, ...
-PRODUCE_LUA = (
-    CHECK_IDS_LUA
-    + r"""
+# Message k's ids are kept in field r<k % window> as "k id id ...".
+_PRODUCE_HEAD = r"""
 local state, index = KEYS[1], KEYS[2]
 local producer, seq = ARGV[1], tonumber(ARGV[2])
-local ttl, window = tonumber(ARGV[3]), tonumber(ARGV[4])
+local window = tonumber(ARGV[4])
 local n = tonumber(redis.call('HGET', state, 'n') or '0')
 if seq <= n then
-  local kept = redis.call('HGET', state, 'i' .. seq)
-  if not kept then
-    return refuse('ERR producer ' .. producer .. ': message ' .. seq ..
-      ' was committed, but only the ids of the last ' .. window .. ' are kept')
-  end
+  local kept = redis.call('HGET', state, 'r' .. (seq % window)) or ''
   local ids = {}
   for id in string.gmatch(kept, '%S+') do ids[#ids + 1] = id end
+  if tonumber(ids[1]) ~= seq then
+    return redis.error_reply('ERR producer ' .. producer .. ': message ' .. seq ..
+      ' was committed, but only the ids of the last ' .. window .. ' are kept')
+  end
+  table.remove(ids, 1)
   return ids
 end
 if n == 0 and redis.call('EXISTS', state) == 0 then
-  if redis.call('SCARD', index) >= tonumber(ARGV[5]) then
+  local most = tonumber(ARGV[5])
+  if redis.call('SCARD', index) >= most then
     for _, p in ipairs(redis.call('SMEMBERS', index)) do
       if redis.call('EXISTS', state:sub(1, #state - #producer) .. p) == 0 then
         redis.call('SREM', index, p)
       end
     end
-    if redis.call('SCARD', index) >= tonumber(ARGV[5]) then
-      return refuse('ERR this stream set has state for ' .. ARGV[5] ..
+    if redis.call('SCARD', index) >= most then
+      return redis.error_reply('ERR this stream set has state for ' .. most ..
         ' producers already, the most it keeps; retry once idle ones expire')
     end
   end
   redis.call('SADD', index, producer)
-  redis.call('PEXPIRE', index, ttl)
+  redis.call('PEXPIRE', index, ARGV[3])
 end
+"""
+_PRODUCE_TAIL = r"""
+redis.call('HSET', state, 'n', seq, 'r' .. (seq % window), seq .. ' ' .. table.concat(ids, ' '))
+redis.call('PEXPIRE', state, ARGV[3])
+return ids
+"""
+# One entry of one field: XADD is all or none by itself.
+PRODUCE_ONE_LUA = (
+    _PRODUCE_HEAD
+    + r"""
+local ids
+if ARGV[7] ~= '0' then
+  ids = {redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], ARGV[7], ARGV[9], ARGV[11], ARGV[12])}
+else
+  ids = {redis.call('XADD', KEYS[3], ARGV[9], ARGV[11], ARGV[12])}
+end
+"""
+    + _PRODUCE_TAIL
+)
+# Any message: everything Redis could refuse is checked before the first write.
+PRODUCE_LUA = (
+    CHECK_IDS_LUA
+    + _PRODUCE_HEAD
+    + r"""
 local streams, entries, at = {}, {}, 8
 for i = 3, #KEYS do streams[#streams + 1] = KEYS[i] end
 while at <= #ARGV do
@@ -105,13 +133,11 @@ for _, e in ipairs(entries) do
   for f = e[3], e[3] + 2 * e[4] - 1 do args[#args + 1] = ARGV[f] end
   ids[#ids + 1] = redis.call('XADD', unpack(args))
 end
-redis.call('HSET', state, 'n', seq, 'i' .. seq, table.concat(ids, ' '))
-if seq > window then redis.call('HDEL', state, 'i' .. (seq - window)) end
-redis.call('PEXPIRE', state, ttl)
-return ids
 """
+    + _PRODUCE_TAIL
 )
-_LUA_BYTES = PRODUCE_LUA.encode()
+_ONE_BYTES = PRODUCE_ONE_LUA.encode()
+_ANY_BYTES = PRODUCE_LUA.encode()
 
 
 def check_producer_id(producer: str) -> str:
@@ -170,7 +196,8 @@ def produce_command(
         argv.append(eid)
         argv.append(len(fields) // 2)
         argv.extend(fields)
-    return [b"EVAL", _LUA_BYTES, 2 + len(sids), *keys, *sids, *argv]
+    one = len(entries) == 1 and len(entries[0][2]) == 2
+    return [b"EVAL", _ONE_BYTES if one else _ANY_BYTES, 2 + len(sids), *keys, *sids, *argv]
 
 
 def parse_state(raw: dict[Any, Any]) -> tuple[int, dict[int, list[str]]]:
@@ -182,5 +209,10 @@ def parse_state(raw: dict[Any, Any]) -> tuple[int, dict[int, list[str]]]:
         for k, v in raw.items()
     }
     committed = int(text.get("n", "0"))
-    recent = {int(k[1:]): v.split() for k, v in text.items() if k[:1] == "i" and k[1:].isdigit()}
+    recent = {}
+    for k, v in text.items():
+        if k[:1] == "r":
+            seq, *ids = v.split()
+            if int(seq) > committed - PRODUCER_WINDOW:
+                recent[int(seq)] = ids
     return committed, recent
