@@ -13,12 +13,26 @@ are held until Redis confirmed the write, so an entry read from a group is ackno
 only once it is stored. When the queue holds ``high_water`` items, update() returns a
 future the upstream waits for (backpressure). A lost connection is retried with backoff;
 nothing queued is dropped. ``flush()`` waits until everything queued is written.
+
+Nothing is lost when the script ends: at interpreter exit every sink still holding
+items writes them first (waiting up to its ``exit_timeout``, 30 s by default); what
+still could not be written is reported on stderr and in the log, never dropped quietly.
+
+``sink_to_redis_stream(..., producer="ID")`` writes exactly once: each item is one
+message of the producer ``ID`` (`fastredis.redis_io.producers`, the table and script
+the server's ``producer=`` pushes use), numbered after the count already committed
+(``sink.committed``, read before the first write). A write retried after a lost
+connection first re-reads the count and skips what was committed, so a cut connection
+neither doubles nor loses an item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import sys
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +41,13 @@ import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
+from fastredis.redis_io.producers import (
+    DEFAULT_PRODUCER_TTL,
+    check_producer_id,
+    parse_state,
+    produce_command,
+    producer_keys,
+)
 from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import check_client_params, check_count, check_name
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log, make_source_client
@@ -39,6 +60,19 @@ MAX_BATCH = 10_000  # most items per write round trip
 HIGH_WATER = 100_000  # queued items beyond which update() makes the upstream wait
 
 _SCALARS = (str, bytes, memoryview, int, float)
+EXIT_TIMEOUT = 30.0  # seconds a sink may take to write what it holds at interpreter exit
+
+_LIVE: weakref.WeakSet[_RedisSink] = weakref.WeakSet()
+
+
+def _flush_at_exit() -> None:
+    """Write what every sink still holds before the interpreter (and the loop's daemon
+    thread) goes; say loudly what could not be written."""
+    for sink in list(_LIVE):
+        sink._flush_at_exit()
+
+
+atexit.register(_flush_at_exit)
 
 
 def _settings_upstream(node: Stream) -> tuple[Mapping[str, Any] | None, str | None]:
@@ -69,9 +103,11 @@ class _RedisSink(Sink):
         url: str | None = None,
         max_batch: int = MAX_BATCH,
         high_water: int = HIGH_WATER,
+        exit_timeout: float = EXIT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         self.key = check_name(key, "key")
+        self.exit_timeout = float(exit_timeout)
         if client_params is None and url is None:
             client_params, url = _settings_upstream(upstream)
         self.client_params = check_client_params(client_params)
@@ -88,6 +124,7 @@ class _RedisSink(Sink):
         self._drained: list[asyncio.Future[None]] = []
         kwargs["ensure_io_loop"] = True
         super().__init__(upstream, **kwargs)
+        _LIVE.add(self)
 
     @property
     def _what(self) -> str:
@@ -197,6 +234,22 @@ class _RedisSink(Sink):
                 f"{self._what}: {len(self._queue)} items not written after {timeout}s"
             )
 
+    def _flush_at_exit(self) -> None:
+        loop = getattr(self.loop, "asyncio_loop", None)
+        if loop is None or (not self._queue and self._task is None and not loop.is_running()):
+            return
+        try:
+            if not loop.is_running() or loop.is_closed():
+                raise TimeoutError("its event loop is not running")
+            self.flush(self.exit_timeout)
+        except (TimeoutError, RuntimeError) as exc:
+            n = len(self._queue)
+            if not n:
+                return
+            message = f"{self._what}: {n} items NOT written to Redis at exit ({exc})"
+            log.error(message)
+            print(f"fastredis: {message}", file=sys.stderr, flush=True)
+
     async def _close(self) -> None:
         await self.aflush()
         client, self.client = self.client, None
@@ -280,8 +333,17 @@ class sink_to_redis_stream(_RedisSink):
         client_params: Mapping[str, Any] | None = None,
         url: str | None = None,
         field: str = DEFAULT_FIELD,
+        producer: str | None = None,
+        producer_ttl: float = DEFAULT_PRODUCER_TTL,
         **kwargs: Any,
     ) -> None:
+        self.producer = None if producer is None else check_producer_id(producer)
+        self.producer_ttl = float(producer_ttl)
+        if not self.producer_ttl > 0:
+            raise ValueError(f"producer_ttl must be > 0 seconds, not {producer_ttl!r}")
+        self.committed: int | None = None  # the producer's count before the first write
+        self._seq0: int | None = None  # the number of the item queued first
+        self._recount = False  # re-read the count before writing (after a failed write)
         if maxlen is not None and (
             isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0
         ):
@@ -292,6 +354,9 @@ class sink_to_redis_stream(_RedisSink):
         super().__init__(upstream, key, client_params=client_params, url=url, **kwargs)
         trim = [] if maxlen is None else ["MAXLEN", "~" if approximate else "=", maxlen]
         self._head = ["XADD", self.key, *trim, "*"]
+        self._producer_keys = (
+            producer_keys([self.key], self.producer) if self.producer is not None else None
+        )
 
     def _encode(self, x: Any) -> Any:
         if isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], Mapping):
@@ -320,7 +385,48 @@ class sink_to_redis_stream(_RedisSink):
             f"not {type(x).__name__}"
         )
 
+    async def _produce(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+        """Write `items` (the first queued) as the producer's next messages, once each."""
+        keys, producer = self._producer_keys, self.producer
+        assert keys is not None and producer is not None
+        skip = 0
+        if self._seq0 is None or self._recount:
+            committed, _recent = parse_state(await client.hgetall(keys[0]))
+            if self._seq0 is None:
+                self.committed = committed
+                self._seq0 = committed + 1 - self._base
+            self._recount = False
+            # written by a write whose reply was lost
+            skip = max(0, committed - (self._seq0 + self._base) + 1)
+        first = self._seq0 + self._base + skip
+        maxlen = 0 if self.maxlen is None else self.maxlen
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for k, fields in enumerate(items[skip:]):
+                    pipe.execute_command(
+                        *produce_command(
+                            keys,
+                            [self.key],
+                            producer,
+                            first + k,
+                            [(1, "*", fields)],
+                            self.producer_ttl,
+                            maxlen,
+                            self.approximate,
+                        )
+                    )
+                results = await pipe.execute(raise_on_error=False) if len(items) > skip else []
+        except BaseException:
+            self._recount = True
+            raise
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+
     async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+        if self._producer_keys is not None:
+            await self._produce(client, items)
+            return
         head = self._head
         if len(items) == 1:
             await client.execute_command(*head, *items[0])
