@@ -28,7 +28,10 @@ async def emit_each(
     downstream callback gets items from the next yield on. ``ref_for(item)`` gives an
     item's reference count (count 1, held by us until what the emit returned is done;
     released here then). When downstream raises, the failure is logged, ``failed(item,
-    exc)`` is called and emission goes on with the next item.
+    exc)`` is called and emission goes on with the next item. Once the source is
+    stopped, no further item is emitted: ``stop()`` returns after the item under way, and
+    the caller keeps the rest (a group leaves them pending, a stream reader rewinds, a
+    list reader puts them back).
     """
     gather = asyncio.gather
     n = len(items)
@@ -39,6 +42,8 @@ async def emit_each(
         single = downstreams[0].update if len(downstreams) == 1 else None
         end = min(n, i + YIELD_EVERY)
         for x in items[i:end]:
+            if source.stopped:
+                return emitted
             ref = ref_for(x) if ref_for is not None else None
             md = [{"ref": ref}] if ref is not None else []
             try:

@@ -11,7 +11,7 @@ from streamz import Stream
 from fastredis.redis_io import blocking_command
 from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import block_ms, check_count, check_name
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
 from fastredis.streamz.emission import emit_each
 
 __all__ = ["from_redis_lists"]
@@ -65,6 +65,7 @@ class from_redis_lists(RedisSource):
         self.timeout = timeout
         self._block_s = block_ms(timeout) / 1000
         self.left = bool(left)
+        self._popped_from: Any = None  # the key the last pop took its items from
         self.count = check_count(count)
         self._mpop = True
         super().__init__(
@@ -102,12 +103,18 @@ class from_redis_lists(RedisSource):
                     raise
                 self._mpop = False  # before Redis 7
             else:
-                return [] if reply is None else list(reply[1])
+                if reply is None:
+                    return []
+                self._popped_from = reply[0]
+                return list(reply[1])
         cmd = "BLPOP" if self.left else "BRPOP"
         reply = await blocking_command(
             self.client, [cmd, *self.keys, self._timeout_arg()], self._block_s
         )
-        return [] if reply is None else [reply[1]]
+        if reply is None:
+            return []
+        self._popped_from = reply[0]
+        return [reply[1]]
 
     async def _main(self) -> None:
         backoff = Backoff(self._what)
@@ -125,9 +132,23 @@ class from_redis_lists(RedisSource):
             backoff.succeeded()
             if not items:
                 continue
+            raw = items
             if encoding is not None:
                 items = [x.decode(encoding) if isinstance(x, bytes) else x for x in items]
-            await emit_each(self, items)
+            emitted = await emit_each(self, items)
+            if emitted < len(items):
+                await self._put_back(raw[emitted:])
+
+    async def _put_back(self, items: list[Any]) -> None:
+        """Items popped but not emitted (the source was stopped): back where they were,
+        in order, so the next start (or another reader) gets them."""
+        assert self.client is not None
+        try:
+            await self.client.execute_command(
+                "LPUSH" if self.left else "RPUSH", self._popped_from, *reversed(items)
+            )
+        except Exception as exc:
+            log.error("%s: %d popped items not emitted and LOST: %s", self._what, len(items), exc)
 
 
 # Registered by the streamz entry points; registered here as well when this module is

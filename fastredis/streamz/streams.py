@@ -186,6 +186,7 @@ class from_redis_streams(StreamSource):
         return await axread_batch(self.client, self._ids, self.count, self._block, self.encoding)
 
     def _advance(self, batch: Any) -> None:
+        self._ids_before = dict(self._ids)
         self._ids.update(self._where_ids(batch))
 
     async def _deliver(self, batch: Any) -> None:
@@ -194,7 +195,13 @@ class from_redis_streams(StreamSource):
         elif self.batch:
             await emit_one(self, batch_messages(batch))
         else:
-            await emit_each(self, batch_messages(batch))
+            msgs = batch_messages(batch)
+            emitted = await emit_each(self, msgs)
+            if emitted < len(msgs):  # stopped: the next start reads the rest again
+                ids = self._ids_before
+                for m in msgs[:emitted]:
+                    ids[self._name_of.get(m[0], m[0])] = m[1]
+                self._ids = ids
 
 
 if not hasattr(Stream, "from_redis_streams"):  # without the entry points (a source checkout)

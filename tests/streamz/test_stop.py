@@ -1,0 +1,56 @@
+"""stop() with a slow step after the source: it returns after the item under way (not
+after the whole batch), and the next start() goes on where it left, losing nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from streamz import Stream
+from support.waiting import wait_until
+
+N = 200
+BATCH = 100
+
+
+def _source(kind: str, url: str) -> Any:
+    if kind == "group":
+        return Stream.from_redis_consumer_group("in", "g", "c", url=url, count=BATCH)
+    if kind == "streams":
+        return Stream.from_redis_streams({"in": "0"}, url=url, count=BATCH)
+    return Stream.from_redis_lists("in-list", url=url, count=BATCH)
+
+
+@pytest.mark.parametrize("kind", ["group", "streams", "lists"])
+def test_stop_returns_after_the_item_under_way_and_loses_nothing(
+    kind: str, redis_url: str, plain_redis: redis.Redis
+) -> None:
+    for i in range(N):
+        plain_redis.xadd("in", {"d": str(i)})
+        plain_redis.rpush("in-list", str(i))
+    source = _source(kind, redis_url)
+    seen: list[int] = []
+
+    def slow(x: Any) -> None:
+        time.sleep(0.02)  # a slow step on the loop thread
+        seen.append(int(x if kind == "lists" else x[2]["d"]))
+
+    source.sink(slow)
+    try:
+        source.start()
+        wait_until(lambda: len(seen) >= 3, 30, what="a few items")
+        source.stop()
+        stopped_at = len(seen)
+        assert stopped_at < BATCH  # the rest of the batch was not run through first
+        source.start()
+        wait_until(lambda: len(set(seen)) == N, 60, what="every item")
+    finally:
+        source.stop()
+    if kind == "group":  # at least once: everything acknowledged, nothing pending
+        assert sorted(set(seen)) == list(range(N))
+        wait_until(lambda: plain_redis.xpending("in", "g")["pending"] == 0, 30, "acks")
+    else:  # the reader rewound (streams) or put the rest back (lists): once, in order
+        assert seen == list(range(N))
+        assert plain_redis.llen("in-list") == 0 or kind == "streams"
