@@ -9,6 +9,7 @@ test-client verbs of the `fastredis` command.
 | `sync_client` | Client, Pusher, Puller (the blocking twins) |
 | `protocol` | endpoint URLs, push frames, pull-frame splitting |
 | `errors` | ClientError, ServerUnreachable, ServerClosed |
+| `reconnect` | Gap, the backoff, the pull cursor, a producer's unacked messages |
 | `verbs` | push-increment, pull-raw, push-image, pull-image |
 
 A server that cannot be reached raises `ServerUnreachable`, naming the URL; a server
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fastredis.client.async_client import AsyncClient, AsyncPuller, AsyncPusher
     from fastredis.client.errors import ClientError, ServerClosed, ServerUnreachable
     from fastredis.client.protocol import DEFAULT_URL, Entry, pull_url, push_url, split_frame
+    from fastredis.client.reconnect import Gap
     from fastredis.client.sync_client import Client, Puller, Pusher
 
 _WHERE = {
@@ -38,6 +40,7 @@ _WHERE = {
     "ClientError": "errors",
     "ServerClosed": "errors",
     "ServerUnreachable": "errors",
+    "Gap": "reconnect",
     "DEFAULT_URL": "protocol",
     "Entry": "protocol",
     "pull_url": "protocol",
@@ -53,6 +56,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Entry",
+    "Gap",
     "Puller",
     "Pusher",
     "ServerClosed",

@@ -11,6 +11,8 @@ Push and pull sockets are opened on first use and kept; `close()` closes them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -19,7 +21,13 @@ from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from fastredis.client.errors import ClientError, ServerClosed, closed_error, connect_error
+from fastredis.client.errors import (
+    ClientError,
+    ServerClosed,
+    ServerUnreachable,
+    closed_error,
+    connect_error,
+)
 from fastredis.client.protocol import (
     CONNECT_OPTIONS,
     DEFAULT_URL,
@@ -27,11 +35,16 @@ from fastredis.client.protocol import (
     Payload,
     PullSocket,
     PushSocket,
-    base_url,
+    base_urls,
     push_frame,
 )
+from fastredis.client.reconnect import Gap, Pending, backoff_delay, retryable
 
 __all__ = ["AsyncClient", "AsyncPuller", "AsyncPusher"]
+
+
+def _closed(url: str, exc: ConnectionClosed) -> ServerClosed:
+    return closed_error(url, exc) or ServerClosed(url, 1000, "closed")
 
 
 async def _aopen(
@@ -43,20 +56,32 @@ async def _aopen(
         )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise connect_error(url, exc) from exc
+    except ConnectionClosed as exc:  # cut during the handshake
+        raise ServerUnreachable(url, exc) from exc
 
 
 class AsyncPusher(PushSocket):
-    """One push socket: `await pusher.push(data)`; an async context manager."""
+    """One push socket: `await pusher.push(data)`; an async context manager. With a
+    `producer`, a lost connection is reopened (full-jitter backoff, next server) and the
+    messages not acked are resent: each is written once."""
 
     _ws: AsyncConnection | None
 
     async def connect(self) -> AsyncPusher:
         if self._ws is None:
-            self._ws = await _aopen(self.url, self._open_timeout, self._headers)
+            ws = await _aopen(self.url, self._open_timeout, self._headers)
+            if self.log is not None:
+                try:
+                    self.log.hello(await ws.recv())
+                except ConnectionClosed as exc:
+                    raise _closed(self.url, exc) from exc
+            self._ws = ws
         return self
 
     async def push(self, data: Payload | Sequence[Payload]) -> list[str] | None:
         """Write one entry (bytes) or several (a list), atomically; with ack, their ids."""
+        if self.log is not None:
+            return await self._produce(data)
         ws = self._ws or (await self.connect())._ws
         assert ws is not None
         header, payload = push_frame(data)
@@ -67,8 +92,50 @@ class AsyncPusher(PushSocket):
                 reply = await ws.recv()
                 return json.loads(reply)
         except ConnectionClosed as exc:
-            raise closed_error(self.url, exc) or ServerClosed(self.url, 1000, "closed") from exc
+            raise _closed(self.url, exc) from exc
         return None
+
+    async def _produce(self, data: Payload | Sequence[Payload]) -> list[str]:
+        log = self.log
+        assert log is not None
+        message = Pending(*push_frame(data))
+        log.unacked.append(message)
+        while message.ids is None:
+            try:
+                await self._send_unacked()
+            except ClientError as exc:
+                await self._drop()
+                if not retryable(exc):
+                    log.unacked.clear()  # refused: none of them can be written
+                    raise
+                self.next_server()
+                self._attempt += 1
+                await asyncio.sleep(backoff_delay(self._attempt - 1))
+        return message.ids
+
+    async def _send_unacked(self) -> None:
+        log = self.log
+        assert log is not None
+        fresh = self._ws is None
+        await self.connect()  # a new socket's hello settles what was committed
+        ws = self._ws
+        assert ws is not None
+        try:
+            todo = log.unacked if fresh else log.unacked[-1:]
+            for message in todo:
+                await ws.send(message.header)
+                await ws.send(message.payload)
+            for _ in range(len(todo)):
+                log.acked(json.loads(await ws.recv()))
+        except ConnectionClosed as exc:
+            raise _closed(self.url, exc) from exc
+        self._attempt = 0
+
+    async def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
     async def close(self) -> None:
         if self._ws is not None:
@@ -85,41 +152,76 @@ class AsyncPusher(PushSocket):
 class AsyncPuller(PullSocket):
     """One pull socket. `async for sid, id, data in puller` (entries), or
     `await puller.recv_batch()` / `puller.batches()` (one list per frame).
-    Connects on first use; with ack, acknowledges a frame when the next is asked for."""
+    Connects on first use; with ack, acknowledges a frame when the next is asked for.
+    With `reconnect`, a lost socket is reopened after the last id seen, and a `Gap` is
+    yielded where entries were lost."""
 
     _ws: AsyncConnection | None
 
     async def connect(self) -> AsyncPuller:
         if self._ws is None:
-            self._ws = await _aopen(self.url, self._open_timeout, self._headers)
+            url = self.url
+            self._opening()
+            self._ws = await _aopen(url, self._open_timeout, self._headers)
         return self
 
-    async def recv_batch(self) -> list[Entry] | None:
-        """The next frame's entries; None when the server ended the pull normally."""
+    async def recv_batch(self) -> list[Entry] | Gap | None:
+        """The next frame's entries (or, reconnecting, a Gap); None when the server
+        ended the pull normally."""
+        while True:
+            try:
+                return await self._recv_once()
+            except ClientError as exc:
+                await self._drop()
+                delay = self._retry_delay(exc)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    async def _recv_once(self) -> list[Entry] | Gap | None:
         ws = self._ws or (await self.connect())._ws
         assert ws is not None
+        if self._gaps:
+            return self._gaps.pop(0)
         try:
             if self._owe_ack:
                 await ws.send("ack")
                 self._owe_ack = False
-            header = json.loads(await ws.recv())
+            text = await ws.recv()
+            while isinstance(text, str) and text[:1] == "{":
+                gap = self.cursor.frame(text)
+                if gap is not None:
+                    return gap
+                text = await ws.recv()
+            header = json.loads(text)
             payload = await ws.recv()
         except ConnectionClosed as exc:
             error = closed_error(self.url, exc)
+            if error is None and self.reconnect and exc.rcvd is not None and exc.rcvd.code == 1001:
+                error = ServerClosed(self.url, 1001, "going away")
             if error is not None:
                 raise error from exc
             return None
         return self._frame(header, payload)
 
-    async def batches(self) -> AsyncIterator[list[Entry]]:
+    async def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def batches(self) -> AsyncIterator[list[Entry] | Gap]:
         while (batch := await self.recv_batch()) is not None:
             yield batch
 
-    def __aiter__(self) -> AsyncIterator[Entry]:
+    def __aiter__(self) -> AsyncIterator[Entry | Gap]:
         return self._entries()
 
-    async def _entries(self) -> AsyncIterator[Entry]:
+    async def _entries(self) -> AsyncIterator[Entry | Gap]:
         async for batch in self.batches():
+            if isinstance(batch, Gap):
+                yield batch
+                continue
             for entry in batch:
                 yield entry
 
@@ -140,47 +242,66 @@ class AsyncClient:
     """Push and pull against one server; push sockets are kept per stream."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, open_timeout: float = 10, token: str | None = None
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        *,
+        open_timeout: float = 10,
+        token: str | None = None,
     ):
-        self.url = base_url(url)
+        self.urls = base_urls(url)  # reconnecting sockets go round the list
+        self.url = self.urls[0]
         self.open_timeout = open_timeout
         self.token = token  # sent as Authorization: Bearer on every socket
-        self._pushers: dict[tuple[str, bool], AsyncPusher] = {}
+        self._pushers: dict[tuple[str, bool, str | None], AsyncPusher] = {}
         self._pullers: list[AsyncPuller] = []
 
     async def push(
-        self, sid: str, data: Payload | Sequence[Payload], *, ack: bool = False
+        self,
+        sid: str,
+        data: Payload | Sequence[Payload],
+        *,
+        ack: bool = False,
+        producer: str | None = None,
     ) -> list[str] | None:
-        """Write `data` (one entry) or a list (one entry each) to `sid`."""
-        pusher = self._pushers.get((sid, ack))
+        """Write `data` (one entry) or a list (one entry each) to `sid`. With
+        `producer`, exactly once: acked, resent after a reconnect, never doubled."""
+        key = (sid, ack, producer)
+        pusher = self._pushers.get(key)
         if pusher is None:
-            pusher = AsyncPusher(
-                self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token
-            )
-            await pusher.connect()
-            self._pushers[(sid, ack)] = pusher
+            pusher = self.pusher(sid, ack=ack, producer=producer)
+            if producer is None:  # a producer's push connects (and reconnects) itself
+                await pusher.connect()
+            self._pushers[key] = pusher
         try:
             return await pusher.push(data)
         except ClientError:
-            self._pushers.pop((sid, ack), None)
+            self._pushers.pop(key, None)
             raise
 
-    def pusher(self, sid: str, *, ack: bool = False) -> AsyncPusher:
+    def pusher(self, sid: str, *, ack: bool = False, producer: str | None = None) -> AsyncPusher:
         """A push socket of its own (`async with client.pusher(sid) as p`)."""
-        return AsyncPusher(self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token)
+        return AsyncPusher(
+            self.urls,
+            sid,
+            ack=ack,
+            open_timeout=self.open_timeout,
+            token=self.token,
+            producer=producer,
+        )
 
     def pull(self, sid: str, **options: Any) -> AsyncPuller:
         """A pull socket: options last_entry_id ("$", "0", an id), count, latest,
-        block (ms), max_fps, ack. Iterate it for (sid, id, bytes)."""
+        block (ms), max_fps, ack, reconnect, resume. Iterate it for (sid, id, bytes)
+        (and, with reconnect=True, `Gap` events)."""
         puller = AsyncPuller(
-            self.url, sid, open_timeout=self.open_timeout, token=self.token, **options
+            self.urls, sid, open_timeout=self.open_timeout, token=self.token, **options
         )
         # kept to be closed with the client; those closed already are dropped
         self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)
         return puller
 
-    def pull_batches(self, sid: str, **options: Any) -> AsyncIterator[list[Entry]]:
+    def pull_batches(self, sid: str, **options: Any) -> AsyncIterator[list[Entry] | Gap]:
         """Like pull(), one list of entries per frame."""
         return self.pull(sid, **options).batches()
 

@@ -44,8 +44,12 @@ def closed_error(url: str, exc: Any) -> ServerClosed | None:
 
 def connect_error(url: str, exc: BaseException) -> ClientError:
     """The ClientError for a failed websocket handshake or connection."""
-    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+    from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 
+    if isinstance(exc, InvalidMessage):  # the connection broke during the handshake
+        return ServerUnreachable(url, exc)
+    if isinstance(exc, InvalidStatus) and exc.response.status_code in (502, 503, 504):
+        return ServerUnreachable(url, exc)  # a proxy without a server, or one draining
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""

@@ -13,6 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from fastredis.client.errors import ClientError
+from fastredis.client.reconnect import (
+    Gap,
+    ProducerLog,
+    PullCursor,
+    backoff_delay,
+    retryable,
+    unknown_resume,
+)
+
 __all__ = [
     "CONNECT_OPTIONS",
     "DEFAULT_URL",
@@ -22,6 +32,7 @@ __all__ = [
     "PushSocket",
     "auth_headers",
     "base_url",
+    "base_urls",
     "pull_url",
     "push_frame",
     "push_url",
@@ -99,36 +110,75 @@ def auth_headers(token: str | None) -> dict[str, str] | None:
     return {"Authorization": f"Bearer {token}"} if token else None
 
 
-class PushSocket:
-    """The push endpoint and options of AsyncPusher and Pusher."""
+def base_urls(url: str | Sequence[str]) -> list[str]:
+    """One server URL, or a list of them (a reconnecting socket goes round it)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("no server URL given")
+    return [base_url(u) for u in urls]
+
+
+class _Servers:
+    """The server list of a socket and the one in use."""
+
+    def __init__(self, url: str | Sequence[str]) -> None:
+        self._bases = base_urls(url)
+        self._at = 0
+
+    @property
+    def base(self) -> str:
+        return self._bases[self._at]
+
+    def next_server(self) -> None:
+        self._at = (self._at + 1) % len(self._bases)
+
+
+class PushSocket(_Servers):
+    """The push endpoint and options of AsyncPusher and Pusher. With `producer`, every
+    message is acked and the socket reconnects to resend what was not."""
 
     _ws: Any
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         sid: str,
         *,
         ack: bool = False,
         open_timeout: float = 10,
         token: str | None = None,
+        producer: str | None = None,
     ):
+        super().__init__(url)
         self.sid = sid
-        self.ack = ack
-        self.url = push_url(url, sid, ack=1 if ack else None)
+        self.ack = ack or producer is not None
+        self.producer = producer
+        self.log = ProducerLog(producer) if producer is not None else None
+        self._query = {"ack": 1 if ack and producer is None else None, "producer": producer}
         self._open_timeout = open_timeout
         self._headers = auth_headers(token)
         self._ws = None
+        self._attempt = 0
+
+    @property
+    def url(self) -> str:
+        return push_url(self.base, self.sid, **self._query)
+
+    @property
+    def committed(self) -> int | None:
+        """With a producer: how many of its messages the server has committed (as of the
+        last hello or ack); a producer that restarts skips that many."""
+        return None if self.log is None else self.log.committed
 
 
-class PullSocket:
-    """The pull endpoint, options and frame decoding of AsyncPuller and Puller."""
+class PullSocket(_Servers):
+    """The pull endpoint, options, cursor and frame decoding of AsyncPuller and Puller."""
 
     _ws: Any
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         sid: str,
         *,
         last_entry_id: str | None = None,
@@ -139,28 +189,75 @@ class PullSocket:
         ack: bool = False,
         open_timeout: float = 10,
         token: str | None = None,
+        reconnect: bool = False,
+        resume: bool | None = None,
     ):
+        super().__init__(url)
         self.sid = sid
         self.ack = ack
-        self.url = pull_url(
-            url,
-            sid,
-            last_entry_id=last_entry_id,
-            count=count,
-            latest=1 if latest else None,
-            block=block,
-            max_fps=max_fps,
-            ack=1 if ack else None,
-        )
+        self.reconnect = reconnect
+        # resume=1 with reconnect unless told; dropped if the server does not know it
+        self._resume = reconnect if resume is None else resume
+        self._query: dict[str, Any] = {
+            "count": count,
+            "latest": 1 if latest else None,
+            "block": block,
+            "max_fps": max_fps,
+            "ack": 1 if ack else None,
+        }
+        self._start = last_entry_id
+        self.cursor = PullCursor(sid.split("+"), last_entry_id)
         self._open_timeout = open_timeout
         self._headers = auth_headers(token)
         self._ws = None
         self._owe_ack = False
+        self._opened = 0  # sockets opened so far
+        self._attempt = 0
+        self._gaps: list[Gap] = []
         self.closed = False
+
+    @property
+    def url(self) -> str:
+        """The URL of the next socket: after the last ids seen once one was opened."""
+        start = self.cursor.param() if self._opened else self._start
+        return pull_url(
+            self.base,
+            self.sid,
+            last_entry_id=start,
+            resume=1 if self._resume else None,
+            **self._query,
+        )
+
+    def _opening(self) -> None:
+        """A socket is being opened: a reconnect without resume= may have missed entries
+        of streams nothing was seen of yet."""
+        if self._opened and not self._resume and not self._query["latest"]:
+            for sid in self.cursor.blind():
+                self._gaps.append(
+                    Gap(sid, None, None, "reconnected at $ before any entry was seen")
+                )
+        self._opened += 1
+        self._owe_ack = False
+
+    def _retry_delay(self, exc: ClientError) -> float | None:
+        """After a failed socket: seconds to wait before the next one, None to raise."""
+        if not self.reconnect or self.closed:
+            return None
+        if unknown_resume(exc):  # a server from before resume=: ask again without it
+            self._resume = False
+            return 0.0
+        if not retryable(exc):
+            return None
+        self.next_server()
+        self._attempt += 1
+        return backoff_delay(self._attempt - 1)
 
     def _frame(self, header: list[Any], payload: bytes | str) -> list[Entry]:
         """The entries of a received frame; with ack, it is owed an ack from now on."""
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         self._owe_ack = self.ack
-        return split_frame(header, payload)
+        entries = split_frame(header, payload)
+        self.cursor.seen(entries)
+        self._attempt = 0
+        return entries

@@ -10,7 +10,9 @@ The twin of `fastredis.client.async_client`, method for method.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,7 +20,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sconnect
 
-from fastredis.client.errors import ClientError, ServerClosed, closed_error, connect_error
+from fastredis.client.errors import (
+    ClientError,
+    ServerClosed,
+    ServerUnreachable,
+    closed_error,
+    connect_error,
+)
 from fastredis.client.protocol import (
     CONNECT_OPTIONS,
     DEFAULT_URL,
@@ -26,11 +34,16 @@ from fastredis.client.protocol import (
     Payload,
     PullSocket,
     PushSocket,
-    base_url,
+    base_urls,
     push_frame,
 )
+from fastredis.client.reconnect import Gap, Pending, backoff_delay, retryable
 
 __all__ = ["Client", "Puller", "Pusher"]
+
+
+def _closed(url: str, exc: ConnectionClosed) -> ServerClosed:
+    return closed_error(url, exc) or ServerClosed(url, 1000, "closed")
 
 
 def _open(
@@ -46,20 +59,31 @@ def _open(
         )
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise connect_error(url, exc) from exc
+    except ConnectionClosed as exc:  # cut during the handshake
+        raise ServerUnreachable(url, exc) from exc
 
 
 class Pusher(PushSocket):
-    """Blocking push socket: `pusher.push(data)`; a context manager."""
+    """Blocking push socket: `pusher.push(data)`; a context manager. With a `producer`,
+    a lost connection is reopened and the messages not acked resent (each written once)."""
 
     _ws: SyncConnection | None
 
     def connect(self) -> Pusher:
         if self._ws is None:
-            self._ws = _open(self.url, self._open_timeout, self._headers)
+            ws = _open(self.url, self._open_timeout, self._headers)
+            if self.log is not None:
+                try:
+                    self.log.hello(ws.recv())
+                except ConnectionClosed as exc:
+                    raise _closed(self.url, exc) from exc
+            self._ws = ws
         return self
 
     def push(self, data: Payload | Sequence[Payload]) -> list[str] | None:
         """Write one entry (bytes) or several (a list), atomically; with ack, their ids."""
+        if self.log is not None:
+            return self._produce(data)
         ws = self._ws or self.connect()._ws
         assert ws is not None
         header, payload = push_frame(data)
@@ -69,8 +93,50 @@ class Pusher(PushSocket):
             if self.ack:
                 return json.loads(ws.recv())
         except ConnectionClosed as exc:
-            raise closed_error(self.url, exc) or ServerClosed(self.url, 1000, "closed") from exc
+            raise _closed(self.url, exc) from exc
         return None
+
+    def _produce(self, data: Payload | Sequence[Payload]) -> list[str]:
+        log = self.log
+        assert log is not None
+        message = Pending(*push_frame(data))
+        log.unacked.append(message)
+        while message.ids is None:
+            try:
+                self._send_unacked()
+            except ClientError as exc:
+                self._drop()
+                if not retryable(exc):
+                    log.unacked.clear()  # refused: none of them can be written
+                    raise
+                self.next_server()
+                self._attempt += 1
+                time.sleep(backoff_delay(self._attempt - 1))
+        return message.ids
+
+    def _send_unacked(self) -> None:
+        log = self.log
+        assert log is not None
+        fresh = self._ws is None
+        self.connect()  # a new socket's hello settles what was committed
+        ws = self._ws
+        assert ws is not None
+        try:
+            todo = log.unacked if fresh else log.unacked[-1:]
+            for message in todo:
+                ws.send(message.header)
+                ws.send(message.payload)
+            for _ in range(len(todo)):
+                log.acked(json.loads(ws.recv()))
+        except ConnectionClosed as exc:
+            raise _closed(self.url, exc) from exc
+        self._attempt = 0
+
+    def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close()
 
     def close(self) -> None:
         if self._ws is not None:
@@ -86,40 +152,73 @@ class Pusher(PushSocket):
 
 class Puller(PullSocket):
     """Blocking pull socket: iterate for (sid, id, bytes); `recv_batch()`/`batches()`
-    for one list per frame."""
+    for one list per frame. With `reconnect`, a lost socket is reopened after the last
+    id seen, and a `Gap` is yielded where entries were lost."""
 
     _ws: SyncConnection | None
 
     def connect(self) -> Puller:
         if self._ws is None:
-            self._ws = _open(self.url, self._open_timeout, self._headers)
+            url = self.url
+            self._opening()
+            self._ws = _open(url, self._open_timeout, self._headers)
         return self
 
-    def recv_batch(self, timeout: float | None = None) -> list[Entry] | None:
-        """The next frame's entries; None when the server ended the pull normally,
-        TimeoutError when `timeout` (s) passes first."""
+    def recv_batch(self, timeout: float | None = None) -> list[Entry] | Gap | None:
+        """The next frame's entries (or, reconnecting, a Gap); None when the server
+        ended the pull normally, TimeoutError when `timeout` (s) passes first."""
+        while True:
+            try:
+                return self._recv_once(timeout)
+            except ClientError as exc:
+                self._drop()
+                delay = self._retry_delay(exc)
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def _recv_once(self, timeout: float | None) -> list[Entry] | Gap | None:
         ws = self._ws or self.connect()._ws
         assert ws is not None
+        if self._gaps:
+            return self._gaps.pop(0)
         try:
             if self._owe_ack:
                 ws.send("ack")
                 self._owe_ack = False
-            header = json.loads(ws.recv(timeout))
+            text = ws.recv(timeout)
+            while isinstance(text, str) and text[:1] == "{":
+                gap = self.cursor.frame(text)
+                if gap is not None:
+                    return gap
+                text = ws.recv(timeout)
+            header = json.loads(text)
             payload = ws.recv()
         except ConnectionClosed as exc:
             error = closed_error(self.url, exc)
+            if error is None and self.reconnect and exc.rcvd is not None and exc.rcvd.code == 1001:
+                error = ServerClosed(self.url, 1001, "going away")
             if error is not None:
                 raise error from exc
             return None
         return self._frame(header, payload)
 
-    def batches(self) -> Iterator[list[Entry]]:
+    def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close()
+
+    def batches(self) -> Iterator[list[Entry] | Gap]:
         while (batch := self.recv_batch()) is not None:
             yield batch
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[Entry | Gap]:
         for batch in self.batches():
-            yield from batch
+            if isinstance(batch, Gap):
+                yield batch
+            else:
+                yield from batch
 
     def close(self) -> None:
         self.closed = True
@@ -138,42 +237,62 @@ class Client:
     """Blocking twin of AsyncClient."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, *, open_timeout: float = 10, token: str | None = None
+        self,
+        url: str | Sequence[str] = DEFAULT_URL,
+        *,
+        open_timeout: float = 10,
+        token: str | None = None,
     ):
-        self.url = base_url(url)
+        self.urls = base_urls(url)  # reconnecting sockets go round the list
+        self.url = self.urls[0]
         self.open_timeout = open_timeout
         self.token = token  # sent as Authorization: Bearer on every socket
-        self._pushers: dict[tuple[str, bool], Pusher] = {}
+        self._pushers: dict[tuple[str, bool, str | None], Pusher] = {}
         self._pullers: list[Puller] = []
 
     def push(
-        self, sid: str, data: Payload | Sequence[Payload], *, ack: bool = False
+        self,
+        sid: str,
+        data: Payload | Sequence[Payload],
+        *,
+        ack: bool = False,
+        producer: str | None = None,
     ) -> list[str] | None:
-        """Write `data` (one entry) or a list (one entry each) to `sid`."""
-        pusher = self._pushers.get((sid, ack))
+        """Write `data` (one entry) or a list (one entry each) to `sid`. With
+        `producer`, exactly once: acked, resent after a reconnect, never doubled."""
+        key = (sid, ack, producer)
+        pusher = self._pushers.get(key)
         if pusher is None:
-            pusher = Pusher(
-                self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token
-            ).connect()
-            self._pushers[(sid, ack)] = pusher
+            pusher = self.pusher(sid, ack=ack, producer=producer)
+            if producer is None:  # a producer's push connects (and reconnects) itself
+                pusher.connect()
+            self._pushers[key] = pusher
         try:
             return pusher.push(data)
         except ClientError:
-            self._pushers.pop((sid, ack), None)
+            self._pushers.pop(key, None)
             raise
 
-    def pusher(self, sid: str, *, ack: bool = False) -> Pusher:
-        return Pusher(self.url, sid, ack=ack, open_timeout=self.open_timeout, token=self.token)
+    def pusher(self, sid: str, *, ack: bool = False, producer: str | None = None) -> Pusher:
+        return Pusher(
+            self.urls,
+            sid,
+            ack=ack,
+            open_timeout=self.open_timeout,
+            token=self.token,
+            producer=producer,
+        )
 
     def pull(self, sid: str, **options: Any) -> Puller:
-        """A pull socket: options last_entry_id, count, latest, block, max_fps, ack."""
-        puller = Puller(self.url, sid, open_timeout=self.open_timeout, token=self.token, **options)
+        """A pull socket: options last_entry_id, count, latest, block, max_fps, ack,
+        reconnect, resume."""
+        puller = Puller(self.urls, sid, open_timeout=self.open_timeout, token=self.token, **options)
         # kept to be closed with the client; those closed already are dropped
         self._pullers = [p for p in self._pullers if not p.closed]
         self._pullers.append(puller)
         return puller
 
-    def pull_batches(self, sid: str, **options: Any) -> Iterator[list[Entry]]:
+    def pull_batches(self, sid: str, **options: Any) -> Iterator[list[Entry] | Gap]:
         return self.pull(sid, **options).batches()
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from fastredis.client.errors import ClientError
 from fastredis.client.protocol import DEFAULT_URL, base_url
+from fastredis.client.reconnect import Gap
 from fastredis.ids import id_ms
 
 __all__ = ["parse_shape", "register"]
@@ -227,7 +228,10 @@ def pull_raw(args: argparse.Namespace) -> int:
         _say(args, f"pulling from {puller.url}")
         try:
             with _progress(args, "entry") as bar:
-                for sid, entry_id, data in puller:
+                for item in puller:
+                    if isinstance(item, Gap):  # only with reconnect=True
+                        continue
+                    sid, entry_id, data = item
                     tqdm.write(f"{sid}: {entry_id} | {_show(data)}", file=sys.stdout)
                     bar.update()
                     seen += 1
@@ -349,7 +353,10 @@ def pull_image(args: argparse.Namespace) -> int:
         with Puller(args.url, args.sid, latest=args.latest, token=args.token, **options) as puller:
             _say(args, f"pulling images from {puller.url}")
             with _progress(args, "frame") as bar:
-                for _sid, entry_id, data in puller:
+                for item in puller:
+                    if isinstance(item, Gap):  # only with reconnect=True
+                        continue
+                    _sid, entry_id, data = item
                     frames.add(entry_id, data, bar)
                     if frames.count == 1 and frames.first:
                         frames.first = False

@@ -1,0 +1,181 @@
+"""Clients that reconnect: producer pushes resent after a reconnect are written once;
+reconnecting pulls resume after the last id seen and say when they may have missed
+entries. Against real `fastredis serve` processes, killed and restarted, and a proxy
+that cuts their sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from support.cut_proxy import CutProxy
+from support.serve_process import ServeProcess
+from support.waiting import wait_until
+
+from fastredis.client import AsyncClient, Client, Gap
+from fastredis.client.reconnect import BACKOFF_MAX, backoff_delay
+from fastredis.embedded import free_port
+
+
+@pytest.fixture
+def server(redis_url: str) -> Iterator[ServeProcess]:
+    with ServeProcess(redis_url) as srv:
+        yield srv
+
+
+class Cutter:
+    """Cuts the proxy's sockets every `every` seconds until stopped."""
+
+    def __init__(self, proxy: CutProxy, every: float = 0.05) -> None:
+        self.proxy, self.every = proxy, every
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            self.proxy.cut()
+
+    def __enter__(self) -> Cutter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def stored(r: redis.Redis, sid: str) -> list[tuple[str, bytes]]:
+    return [(i.decode(), f[b"d"]) for i, f in r.xrange(sid)]
+
+
+def test_backoff_is_full_jitter_capped() -> None:
+    assert all(0 <= backoff_delay(0) <= 0.5 for _ in range(100))
+    assert all(0 <= backoff_delay(30) <= BACKOFF_MAX for _ in range(100))
+    assert max(backoff_delay(10) for _ in range(200)) > 10  # spread, not fixed
+
+
+async def test_async_producer_push_through_cut_sockets_and_a_kill(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    n = 400
+    acked: list[list[str]] = []
+    with CutProxy(server.port) as proxy, Cutter(proxy):
+        url = f"ws://127.0.0.1:{proxy.port}"
+        async with AsyncClient(url) as c:
+            for i in range(n):
+                if i == n // 2:  # kill -9 the server, push while it is down, restart it
+                    server.stop(signal.SIGKILL)
+                    task = asyncio.ensure_future(c.push("s", b"%d" % i, producer="cam"))
+                    await asyncio.to_thread(server.start)
+                    acked.append(await task)  # type: ignore[arg-type]
+                    continue
+                acked.append(await c.push("s", b"%d" % i, producer="cam"))  # type: ignore[arg-type]
+        assert proxy.cuts > 10
+    rows = stored(plain_redis, "s")
+    assert [d for _i, d in rows] == [b"%d" % i for i in range(n)]  # 0 lost, 0 doubled
+    assert [ids[0] for ids in acked] == [i for i, _d in rows]  # every push got its ids
+
+
+def test_sync_producer_push_through_cut_sockets_and_a_sigterm(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    n = 300
+    with CutProxy(server.port) as proxy, Cutter(proxy), Client(f"127.0.0.1:{proxy.port}") as c:
+        for i in range(n):
+            if i == n // 2:
+                server.stop(signal.SIGTERM)
+                threading.Thread(target=server.start).start()
+            ids = c.push("s", [b"%da" % i, b"%db" % i], producer="p")
+            assert ids is not None and len(ids) == 2
+    assert [d for _i, d in stored(plain_redis, "s")] == [
+        x for i in range(n) for x in (b"%da" % i, b"%db" % i)
+    ]
+
+
+async def test_a_restarted_producer_learns_what_was_committed(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    async with AsyncClient(server.ws_url) as c:
+        for i in range(5):
+            await c.push("s", b"%d" % i, producer="job")
+    async with AsyncClient(server.ws_url) as c:
+        pusher = await c.pusher("s", producer="job").connect()
+        assert pusher.committed == 5  # a restarted job skips its first 5 messages
+        await pusher.close()
+
+
+def _feed(r: redis.Redis, sid: str, n: int, stop: threading.Event) -> list[str]:
+    ids = []
+    for i in range(n):
+        if stop.is_set():
+            break
+        ids.append(r.xadd(sid, {"d": b"%d" % i}).decode())
+        time.sleep(0.002)
+    return ids
+
+
+def test_reconnecting_pull_resumes_through_cuts_and_a_kill(
+    server: ServeProcess, redis_url: str, plain_redis: redis.Redis
+) -> None:
+    n = 1500
+    added: list[str] = []
+    stop = threading.Event()
+    feeder = threading.Thread(target=lambda: added.extend(_feed(plain_redis, "s", n, stop)))
+    got: list[str] = []
+    gaps: list[Gap] = []
+    with CutProxy(server.port) as proxy, Client(f"127.0.0.1:{proxy.port}") as c:
+        puller = c.pull("s", last_entry_id="0", count=50, reconnect=True)
+        feeder.start()
+        killed = False
+        with Cutter(proxy, every=0.1):
+            for item in puller:
+                if isinstance(item, Gap):
+                    gaps.append(item)
+                    continue
+                got.append(item[1])
+                if len(got) == n // 2 and not killed:
+                    killed = True
+                    server.stop(signal.SIGKILL)
+                    threading.Thread(target=server.start).start()
+                if len(got) == n:
+                    break
+        stop.set()
+        feeder.join()
+        assert proxy.cuts > 5
+    assert got == added  # in order, 0 lost, 0 doubled
+    assert gaps == []
+
+
+async def test_a_pull_opened_at_dollar_says_it_may_have_missed_entries(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    with CutProxy(server.port) as proxy:
+        async with AsyncClient(f"127.0.0.1:{proxy.port}") as c:
+            puller = c.pull("s", reconnect=True)  # at $, nothing seen yet
+            await puller.connect()
+            proxy.cut()
+            plain_redis.xadd("s", {"d": b"after"})
+            items = puller.__aiter__()
+            first = await asyncio.wait_for(items.__anext__(), 30)
+            assert isinstance(first, Gap) and first.sid == "s"
+            assert "before any entry was seen" in first.reason
+            await puller.close()
+
+
+def test_a_list_of_servers_goes_round_to_one_that_answers(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}"
+    plain_redis.xadd("s", {"d": b"x"})
+    with Client([dead, server.ws_url]) as c:
+        puller = c.pull("s", last_entry_id="0", reconnect=True)
+        batch = puller.recv_batch(timeout=30)
+        assert isinstance(batch, list) and batch[0][2] == b"x"
+        ids = c.push("s", b"y", producer="p")  # the push socket goes round too
+    assert ids is not None
+    wait_until(lambda: plain_redis.xlen("s") == 2, 10, "the push")
