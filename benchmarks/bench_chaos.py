@@ -1,0 +1,280 @@
+"""Chaos: a producer and reconnecting viewers through two `fastredis serve` on one
+Valkey (AOF on), while servers are killed, stopped, cut off and Redis is restarted.
+
+    python benchmarks/bench_chaos.py                 # short: 10 faults, < 2 min
+    python benchmarks/bench_chaos.py --faults 100    # the long run
+
+Load: one producer pushing 30 fps of 1 MB frames (stream ``cam``) plus 5,000 msg/s
+of 100 B (``tele``: 100 messages of 50 entries a second), both with ``producer=``;
+10 viewers pulling ``cam+tele`` from the start with ``reconnect=True``, each given
+both servers. Faults, in turn: kill -9 of a server, SIGTERM of a server (each
+started again 1 s later), the server's sockets cut (``ss -K``), Valkey restarted
+(SIGTERM, so the AOF is complete), both streams trimmed (XTRIM MAXLEN ~ 2000).
+
+Result (benchmarks/results/chaos_<date>.json): entries written twice (by payload
+number, over what each viewer saw), entries acked but never seen by a viewer and not
+covered by a Gap it was told of, and the stall per fault kind: the longest time a
+viewer went without a frame around the fault (its reconnect and resume; p50, p99 over
+viewers x faults; 10 ms is the normal spacing of ``tele`` messages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: ServeProcess
+
+from support.serve_process import ServeProcess  # noqa: E402
+
+from fastredis.client import AsyncClient, Gap  # noqa: E402
+from fastredis.embedded import EmbeddedRedis  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+FAULTS = ["kill9", "sigterm", "cut", "redis", "trim"]
+
+
+class Viewer:
+    """One reconnecting pull of cam+tele, recording what it saw and when."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.ids: dict[str, list[str]] = {"cam": [], "tele": []}
+        self.numbers: dict[str, list[int]] = {"cam": [], "tele": []}
+        self.gaps: list[Gap] = []
+        self.times: list[float] = []
+
+    async def run(self) -> None:
+        async with AsyncClient(self.urls) as c:
+            puller = c.pull("cam+tele", last_entry_id="0", count=50, reconnect=True)
+            async for batch in puller.batches():
+                if isinstance(batch, Gap):
+                    self.gaps.append(batch)
+                    continue
+                self.times.append(time.monotonic())
+                for sid, eid, data in batch:
+                    self.ids[sid].append(eid)
+                    self.numbers[sid].append(int(data[:12]))
+
+
+class Producer:
+    def __init__(self, urls: list[str], frame_bytes: int, fps: float, small_rate: int) -> None:
+        self.urls, self.frame_bytes, self.fps, self.small_rate = urls, frame_bytes, fps, small_rate
+        self.acked: dict[str, list[str]] = {"cam": [], "tele": []}
+        self.running = True
+
+    async def frames(self) -> None:
+        body = bytes(self.frame_bytes)
+        async with AsyncClient(self.urls) as c:
+            k = 0
+            while self.running:
+                start = time.monotonic()
+                ids = await c.push("cam", b"%012d" % k + body[12:], producer="cam")
+                self.acked["cam"].extend(ids or [])
+                k += 1
+                await asyncio.sleep(max(0.0, 1 / self.fps - (time.monotonic() - start)))
+
+    async def small(self) -> None:
+        per_message = 50
+        pad = b"x" * 88
+        async with AsyncClient(self.urls) as c:
+            k = 0
+            while self.running:
+                start = time.monotonic()
+                msg = [b"%012d" % (k + j) + pad for j in range(per_message)]
+                ids = await c.push("tele", msg, producer="tele")
+                self.acked["tele"].extend(ids or [])
+                k += per_message
+                wait = per_message / self.small_rate - (time.monotonic() - start)
+                await asyncio.sleep(max(0.0, wait))
+
+
+def _cut(port: int) -> None:
+    subprocess.run(["ss", "-K", "sport", "=", f":{port}"], capture_output=True, check=False)
+
+
+async def _fault(kind: str, k: int, servers: list[ServeProcess], valkey: EmbeddedRedis) -> str:
+    """Inflict one fault; return when what it broke is back. The server it hit, if any."""
+    server = servers[k % len(servers)]
+    if kind in ("kill9", "sigterm"):
+        sig = signal.SIGKILL if kind == "kill9" else signal.SIGTERM
+        await asyncio.to_thread(server.stop, sig)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(server.start)
+    elif kind == "cut":
+        await asyncio.to_thread(_cut, server.port)
+    elif kind == "redis":
+        await asyncio.to_thread(valkey.restart)
+    elif kind == "trim":
+        with redis.Redis.from_url(valkey.url) as r:
+            r.xtrim("cam", maxlen=2000, approximate=True)
+            r.xtrim("tele", maxlen=2000, approximate=True)
+    return kind
+
+
+def _id_key(eid: str) -> tuple[int, int]:
+    ms, seq = eid.split("-")
+    return int(ms), int(seq)
+
+
+def _unreported(v: Viewer, sid: str, acked: list[str]) -> int:
+    """Acked entries of `sid` the viewer never saw and no Gap of its covered."""
+    seen = set(v.ids[sid])
+    gaps = [g for g in v.gaps if g.sid == sid]
+    lost = 0
+    for eid in acked:
+        if eid in seen:
+            continue
+        key = _id_key(eid)
+        covered = any(
+            (g.after is None or _id_key(g.after) < key)
+            and (g.first is None or key < _id_key(g.first))
+            for g in gaps
+        )
+        lost += not covered
+    return lost
+
+
+def _stall(times: list[float], start: float, end: float) -> float:
+    """The longest a viewer went without a frame between `start` and `end` (the fault
+    and the time after it): how long its reconnect and resume took."""
+    before = [t for t in times if t < start][-1:]
+    seen = before + [t for t in times if start <= t <= end]
+    if not seen:
+        return end - start
+    edges = [*seen, end] if seen[0] < start else [start, *seen, end]
+    return max(b - a for a, b in itertools.pairwise(edges))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _chaos(args: argparse.Namespace, valkey: EmbeddedRedis) -> dict[str, Any]:
+    servers = [ServeProcess(valkey.url, "--maxlen", "0") for _ in range(2)]
+    for s in servers:
+        await asyncio.to_thread(s.start)
+    urls = [s.ws_url for s in servers]
+    producer = Producer(urls, args.frame_bytes, args.fps, args.small_rate)
+    viewers = [Viewer(urls if k % 2 else urls[::-1]) for k in range(args.viewers)]
+    tasks = [asyncio.ensure_future(t) for t in (producer.frames(), producer.small())]
+    tasks += [asyncio.ensure_future(v.run()) for v in viewers]
+    stalls: dict[str, list[float]] = {}
+    done: Counter[str] = Counter()
+    try:
+        await asyncio.sleep(args.settle)
+        for k in range(args.faults):
+            kind = FAULTS[k % len(FAULTS)]
+            start = time.monotonic()
+            await _fault(kind, k // len(FAULTS), servers, valkey)
+            done[kind] += 1
+            await asyncio.sleep(args.between)
+            for v in viewers:
+                stalls.setdefault(kind, []).append(_stall(v.times, start, time.monotonic()))
+        producer.running = False
+        await asyncio.sleep(1.0)
+        deadline = time.monotonic() + args.drain
+        while time.monotonic() < deadline:
+            if not any(_unreported(v, s, producer.acked[s]) for v in viewers for s in v.ids):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        producer.running = False
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in servers:
+            await asyncio.to_thread(s.stop, signal.SIGKILL)
+    return _summary(args, producer, viewers, stalls, done)
+
+
+def _summary(
+    args: argparse.Namespace,
+    producer: Producer,
+    viewers: list[Viewer],
+    stalls: dict[str, list[float]],
+    done: Counter[str],
+) -> dict[str, Any]:
+    doubled = sum(
+        sum(c - 1 for c in Counter(v.numbers[s]).values() if c > 1)
+        for v in viewers
+        for s in v.numbers
+    )
+    doubled_ids = sum(
+        sum(c - 1 for c in Counter(v.ids[s]).values() if c > 1) for v in viewers for s in v.ids
+    )
+    unreported = sum(_unreported(v, s, producer.acked[s]) for v in viewers for s in producer.acked)
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": f"{platform.node()} (2 cores shared with other work: noisy)",
+        "faults": dict(done),
+        "viewers": len(viewers),
+        "frame_bytes": args.frame_bytes,
+        "fps": args.fps,
+        "small_msgs_per_s": args.small_rate,
+        "acked": {s: len(ids) for s, ids in producer.acked.items()},
+        "doubled_payloads_seen": doubled,
+        "doubled_ids_seen": doubled_ids,
+        "lost_not_reported": unreported,
+        "gaps_reported": sum(len(v.gaps) for v in viewers),
+        # per fault kind, over viewers x faults: the longest time without a frame
+        "stall_s": {
+            kind: {"p50": _percentile(v, 0.5), "p99": _percentile(v, 0.99), "n": len(v)}
+            for kind, v in stalls.items()
+        },
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="chaos-") as data,
+        EmbeddedRedis(
+            data_dir=data, extra_args=("--appendonly", "yes", "--appendfsync", "everysec")
+        ) as valkey,
+    ):
+        result = asyncio.run(_chaos(args, valkey))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"chaos_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(
+        json.dumps(result, indent=1) + "\n"
+    )
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--faults", type=int, default=10)
+    p.add_argument("--viewers", type=int, default=10)
+    p.add_argument("--frame-bytes", type=int, default=1 << 20)
+    p.add_argument("--fps", type=float, default=30)
+    p.add_argument("--small-rate", type=int, default=5000, help="100 B messages per second")
+    p.add_argument("--between", type=float, default=4.0, help="seconds between faults")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds before the first fault")
+    p.add_argument("--drain", type=float, default=30.0, help="most seconds to catch up")
+    return p.parse_args(argv)
+
+
+def test_chaos_short() -> None:
+    result = run(parse_args(["--faults", "5", "--viewers", "3", "--frame-bytes", "65536"]))
+    assert result["acked"]["cam"] > 0
+
+
+if __name__ == "__main__":
+    r = run(parse_args())
+    print(json.dumps(r, indent=1))
