@@ -62,5 +62,11 @@ const FR = (() => {
     for (const c of children) e.append(c);
     return e;
   }
-  return { config, token, url, wsUrl, path, headers, gql, idMs, sniff, bytes, ago, el };
+  // Reconnecting: full-jitter backoff, uniform in [0, min(20 s, 0.5 s * 2^attempt)].
+  const retryDelay = (attempt) => Math.random() * Math.min(20000, 500 * 2 ** Math.min(attempt, 16));
+  // "12:03:04" for a Date.now()-style time
+  const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+  return {
+    config, token, url, wsUrl, path, headers, gql, idMs, sniff, bytes, ago, el, retryDelay, clock,
+  };
 })();
