@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = frozenset({"python", "bash", "graphql"})
 OUTPUT = frozenset({"text"})
 NOT_RUN = re.compile(r"^\s*(?:#|//)\s*not run:\s*(?P<why>.+)$")
-JWT_SECRET = "the --jwt-secret"
+JWT_SECRET = "change-me-to-32-or-more-random-bytes"
 
 _FENCE = re.compile(
     r"^(?P<indent>[ ]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ ]*$",
