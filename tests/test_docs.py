@@ -92,7 +92,11 @@ def _environment(server: str) -> dict[str, str]:
 
 def _run(argv: list[str], cwd: Path, example: Example, server: str) -> None:
     done = subprocess.run(
-        argv, cwd=cwd, env=_environment(server), capture_output=True, text=True,
+        argv,
+        cwd=cwd,
+        env=_environment(server),
+        capture_output=True,
+        text=True,
         timeout=TIMEOUT,
     )
     assert done.returncode == 0, (
@@ -121,7 +125,5 @@ def test_example_runs(e: Example, request: pytest.FixtureRequest, tmp_path: Path
 
 
 def test_every_block_is_run_or_says_why_not() -> None:
-    unchecked = [
-        e.name for e in EXAMPLES if e.lang not in RUN | OUTPUT and not e.not_run
-    ]
+    unchecked = [e.name for e in EXAMPLES if e.lang not in RUN | OUTPUT and not e.not_run]
     assert not unchecked, f"blocks neither run nor marked '# not run: why': {unchecked}"
