@@ -3,17 +3,20 @@ servers (see tests/support/doc_examples.py for how blocks are found and pointed 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from support.doc_examples import JWT_SECRET, OUTPUT, ROOT, RUN, Example, all_examples, pointed_at
 from support.live_server import LiveServer, server_fixture  # noqa: F401
+from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 
@@ -117,11 +120,31 @@ def test_example_runs(e: Example, request: pytest.FixtureRequest, tmp_path: Path
         script = tmp_path / "example.sh"
         script.write_text(source, encoding="utf-8")
         _run(["bash", "-eo", "pipefail", str(script)], tmp_path, e, addresses["localhost:8000"])
-    else:  # graphql: what the playground or any GraphQL client sends
+    elif source.lstrip().startswith("subscription"):
+        assert _first_subscription_result(addresses["localhost:8000"], source), e.name
+    else:  # a query or mutation, as the playground or any GraphQL client sends it
         http = "http://" + addresses["localhost:8000"]
         answer = httpx.post(f"{http}/graphql", json={"query": source}, timeout=30).json()
         assert "errors" not in answer, f"{e.name}: {answer['errors']}"
         assert answer["data"], e.name
+
+
+def _first_subscription_result(server: str, query: str) -> dict[str, Any]:
+    """Subscribe over graphql-transport-ws; the data of the first result."""
+    url = f"ws://{server}/graphql"
+    with connect(url, subprotocols=["graphql-transport-ws"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "connection_ack"
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        while True:
+            message = json.loads(ws.recv(timeout=30))
+            if message["type"] == "ping":
+                ws.send(json.dumps({"type": "pong"}))
+            elif message["type"] != "pong":
+                break
+    assert message["type"] == "next" and "errors" not in message["payload"], message
+    data: dict[str, Any] = message["payload"]["data"]
+    return data
 
 
 def test_every_block_is_run_or_says_why_not() -> None:
