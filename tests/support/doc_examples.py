@@ -13,8 +13,9 @@ The addresses the docs use are pointed at servers started by the test fixtures f
 | `redis://node-1:7000` | the session's embedded Redis Cluster |
 
 A block whose first line is a comment `# not run: WHY` is not run (a command that
-installs packages or serves forever); `text` blocks are output, not code. Blocks in any
-other language must be marked too, so none is left unchecked by accident.
+installs packages or serves forever); `text` and `json` blocks are output or data, not
+code. Blocks in any other language must be marked too, so none is left unchecked by
+accident.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = frozenset({"python", "bash", "graphql"})
-OUTPUT = frozenset({"text"})
+OUTPUT = frozenset({"text", "json"})  # output, frames, data: nothing to run
 NOT_RUN = re.compile(r"^\s*(?:#|//)\s*not run:\s*(?P<why>.+)$")
 JWT_SECRET = "change-me-to-32-or-more-random-bytes"
 
