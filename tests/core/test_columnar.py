@@ -55,7 +55,7 @@ def expected_rows(batch: StreamBatch) -> list[dict]:
     """What the table must hold, from the batch's Python API (last value wins)."""
     rows = []
     names: list = []
-    for stream, eid, fields in batch:
+    for _stream, _eid, fields in batch:
         for key in fields or {}:
             if key not in names:
                 names.append(key)
@@ -136,15 +136,15 @@ def test_polars_and_duckdb(mixed):
     assert df["stream"].to_list() == ["cam", "cam", "cam", "imu"]
     assert df["t"].to_list() == [b"1", b"3", None, None]
     assert pl.from_arrow(pa.table(mixed)).equals(df)
-    batch = mixed
-    got = duckdb.sql(
-        "SELECT stream, id_ms, octet_length(img) FROM batch WHERE img IS NOT NULL"
+    rel = duckdb.from_arrow(mixed)  # the capsule stream, read by DuckDB itself
+    got = rel.query(
+        "batch", "SELECT stream, id_ms, octet_length(img) FROM batch WHERE img IS NOT NULL"
     ).fetchall()
     assert got == [("cam", 5, len(BIG))]
-    assert duckdb.sql("SELECT count(*) FROM batch GROUP BY stream ORDER BY 1").fetchall() == [
-        (1,),
-        (3,),
-    ]
+    counts = duckdb.from_arrow(mixed).query(
+        "b", "SELECT count(*) FROM b GROUP BY stream ORDER BY 1"
+    )
+    assert counts.fetchall() == [(1,), (3,)]
 
 
 def test_range_batches_have_a_null_stream_column():
