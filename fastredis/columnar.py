@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastredis import _columns
 from fastredis._batch import StreamBatch
+from fastredis.ids import parse_id
 
 if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-__all__ = ["Columns", "to_arrow", "to_polars"]
+__all__ = ["Columns", "messages_to_arrow", "to_arrow", "to_polars"]
 
 Layout = Literal["binary_view", "large_binary"]
 FieldNames = Iterable[str | bytes]
@@ -84,6 +85,38 @@ def to_arrow(
     wide = {pa.binary_view(): pa.large_binary(), pa.string_view(): pa.large_string()}
     schema = pa.schema([f.with_type(wide.get(f.type, f.type)) for f in rb.schema])
     return rb.cast(schema)
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def messages_to_arrow(messages: Iterable[Any], text: bool) -> pa.RecordBatch:
+    """``(stream, id, fields)`` entries already made into Python objects (the entries
+    a consumer group replays or claims) as a record batch with the columns of
+    :func:`to_arrow`: values copied into ``string_view`` (``text``) or
+    ``binary_view`` columns, a repeated name impossible (fields are dicts)."""
+    pa = _require("pyarrow")
+    rows = list(messages)
+    names: dict[Any, None] = {}
+    for _, _, fields in rows:
+        names.update(dict.fromkeys(fields or ()))
+    ids = [parse_id(entry_id) for _, entry_id, _ in rows]
+    kind = pa.string_view() if text else pa.binary_view()
+    streams = pa.array([None if s is None else _text(s) for s, _, _ in rows], pa.string())
+    columns = [
+        streams.dictionary_encode(),
+        pa.array([ms for ms, _ in ids], pa.uint64()),
+        pa.array([seq for _, seq in ids], pa.uint64()),
+        *(pa.array([(f or {}).get(k) for _, _, f in rows], kind) for k in names),
+    ]
+    fields = [
+        pa.field("stream", columns[0].type),
+        pa.field("id_ms", pa.uint64(), nullable=False),
+        pa.field("id_seq", pa.uint64(), nullable=False),
+        *(pa.field(_text(k), kind) for k in names),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
 
 
 def _typed(column: pl.Series, dtype: Any, pl: Any) -> pl.Series:
