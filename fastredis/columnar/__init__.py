@@ -10,13 +10,18 @@ buffer, with no payload byte copied. This module adds what needs pyarrow or Pola
   ``large_binary`` layout (values back to back: exactly one copy) for consumers
   without view types;
 * :func:`to_polars`: a Polars frame with typed columns (numbers parsed from text,
-  JSON decoded).
+  JSON decoded);
+* :func:`fastredis.columnar.dask.read_dask`: a stream's id or time range as a Dask
+  DataFrame, partitioned by entry id (the ``dask`` extra as well).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from fastredis import _columns
 from fastredis._batch import StreamBatch
@@ -34,13 +39,13 @@ _TRUE = ["1", "true", "True", "TRUE", "yes", "on"]
 _FALSE = ["0", "false", "False", "FALSE", "no", "off"]
 
 
-def _require(module: str) -> Any:
-    """Import pyarrow or polars, or say which extra brings it."""
+def _require(module: str, extra: str = "columnar") -> Any:
+    """Import an optional module (pyarrow, polars, ...), or say which extra brings it."""
     try:
-        return __import__(module)
+        return importlib.import_module(module)
     except ImportError as e:
         raise ImportError(
-            f"{module} is needed for columnar reads: pip install 'fastredis[columnar]'"
+            f"{module} is needed for columnar reads: pip install 'fastredis[{extra}]'"
         ) from e
 
 
@@ -67,7 +72,10 @@ class Columns:
 
 
 def to_arrow(
-    batch: StreamBatch, layout: Layout = "binary_view", fields: FieldNames | None = None
+    batch: StreamBatch,
+    layout: Layout = "binary_view",
+    fields: FieldNames | None = None,
+    stream: str | None = None,
 ) -> pa.RecordBatch:
     """The batch as one ``pyarrow.RecordBatch``.
 
@@ -75,13 +83,20 @@ def to_arrow(
     buffer (no copy; the record batch keeps the StreamBatch alive).
     ``layout="large_binary"``: ``large_binary`` / ``large_string`` columns, the
     values copied once, back to back, for consumers without view types.
-    ``fields``: only those field columns, in that order (see :class:`Columns`)."""
+    ``fields``: only those field columns, in that order (see :class:`Columns`).
+    ``stream``: the name for the ``stream`` column of an XRANGE/XCLAIM batch, whose
+    reply names none (otherwise that column is null)."""
     pa = _require("pyarrow")
+    if layout not in ("binary_view", "large_binary"):
+        raise ValueError(f"layout must be 'binary_view' or 'large_binary', not {layout!r}")
     rb = pa.record_batch(Columns(batch, fields))
+    if stream is not None and not batch.streams:
+        names = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(rb.num_rows, np.int32)), pa.array([stream], pa.string())
+        )
+        rb = rb.set_column(0, rb.schema.field(0), names)
     if layout == "binary_view":
         return rb
-    if layout != "large_binary":
-        raise ValueError(f"layout must be 'binary_view' or 'large_binary', not {layout!r}")
     wide = {pa.binary_view(): pa.large_binary(), pa.string_view(): pa.large_string()}
     schema = pa.schema([f.with_type(wide.get(f.type, f.type)) for f in rb.schema])
     return rb.cast(schema)
@@ -91,16 +106,22 @@ def _text(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else x
 
 
-def messages_to_arrow(messages: Iterable[Any], text: bool) -> pa.RecordBatch:
+def messages_to_arrow(
+    messages: Iterable[Any], text: bool, fields: FieldNames | None = None
+) -> pa.RecordBatch:
     """``(stream, id, fields)`` entries already made into Python objects (the entries
     a consumer group replays or claims) as a record batch with the columns of
     :func:`to_arrow`: values copied into ``string_view`` (``text``) or
-    ``binary_view`` columns, a repeated name impossible (fields are dicts)."""
+    ``binary_view`` columns, a repeated name impossible (fields are dicts).
+    ``fields``: those field columns, in that order (absent ones null)."""
     pa = _require("pyarrow")
     rows = list(messages)
     names: dict[Any, None] = {}
-    for _, _, fields in rows:
-        names.update(dict.fromkeys(fields or ()))
+    if fields is not None:
+        want = [_text(f) for f in fields]
+        names = dict.fromkeys(f.encode() if not text else f for f in want)
+    for _, _, data in rows if fields is None else ():
+        names.update(dict.fromkeys(data or ()))
     ids = [parse_id(entry_id) for _, entry_id, _ in rows]
     kind = pa.string_view() if text else pa.binary_view()
     streams = pa.array([None if s is None else _text(s) for s, _, _ in rows], pa.string())
@@ -110,13 +131,13 @@ def messages_to_arrow(messages: Iterable[Any], text: bool) -> pa.RecordBatch:
         pa.array([seq for _, seq in ids], pa.uint64()),
         *(pa.array([(f or {}).get(k) for _, _, f in rows], kind) for k in names),
     ]
-    fields = [
+    schema = [
         pa.field("stream", columns[0].type),
         pa.field("id_ms", pa.uint64(), nullable=False),
         pa.field("id_seq", pa.uint64(), nullable=False),
         *(pa.field(_text(k), kind) for k in names),
     ]
-    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(schema))
 
 
 def _typed(column: pl.Series, dtype: Any, pl: Any) -> pl.Series:
