@@ -82,7 +82,8 @@ def fetch_arrow(x: Any, fields: Iterable[str | bytes] | None = None) -> Any:
     it runs: a Descriptor's reply is viewed (no payload copied on the worker), with its
     stream named; entries replayed or claimed (Messages) are copied into the same
     columns. ``fields``: the field columns, the same for every batch (else each
-    batch has the fields its entries have)."""
+    batch has the fields its entries have). Process it where it is made: Arrow
+    serializes each view column with the whole reply it views."""
     from fastredis.columnar import messages_to_arrow, to_arrow
 
     got = fetch(x)

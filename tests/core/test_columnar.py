@@ -136,6 +136,8 @@ def test_polars_and_duckdb(mixed):
     assert df["stream"].to_list() == ["cam", "cam", "cam", "imu"]
     assert df["t"].to_list() == [b"1", b"3", None, None]
     assert pl.from_arrow(pa.table(mixed)).equals(df)
+    # Polars makes a struct Series of any capsule object given to from_arrow
+    assert pl.from_arrow(mixed).struct.unnest().equals(df)
     rel = duckdb.from_arrow(mixed)  # the capsule stream, read by DuckDB itself
     got = rel.query(
         "batch", "SELECT stream, id_ms, octet_length(img) FROM batch WHERE img IS NOT NULL"
