@@ -121,6 +121,9 @@ def test_text_batches_give_string_view(mixed):
     t.validate(full=True)
     assert t.schema.field("img").type == pa.string_view()
     assert t.to_pylist() == expected_rows(text)
+    assert pl.DataFrame(text)["x"].to_list() == [None, None, None, "0.5" * 10]
+    got = duckdb.from_arrow(text).query("t", "SELECT length(x) FROM t WHERE x IS NOT NULL")
+    assert got.fetchall() == [(30,)]
 
 
 def test_schema_capsule_and_record_batch(mixed):
