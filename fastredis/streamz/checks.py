@@ -98,6 +98,13 @@ def normalize_streams(streams: Any, default_id: Any, allow_dollar: bool = True) 
 
 
 def check_batch(batch: Any) -> bool | str:
+    """A source's ``batch`` argument (the modes: streamz/batch_modes.py); "arrow"
+    probes pyarrow now, so a missing extra is said at construction."""
     if batch is False or batch is True or batch == "messages":
         return batch
-    raise ValueError(f"batch must be False, True or 'messages', not {batch!r}")
+    if batch == "arrow":
+        from fastredis.columnar import _require
+
+        _require("pyarrow")
+        return "arrow"
+    raise ValueError(f"batch must be False, True, 'messages' or 'arrow', not {batch!r}")

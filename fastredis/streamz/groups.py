@@ -12,6 +12,7 @@ from streamz import Stream
 
 from fastredis.redis_io import axclaim_batch, axread_batch, axreadgroup_batch
 from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
+from fastredis.streamz.batch_modes import WHOLE, messages_item, read_item
 from fastredis.streamz.checks import (
     check_count,
     check_name,
@@ -83,7 +84,8 @@ class from_redis_consumer_group(StreamSource):
         As for from_redis_streams. A batch is acknowledged as a whole when everything
         downstream is done with it. With ``batch=True``, entries claimed from other
         consumers or replayed after a reconnect come as a list of Messages (a sequence
-        of the same (stream, id, data) tuples) rather than a StreamBatch.
+        of the same (stream, id, data) tuples) rather than a StreamBatch; with
+        ``batch="arrow"`` every emitted item is a pyarrow.RecordBatch.
 
     Acknowledgement: every emitted entry carries a streamz reference count
     (``metadata=[{"ref": ...}]``); when nothing downstream holds it any more (partition
@@ -386,7 +388,7 @@ class from_redis_consumer_group(StreamSource):
             try:
                 if type(batch) is DescriptorRead:
                     return await self._emit_descriptors(batch)
-                if self.batch is True:
+                if self.batch in WHOLE:
                     return await self._emit_batch(batch)
                 return await self._emit_messages(batch_messages(batch))
             finally:
@@ -405,7 +407,7 @@ class from_redis_consumer_group(StreamSource):
         """The StreamBatch of a read itself, acknowledged as a whole."""
         assert self.acker is not None
         ids = ids_by_stream(batch)
-        exc = await emit_one(self, batch, BatchAckRef(self.acker, ids))
+        exc = await emit_one(self, read_item(self.batch, batch), BatchAckRef(self.acker, ids))
         if exc is not None:
             self.acker.not_done_many(ids)
             for stream, stream_ids in ids.items():
@@ -426,7 +428,8 @@ class from_redis_consumer_group(StreamSource):
         # A list of Messages (also in batch=True mode for claimed or replayed entries);
         # retried entries come one per list, so one poison entry condemns no other.
         for part in ([m] for m in msgs) if one_by_one else (msgs,):
-            exc = await emit_one(self, part, BatchAckRef(acker, message_ids(part)))
+            item = messages_item(self.batch, part, self.encoding)
+            exc = await emit_one(self, item, BatchAckRef(acker, message_ids(part)))
             if exc is not None:
                 for m in part:
                     self._failed(m, exc)
