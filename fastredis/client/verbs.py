@@ -42,6 +42,7 @@ from fastredis.ids import id_ms
 __all__ = ["parse_shape", "register"]
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # as argparse's errors
 # what the verbs import (the client extra), probed before one runs
 NEEDS = ("websockets", "tqdm")
 NEEDS_IMAGES = (*NEEDS, "PIL")
@@ -299,6 +300,27 @@ def push_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_problem(path: str) -> str | None:
+    """Why the last frame could not be saved at `path` (None: it can), found before
+    pulling rather than after."""
+    from PIL import Image
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in ("", ".jpg", ".jpeg"):
+        Image.init()
+        if Image.registered_extensions().get(suffix) not in Image.SAVE:
+            return f"Pillow cannot write {suffix} files (use .jpg, .png, .webp, ...)"
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):  # appends nothing: only asks whether it can be written
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        os.remove(path)
+    return None
+
+
 def _save_frame(path: str, data: bytes, image: Any) -> None:
     """The JPEG bytes as received for .jpg/.jpeg (or no suffix), else re-encoded."""
     suffix = os.path.splitext(path)[1].lower()
@@ -364,6 +386,10 @@ def pull_image(args: argparse.Namespace) -> int:
     last one (--save) and prints the summary."""
     from fastredis.client.sync_client import Puller
 
+    problem = _save_problem(args.save) if args.save else None
+    if problem:
+        print(f"fastredis {args.verb}: error: --save {args.save}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     frames = _Frames()
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
     try:
@@ -475,4 +501,9 @@ def register(subparsers: Any) -> None:
               "decode JPEG frames, show fps and latency (headless)")  # fmt: skip
     _common(p, 0, "stop after N frames (default 0 = never)")
     _pull_options(p)
-    p.add_argument("--save", metavar="PATH", help="save the latest frame there on exit")
+    p.add_argument(
+        "--save",
+        metavar="PATH",
+        help="save the latest frame there on exit (.jpg: as received; .png, .webp, ...: "
+        "re-encoded); checked before pulling",
+    )

@@ -237,6 +237,27 @@ def test_a_bad_url_in_the_environment_is_refused() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("save", "reason"),
+    [
+        ("no-such-folder/last.jpg", "No such file or directory"),
+        ("last.txt", "Pillow cannot write .txt files (use .jpg, .png, .webp, ...)"),
+        ("last.psd", "Pillow cannot write .psd files (use .jpg, .png, .webp, ...)"),  # read-only
+        (".", "Is a directory"),
+    ],
+)
+def test_pull_image_checks_save_before_pulling(
+    url: str, plain_redis: redis.Redis, tmp_path: Path, save: str, reason: str
+) -> None:
+    plain_redis.xadd("checked", {"d": _jpeg((0, 0, 0))})
+    path = tmp_path / save
+    out = run("pull-image", "checked", "--last-entry-id", "0", "--count", "1",
+              "--save", str(path), "--url", url)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"fastredis pull-image: error: --save {path}: {reason}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
+
+
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (16, 8), colour).save(buf, format="JPEG")
