@@ -18,7 +18,7 @@ import redis
 
 from fastredis.redis_io import make_client, xrange_batch
 
-__all__ = ["READ_IDS_SCRIPT", "Descriptor", "fetch"]
+__all__ = ["READ_IDS_SCRIPT", "Descriptor", "DescriptorRead", "fetch"]
 
 # KEYS[1] a stream; ARGV group, consumer, count. XREADGROUP '>' inside the script, so the
 # entries are delivered (pending at the consumer) but only their ids leave Redis, with the
@@ -48,6 +48,13 @@ class Descriptor:
     url: str | None = None
     client_params: Mapping[str, Any] = field(default_factory=dict)
     encoding: str | None = "utf-8"
+
+
+class DescriptorRead(list[tuple[Descriptor, list[str]]]):
+    """One descriptor-mode read: (Descriptor, ids) per stream; len() counts entries."""
+
+    def __len__(self) -> int:
+        return sum(d.count for d, _ in self)
 
 
 _clients: dict[Any, redis.Redis] = {}
