@@ -117,7 +117,7 @@ class from_redis_consumer_group(StreamSource):
         self.replay_pending = bool(replay_pending)
         self.heartbeat_interval = check_positive(heartbeat_interval, "heartbeat_interval")
         self.claim_timeout = check_positive(claim_timeout, "claim_timeout", allow_none=False)
-        if self.heartbeat_interval is not None and self.claim_timeout <= self.heartbeat_interval:  # type: ignore[operator]
+        if self.heartbeat_interval is not None and self.claim_timeout <= self.heartbeat_interval:
             raise ValueError(
                 f"claim_timeout ({claim_timeout}) must be longer than heartbeat_interval "
                 f"({heartbeat_interval}), or live consumers are taken for dead"
