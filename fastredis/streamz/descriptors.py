@@ -19,7 +19,14 @@ import redis
 from fastredis._batch import StreamBatch
 from fastredis.redis_io import make_client, xrange_batch
 
-__all__ = ["READ_IDS_SCRIPT", "Descriptor", "client_for", "fetch", "fetch_arrow"]
+__all__ = [
+    "READ_IDS_SCRIPT",
+    "Descriptor",
+    "DescriptorRead",
+    "client_for",
+    "fetch",
+    "fetch_arrow",
+]
 
 # KEYS[1] a stream; ARGV group, consumer, count. XREADGROUP '>' inside the script, so the
 # entries are delivered (pending at the consumer) but only their ids leave Redis, with the
@@ -49,6 +56,13 @@ class Descriptor:
     url: str | None = None
     client_params: Mapping[str, Any] = field(default_factory=dict)
     encoding: str | None = "utf-8"
+
+
+class DescriptorRead(list[tuple[Descriptor, list[str]]]):
+    """One descriptor-mode read: (Descriptor, ids) per stream; len() counts entries."""
+
+    def __len__(self) -> int:
+        return sum(d.count for d, _ in self)
 
 
 _clients: dict[Any, redis.Redis] = {}

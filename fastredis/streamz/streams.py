@@ -175,8 +175,9 @@ class from_redis_streams(StreamSource):
         names = list(self.streams)
         await self._check_types(names, "stream")
         ids: dict[str, Any] = {}
-        for name, start in self.streams.items():
-            if start == "$":
+        for name, given in self.streams.items():
+            start: str | bytes = given  # an id read back is str (utf-8 asked)
+            if given == "$":
                 # Resolve "$" now: entries added from here on are read, and a reconnect
                 # resumes from a real id instead of skipping what came meanwhile.
                 last = await axrevrange_batch(self.client, name, count=1, encoding="utf-8")
