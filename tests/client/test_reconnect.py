@@ -6,6 +6,7 @@ that cuts their sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -17,8 +18,8 @@ from support.cut_proxy import CutProxy
 from support.serve_process import ServeProcess
 from support.waiting import wait_until
 
-from fastredis.client import AsyncClient, Client, Gap
-from fastredis.client.reconnect import BACKOFF_MAX, backoff_delay
+from fastredis.client import AsyncClient, Client, Gap, ServerClosed
+from fastredis.client.reconnect import BACKOFF_MAX, PullCursor, backoff_delay
 from fastredis.embedded import free_port
 
 
@@ -179,3 +180,39 @@ def test_a_list_of_servers_goes_round_to_one_that_answers(
         ids = c.push("s", b"y", producer="p")  # the push socket goes round too
     assert ids is not None
     wait_until(lambda: plain_redis.xlen("s") == 2, 10, "the push")
+
+
+def test_a_refused_producer_message_is_raised_not_retried(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    plain_redis.set("taken", "a string")
+    with Client(server.ws_url) as c:
+        with pytest.raises(ServerClosed) as info:
+            c.push("taken", b"x", producer="p")
+        assert info.value.code == 1008 and "another type" in info.value.reason
+        assert c.push("s", b"y", producer="p") is not None  # the client goes on
+
+
+def test_the_cursor_reads_resume_and_gap_frames() -> None:
+    cursor = PullCursor(["a"], None)
+    assert cursor.param() == "$" and cursor.blind() == ["a"]
+    ok = {"resume": {"from": "5-0", "recovered": True, "first_id": "1-0", "epoch": "e"}}
+    assert cursor.frame(json.dumps(ok)) is None
+    assert cursor.param() == "5-0" and cursor.blind() == []  # $ resolved by the server
+    lost = {"resume": {"from": "5-0", "recovered": False, "first_id": "9-0", "epoch": "e"}}
+    assert cursor.frame(json.dumps(lost)) == Gap("a", "5-0", "9-0", ANY_REASON)
+    gap = cursor.frame(json.dumps({"gap": {"from": "7-0", "first_id": "12-0"}}))
+    assert gap is not None and (gap.sid, gap.after, gap.first) == ("a", "7-0", "12-0")
+    two = PullCursor(["a", "b"], "0+3-0")
+    two.seen([("b", "4-0", b"")])
+    assert two.param() == "0+4-0"
+
+
+class _AnyReason(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_REASON = _AnyReason("")
