@@ -29,9 +29,10 @@ async def emit_each(
     item's reference count (count 1, held by us until what the emit returned is done;
     released here then). When downstream raises, the failure is logged, ``failed(item,
     exc)`` is called and emission goes on with the next item. Once the source is
-    stopped, no further item is emitted: ``stop()`` returns after the item under way, and
-    the caller keeps the rest (a group leaves them pending, a stream reader rewinds, a
-    list reader puts them back).
+    stopped, no further item is emitted: ``stop()`` returns after the item under way (or
+    at once, when a step downstream returned a future: that item counts as not emitted,
+    so it is delivered again), and the caller keeps the rest (a group leaves them
+    pending, a stream reader rewinds, a list reader puts them back).
     """
     gather = asyncio.gather
     n = len(items)
@@ -54,11 +55,15 @@ async def emit_each(
                     source.current_metadata = md
                     r = single(x, who=source, metadata=md)
                     if r:
-                        await (gather(*r) if type(r) is list else gather(r))
+                        await _finished(source, gather(*r) if type(r) is list else gather(r))
                 else:
                     r = source._emit(x, md)
                     if r:
-                        await gather(*r)
+                        await _finished(source, gather(*r))
+            except asyncio.CancelledError:
+                if source.stopped:  # stop() while a step downstream was under way
+                    return emitted  # x is delivered again after the next start
+                raise
             except Exception as exc:
                 downstream_failed(source, x, exc)
                 if failed is not None:
@@ -71,6 +76,16 @@ async def emit_each(
         if i < n:
             await asyncio.sleep(0)
     return emitted
+
+
+async def _finished(source: Stream, fut: Any) -> None:
+    """Wait for what downstream returned; stop() ends the wait (through the source's
+    `_wait`), not the downstream work itself."""
+    wait = getattr(source, "_wait", None)
+    if wait is None:
+        await fut
+    else:
+        await wait(asyncio.shield(fut))
 
 
 async def emit_one(source: Stream, x: Any, ref: RefCounter | None = None) -> Exception | None:

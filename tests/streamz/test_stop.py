@@ -3,6 +3,7 @@ after the whole batch), and the next start() goes on where it left, losing nothi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -54,3 +55,34 @@ def test_stop_returns_after_the_item_under_way_and_loses_nothing(
     else:  # the reader rewound (streams) or put the rest back (lists): once, in order
         assert seen == list(range(N))
         assert plain_redis.llen("in-list") == 0 or kind == "streams"
+
+
+@pytest.mark.parametrize("kind", ["group", "streams", "lists"])
+def test_stop_does_not_wait_for_an_asynchronous_step(
+    kind: str, redis_url: str, plain_redis: redis.Redis
+) -> None:
+    for i in range(N):
+        plain_redis.xadd("in", {"d": str(i)})
+        plain_redis.rpush("in-list", str(i))
+    source = _source(kind, redis_url)
+    seen: list[int] = []
+    release = asyncio.Event()
+
+    async def held(x: Any) -> None:  # a step that waits on something outside
+        seen.append(int(x if kind == "lists" else x[2]["d"]))
+        if len(seen) == 3:
+            await release.wait()
+
+    source.sink(held)
+    try:
+        source.start()
+        wait_until(lambda: len(seen) >= 3, 30, what="a few items")
+        source.stop()  # returns although the third item's step never finishes
+        assert len(seen) == 3
+        source.loop.add_callback(release.set)
+        source.start()
+        wait_until(lambda: set(range(N)) <= set(seen), 60, what="every item")
+    finally:
+        source.stop()
+    assert seen.count(2) == 2  # the item under way is delivered again: at least once
+    assert len(seen) == N + 1
