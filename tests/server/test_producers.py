@@ -17,7 +17,7 @@ import redis
 import websockets
 from support.live_server import LiveServer
 
-from fastredis.embedded import EmbeddedRedis
+from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 from fastredis.redis_io.producers import (
     MAX_PRODUCER_ID,
     MAX_PRODUCERS,
@@ -214,3 +214,25 @@ def test_producers_per_stream_set_are_bounded(r: redis.Redis) -> None:
     r.delete(producer_keys(["s"], "p7")[0])  # one state expired: room for one more
     assert len(one("late")) == 1
     assert len(one("p0")) == 1  # a known producer is never refused (a resend here)
+
+
+async def test_producer_pushes_on_a_redis_cluster(
+    redis_cluster: EmbeddedCluster, cluster_url: str
+) -> None:
+    from fastredis.client import Client
+
+    app = create_app(Settings(redis_url=redis_cluster.url, maxlen=0))
+    with LiveServer(app) as live, redis.RedisCluster.from_url(cluster_url) as r:
+        with Client(live.ws_url) as c:
+            for sid in ("{cam1}:rgb", "plain", "other"):  # streams on several nodes
+                for i in range(3):
+                    c.push(sid, b"%d" % i, producer="p")
+            ids = c.push("{cam1}:rgb+{cam1}:depth", [b"x"], producer="p")
+            assert ids is not None and len(ids) == 2  # one message, two streams, one slot
+        for sid in ("{cam1}:rgb", "plain", "other"):
+            state, _index = producer_keys([sid], "p")
+            assert r.keyslot(state) == r.keyslot(sid)
+            assert parse_state(r.hgetall(state))[0] == 3
+        async with connect(f"{live.ws_url}/data/a%7Bb/push?producer=p") as ws:  # "a{b"
+            code, reason = await closed_with(ws)
+        assert code == 1008 and "hash tag" in reason
