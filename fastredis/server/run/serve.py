@@ -28,7 +28,7 @@ from fastredis.server.run.settings import Settings, parse_size
 __all__ = ["NEEDS", "redacted", "register", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
-NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
+NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart", "sse_starlette")
 
 
 def _fail(message: str) -> int:
