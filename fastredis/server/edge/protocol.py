@@ -7,6 +7,7 @@ core reader's `fastredis._resp.ProtocolError`, which is about bytes from Redis.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ __all__ = [
     "BadInput",
     "SSEOptions",
     "close_reason",
+    "end_offsets",
     "parse_query",
     "parse_sids",
     "parse_sse_query",
@@ -146,6 +148,7 @@ class ReadOptions:
     max_fps: float = 0.0
     header: bool = True
     ack: bool = False
+    end_offsets: bool = False  # offsets=end: [sid, id, end] headers (the deployed clients')
 
 
 @dataclass
@@ -154,8 +157,11 @@ class PushOptions:
     ack: bool = False
 
 
-PULL_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack"})
-GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest"})
+PULL_PARAMS = frozenset(
+    {"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack", "offsets"}
+)
+GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "offsets"})
+OFFSET_FORMS = ("start", "end")
 PUSH_PARAMS = frozenset({"header", "ack"})
 POST_PARAMS: frozenset[str] = frozenset()
 FOXGLOVE_PARAMS = frozenset({"latest", "max_fps"})
@@ -178,6 +184,7 @@ def parse_query(
     query: Iterable[tuple[str, str]],
     n_streams: int,
     default_block: int | None = None,
+    default_offsets: str = "start",
 ) -> ReadOptions | PushOptions:
     """Validate the query of a `kind` ("pull", "get", "push", "post", "foxglove") request."""
     if kind == "push":
@@ -213,7 +220,22 @@ def parse_query(
         opts.header = _bool("header", q["header"])
     if "ack" in q:
         opts.ack = _bool("ack", q["ack"])
+    offsets = q.get("offsets", default_offsets)
+    if offsets not in OFFSET_FORMS:
+        raise BadInput(f"query parameter offsets={offsets!r} is not one of: start, end")
+    opts.end_offsets = offsets == "end"
     return opts
+
+
+def end_offsets(header: str, total: int) -> str:
+    """A pull header ``[[sid, id, start], ...]`` as ``[[sid, id, end], ...]`` (each entry's
+    payload ends where the next starts; the last at `total`, the payload's size): what
+    Redis Streamer's own server and clients put there."""
+    rows = json.loads(header)
+    if not rows:
+        return header
+    ends = [row[2] for row in rows[1:]] + [total]
+    return json.dumps([[sid, eid, end] for (sid, eid, _), end in zip(rows, ends, strict=True)])
 
 
 def query_items(query_params: Mapping[str, str] | object) -> list[tuple[str, str]]:

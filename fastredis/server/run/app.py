@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["entry-offset", "last-entry-id"],
+                expose_headers=["entry-offset", "last-entry-id", "x-offsets", "x-last-entry-id"],
             )
         )
     # inside CORS: preflights are answered without a token, refusals carry CORS headers
