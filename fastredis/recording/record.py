@@ -202,7 +202,8 @@ def record(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, int]:
     """Record `sids` into the MCAP file `output`; the entries written per stream.
-    RecordingError (nothing written) for a stream that does not exist."""
+    RecordingError (nothing written) for a stream that does not exist. With `follow`,
+    a KeyboardInterrupt (Ctrl-C, SIGTERM under the CLI) is its normal end."""
     if not sids:
         raise RecordingError("name at least one stream to record")
     infos = infos_of(client, sids, strict=True)  # before the file is made
@@ -217,6 +218,10 @@ def record(
                     recorder.round(READ_BLOCK_MS if follow else None)
                 except _LOST:
                     _wait_for_redis(recorder)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM (fastredis.cli.Stop)
+            if not follow:
+                raise
+            # the end of a --follow recording: the file is finished, as at --to
         finally:
             writer.finish()
     return recorder.counts

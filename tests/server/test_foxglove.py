@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import Iterator
 
+import httpx
 import jwt
 import pytest
 import redis
@@ -20,6 +21,7 @@ from support.images import frame
 from support.live_server import LiveServer, server_fixture  # noqa: F401
 from support.waiting import wait_until
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
@@ -148,37 +150,49 @@ def test_subscribe_mistakes_get_a_status(url: str, plain_redis: redis.Redis) -> 
         assert "getParameters" in texts[2] and "no subscription 42" in texts[3]
 
 
-def test_many_viewers_share_one_read(
+def test_one_read_serves_pulls_sse_and_foxglove_viewers_at_once(
     server: LiveServer, redis_url: str, plain_redis: redis.Redis
 ) -> None:
-    viewers, frames = 6, 20
+    frames = 20
     plain_redis.xadd("shared", {"d": b"first"})
-    clients = [FoxgloveClient(server.ws_url + "/foxglove?latest=0") for _ in range(viewers)]
-    try:
-        received = [0] * viewers
-        for client in clients:
+    last: dict[str, bytes] = {}
+
+    def foxglove_viewer(name: str) -> None:
+        with FoxgloveClient(server.ws_url + "/foxglove") as client:  # latest, as the app
             client.subscribe(1, client.channel("shared")["id"])
-            client.message()  # the newest, read at subscribe
+            while last.get(name) != str(frames - 1).encode():
+                last[name] = client.message()[2]
 
-        def read(i: int) -> None:
-            for _ in range(frames):
-                clients[i].message()
-                received[i] += 1
+    def pull_viewer(name: str) -> None:
+        url = server.ws_url + "/data/shared/pull?header=0&last_entry_id=*"
+        with connect(url, open_timeout=20) as ws:
+            while last.get(name) != str(frames - 1).encode():
+                last[name] = ws.recv(20)  # type: ignore[assignment]
 
-        threads = [threading.Thread(target=read, args=(i,)) for i in range(viewers)]
-        for t in threads:
-            t.start()
-        plain_redis.config_resetstat()
-        for n in range(frames):
-            plain_redis.xadd("shared", {"d": str(n)})
-            wait_until(lambda n=n: min(received) > n, 10, what="every viewer to get it")
-        for t in threads:
-            t.join(10)
-        xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
-        assert xreads <= frames + 4  # one read per entry, not one per viewer (120)
-    finally:
-        for client in clients:
-            client.close()
+    def sse_viewer(name: str) -> None:
+        url = server.http_url + "/sse/shared?latest=1&last_entry_id=*"
+        with httpx.stream("GET", url, timeout=20) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    last[name] = line[6:].encode()
+                    if last[name] == str(frames - 1).encode():
+                        return
+
+    viewers = {f"{kind.__name__}{i}": kind for kind in (foxglove_viewer, pull_viewer, sse_viewer)
+               for i in range(2)}  # fmt: skip
+    threads = [threading.Thread(target=v, args=(n,), daemon=True) for n, v in viewers.items()]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(last.get(n) == b"first" for n in viewers), 20, what="first frames")
+    plain_redis.config_resetstat()
+    for n in range(frames):
+        plain_redis.xadd("shared", {"d": str(n)})
+        wait_until(lambda n=n: all(last.get(v) == str(n).encode() for v in viewers), 10,
+                   what="every viewer to show the entry")  # fmt: skip
+    for t in threads:
+        t.join(10)
+    xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+    assert xreads <= frames + 4  # one read per entry for all three kinds, not one per kind
 
 
 @pytest.mark.parametrize(
@@ -207,8 +221,6 @@ def test_malformed_client_messages_close_with_a_reason(
 
 
 def test_a_client_without_the_subprotocol_is_told(url: str) -> None:
-    from websockets.sync.client import connect
-
     with connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
         ws.recv(10)
     assert closed.value.rcvd is not None and "foxglove.websocket.v1" in closed.value.rcvd.reason

@@ -9,7 +9,9 @@
   viewer) from the newest entry; each entry goes out as one binary Message Data frame.
   With ``latest=1`` (the default) a viewer that does not keep up gets the newest entry
   and skips the rest: nothing queues up. ``max_fps`` caps the frames a second per
-  channel; ``latest=0`` sends every entry (a slow viewer catches up by cursor).
+  channel (each the newest); ``latest=0`` sends every entry (a slow viewer catches up
+  by cursor). Viewers ride the group the pulls of the stream read, so one XREAD per
+  entry serves them all (`fastredis.server.reads.newest`).
 * A client message that is not the protocol closes the socket with 1007 (1003 for a
   binary one: client publishing is not offered) and a reason; a subscribe to an unknown
   channel, a reused subscription id and ops not offered get a ``status`` message.
@@ -48,6 +50,7 @@ from fastredis.server.endpoints.foxglove_wire import (
     stamp_ns,
 )
 from fastredis.server.endpoints.websocket import close_with
+from fastredis.server.reads.newest import Newest
 from fastredis.server.reads.stream_info import first_sids
 from fastredis.server.writes.meta import is_meta_key, meta_key
 
@@ -154,20 +157,20 @@ class _Session:
 
     async def _forward(self, sub_id: int, channel: Channel) -> None:
         """Send the channel's entries as Message Data frames, newest first."""
-        hub = self.ws.app.state.hub
-        sub = hub.subscribe(
-            [channel.sid], ["*"], latest=self.latest, max_fps=self.max_fps or None,
-            via="foxglove",
-        )  # fmt: skip
+        # the ordinary group (the one pulls read), latest / max_fps applied here
+        sub = self.ws.app.state.hub.subscribe([channel.sid], ["*"], via="foxglove")
+        skipping = self.latest or bool(self.max_fps)
+        source = Newest(sub, self.max_fps or None, "foxglove") if skipping else sub
         try:
-            async with sub:
+            async with source:
                 while True:
-                    delivery = await sub.next()
+                    delivery = await source.next()
                     if delivery is None:
                         continue
                     delivery.sent("foxglove")
                     batch = delivery.batch
-                    for i, view in enumerate(pull_views(batch)):
+                    views = list(enumerate(pull_views(batch)))
+                    for i, view in views[-1:] if skipping else views:
                         stamp = stamp_ns(*batch.id_at(i))
                         parts: list[Any] = [view]
                         if channel.images:

@@ -14,8 +14,10 @@ for browsers' ``EventSource``; several streams are joined with '+' as on the pul
   after a resumed id are gone (trimmed, deleted, the stream made anew), one ``gap``
   event says so first: ``{"stream", "after", "reason"}``.
 * A comment every `PING_S` seconds keeps proxies from closing an idle stream.
-* ``latest=1`` sends only the newest entry each time, ``max_fps`` caps the events a
-  second; every viewer reads through the hub's shared read (no XREAD per viewer).
+* ``latest=1`` sends only the newest entry each time the viewer is ready for one;
+  ``max_fps`` caps the events a second (each the newest: entries between are skipped).
+  Every viewer reads through the hub's shared read, the one the pulls of the same
+  streams use (`fastredis.server.reads.newest`): no XREAD per viewer or per kind.
 
 sse-starlette does the response: keep-alive comments, the client leaving, shutdown.
 The events themselves are encoded here, once per entry for all viewers (`EventCache`).
@@ -35,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastredis._frames import pull_views
+from fastredis.ids import parse_id
 from fastredis.server.edge.auth import require_read
 from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import (
@@ -45,6 +48,7 @@ from fastredis.server.edge.protocol import (
     query_items,
 )
 from fastredis.server.reads.hub import Delivery
+from fastredis.server.reads.newest import Newest
 from fastredis.server.reads.stream_info import lost_after, stream_infos
 
 __all__ = ["PING_S", "EventCache", "resume_gaps", "sse_endpoint"]
@@ -91,20 +95,25 @@ def delivery_events(
     before: dict[str, str],
     opts: SSEOptions,
     cache: EventCache,
+    newest: bool = False,
 ) -> list[bytes]:
-    """The events of one delivery (one per entry); `before` (the cursor ahead of it) is
-    moved along. With several streams an event's id is the whole cursor after it."""
+    """The events of one delivery (one per entry; `newest`: its last entry only);
+    `before` (the cursor ahead of it) is moved along. With several streams an event's
+    id is the whole cursor after it."""
     batch = delivery.batch
     several = len(sids) > 1
     names = batch.streams if several else ()
     streams = batch.offsets()["entry_stream"] if several else None
     out = []
-    for i, (eid, view) in enumerate(zip(batch.ids(), pull_views(batch), strict=True)):
+    pairs = list(enumerate(zip(batch.ids(), pull_views(batch), strict=True)))
+    for i, (eid, view) in pairs[-1:] if newest else pairs:
         entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
         sid = sids[0]
         if streams is not None:
             raw = names[int(streams[i])]
             sid = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if parse_id(entry_id) <= parse_id(before[sid]):
+            continue  # at or before where the viewer stands (a skipping start)
         before[sid] = entry_id
         event_id = "+".join(before[s] for s in sids) if several else entry_id
         key = (sid, entry_id, event_id, opts.base64)
@@ -140,20 +149,27 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     for gap in gaps:
         yield ServerSentEvent(json.dumps(gap), event="gap").encode()
-    hub = request.app.state.hub
-    sub = hub.subscribe(
-        sids, opts.last_entry_ids, count=1, latest=opts.latest, max_fps=opts.max_fps or None,
-        via="sse",
-    )  # fmt: skip
+    # the ordinary group of the streams (the one pulls read): latest / max_fps are
+    # applied here, so every kind of viewer shares one read
+    asked = opts.last_entry_ids
+    skipping = opts.latest or bool(opts.max_fps)
+    # skipping starts at the newest entry (what is older than the asked id is dropped)
+    starts = [s if s == "$" or not skipping else "*" for s in asked]
+    sub = request.app.state.hub.subscribe(sids, starts, count=1, via="sse")
+    source = Newest(sub, opts.max_fps or None, "sse") if skipping else sub
     cache: EventCache = request.app.state.sse_events
-    async with sub:
-        before = dict(sub.cursor.ids)
+    async with source:
+        before = {
+            sid: sub.cursor.ids[sid] if a in ("$", "*") else ("0-0" if a == "0" else a)
+            for sid, a in zip(sids, asked, strict=True)
+        }
         while True:
-            delivery = await sub.next()
+            delivery = await source.next()
             if delivery is None or not len(delivery.batch):
                 continue
             delivery.sent("sse")
-            for event in delivery_events(delivery, sids, before, opts, cache):
+            newest = skipping and len(sids) == 1  # one stream: its newest entry only
+            for event in delivery_events(delivery, sids, before, opts, cache, newest):
                 yield event
 
 
