@@ -38,6 +38,12 @@ def _speed(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--maxlen is a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def _client(args: argparse.Namespace) -> Any:
     from fastredis.redis_io import make_client
 
@@ -84,7 +90,7 @@ def replay_command(args: argparse.Namespace) -> int:
     from fastredis.recording.replay import replay
 
     def work() -> None:
-        counts = replay(_client(args), args.file, args.speed, args.into, _say)
+        counts = replay(_client(args), args.file, args.speed, args.into, _say, args.maxlen)
         for sid, n in sorted(counts.items()):
             _say(f"replay: {n} entries into {sid!r}")
 
@@ -125,5 +131,7 @@ def register(subparsers: Any) -> None:
                    help="1: real time (default), 2: twice as fast, 0: at once")  # fmt: skip
     p.add_argument("--into", default="", metavar="PREFIX",
                    help="write stream SID into PREFIX+SID (default: SID itself)")  # fmt: skip
+    p.add_argument("--maxlen", type=_count, default=None, metavar="N",
+                   help="trim each stream to about N entries (default: keep all)")  # fmt: skip
     p.add_argument("--redis-url", **url)
     p.set_defaults(func=replay_command, needs=NEEDS, extra="record")
