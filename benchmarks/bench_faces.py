@@ -22,7 +22,8 @@
    pulls of the same run, and XREAD calls per frame pushed (INFO commandstats).
 
 Nothing is asserted but that every part ran; the figures go to
-benchmarks/results/faces-DATE.json and .md. The machine is shared: rerun for spreads.
+benchmarks/results/DATE-faces.md and .json (`benchmarks/record.py`). The machine is
+shared: rerun for spreads.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 
 import redis
 from mcap.reader import make_reader
+from record import write_run
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
@@ -55,7 +57,6 @@ VIEWERS = 10
 STREAMS = 4
 FPS = 30
 FRAME_BYTES = 300_000
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def jpeg_frames(n: int) -> list[bytes]:
@@ -276,11 +277,8 @@ def run(tmp: Path) -> dict[str, Any]:
     result["record"] = bench_record(tmp, frames)
     result["replay"] = bench_replay(tmp, result["record"]["seconds"])
     result["viewers"] = bench_viewers(frames)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"faces-{result['date'][:19].replace(':', '')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(result))
-    print(_markdown(result))
+    path = write_run("faces-short" if SHORT else "faces", _markdown(result), result)
+    print(_markdown(result), f"written to {path}", sep="\n")
     return result
 
 
