@@ -31,6 +31,7 @@ from fastredis.server.endpoints import foxglove
 @pytest.fixture(autouse=True)
 def quick_scan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(foxglove, "SCAN_S", 0.2)  # streams come and go within a test
+    monkeypatch.setattr(foxglove, "FRESH_S", 0.0)  # each test connects to its own streams
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ __all__ = ["MAX_CHANNELS", "SCAN_S", "foxglove_endpoint"]
 
 SCAN_S = 2.0  # how often the streams are looked for (advertise / unadvertise)
 MAX_CHANNELS = 1000  # streams advertised to one client at most
+FRESH_S = 0.05  # a new client's first advertise: streams found at most this long ago
 MAX_SUBSCRIPTIONS = 256  # per client: each is a hub subscription
 SESSION = str(int(time.time() * 1000))  # serverInfo.sessionId: this process's start
 
@@ -77,6 +78,34 @@ for i, k in ipairs(KEYS) do
 end
 return out
 """
+
+
+class _SharedScan:
+    """The stream keys, looked for at most once per `SCAN_S` for every client of the
+    app (a SCAN walks the whole keyspace: not once per client); a client that has just
+    connected takes a list at most `FRESH_S` old."""
+
+    def __init__(self) -> None:
+        self._sids: list[str] = []
+        self._at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def sids(self, redis: Any, max_age: float) -> list[str]:
+        """The stream keys, as found at most `max_age` seconds ago."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._at > max_age:
+                found = await first_sids(redis, MAX_CHANNELS)
+                self._sids = [s for s in found if not is_meta_key(s)]
+                self._at = loop.time()
+            return self._sids
+
+
+def _shared_scan(ws: WebSocket) -> _SharedScan:
+    scan = getattr(ws.app.state, "foxglove_scan", None)
+    if scan is None:
+        scan = ws.app.state.foxglove_scan = _SharedScan()
+    return scan
 
 
 class _Session:
@@ -100,10 +129,10 @@ class _Session:
     async def status(self, level: int, message: str) -> None:
         await self.send_json({"op": "status", "level": level, "message": message})
 
-    async def scan(self) -> None:
+    async def scan(self, first: bool = False) -> None:
         """Advertise the readable streams not advertised yet; unadvertise those gone."""
-        sids = [s for s in await first_sids(self.redis, MAX_CHANNELS) if not is_meta_key(s)]
-        sids = readable(self.ws, sids)
+        max_age = FRESH_S if first else SCAN_S * 0.9
+        sids = readable(self.ws, await _shared_scan(self.ws).sids(self.redis, max_age))
         gone = [self.by_sid[s] for s in set(self.by_sid) - set(sids)]
         if gone:
             for cid in gone:
@@ -246,7 +275,7 @@ async def foxglove_endpoint(ws: WebSocket) -> None:
         await session.send_json(
             {"op": "serverInfo", "name": "fastredis", "capabilities": [], "sessionId": SESSION}
         )
-        await session.scan()
+        await session.scan(first=True)
         scanner = asyncio.get_running_loop().create_task(_scan_loop(session))
         receiver = asyncio.get_running_loop().create_task(_receive(session))
         await asyncio.wait({scanner, receiver}, return_when=asyncio.FIRST_COMPLETED)
