@@ -21,6 +21,8 @@ field and the entry (Arrow strings are UTF-8; read with ``encoding=None`` to get
 binary columns). A field named like one of the first three columns raises.
 """
 
+import codecs
+
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
@@ -263,6 +265,15 @@ cdef bytes _column_name(StreamBatch b, bytes key):
     return name.encode("utf-8")
 
 
+cdef _check_text_codec(StreamBatch b):
+    """Arrow strings are UTF-8: a batch that decodes with another codec has no string
+    column that would read as its Python values do."""
+    if b.encoding is not None and codecs.lookup(b.encoding).name != "utf-8":
+        raise ValueError(f"the batch decodes text with {b.encoding!r} and Arrow strings are "
+                         "UTF-8: read it with encoding='utf-8', or encoding=None for "
+                         "binary_view columns")
+
+
 cdef _Plan _plan(StreamBatch b, const Cursor* cur, object fields):
     """Map every field pair to its column, checking each key against the buffer.
     Entries usually repeat the previous entry's keys in the same order, so each
@@ -276,6 +287,7 @@ cdef _Plan _plan(StreamBatch b, const Cursor* cur, object fields):
     cdef int64_t ko, kl
     cdef int32_t c
     cdef dict lookup = {}
+    _check_text_codec(b)
     plan.keys = []
     if fields is not None:
         for key in fields:

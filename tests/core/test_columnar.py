@@ -387,6 +387,16 @@ def _fuzz_settings(n: int):
     )
 
 
+def test_a_batch_decoding_another_codec_is_refused_by_name() -> None:
+    reply = xread([(b"s", [entry(b"1-1", [(b"a", b"\xc2\x80")])])])
+    batch = batch_from_reply(reply, READ, "latin-1")
+    assert batch[0][2] == {"a": "\u00c2\x80"}  # what the Python API gives
+    with pytest.raises(ValueError, match="decodes text with 'latin-1' and Arrow strings are UTF-8"):
+        pa.table(batch)
+    binary = pa.table(batch_from_reply(reply, READ, None))
+    assert binary.column("a")[0].as_py() == b"\xc2\x80"
+
+
 def export_or_refuse(batch: StreamBatch, fields=None) -> pa.Table | None:
     """The table, or None when the export refused with its documented errors."""
     try:
