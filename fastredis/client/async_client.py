@@ -111,6 +111,13 @@ class AsyncPusher(PushSocket):
                 self.next_server()
                 self._attempt += 1
                 await asyncio.sleep(backoff_delay(self._attempt - 1))
+            except BaseException:
+                # Cancelled mid-exchange: what this socket owes is unknown, so the next
+                # push opens a new one, whose hello settles it (the message is kept).
+                ws, self._ws = self._ws, None
+                if ws is not None:
+                    ws.transport.abort()
+                raise
         return message.ids
 
     async def _send_unacked(self) -> None:

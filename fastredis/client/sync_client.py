@@ -112,6 +112,11 @@ class Pusher(PushSocket):
                 self.next_server()
                 self._attempt += 1
                 time.sleep(backoff_delay(self._attempt - 1))
+            except BaseException:
+                # Interrupted mid-exchange: what this socket owes is unknown, so the next
+                # push opens a new one, whose hello settles it (the message is kept).
+                self._drop()
+                raise
         return message.ids
 
     def _send_unacked(self) -> None:

@@ -6,6 +6,7 @@ that cuts their sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
@@ -216,3 +217,21 @@ class _AnyReason(str):
 
 
 ANY_REASON = _AnyReason("")
+
+
+async def test_a_producer_push_cancelled_before_its_ack_is_neither_lost_nor_doubled(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    async with AsyncClient(server.ws_url) as c:
+        pusher = c.pusher("s", producer="p")
+        await pusher.push(b"0")
+        for i in range(1, 30):  # cancelled at once: before or after it was written
+            task = asyncio.ensure_future(pusher.push(b"%d" % i))
+            await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await pusher.push(b"last")  # resends what was not acked first
+        await pusher.close()
+    data = [d for _i, d in stored(plain_redis, "s")]
+    assert data == [b"%d" % i for i in range(30)] + [b"last"]
