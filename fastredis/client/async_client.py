@@ -194,14 +194,17 @@ class AsyncPuller(PullSocket):
             if self._owe_ack:
                 await ws.send("ack")
                 self._owe_ack = False
-            text = await ws.recv()
-            while isinstance(text, str) and text[:1] == "{":
-                gap = self.cursor.frame(text)
-                if gap is not None:
-                    return gap
+            if self._header is None:
                 text = await ws.recv()
-            header = json.loads(text)
+                while isinstance(text, str) and text[:1] == "{":
+                    gap = self.cursor.frame(text)
+                    if gap is not None:
+                        return gap
+                    text = await ws.recv()
+                self._header = json.loads(text)
+            # kept until its payload came: a call cancelled in between loses nothing
             payload = await ws.recv()
+            header, self._header = self._header, None
         except ConnectionClosed as exc:
             error = closed_error(self.url, exc)
             if error is None and self.reconnect and exc.rcvd is not None and exc.rcvd.code == 1001:

@@ -211,6 +211,7 @@ class PullSocket(_Servers):
         self._headers = auth_headers(token)
         self._ws = None
         self._owe_ack = False
+        self._header: Any = None  # a frame's header whose payload was not read yet
         self._opened = 0  # sockets opened so far
         self._attempt = 0
         self._gaps: list[Gap] = []
@@ -238,6 +239,7 @@ class PullSocket(_Servers):
                 )
         self._opened += 1
         self._owe_ack = False
+        self._header = None
 
     def _retry_delay(self, exc: ClientError) -> float | None:
         """After a failed socket: seconds to wait before the next one, None to raise."""

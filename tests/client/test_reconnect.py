@@ -235,3 +235,26 @@ async def test_a_producer_push_cancelled_before_its_ack_is_neither_lost_nor_doub
         await pusher.close()
     data = [d for _i, d in stored(plain_redis, "s")]
     assert data == [b"%d" % i for i in range(30)] + [b"last"]
+
+
+async def test_a_pull_cancelled_between_header_and_payload_loses_nothing(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    n, size = 20, 4 << 20
+    for i in range(n):
+        plain_redis.xadd("s", {"d": b"%08d" % i + bytes(size)})
+    got: list[bytes] = []
+    cancelled = 0
+    async with AsyncClient(server.ws_url) as c:
+        puller = c.pull("s", last_entry_id="0", count=1)
+        while len(got) < n:
+            try:  # a deadline that lands while the 4 MB payload is on its way
+                batch = await asyncio.wait_for(puller.recv_batch(), 0.002)
+            except asyncio.TimeoutError:
+                cancelled += 1
+                continue
+            assert isinstance(batch, list)
+            got.extend(d[:8] for _s, _i, d in batch)
+        await puller.close()
+    assert cancelled > 0
+    assert got == [b"%08d" % i for i in range(n)]
