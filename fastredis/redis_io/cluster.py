@@ -233,14 +233,14 @@ def check_parser(conn: Any, parser: type) -> None:
 
 def next_round(
     client: Any, calls: list[Call], done: list[StreamBatch], deadline: float
-) -> tuple[list[Call], dict[Any, Any], list[Exception], bool]:
+) -> tuple[list[Call], dict[Any, Any], list[rexc.MovedError], bool]:
     """After a round: batches go to `done`; returns (ASK calls to make next, the streams
     to group again once the slot map is patched with the MOVED errors, those errors,
     whether to refresh the topology first). Other errors, or any error past `deadline`,
     raise."""
     again: list[Call] = []
     regroup: dict[Any, Any] = {}
-    moved: list[Exception] = []
+    moved: list[rexc.MovedError] = []
     refresh = False
     for call in calls:
         error = call.outcome
