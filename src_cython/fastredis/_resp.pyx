@@ -148,7 +148,7 @@ class ProtocolError(_ProtocolErrorBase):
     """Default class raised for malformed input when no protocolError is given."""
 
 
-_escaped_buffers = []   # buffers a recv_into kept a view of (never freed)
+_escaped_buffers = []   # buffers a recv_into / get_buffer caller kept a view of (never freed)
 
 
 cdef enum:
@@ -369,6 +369,8 @@ cdef class Reader:
     cdef Py_ssize_t rlen, rpos          # bytes held, start of the current reply
     cdef Py_ssize_t maxbuf
     cdef int busy                       # B_BUILD / B_RECV: rbuf must not move
+    cdef object _rview                  # get_buffer's view of the free tail (or None)
+    cdef Py_ssize_t _rsize              # ... and its size
 
     # scan state of the current reply (positions relative to rpos)
     cdef Py_ssize_t spos
@@ -411,6 +413,8 @@ cdef class Reader:
         self.rlen = self.rpos = 0
         self.maxbuf = DEFAULT_MAXBUF
         self.busy = 0
+        self._rview = None
+        self._rsize = 0
         self.spos = 0
         self.hint_p = -1
         self.hint_end = 0
@@ -434,6 +438,8 @@ cdef class Reader:
         self.set_encoding(encoding, errors)
 
     def __dealloc__(self):
+        if self._rview is not None:
+            self._drop_view()
         Py_XDECREF(self._bo)
         self._bo = NULL
         free(self.del_off)
@@ -465,6 +471,8 @@ cdef class Reader:
         """An empty internal buffer larger than this is released (0: never)."""
         if maxbuf < 0:
             raise ValueError("maxbuf value out of range")
+        if self._rview is not None:
+            self._drop_view()
         self.maxbuf = maxbuf
 
     def expect_batch(self, int kind, encoding=None):
@@ -503,6 +511,8 @@ cdef class Reader:
                 return                      # like hiredis: ignored once in error
             if self.busy:
                 self._raise_busy("feed")
+            if self._rview is not None:
+                self._drop_view()
             if len > 0:
                 if self.rpos >= self.rlen and type(buf) is bytes:
                     # nothing pending: keep the (immutable) object instead of a copy
@@ -623,15 +633,68 @@ cdef class Reader:
         buffer, a slice) gets BufferError (the buffer it wrote to is then never
         freed, so that export stays valid; the reader keeps the received bytes).
         Once in protocol error, the bytes are received and dropped (as feed)."""
-        cdef Py_ssize_t pend, room, rest, size, n
-        cdef PyMemoryViewObject* mv
+        cdef Py_ssize_t size, n
         cdef bint escaped
         if self.busy:
             self._raise_busy("recv_from")
+        if self._rview is not None:
+            self._drop_view()
         if self.perr is not None:
             return sock.recv_into(bytearray(RECV_MIN))    # like feed: ignored in error
-        pend = self.rlen - self.rpos
-        room = RECV_MIN
+        size = self._recv_room()
+        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
+        self.busy = B_RECV                  # the GIL is released in recv_into
+        try:
+            n = sock.recv_into(view)
+        finally:
+            self.busy = 0
+            escaped = self._release_view(view)
+        return self._received(n, size, escaped)
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """`asyncio.BufferedProtocol.get_buffer`: a writable memoryview of the
+        internal buffer's free tail (the room recv_from offers; `sizehint` is not
+        needed), to be filled and then accounted with `buffer_updated(n)`.
+
+        Until then the view is pending: any other call (feed, gets, recv_from, a
+        new get_buffer) first releases it with nothing accounted (a transport that
+        got no bytes does not call buffer_updated), so a stale view never points
+        into memory that has moved. Once in protocol error, the view is of a
+        scratch buffer and what is written to it is dropped (as feed)."""
+        cdef Py_ssize_t size
+        if self.busy:
+            self._raise_busy("get_buffer")
+        if self._rview is not None:
+            self._drop_view()
+        if self.perr is not None:
+            return memoryview(bytearray(RECV_MIN))
+        size = self._recv_room()
+        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
+        self._rview = view
+        self._rsize = size
+        return view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """`asyncio.BufferedProtocol.buffer_updated`: account `nbytes` written to
+        the view `get_buffer` gave, and release that view (as recv_from: an export
+        of it kept elsewhere gives BufferError, the bytes are still kept).
+        RuntimeError without a pending view (ignored once in protocol error)."""
+        cdef Py_ssize_t size = self._rsize
+        cdef bint escaped
+        view = self._rview
+        if view is None:
+            if self.perr is not None:
+                return                      # written to the scratch buffer: dropped
+            raise RuntimeError("Reader.buffer_updated() without a get_buffer() view")
+        self._rview = None
+        escaped = self._release_view(view)
+        self._received(nbytes, size, escaped)
+
+    cdef Py_ssize_t _recv_room(self) except -1:
+        """Make room to receive into; the size of the free tail to offer."""
+        cdef Py_ssize_t pend = self.rlen - self.rpos
+        cdef Py_ssize_t room = RECV_MIN
+        cdef Py_ssize_t rest, size
         if self.want_end > pend:           # a checked bulk length: its end is known
             rest = self.want_end - pend
             if rest > RECV_MAX:
@@ -644,28 +707,38 @@ cdef class Reader:
         size = self.ocap - self.rlen
         if size > RECV_MAX:
             size = RECV_MAX
-        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
-        mv = <PyMemoryViewObject*>view
-        self.busy = B_RECV                  # the GIL is released in recv_into
+        return size
+
+    cdef bint _release_view(self, view) except -1:
+        """Release a view of the free tail; True when it escaped (an export of it
+        is kept elsewhere): its memory is then never freed and the reader goes on
+        in a copy."""
+        cdef PyMemoryViewObject* mv = <PyMemoryViewObject*>view
+        cdef bint escaped = mv.exports != 0 or mv.mbuf.exports != 1
         try:
-            n = sock.recv_into(view)
-        finally:
-            self.busy = 0
-            escaped = mv.exports != 0 or mv.mbuf.exports != 1
-            try:
-                view.release()
-            except BufferError:
-                escaped = 1
-            if escaped:
-                # the raw pointer outlives this call: never free that memory
-                _escaped_buffers.append(<object>self._bo)
-                self._move_to_new_buffer()
+            view.release()
+        except BufferError:
+            escaped = 1
+        if escaped:
+            # the raw pointer outlives this call: never free that memory
+            _escaped_buffers.append(<object>self._bo)
+            self._move_to_new_buffer()
+        return escaped
+
+    cdef Py_ssize_t _received(self, Py_ssize_t n, Py_ssize_t size, bint escaped) except -1:
         if n < 0 or n > size:
-            raise ValueError(f"recv_into returned {n} for a {size}-byte buffer")
+            raise ValueError(f"{n} bytes received into a {size}-byte buffer")
         self.rlen += n
         if escaped:
-            raise BufferError("recv_into kept an export of the reader's buffer")
+            raise BufferError("a view of the reader's buffer was kept")
         return n
+
+    cdef int _drop_view(self) except -1:
+        """Release get_buffer's pending view, nothing accounted."""
+        view = self._rview
+        self._rview = None
+        self._release_view(view)
+        return 0
 
     cdef int _move_to_new_buffer(self) except -1:
         """Continue in a new owned buffer; the old one's reference is dropped (the
@@ -745,6 +818,8 @@ cdef class Reader:
             self._raise_protocol(self.perr)
         if self.busy:
             self._raise_busy("gets")
+        if self._rview is not None:
+            self._drop_view()
         if self.rpos >= self.rlen:
             return self.notEnoughData
         st = self._scan()
