@@ -25,7 +25,7 @@ def _raw_reply(url: str, *args: bytes) -> bytes:
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(command)
         reader, got = Reader(), bytearray()
-        while (reply := reader.gets()) is False:
+        while reader.gets() is False:
             chunk = sock.recv(1 << 20)
             assert chunk, "the server closed before its reply ended"
             got += chunk
