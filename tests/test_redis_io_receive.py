@@ -59,9 +59,7 @@ async def test_the_async_client_receives_into_the_reader(
         plain_redis.xadd("small", {"i": i, "s": "x" * 10})
     big = await axread_batch(aclient, {"big": 0}, encoding=None)
     small = await axread_batch(aclient, {"small": 0})
-    assert big.to_messages() == [
-        (b"big", e[0], e[1]) for e in plain_redis.xread({"big": 0})[0][1]
-    ]
+    assert big.to_messages() == [(b"big", e[0], e[1]) for e in plain_redis.xread({"big": 0})[0][1]]
     assert [m[2] for m in small] == [{"i": str(i), "s": "x" * 10} for i in range(2000)]
     assert await aclient.ping() is True
     # the connection that did it has the receiving protocol on its transport
