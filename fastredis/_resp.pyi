@@ -23,6 +23,10 @@ class ProtocolError(hiredis.ProtocolError):
 def batch_from_reply(buf: Any, kind: int, encoding: str | None = None) -> StreamBatch:
     """The StreamBatch that the bytes of one stream reply give (what pickles load)."""
 
+def join_read_batches(header: bytes, batches: list[StreamBatch], starts: list[int]) -> StreamBatch:
+    """One READ batch from READ batches of disjoint streams, without parsing again:
+    `header`, then each batch's reply from starts[i], offsets moved with the bytes."""
+
 @disjoint_base
 class Reader:
     """Incremental RESP2/RESP3 reader; a drop-in for hiredis.Reader."""

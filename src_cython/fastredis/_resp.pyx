@@ -336,6 +336,94 @@ def batch_from_reply(buf, int kind, encoding=None):
     return batch
 
 
+def join_read_batches(bytes header, list batches, list starts):
+    """One READ batch from READ batches of disjoint streams, without parsing again:
+    its reply is `header` (``*N``/``%N`` for all their streams) followed by each
+    batch's reply from `starts[i]` (its own header skipped), and its offsets are
+    theirs moved with their bytes. One copy of the bytes (huge pages when large,
+    without the GIL); ValueError for a start outside a batch or an offset before it."""
+    cdef Py_ssize_t k = len(batches), i, hlen = len(header)
+    cdef Py_ssize_t total = hlen, pos, body, start, ns = 0, ne = 0, nf = 0
+    cdef const char* src
+    cdef list checked = []
+    cdef StreamBatch b, out
+    cdef char* dst
+    starts = [int(s) for s in starts]          # ours: checked once, cannot change
+    if k == 0 or len(starts) != k:
+        raise ValueError("join_read_batches needs one start per batch")
+    for i in range(k):
+        b = <StreamBatch?>batches[i]
+        if (b.kind != KIND_READ or type(b.buf) is not bytes
+                or b.encoding != (<StreamBatch>batches[0]).encoding):
+            raise ValueError("join_read_batches joins READ batches of one encoding")
+        if not 0 <= <Py_ssize_t>starts[i] <= PyBytes_GET_SIZE(b.buf):
+            raise ValueError(f"start {starts[i]} outside a {len(b.buf)}-byte reply")
+        total += PyBytes_GET_SIZE(b.buf) - <Py_ssize_t>starts[i]
+        ns += b.n_streams
+        ne += b.n_entries
+        nf += b.n_fields
+        checked.append(b)
+    out = StreamBatch.__new__(StreamBatch)
+    out.kind = KIND_READ
+    out.encoding = (<StreamBatch>batches[0]).encoding
+    if (out.grow_streams(ns + 1) < 0 or out.grow_entries(ne + 1) < 0
+            or out.grow_fields(nf + 1) < 0 or out.reserve() < 0):
+        raise MemoryError()
+    buf = PyBytes_FromStringAndSize(NULL, total)
+    dst = PyBytes_AS_STRING(buf)
+    if total >= HUGEPAGE_MIN:
+        fr_hugepage(dst, total)
+    memcpy(dst, PyBytes_AS_STRING(header), hlen)
+    pos = hlen
+    for i in range(k):
+        b = <StreamBatch>checked[i]
+        start = starts[i]
+        body = PyBytes_GET_SIZE(b.buf) - start
+        src = b.data + start
+        with nogil:
+            memcpy(dst + pos, src, body)
+        if _append_moved(out, b, start, pos - start) < 0:
+            raise ValueError("a batch offset lies before its start")
+        pos += body
+    out.field_first[out.n_entries] = out.n_fields
+    out.buf = buf
+    out.data = dst
+    return out
+
+
+cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t delta) noexcept:
+    """Append b's streams, entries and fields to out (room reserved), offsets + delta;
+    -1 when one lies before `start` (out is then discarded)."""
+    cdef Py_ssize_t s, e, f
+    cdef Py_ssize_t ns = out.n_streams, ne = out.n_entries, nf = out.n_fields
+    for s in range(b.n_streams):
+        if b.stream_off[s] < start:
+            return -1
+        out.stream_off[ns + s] = b.stream_off[s] + delta
+        out.stream_len[ns + s] = b.stream_len[s]
+    for e in range(b.n_entries):
+        if b.id_off[e] < start:
+            return -1
+        out.entry_stream[ne + e] = b.entry_stream[e] + <int32_t>ns
+        out.id_off[ne + e] = b.id_off[e] + delta
+        out.id_len[ne + e] = b.id_len[e]
+        out.id_ms[ne + e] = b.id_ms[e]
+        out.id_seq[ne + e] = b.id_seq[e]
+        out.entry_nil[ne + e] = b.entry_nil[e]
+        out.field_first[ne + e] = b.field_first[e] + nf
+    for f in range(b.n_fields):
+        if b.key_off[f] < start or b.val_off[f] < start:
+            return -1
+        out.key_off[nf + f] = b.key_off[f] + delta
+        out.key_len[nf + f] = b.key_len[f]
+        out.val_off[nf + f] = b.val_off[f] + delta
+        out.val_len[nf + f] = b.val_len[f]
+    out.n_streams = ns + b.n_streams
+    out.n_entries = ne + b.n_entries
+    out.n_fields = nf + b.n_fields
+    return 0
+
+
 cdef object _check_callable(obj):
     if not callable(obj):
         raise TypeError("Expected a callable")
