@@ -19,7 +19,7 @@ import redis
 import redis.asyncio
 from streamz.core import RefCounter
 
-from fastredis.redis_io import HeldConnection, is_cluster
+from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.streamz.batching import Batch, BatchSender, count
 from fastredis.streamz.connection import log
 
@@ -98,7 +98,7 @@ class Acker(BatchSender):
 
     def __init__(
         self,
-        client_getter: Callable[[], redis.asyncio.Redis | None],
+        client_getter: Callable[[], AnyAsyncRedis | None],
         group: str,
         what: str,
         on_nogroup: Callable[[], Any] | None = None,
@@ -194,7 +194,7 @@ class Acker(BatchSender):
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _send(self, client: redis.asyncio.Redis, batch: Batch) -> None:
+    async def _send(self, client: AnyAsyncRedis, batch: Batch) -> None:
         # Packed by the Cython packer: redis-py's packs ~2.3 us per id (23 ms per
         # 10,000-id XACK) on the loop thread that also emits the messages.
         held = HeldConnection(client)

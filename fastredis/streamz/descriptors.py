@@ -12,11 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import redis
-
-from fastredis.redis_io import make_client, xrange_batch
+from fastredis.redis_io import AnyRedis, make_client, xrange_batch
 
 __all__ = ["READ_IDS_SCRIPT", "Descriptor", "fetch"]
 
@@ -50,19 +48,17 @@ class Descriptor:
     encoding: str | None = "utf-8"
 
 
-_clients: dict[Any, redis.Redis] = {}
+_clients: dict[Any, AnyRedis] = {}
 _lock = threading.Lock()
 
 
-def _client(d: Descriptor) -> redis.Redis:
+def _client(d: Descriptor) -> AnyRedis:
     """One client per process and server (workers fetch many descriptors)."""
     key = (d.url, tuple(sorted((k, repr(v)) for k, v in d.client_params.items())))
     with _lock:
         client = _clients.get(key)
         if client is None:
-            # a RedisCluster on a cluster: fetching uses what both clients have
-            made = cast(redis.Redis, make_client(dict(d.client_params), url=d.url))
-            client = _clients[key] = made
+            client = _clients[key] = make_client(dict(d.client_params), url=d.url)
         return client
 
 

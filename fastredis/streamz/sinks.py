@@ -22,11 +22,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import redis
-import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import check_client_params, check_count, check_name
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log, make_source_client
@@ -78,7 +77,7 @@ class _RedisSink(Sink):
         self.url = url
         self.max_batch = check_count(max_batch, "max_batch")
         self.high_water = check_count(high_water, "high_water")
-        self.client: redis.asyncio.Redis | None = None
+        self.client: AnyAsyncRedis | None = None
         self.error: BaseException | None = None  # the last write Redis refused
         self.written = 0  # items Redis confirmed
         self._queue: list[Any] = []  # encoded items (command args)
@@ -225,7 +224,7 @@ class _RedisSink(Sink):
     def _encode(self, x: Any) -> Any:
         raise NotImplementedError
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         raise NotImplementedError
 
 
@@ -256,7 +255,7 @@ class sink_to_redis_list(_RedisSink):
             f"(convert first, e.g. .map(json.dumps))"
         )
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         await client.execute_command("RPUSH" if self.right else "LPUSH", self.key, *items)
 
 
@@ -320,7 +319,7 @@ class sink_to_redis_stream(_RedisSink):
             f"not {type(x).__name__}"
         )
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         head = self._head
         if len(items) == 1:
             await client.execute_command(*head, *items[0])
