@@ -637,6 +637,9 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
 YARD_TARGETS = ("server", "relay", "bare-ws")
+# FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
+# (another checkout, its extensions built), for an A/B of a change in the same run.
+BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
 
 
 def _fill_mb(url: str, sid: str, n: int) -> None:
@@ -681,11 +684,12 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
 
     load_before = loadavg()
     sid = "yard"
+    targets = (*YARD_TARGETS, "server-base") if BASE_TREE else YARD_TARGETS
     started: list[subprocess.Popen[bytes]] = []
     with EmbeddedRedis() as valkey:
         try:
             _fill_mb(valkey.url, sid, entries)
-            ports = {t: free_port() for t in YARD_TARGETS}
+            ports = {t: free_port() for t in targets}
             argv = {
                 "server": ["-m", "fastredis", "serve", "--port", str(ports["server"]),
                            "--redis-url", valkey.url, "--maxlen", str(MAXLEN),
@@ -695,19 +699,27 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                 "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
                             "--impl", "websockets"],
             }  # fmt: skip
+            if BASE_TREE:
+                code = (f"import sys; sys.path.insert(0, {BASE_TREE!r}); "
+                        "from fastredis.cli import main; sys.exit(main())")  # fmt: skip
+                argv["server-base"] = ["-c", code, *argv["server"][2:]]
+                argv["server-base"][argv["server-base"].index("--port") + 1] = str(
+                    ports["server-base"]
+                )
             procs: dict[str, psutil.Process] = {"valkey": psutil.Process(valkey.pid)}
-            for target in YARD_TARGETS:
+            for target in targets:
                 started.append(spawn_server(argv[target], ports[target]))
                 procs[target] = psutil.Process(started[-1].pid)
-            urls = {t: f"ws://127.0.0.1:{ports[t]}" for t in YARD_TARGETS}
+            urls = {t: f"ws://127.0.0.1:{ports[t]}" for t in targets}
             # the bare server answers pulls with frames cut from what was pushed to it
             pushed = asyncio.run(loadtool.push(urls["bare-ws"], sid, entries, MB, confirm="ack"))
             if not pushed.ok:
                 raise RuntimeError(f"push to the bare server: {pushed.text()}")
-            _pull_round(urls, procs, sid, min(entries, 50), list(YARD_TARGETS))  # warm-up
+            _pull_round(urls, procs, sid, min(entries, 50), list(targets))  # warm-up
             rounds = []
             for r in range(runs):
-                order = list(YARD_TARGETS[r % 3 :] + YARD_TARGETS[: r % 3])
+                k = r % len(targets)
+                order = list(targets[k:] + targets[:k])
                 rounds.append(_pull_round(urls, procs, sid, entries, order))
         finally:
             for proc in started:
@@ -716,7 +728,7 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
     def col(target: str, key: str) -> list[float]:
         return [r[target][key] for r in rounds]
 
-    summary = {t: {k: spread(col(t, k)) for k in rounds[0][t]} for t in YARD_TARGETS}
+    summary = {t: {k: spread(col(t, k)) for k in rounds[0][t]} for t in targets}
     summary["ratios"] = {
         "server_vs_relay_mb_per_s": spread(
             [r["server"]["mb_per_s"] / r["relay"]["mb_per_s"] for r in rounds]
@@ -729,6 +741,19 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                 r["server"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
                 for r in rounds
             ]
+        ),
+        **(
+            {
+                "server_cpu_per_mb_vs_server_base": spread(
+                    [
+                        r["server"]["gateway_cpu_ms_per_mb"]
+                        / r["server-base"]["gateway_cpu_ms_per_mb"]
+                        for r in rounds
+                    ]
+                )
+            }
+            if BASE_TREE
+            else {}
         ),
         "relay_cpu_per_mb_vs_bare_ws": spread(
             [
@@ -748,7 +773,7 @@ def _print_yardsticks(doc: dict[str, Any]) -> None:
     print(f"1 MB pull, {doc['entries']} entries, {doc['runs']} interleaved rounds; "
           f"load average {doc['load_before']} -> {doc['load_after']}")  # fmt: skip
     print("target     MB/s median (min-max)       gateway CPU ms/MB     client ms/MB   valkey")
-    for t in YARD_TARGETS:
+    for t in [t for t in s if t != "ratios"]:
         row = s[t]
         print(
             f"{t:10} {fmt(row['mb_per_s'], digits=0):26} "

@@ -32,8 +32,16 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
     """Receives into a fastredis Reader; everything else goes to `inner` (the
     transport's previous protocol)."""
 
-    def __init__(self, reader: Reader, inner: asyncio.BaseProtocol, high_water: int) -> None:
+    def __init__(
+        self,
+        reader: Reader,
+        inner: asyncio.BaseProtocol,
+        high_water: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.reader = reader
+        # kept: asyncio.get_running_loop() is a getpid() system call per use (3.11)
+        self.loop = loop
         self.inner = inner
         self.high_water = high_water  # pending bytes past which reading pauses
         self.transport: asyncio.Transport | None = None
@@ -75,7 +83,7 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
                 if self.paused and self.transport is not None:
                     self.paused = False
                     self.transport.resume_reading()
-                self.waiter = asyncio.get_running_loop().create_future()
+                self.waiter = self.loop.create_future()
                 try:
                     await self.waiter
                 finally:
@@ -125,7 +133,9 @@ class AsyncFastParser(_AsyncHiredisParser):
             reader.feed(bytes(pending))
             pending.clear()
         # pause only when a reply is not being read and twice the read size is pending
-        receiver = ReceiveProtocol(reader, transport.get_protocol(), 2 * self._read_size)
+        receiver = ReceiveProtocol(
+            reader, transport.get_protocol(), 2 * self._read_size, asyncio.get_running_loop()
+        )
         receiver.fed = bool(reader.len())
         receiver.transport = transport
         transport.set_protocol(receiver)
