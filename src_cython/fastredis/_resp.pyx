@@ -51,7 +51,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove
 
-from fastredis._batch cimport KIND_AUTOCLAIM, KIND_RANGE, KIND_READ, StreamBatch
+from fastredis._batch cimport KIND_AUTOCLAIM, KIND_RANGE, KIND_READ, StreamBatch, take_spare
 from fastredis._cursor cimport (
     FR_PREFETCH,
     LITTLE_ENDIAN,
@@ -87,6 +87,7 @@ cdef extern from "Python.h":
     ctypedef struct PyMemoryViewObject:
         _PyManagedBufferObject* mbuf
         Py_ssize_t exports
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from *:
     """
@@ -162,6 +163,7 @@ cdef enum:
     RECV_MIN = 64 * 1024                # recv_from: free room asked for at least
     RECV_MAX = 16 * 1024 * 1024         # ... and at most, per call
     HUGEPAGE_MIN = 4 * 1024 * 1024      # buffers this large get MADV_HUGEPAGE
+    SPARE_FROM = 1024 * 1024            # batch buffers growing this large reuse a spare
 
 cdef enum:  # scan results
     S_INCOMPLETE = 0
@@ -369,7 +371,9 @@ def join_read_batches(bytes header, list batches, list starts):
     if (out.grow_streams(ns + 1) < 0 or out.grow_entries(ne + 1) < 0
             or out.grow_fields(nf + 1) < 0 or out.reserve() < 0):
         raise MemoryError()
-    buf = PyBytes_FromStringAndSize(NULL, total)
+    buf = _sized_spare(total)
+    if buf is None:
+        buf = PyBytes_FromStringAndSize(NULL, total)
     dst = PyBytes_AS_STRING(buf)
     if total >= HUGEPAGE_MIN:
         fr_hugepage(dst, total)
@@ -388,6 +392,21 @@ def join_read_batches(bytes header, list batches, list starts):
     out.field_first[out.n_entries] = out.n_fields
     out.buf = buf
     out.data = dst
+    return out
+
+
+cdef object _sized_spare(Py_ssize_t size):
+    """A kept buffer of 1 to 1.25 x `size` bytes cut to `size`, or None."""
+    cdef PyObject* p
+    obj = take_spare(size, size + size // 4)
+    if obj is None or PyBytes_GET_SIZE(obj) == size:
+        return obj
+    p = <PyObject*>obj
+    Py_INCREF(obj)          # p's own reference: the only one once obj is dropped
+    obj = None
+    _PyBytes_Resize(&p, size)
+    out = <object>p
+    Py_XDECREF(p)
     return out
 
 
@@ -651,7 +670,22 @@ cdef class Reader:
         cdef PyObject* prev
         if need > self.ocap:
             cap = self._target(need, ext is None and pend > 0)
-            if ext is None and self._bo != NULL and pend > 0 and pend * 2 >= self.ocap:
+            # a batch reply growing big: a dropped big batch's buffer if one is kept
+            spare = take_spare(cap, PY_SSIZE_T_MAX) if (
+                self.want_kind >= 0 and cap >= SPARE_FROM) else None
+            if spare is not None:
+                ob = PyBytes_AS_STRING(spare)
+                if pend > 0:
+                    memcpy(ob, old, pend)
+                prev = self._bo
+                Py_INCREF(spare)
+                self._bo = <PyObject*>spare
+                Py_XDECREF(prev)
+                self._ext = None
+                self.rlen = pend
+                self.rpos = 0
+                cap = PyBytes_GET_SIZE(spare)
+            elif ext is None and self._bo != NULL and pend > 0 and pend * 2 >= self.ocap:
                 # mostly pending bytes: realloc (large blocks are remapped, not copied)
                 if self.rpos > 0:
                     memmove(self.rbuf, old, pend)
