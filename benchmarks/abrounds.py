@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -60,11 +61,35 @@ def write(name: str, payload: dict[str, Any]) -> Path:
     doc = {
         "benchmark": name,
         "utc": stamp,
+        "commit": _commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         **payload,
     }
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def _commit() -> str:
+    """The checkout's commit, '+dirty' when files differ from it ('' outside git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return rev + ("+dirty" if dirty.strip() else "")  # fmt: skip
 
 
 def loadavg() -> list[float]:
