@@ -44,7 +44,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any, NewType, overload
 
 import strawberry
 from graphql.error import GraphQLError
@@ -128,6 +128,10 @@ def _stream_names(info: Info, sids: Sequence[str], write: bool = False) -> list[
     return sids
 
 
+@overload
+def _text(value: str | bytes | bytearray | memoryview) -> str: ...
+@overload
+def _text(value: Any) -> str | None: ...
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -166,6 +170,10 @@ def _payload(fields: Any) -> bytes | None:
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _long(value: Any) -> Long | None:
+    return None if value is None else Long(int(value))
 
 
 def _decode_meta(raw: Any) -> Any:
@@ -262,7 +270,7 @@ class Stream:
         last = d.get("last-entry") or (None, None)
         return cls(
             sid=sid,
-            entries_added=_int(d.get("entries-added")),
+            entries_added=_long(d.get("entries-added")),
             first_entry_id=_text(first[0]),
             first_payload=_payload(first[1]),
             last_entry_id=_text(last[0]),
@@ -270,9 +278,9 @@ class Stream:
             last_generated_id=_text(d.get("last-generated-id")),
             max_deleted_entry_id=_text(d.get("max-deleted-entry-id")),
             groups=_int(d.get("groups")),
-            length=_int(d.get("length")),
-            radix_tree_keys=_int(d.get("radix-tree-keys")),
-            radix_tree_nodes=_int(d.get("radix-tree-nodes")),
+            length=_long(d.get("length")),
+            radix_tree_keys=_long(d.get("radix-tree-keys")),
+            radix_tree_nodes=_long(d.get("radix-tree-nodes")),
             recorded_first_entry_id=_text(d.get("recorded-first-entry-id")),
             meta=_decode_meta(meta),
         )
@@ -385,6 +393,7 @@ class Subscription:
                     assert delivery is not None
                     delivery.sent("graphql")
                     for sid, entry_id, fields in delivery.batch:
+                        assert sid is not None  # the hub reads with XREAD: named entries
                         payload = _payload(fields)
                         yield Data(
                             sid=_text(sid),
@@ -440,7 +449,7 @@ schema = _Schema(
 )
 
 
-class FastredisGraphQL(GraphQL):
+class FastredisGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the Redis client in the context."""
 
     def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
@@ -490,10 +499,8 @@ class FastredisGraphQL(GraphQL):
             return True
         # the server's CORS setting also governs cross-origin GraphQL websockets
         settings = getattr(getattr(request.scope.get("app"), "state", None), "settings", None)
-        allowed = getattr(settings, "cors_origins", None) or getattr(
-            settings, "allowed_origins", None
-        )
-        return bool(allowed) and ("*" in allowed or origin in allowed)
+        allowed: Sequence[str] = getattr(settings, "cors_origins", None) or ()
+        return "*" in allowed or origin in allowed
 
 
 def make_graphql_app(
