@@ -25,6 +25,7 @@ from fastredis.server.endpoints.pull import pull_endpoint
 from fastredis.server.endpoints.push import push_endpoint
 from fastredis.server.endpoints.rest import get_data, post_data
 from fastredis.server.reads.hub import Hub
+from fastredis.server.run.embedded_valkey import embedded_valkey
 from fastredis.server.run.health import healthz, readyz
 from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.run.settings import REDIS_POOL_WAIT_S, Settings
@@ -78,11 +79,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         embedded = None
         url = settings.redis_url
         if url is None:
-            from fastredis.embedded import EmbeddedRedis
-
-            embedded = await asyncio.to_thread(lambda: EmbeddedRedis().start())
+            embedded = await asyncio.to_thread(lambda: embedded_valkey(settings).start())
             url = embedded.url
-            log.info("started embedded Redis-compatible server at %s", url)
+            log.info("started an embedded Valkey on port %s", embedded.port)
         install_log_redaction()
         app.state.settings = settings
         budget = settings.budget

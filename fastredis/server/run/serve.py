@@ -128,18 +128,19 @@ def _serve(args: argparse.Namespace) -> int:
                 return _fail(problem)
             print(f"Redis: {redacted(settings.redis_url)}", flush=True)
         else:
-            from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
+            from fastredis.embedded import EmbeddedServerError
+            from fastredis.server.run.embedded_valkey import embedded_valkey
 
             try:
                 # assigned first: stopped even if a signal arrives while it starts
-                embedded = EmbeddedRedis(port=args.embedded_port, data_dir=args.data_dir)
+                embedded = embedded_valkey(settings, args.embedded_port, args.data_dir)
                 embedded.start()
             except (EmbeddedServerError, OSError) as exc:
                 return _fail(f"cannot start the embedded Valkey: {exc}")
             settings = replace(settings, redis_url=embedded.url)
             kept = f", data kept in {args.data_dir}" if args.data_dir else ", data not kept"
             print(
-                f"Redis: embedded Valkey (pid {embedded.pid}) at {embedded.url}{kept}",
+                f"Redis: embedded Valkey (pid {embedded.pid}) at {redacted(embedded.url)}{kept}",
                 flush=True,
             )
         from fastredis.server.run.app import create_app

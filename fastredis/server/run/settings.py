@@ -141,6 +141,11 @@ class Settings:
             raise ValueError("an API key must be non-empty, without spaces around or commas")
 
     @property
+    def access_control(self) -> bool:
+        """Every endpoint but the health checks needs a token."""
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
+
+    @property
     def budget(self) -> ConnectionBudget:
         return ConnectionBudget.split(self.redis_max_connections)
 
