@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from support.waiting import wait_until
 from websockets.sync.client import connect
 
 TOKEN = "k-0123456789"
+JWT_SECRET = "a-jwt-secret-of-32-bytes-or-more"
 
 
 def _valkey(line: str) -> tuple[int, int, str]:
@@ -34,7 +34,7 @@ def _answers(port: int) -> bool:
 
 @pytest.mark.parametrize(
     ("args", "env"),
-    [(("--api-key", TOKEN), {}), ((), {"FASTREDIS_JWT_SECRET": "a-secret-of-32-bytes-or-more!!!!"})],
+    [(("--api-key", TOKEN), {}), ((), {"FASTREDIS_JWT_SECRET": JWT_SECRET})],
     ids=["api-key", "jwt-secret"],
 )
 def test_with_access_control_the_embedded_valkey_needs_a_password(
@@ -43,9 +43,11 @@ def test_with_access_control_the_embedded_valkey_needs_a_password(
     s = serve(*args, **env)
     _, port, shown = _valkey(s.wait_line("Redis: embedded Valkey"))
     assert ":***@" in shown  # a password, not shown
-    with redis.Redis(port=port, socket_timeout=5) as stranger:
-        with pytest.raises(redis.AuthenticationError):
-            stranger.get("anything")
+    with (
+        redis.Redis(port=port, socket_timeout=5) as stranger,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        stranger.get("anything")
     wait_until(lambda: _answers(s.port), DEADLINE, what="the API")
     if args:  # the server itself still reads and writes
         url = f"ws://127.0.0.1:{s.port}/data/locked/push?ack=1&token={TOKEN}"
@@ -71,3 +73,18 @@ def test_without_access_control_the_embedded_valkey_is_open_on_loopback(
     assert "@" not in shown
     with redis.Redis(port=port, socket_timeout=5) as local:
         assert local.ping()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_dead_embedded_valkey_stops_the_server_with_status_1(
+    serve: type[Serve], workers: str
+) -> None:
+    s = serve("--workers", workers)
+    pid, _, _ = _valkey(s.wait_line("Redis: embedded Valkey"))
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the API")
+    os.kill(pid, signal.SIGKILL)
+    assert s.wait_exit() == 1, "".join(s.output)
+    out = "".join(s.output)
+    said = f"the embedded Valkey (pid {pid}) was killed (SIGKILL); stopping the server"
+    assert out.count(said) == 1, out
+    assert "embedded Valkey stopped" not in out and "Traceback" not in out

@@ -3,16 +3,23 @@
 With access control on (an API key or a JWT option), it requires a random password: any
 local process could otherwise read and write the protected streams on its port. The
 password never leaves this process: it is on no command line, and shown URLs hide it.
+
+`Watch` notices when it dies (see there for what then happens).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import threading
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server.run.settings import Settings
 
-__all__ = ["embedded_valkey"]
+__all__ = ["Watch", "embedded_valkey"]
 
 
 def embedded_valkey(
@@ -22,3 +29,51 @@ def embedded_valkey(
     control is on."""
     password = secrets.token_urlsafe(32) if settings.access_control else None
     return EmbeddedRedis(port=port, data_dir=data_dir, password=password)
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed ({name})"
+    return f"exited with status {code}"
+
+
+class Watch:
+    """Notices the embedded Valkey's death the moment it happens.
+
+    Then the server says so once, on stderr, and stops itself: SIGTERM to its own
+    process, so uvicorn (or the workers' supervisor) shuts down as on any SIGTERM, and
+    `serve` exits with status 1 (`died` says why). It is not restarted: without
+    --data-dir a new one would be empty, and with it would have lost what came after
+    the last save; clients would see either as entries silently gone. A supervisor
+    (systemd, Kubernetes, Docker's restart policy) restarting the whole server, which
+    then reloads --data-dir, is the clearer story.
+    """
+
+    def __init__(self, embedded: EmbeddedRedis) -> None:
+        self.died: str | None = None
+        self._stopping = threading.Event()
+        process, pid = embedded.process, embedded.pid
+        assert process is not None, "watch a started server"
+        threading.Thread(
+            target=self._wait, args=(process, pid), name="valkey-watch", daemon=True
+        ).start()
+
+    def _wait(self, process: subprocess.Popen[bytes], pid: int) -> None:
+        code = process.wait()
+        if self._stopping.is_set():
+            return
+        self.died = f"the embedded Valkey (pid {pid}) {_how(code)}"
+        print(
+            f"fastredis serve: {self.died}; stopping the server (exit status 1)",
+            file=sys.stderr,
+            flush=True,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> None:
+        """From now on its end is expected (the server is stopping it)."""
+        self._stopping.set()

@@ -15,16 +15,21 @@ from __future__ import annotations
 import argparse
 import errno
 import signal
+import socket
 import sys
 from dataclasses import replace
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from fastredis.server.run.options import OPTIONS, add_arguments
 from fastredis.server.run.process import bind_port, run_uvicorn
-from fastredis.server.run.settings import Settings
+from fastredis.server.run.settings import Settings, redacted
 
-__all__ = ["NEEDS", "redacted", "register", "serve"]
+if TYPE_CHECKING:
+    from fastredis.embedded import EmbeddedRedis
+    from fastredis.server.run.embedded_valkey import Watch
+
+__all__ = ["NEEDS", "register", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
 NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
@@ -33,20 +38,6 @@ NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
 def _fail(message: str) -> int:
     print(f"fastredis serve: {message}", file=sys.stderr, flush=True)
     return 1
-
-
-def redacted(url: str) -> str:
-    """`url` with its password, in the user part or as ?password=, shown as ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        netloc = user + netloc.rsplit("@", 1)[-1]
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(key.lower() == "password" for key, _ in query):
-        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in query]
-        parts = parts._replace(query=urlencode(hidden, safe="*"))
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _has_password(url: str) -> bool:
@@ -91,15 +82,54 @@ def _banner(host: str, port: int) -> None:
     print(f"GraphQL playground: http://{base}/graphql", flush=True)
 
 
+class _Valkey:
+    """The embedded Valkey of this run, if any, and its watch."""
+
+    def __init__(self) -> None:
+        self.server: EmbeddedRedis | None = None
+        self.watch: Watch | None = None
+
+    def start(self, settings: Settings, args: argparse.Namespace) -> Settings:
+        """Start it; `settings` pointed at it (EmbeddedServerError, OSError: it did not)."""
+        from fastredis.server.run.embedded_valkey import Watch, embedded_valkey
+
+        # assigned first: stopped even if a signal arrives while it starts
+        self.server = embedded_valkey(settings, args.embedded_port, args.data_dir)
+        self.server.start()
+        self.watch = Watch(self.server)
+        kept = f", data kept in {args.data_dir}" if args.data_dir else ", data not kept"
+        print(
+            f"Redis: embedded Valkey (pid {self.server.pid}) at {redacted(self.server.url)}{kept}",
+            flush=True,
+        )
+        return replace(settings, redis_url=self.server.url)
+
+    @property
+    def died(self) -> bool:
+        return self.watch is not None and self.watch.died is not None
+
+    def stop(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+        if self.server is not None:
+            was_running = self.server.pid is not None
+            self.server.close()
+            if was_running and not self.died:
+                print("embedded Valkey stopped", flush=True)
+
+
 def serve(args: argparse.Namespace) -> int:
-    """Run the server until SIGINT/SIGTERM (exit status 0) or a startup failure (1)."""
+    """Run the server until SIGINT/SIGTERM (exit status 0), a startup failure or the
+    embedded Valkey's death (1)."""
+    valkey = _Valkey()
     try:
-        return _serve(args)
+        code = _serve(args, valkey)
     except KeyboardInterrupt:  # SIGINT/SIGTERM: a normal end, at any moment
-        return 0
+        code = 0
+    return 1 if valkey.died else code
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, valkey: _Valkey) -> int:
     try:
         given = vars(args)
         settings = Settings.from_env(
@@ -117,7 +147,6 @@ def _serve(args: argparse.Namespace) -> int:
                 "(another server is running there; pick one with --port)"
             )
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    embedded = None
     if settings.redis_url and (args.data_dir or args.embedded_port is not None):
         sock.close()
         return _fail("--data-dir and --embedded-port are for the embedded Valkey, not --redis-url")
@@ -129,43 +158,35 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Redis: {redacted(settings.redis_url)}", flush=True)
         else:
             from fastredis.embedded import EmbeddedServerError
-            from fastredis.server.run.embedded_valkey import embedded_valkey
 
             try:
-                # assigned first: stopped even if a signal arrives while it starts
-                embedded = embedded_valkey(settings, args.embedded_port, args.data_dir)
-                embedded.start()
+                settings = valkey.start(settings, args)
             except (EmbeddedServerError, OSError) as exc:
                 return _fail(f"cannot start the embedded Valkey: {exc}")
-            settings = replace(settings, redis_url=embedded.url)
-            kept = f", data kept in {args.data_dir}" if args.data_dir else ", data not kept"
-            print(
-                f"Redis: embedded Valkey (pid {embedded.pid}) at {redacted(embedded.url)}{kept}",
-                flush=True,
-            )
-        from fastredis.server.run.app import create_app
-
-        try:
-            app = create_app(settings)
-        except ValueError as exc:  # e.g. an unreadable --jwt-public-key
-            return _fail(str(exc))
-        _banner(args.host, sock.getsockname()[1])
-        if args.workers > 1:
-            from fastredis.server.run.workers import run_workers
-
-            del app  # validated here; each worker builds its own
-            return run_workers(settings, sock, args.workers, args.log_level, args.balance)
-        run_uvicorn(app, settings, sock, args.log_level)
+        return _run(args, settings, sock)
     finally:
         # no second interruption while cleaning up; the process ends next
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         sock.close()
-        if embedded is not None:
-            was_running = embedded.pid is not None
-            embedded.close()
-            if was_running:
-                print("embedded Valkey stopped", flush=True)
+        valkey.stop()
+
+
+def _run(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> int:
+    """Serve on `sock` (one process or `--workers`) until a signal."""
+    from fastredis.server.run.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. an unreadable --jwt-public-key
+        return _fail(str(exc))
+    _banner(args.host, sock.getsockname()[1])
+    if args.workers > 1:
+        from fastredis.server.run.workers import run_workers
+
+        del app  # validated here; each worker builds its own
+        return run_workers(settings, sock, args.workers, args.log_level, args.balance)
+    run_uvicorn(app, settings, sock, args.log_level)
     return 0
 
 

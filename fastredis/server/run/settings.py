@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastredis.server.run.options import OPTIONS, option
 
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_REDIS_MAX_CONNECTIONS",
     "ConnectionBudget",
     "Settings",
+    "redacted",
 ]
 
 DEFAULT_MAXLEN: int = option("--maxlen").default
@@ -45,6 +47,20 @@ DEFAULT_REDIS_PARAMS: dict[str, Any] = {
     # ~2x on 1 MB entries); it is a cap, nothing is allocated up front.
     "socket_read_size": 1 << 20,
 }
+
+
+def redacted(url: str) -> str:
+    """`url` with its password, in the user part or as ?password=, shown as ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[-1]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
