@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import httpx
 import pytest
@@ -88,3 +89,18 @@ def test_a_dead_embedded_valkey_stops_the_server_with_status_1(
     said = f"the embedded Valkey (pid {pid}) was killed (SIGKILL); stopping the server"
     assert out.count(said) == 1, out
     assert "embedded Valkey stopped" not in out and "Traceback" not in out
+
+
+def test_a_taken_embedded_port_is_one_line(serve: type[Serve]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = serve("--embedded-port", str(port))
+        assert s.wait_exit() == 1
+    lines = [line for line in s.output if line.strip()]
+    assert lines == [
+        f"fastredis serve: cannot start the embedded Valkey: port {port} on 127.0.0.1 is "
+        "already in use (another server is running there): pick another --embedded-port, "
+        "or leave it out for a free one\n"
+    ], "".join(s.output)

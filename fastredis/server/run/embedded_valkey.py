@@ -10,16 +10,17 @@ password never leaves this process: it is on no command line, and shown URLs hid
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 
-from fastredis.embedded import EmbeddedRedis
+from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
 from fastredis.server.run.settings import Settings
 
-__all__ = ["Watch", "embedded_valkey"]
+__all__ = ["Watch", "embedded_valkey", "why_not_started"]
 
 
 def embedded_valkey(
@@ -29,6 +30,22 @@ def embedded_valkey(
     control is on."""
     password = secrets.token_urlsafe(32) if settings.access_control else None
     return EmbeddedRedis(port=port, data_dir=data_dir, password=password)
+
+
+# a line of Valkey's log: "8340:M 04 Dec 2026 21:56:14.747 # Failed listening on ..."
+_LOG_LINE = re.compile(r"^\d+:\w [^#*]*? # (.+)$", re.MULTILINE)
+
+
+def why_not_started(error: EmbeddedServerError, port: int) -> str:
+    """One line for a Valkey that did not start (its error carries its whole log)."""
+    text = str(error)
+    if "Address already in use" in text:
+        return (
+            f"port {port} on 127.0.0.1 is already in use (another server is running "
+            "there): pick another --embedded-port, or leave it out for a free one"
+        )
+    warnings = _LOG_LINE.findall(text)
+    return warnings[-1] if warnings else text.splitlines()[0]
 
 
 def _how(code: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import signal
 import socket
 import sys
@@ -72,14 +73,42 @@ def _check_redis(url: str) -> str | None:
     return None
 
 
-def _banner(host: str, port: int) -> None:
-    base = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _browser_host(host: str, sock: socket.socket) -> str:
+    """How a browser on this machine names the server: localhost for a loopback or
+    every-interface address, else the host as given."""
+    if host in ("", "0.0.0.0", "::", "localhost") or _loopback(sock):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
+def _loopback(sock: socket.socket) -> bool:
+    try:
+        return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _banner(host: str, sock: socket.socket) -> None:
+    base = f"{_browser_host(host, sock)}:{sock.getsockname()[1]}"
     print(
         f"API: http://{base}  (ws://{base}/data/{{sid}}/push, "
         f"ws://{base}/data/{{sid}}/pull, GET/POST http://{base}/data/{{sid}})",
         flush=True,
     )
     print(f"GraphQL playground: http://{base}/graphql", flush=True)
+
+
+def _warn_if_open(settings: Settings, sock: socket.socket) -> None:
+    """A warning when other machines can reach a server that asks nobody for a token."""
+    if settings.access_control or _loopback(sock):
+        return
+    print(
+        f"fastredis serve: warning: listening on {sock.getsockname()[0]} with no access "
+        "control: anyone who can reach this port can read and write every stream. Set "
+        "--api-key (or a JWT option), or listen on 127.0.0.1",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class _Valkey:
@@ -158,10 +187,14 @@ def _serve(args: argparse.Namespace, valkey: _Valkey) -> int:
             print(f"Redis: {redacted(settings.redis_url)}", flush=True)
         else:
             from fastredis.embedded import EmbeddedServerError
+            from fastredis.server.run.embedded_valkey import why_not_started
 
             try:
                 settings = valkey.start(settings, args)
-            except (EmbeddedServerError, OSError) as exc:
+            except EmbeddedServerError as exc:
+                port = valkey.server.port if valkey.server else args.embedded_port
+                return _fail(f"cannot start the embedded Valkey: {why_not_started(exc, port)}")
+            except OSError as exc:
                 return _fail(f"cannot start the embedded Valkey: {exc}")
         return _run(args, settings, sock)
     finally:
@@ -180,7 +213,8 @@ def _run(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> i
         app = create_app(settings)
     except ValueError as exc:  # e.g. an unreadable --jwt-public-key
         return _fail(str(exc))
-    _banner(args.host, sock.getsockname()[1])
+    _warn_if_open(settings, sock)
+    _banner(args.host, sock)
     if args.workers > 1:
         from fastredis.server.run.workers import run_workers
 
