@@ -18,7 +18,7 @@ from fastredis.server.edge.auth import require_read
 from fastredis.server.edge.errors import failure
 from fastredis.server.edge.protocol import BadInput, parse_sids
 
-__all__ = ["dashboard", "page_html", "playground_html", "viewer", "wants_html"]
+__all__ = ["dashboard", "page_html", "playground_html", "render", "viewer", "wants_html"]
 
 _INCLUDE = re.compile(r"<!--\s*include:\s*([\w.-]+)\s*-->")
 
@@ -44,11 +44,26 @@ def page_html(name: str) -> str:
     return _INCLUDE.sub(include, _asset(name))
 
 
+_SLOT = re.compile(r"\{\{(title|config)\}\}")
+# In a <script>, "</script" ends it and "<!--" (then "<script") changes how the HTML
+# parser reads the rest: JSON with <, > and & as \u escapes has none of them, and
+# JSON.parse reads it back unchanged.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def render(name: str, config: dict[str, object], title: str) -> str:
+    """Page `name` with its title (HTML-escaped) and its config (JSON, safe inside its
+    <script type=application/json>) put in, in one pass: a value is never read again
+    as a slot."""
+    values = {
+        "title": html.escape(title),
+        "config": json.dumps(config).translate(_SCRIPT_SAFE),
+    }
+    return _SLOT.sub(lambda match: values[match[1]], page_html(name))
+
+
 def _page(name: str, config: dict[str, object], title: str = "fastredis") -> HTMLResponse:
-    # JSON in a <script type=application/json>: "</" escaped so no value ends the tag
-    data = json.dumps(config).replace("</", "<\\/")
-    body = page_html(name).replace("{{title}}", html.escape(title)).replace("{{config}}", data)
-    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(render(name, config, title), headers={"Cache-Control": "no-store"})
 
 
 def wants_html(request: Request) -> bool:
@@ -78,8 +93,4 @@ async def viewer(request: Request) -> Response:
 
 def playground_html() -> str:
     """The GraphQL playground (served by the GraphQL app to browsers)."""
-    return (
-        page_html("playground.html")
-        .replace("{{title}}", "fastredis GraphQL")
-        .replace("{{config}}", "{}")
-    )
+    return render("playground.html", {}, "fastredis GraphQL")
