@@ -373,7 +373,10 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Entries of the given streams as they arrive (the server's shared read)."
+        description="Entries of the given streams as they arrive (the server's shared read). "
+        "On a websocket opened as /graphql?announce=1, the first event carries no entry: "
+        "it says the subscription reads from `time` on (of the first stream), so every "
+        "entry added after it arrives is delivered."
     )
     async def data(
         self, info: Info, sids: list[str], last_entry_id: str = "$"
@@ -388,6 +391,9 @@ class Subscription:
         )
         try:
             async with sub:
+                if info.context.get("announce"):  # reading from here on: say so
+                    start = sub.last_entry_id().split("+")[0]
+                    yield Data(sid=sids[0], time=start, payload=b"")
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
@@ -491,6 +497,7 @@ class FastredisGraphQL(GraphQL[dict[str, Any], None]):
             "redis": client,
             "hub": hub,
             "grant": grant_of(request),
+            "announce": request.query_params.get("announce") == "1",
             "redis_turn": asyncio.Semaphore(1),
         }
 
