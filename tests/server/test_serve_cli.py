@@ -5,6 +5,7 @@ message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -381,3 +382,16 @@ def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) ->
     assert s.wait_exit() == 1
     out = "".join(s.output)
     assert "redis_max_connections must be >= 8" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("balance", ["reuseport", "shared"])
+def test_a_killed_worker_is_named_and_the_others_stop(serve: type[Serve], balance: str) -> None:
+    s = serve("--workers", "2", "--balance", balance)
+    pids = [int(p) for p in s.wait_line("workers: 2").split("pids ")[1].split()]
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the workers")
+    os.kill(pids[1], signal.SIGKILL)
+    assert s.wait_exit() == 1, "".join(s.output)
+    out = "".join(s.output)
+    assert f"worker 2 of 2 (pid {pids[1]}) was killed (SIGKILL): stopping the others" in out
+    assert "Traceback" not in out and "IndexError" not in out
+    wait_until(lambda: process_gone(pids[0]), DEADLINE, what="the other worker to stop")

@@ -18,6 +18,7 @@ import sys
 import threading
 
 from fastredis.embedded import EmbeddedRedis, EmbeddedServerError
+from fastredis.server.run.process import how_it_ended
 from fastredis.server.run.settings import Settings
 
 __all__ = ["Watch", "embedded_valkey", "why_not_started"]
@@ -48,16 +49,6 @@ def why_not_started(error: EmbeddedServerError, port: int) -> str:
     return warnings[-1] if warnings else text.splitlines()[0]
 
 
-def _how(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was killed ({name})"
-    return f"exited with status {code}"
-
-
 class Watch:
     """Notices the embedded Valkey's death the moment it happens.
 
@@ -83,7 +74,7 @@ class Watch:
         code = process.wait()
         if self._stopping.is_set():
             return
-        self.died = f"the embedded Valkey (pid {pid}) {_how(code)}"
+        self.died = f"the embedded Valkey (pid {pid}) {how_it_ended(code)}"
         print(
             f"fastredis serve: {self.died}; stopping the server (exit status 1)",
             file=sys.stderr,
