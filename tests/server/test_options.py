@@ -43,7 +43,12 @@ def test_settings_take_their_defaults_from_the_table() -> None:
             assert getattr(Settings.from_env({}), opt.setting) == expected, opt.flag
 
 
-SAMPLES = {"--redis-url": ("redis://a:1/0", "redis://b:2/0")}
+SAMPLES = {
+    "--redis-url": ("redis://a:1/0", "redis://b:2/0"),
+    "--forwarded-allow-ips": ("10.0.0.1", "10.0.0.0/8,192.168.1.1"),
+    "--root-path": ("/a", "/b/c"),
+}
+NEEDS = {"--ssl-keyfile": {"FASTREDIS_SSL_CERTFILE": "/cert.pem"}}  # a key needs its cert
 
 
 @pytest.mark.parametrize("opt", [o for o in OPTIONS if o.env], ids=lambda o: o.flag)
@@ -55,11 +60,12 @@ def test_flag_beats_environment_beats_default(opt: Option) -> None:
     def value(text: str) -> object:
         return [text] if opt.many else opt.kind.parse(text)
 
-    assert getattr(Settings.from_env({opt.env: from_env}), opt.setting) == value(from_env)
+    env = {opt.env: from_env, **NEEDS.get(opt.flag, {})}
+    assert getattr(Settings.from_env(env), opt.setting) == value(from_env)
     unset = build_parser().parse_args(["serve"])
     assert getattr(unset, opt.dest) is None  # so the environment, then the default, decide
     given = getattr(build_parser().parse_args(["serve", opt.flag, from_flag]), opt.dest)
-    settings = Settings.from_env({opt.env: from_env}, **{opt.setting: given})
+    settings = Settings.from_env(env, **{opt.setting: given})
     assert getattr(settings, opt.setting) == value(from_flag)
 
 
@@ -69,3 +75,8 @@ def test_a_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ValueError, match="FASTREDIS_MAX_HEADER_SIZE: not a size in bytes"):
         Settings.from_env({"FASTREDIS_MAX_HEADER_SIZE": "big"})
     assert Settings.from_env({"FASTREDIS_API_KEYS": " a, ,b "}).api_keys == ["a", "b"]
+    with pytest.raises(ValueError, match="FASTREDIS_FORWARDED_ALLOW_IPS: not an IP address"):
+        Settings.from_env({"FASTREDIS_FORWARDED_ALLOW_IPS": "10.0.0.1,proxy.local"})
+    with pytest.raises(ValueError, match="FASTREDIS_ROOT_PATH: a root path looks like"):
+        Settings.from_env({"FASTREDIS_ROOT_PATH": "fastredis"})
+    assert Settings.from_env({"FASTREDIS_ROOT_PATH": "/fastredis/"}).root_path == "/fastredis"

@@ -50,6 +50,8 @@ import strawberry
 from graphql.error import GraphQLError
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.scalars import JSON
@@ -468,6 +470,9 @@ class FastredisGraphQL(GraphQL[dict[str, Any], None]):
         """fastredis's own playground (every asset inline): it works with no internet,
         where GraphiQL's page loads React and GraphiQL from a CDN."""
         return playground_html()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(playground_html(request.scope.get("root_path", "")))
 
     def decode_json(self, data: str | bytes) -> object:
         """JSON nested deeper than Python decodes is bad JSON (400 / close 4400), not

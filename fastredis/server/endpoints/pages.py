@@ -62,7 +62,11 @@ def render(name: str, config: dict[str, object], title: str) -> str:
     return _SLOT.sub(lambda match: values[match[1]], page_html(name))
 
 
-def _page(name: str, config: dict[str, object], title: str = "fastredis") -> HTMLResponse:
+def _page(
+    request: Request, name: str, config: dict[str, object], title: str = "fastredis"
+) -> HTMLResponse:
+    # root: the sub-path a reverse proxy serves us at, before every link the page makes
+    config = {"root": request.scope.get("root_path", ""), **config}
     return HTMLResponse(render(name, config, title), headers={"Cache-Control": "no-store"})
 
 
@@ -75,7 +79,7 @@ def wants_html(request: Request) -> bool:
 
 async def dashboard(request: Request) -> Response:
     """The stream list for browsers."""
-    return _page("dashboard.html", {}, "fastredis streams")
+    return _page(request, "dashboard.html", {}, "fastredis streams")
 
 
 async def viewer(request: Request) -> Response:
@@ -88,9 +92,10 @@ async def viewer(request: Request) -> Response:
         require_read(request, sids)
     except BadInput as exc:
         return failure(exc).response()
-    return _page("viewer.html", {"sid": sid}, f"{sid} · fastredis")
+    return _page(request, "viewer.html", {"sid": sid}, f"{sid} · fastredis")
 
 
-def playground_html() -> str:
-    """The GraphQL playground (served by the GraphQL app to browsers)."""
-    return render("playground.html", {}, "fastredis GraphQL")
+def playground_html(root_path: str = "") -> str:
+    """The GraphQL playground (served by the GraphQL app to browsers); `root_path`: the
+    sub-path a reverse proxy serves the server at."""
+    return render("playground.html", {"root": root_path}, "fastredis GraphQL")

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
+from fastredis.server.edge.proxy import ProxyMiddleware
 from fastredis.server.edge.rawpath import RawPathGuard
 from fastredis.server.endpoints.mjpeg import mjpeg_endpoint
 from fastredis.server.endpoints.pages import dashboard, viewer, wants_html
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     # metrics count every request; then paths that are not UTF-8 are refused
     middleware = [
+        # first: everything after sees the scheme, host and client the browser used
+        Middleware(ProxyMiddleware, settings.root_path, settings.forwarded_allow_ips),
         Middleware(MetricsMiddleware, max_sockets=settings.max_sockets),
         Middleware(RawPathGuard),
     ]

@@ -15,6 +15,7 @@ Regenerate the page after changing the table::
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ __all__ = [
     "Option",
     "add_arguments",
     "option",
+    "parse_addresses",
+    "parse_root_path",
     "parse_size",
     "reference",
 ]
@@ -79,6 +82,26 @@ def _port(text: str) -> int:
     return value
 
 
+def parse_addresses(text: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses and networks (10.0.0.0/8), or ``*``."""
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    for item in items:
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+    return items
+
+
+def parse_root_path(text: str) -> str:
+    """A URL path prefix such as /fastredis (a trailing / dropped), or empty."""
+    path = text.strip().rstrip("/")
+    if path and (not path.startswith("/") or any(c in path for c in "?#% ")):
+        raise ValueError(f"a root path looks like /fastredis (one or more /segments): {text!r}")
+    return path
+
+
 @dataclass(frozen=True)
 class Kind:
     """What an option's value is: its name on the reference page, how text becomes the
@@ -96,6 +119,8 @@ POSITIVE = Kind("integer >= 1", _positive)
 PORT = Kind("port", _port)
 SIZE = Kind("size (64MiB, 512k, 1048576)", parse_size, _show_size)
 SWITCH = Kind("switch", str)  # a flag without a value
+ADDRESSES = Kind("IP addresses / networks, comma-separated", parse_addresses, ",".join)
+ROOT_PATH = Kind("URL path", parse_root_path)
 
 
 @dataclass(frozen=True)
@@ -124,7 +149,7 @@ class Option:
     def shown_default(self) -> str:
         if self.many:
             return ", ".join(self.default) or "none"
-        if self.default is None:
+        if self.default is None or self.default == "":
             return "none"
         return self.kind.show(self.default)
 
@@ -294,6 +319,46 @@ OPTIONS: tuple[Option, ...] = (
         env="FASTREDIS_JWT_PUBLIC_KEY",
         setting="jwt_public_key",
         metavar="FILE",
+    ),
+    Option(
+        "--ssl-certfile",
+        FILE,
+        None,
+        "serve https:// and wss:// with this PEM certificate (chain); its key too, "
+        "unless --ssl-keyfile",
+        env="FASTREDIS_SSL_CERTFILE",
+        setting="ssl_certfile",
+        metavar="FILE",
+    ),
+    Option(
+        "--ssl-keyfile",
+        FILE,
+        None,
+        "the PEM private key of --ssl-certfile",
+        env="FASTREDIS_SSL_KEYFILE",
+        setting="ssl_keyfile",
+        metavar="FILE",
+    ),
+    Option(
+        "--forwarded-allow-ips",
+        ADDRESSES,
+        ("127.0.0.1",),
+        "the reverse proxies believed ('*': any): from them X-Forwarded-For, "
+        "X-Forwarded-Proto and X-Forwarded-Host give the client's address, the scheme and "
+        "the host the browser used (for the same-origin check); others' are ignored",
+        env="FASTREDIS_FORWARDED_ALLOW_IPS",
+        setting="forwarded_allow_ips",
+        metavar="IPS",
+    ),
+    Option(
+        "--root-path",
+        ROOT_PATH,
+        "",
+        "the sub-path a reverse proxy serves the server at, e.g. /fastredis (the proxy "
+        "strips it before forwarding); the pages' links and websocket URLs start with it",
+        env="FASTREDIS_ROOT_PATH",
+        setting="root_path",
+        metavar="PATH",
     ),
     Option(
         "--log-level",

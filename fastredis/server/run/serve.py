@@ -17,6 +17,7 @@ import errno
 import ipaddress
 import signal
 import socket
+import ssl
 import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -88,14 +89,36 @@ def _loopback(sock: socket.socket) -> bool:
         return False
 
 
-def _banner(host: str, sock: socket.socket) -> None:
+def _banner(host: str, sock: socket.socket, settings: Settings) -> None:
     base = f"{_browser_host(host, sock)}:{sock.getsockname()[1]}"
+    http, ws = ("https", "wss") if settings.ssl_certfile else ("http", "ws")
     print(
-        f"API: http://{base}  (ws://{base}/data/{{sid}}/push, "
-        f"ws://{base}/data/{{sid}}/pull, GET/POST http://{base}/data/{{sid}})",
+        f"API: {http}://{base}  ({ws}://{base}/data/{{sid}}/push, "
+        f"{ws}://{base}/data/{{sid}}/pull, GET/POST {http}://{base}/data/{{sid}})",
         flush=True,
     )
-    print(f"GraphQL playground: http://{base}/graphql", flush=True)
+    print(f"GraphQL playground: {http}://{base}/graphql", flush=True)
+    if settings.root_path:
+        print(
+            f"Root path: {settings.root_path} (the pages link to it: open them through "
+            "the reverse proxy that serves this server there)",
+            flush=True,
+        )
+
+
+def _check_tls(settings: Settings) -> str | None:
+    """None when the certificate (and key) load, else why not."""
+    if not settings.ssl_certfile:
+        return None
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        files = settings.ssl_certfile + (
+            f" / {settings.ssl_keyfile}" if settings.ssl_keyfile else ""
+        )
+        return f"cannot use the TLS certificate {files}: {exc.strerror or exc}"
+    return None
 
 
 def _warn_if_open(settings: Settings, sock: socket.socket) -> None:
@@ -166,6 +189,9 @@ def _serve(args: argparse.Namespace, valkey: _Valkey) -> int:
         )
     except ValueError as exc:
         return _fail(str(exc))
+    problem = _check_tls(settings)
+    if problem:
+        return _fail(problem)
     try:
         # one process listens itself; workers share the parent's socket or bind their own
         sock = bind_port(args.host, args.port, args.balance if args.workers > 1 else "shared")
@@ -214,7 +240,7 @@ def _run(args: argparse.Namespace, settings: Settings, sock: socket.socket) -> i
     except ValueError as exc:  # e.g. an unreadable --jwt-public-key
         return _fail(str(exc))
     _warn_if_open(settings, sock)
-    _banner(args.host, sock)
+    _banner(args.host, sock, settings)
     if args.workers > 1:
         from fastredis.server.run.workers import run_workers
 

@@ -115,6 +115,9 @@ class Settings:
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
+    * ``ssl_certfile``, ``ssl_keyfile``: serve TLS (https://, wss://).
+    * ``forwarded_allow_ips``, ``root_path``: behind a reverse proxy (see
+      `fastredis.server.edge.proxy`).
     """
 
     redis_url: str | None = None
@@ -132,6 +135,10 @@ class Settings:
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    forwarded_allow_ips: tuple[str, ...] = option("--forwarded-allow-ips").default
+    root_path: str = ""
 
     def __post_init__(self) -> None:
         if self.maxlen < 0:
@@ -153,6 +160,8 @@ class Settings:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate it belongs to)")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
             raise ValueError("an API key must be non-empty, without spaces around or commas")
 
