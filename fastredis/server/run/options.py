@@ -437,7 +437,9 @@ def reference() -> str:
         flag = f"`{opt.flag}`" + (f" {opt.metavar}" if opt.metavar else "")
         if opt.many:
             flag += " (repeatable)"
-        kind = " \\| ".join(f"`{c}`" for c in opt.choices) if opt.choices else opt.kind.name
+        kind = opt.kind.name
+        if opt.choices:
+            kind = "one of " + ", ".join(f"`{c}`" for c in opt.choices)
         env = f"`{opt.env}`" if opt.env else ""
         shown = opt.shown_default()
         default = shown if shown == "none" else f"`{shown}`"

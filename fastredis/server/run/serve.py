@@ -7,7 +7,9 @@ Without --redis-url (or REDIS_URL) an embedded Valkey is started, and stopped on
 (Ctrl-C, SIGTERM). Nothing here imports the server extra until `serve()` runs, so the
 `fastredis` command can list `serve` without it. SIGINT/SIGTERM must raise
 KeyboardInterrupt (`fastredis.cli.main` arranges it): uvicorn re-raises them after its
-own graceful shutdown, and the embedded server is stopped on the way out.
+own graceful shutdown, and the embedded server is stopped on the way out. If the
+embedded Valkey dies first, the server stops and exits with status 1
+(`fastredis.server.run.embedded_valkey.Watch`).
 """
 
 from __future__ import annotations
