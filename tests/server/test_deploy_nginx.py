@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from support.browser import browser_fixture, page_fixture  # noqa: F401
 from support.images import frame
 from support.nginx import Nginx
-from support.serve_process import DEADLINE
+from support.serve_process import DEADLINE, tracked_serves
 from support.waiting import wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -45,24 +45,24 @@ def _push(ws: ClientConnection, payloads: tuple[bytes, ...]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from support.serve_process import tracked_serves
-
     serves = tracked_serves()
     serve = next(serves)
-    s = serve("--root-path", "/fastredis", "--api-key", TOKEN)
-    s.wait_line("Root path: /fastredis")
-    with Nginx(tmp_path_factory.mktemp("nginx"), f"127.0.0.1:{s.port}") as nginx:
-        site = Site(nginx)
+    try:
+        s = serve("--root-path", "/fastredis", "--api-key", TOKEN)
+        s.wait_line("Root path: /fastredis")
+        with Nginx(tmp_path_factory.mktemp("nginx"), f"127.0.0.1:{s.port}") as nginx:
+            site = Site(nginx)
 
-        def ready() -> bool:
-            try:
-                return httpx.get(site.http + "/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            def ready() -> bool:
+                try:
+                    return httpx.get(site.http + "/healthz", timeout=2).status_code == 200
+                except httpx.HTTPError:
+                    return False
 
-        wait_until(ready, DEADLINE, what=f"{site.http}/healthz through nginx")
-        yield site
-    serves.close()
+            wait_until(ready, DEADLINE, what=f"{site.http}/healthz through nginx")
+            yield site
+    finally:
+        serves.close()  # kills the server
 
 
 def test_push_pull_and_rest_through_nginx_with_a_token(site: Site) -> None:
