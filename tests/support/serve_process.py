@@ -86,6 +86,8 @@ def tracked_serves() -> Iterator[type[Serve]]:
             super().__init__(*args, **env)
             started.append(self)
 
-    yield Tracked
-    for s in started:
-        s.kill()
+    try:
+        yield Tracked
+    finally:  # also when the generator is closed
+        for s in started:
+            s.kill()
