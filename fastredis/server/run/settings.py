@@ -120,6 +120,9 @@ class Settings:
       `fastredis.server.edge.proxy`).
     """
 
+    # A field filled by an option has the option table's default (test_options.py
+    # checks that they agree); handshake_timeout, redis_params and pull_block_ms have
+    # no option.
     redis_url: str | None = None
     redis_cluster: bool | None = None  # None: ask the server (INFO cluster)
     maxlen: int = DEFAULT_MAXLEN
