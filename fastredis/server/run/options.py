@@ -114,6 +114,7 @@ class Kind:
 
 TEXT = Kind("text", str)
 FILE = Kind("file", str)
+DIRECTORY = Kind("directory", str)
 COUNT = Kind("integer >= 0", _nonnegative)
 POSITIVE = Kind("integer >= 1", _positive)
 PORT = Kind("port", _port)
@@ -205,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--data-dir",
-        TEXT,
+        DIRECTORY,
         None,
         "the embedded Valkey keeps its data in DIR (saved on exit and hourly, loaded at "
         "the next start); without it the embedded server forgets everything on exit",
