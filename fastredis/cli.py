@@ -2,6 +2,7 @@
 
     fastredis serve ...                        # fastredis.server.run.serve (the server extra)
     fastredis push-increment|pull-raw|...      # fastredis.client.verbs (the client extra)
+    fastredis record|replay ...                # fastredis.recording.cli (the record extra)
 
 Every face registers its subcommands without importing its optional dependencies, so
 `fastredis --help` works with the base install. Each subcommand names the packages it
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 # the modules whose register(subparsers) adds subcommands, in --help order
-FACES = ("fastredis.server.run.serve", "fastredis.client.verbs")
+FACES = ("fastredis.server.run.serve", "fastredis.client.verbs", "fastredis.recording.cli")
 
 
 class Stop(KeyboardInterrupt):

@@ -78,6 +78,8 @@ def test_help_and_version_work_with_the_base_install(base_python: str) -> None:
         (["pull-raw", "s"], "client", "websockets"),
         (["push-image", "s"], "client", "websockets"),
         (["pull_image", "s"], "client", "websockets"),
+        (["record", "s", "-o", "run.mcap"], "record", "mcap"),
+        (["replay", "run.mcap"], "record", "mcap"),
     ],
 )
 def test_each_subcommand_names_its_extra(

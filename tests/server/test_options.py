@@ -47,6 +47,7 @@ SAMPLES = {
     "--redis-url": ("redis://a:1/0", "redis://b:2/0"),
     "--forwarded-allow-ips": ("10.0.0.1", "10.0.0.0/8,192.168.1.1"),
     "--root-path": ("/a", "/b/c"),
+    "--offsets": ("end", "start"),
 }
 NEEDS = {"--ssl-keyfile": {"FASTREDIS_SSL_CERTFILE": "/cert.pem"}}  # a key needs its cert
 

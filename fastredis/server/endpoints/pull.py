@@ -8,7 +8,9 @@ for that long an empty batch -- header ``[]``, empty binary -- is sent, so an id
 pull shows it is alive; 0 waits forever), ``latest`` (skip to the newest entries:
 frame dropping), ``max_fps`` (at most that many batches a second), ``header`` (1;
 with 0 every entry is sent as its own binary message and nothing for an empty batch),
-``ack`` (after each batch sent, wait for a text message from the client).
+``ack`` (after each batch sent, wait for a text message from the client), ``offsets``
+(``start``, the default unless ``fastredis serve --offsets end``; ``end``: the header
+says where each payload ends, as the Redis Streamer protocol's deployed clients read it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fastredis.server.edge.protocol import (
     CLOSE_UNSUPPORTED,
     BadInput,
     ReadOptions,
+    end_offsets,
     parse_query,
     parse_sids,
     query_items,
@@ -49,8 +52,9 @@ async def pull_endpoint(ws: WebSocket) -> None:
     try:
         sids = parse_sids(ws.path_params["sid"])
         opts = parse_query(
-            "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms
-        )
+            "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms,
+            default_offsets=settings.offsets,
+        )  # fmt: skip
         assert isinstance(opts, ReadOptions)
     except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
@@ -135,6 +139,8 @@ async def _pull_loop(
         delivery.sent("ws")
         for header, payloads in delivery.frames(opts.header):
             if header is not None:
+                if opts.end_offsets:
+                    header = end_offsets(header, sum(memoryview(p).nbytes for p in payloads))
                 await send({"type": "websocket.send", "text": header})
             for payload in payloads:
                 await send({"type": "websocket.send", "bytes": payload})

@@ -5,7 +5,8 @@ header in the ``entry-offset`` response header (``[[sid, id, start], ...]``) and
 cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). Query:
 ``last_entry_id`` (default ``*``: the newest ``count`` entries; ``$``, ``0``, an id, or
 one per stream joined by '+'), ``count`` (1), ``latest``, ``block`` (ms; default: do
-not wait).
+not wait), ``offsets`` (``end``: end offsets, also under the names ``x-offsets`` and
+``x-last-entry-id`` that the Redis Streamer protocol's deployed clients read).
 
 POST takes multipart/form-data, every part one entry (its field name does not
 matter), or any other body as a single entry. Each entry goes to every stream of the
@@ -33,6 +34,7 @@ from fastredis.server.edge.protocol import (
     BadInput,
     PushOptions,
     ReadOptions,
+    end_offsets,
     parse_query,
     parse_sids,
     query_items,
@@ -50,7 +52,10 @@ async def get_data(request: Request) -> Response:
     try:
         sids = parse_sids(request.path_params["sid"])
         require_read(request, sids)
-        opts = parse_query("get", query_items(request.query_params), len(sids))
+        opts = parse_query(
+            "get", query_items(request.query_params), len(sids),
+            default_offsets=request.app.state.settings.offsets,
+        )  # fmt: skip
         assert isinstance(opts, ReadOptions)
         sub = request.app.state.hub.subscribe(
             sids,
@@ -79,11 +84,12 @@ async def get_data(request: Request) -> Response:
         header, payload = delivery.frame()
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header))
-    return Response(
-        bytes(payload),
-        media_type="application/octet-stream",
-        headers={"entry-offset": header, "last-entry-id": sub.last_entry_id()},
-    )
+    headers = {"entry-offset": header, "last-entry-id": sub.last_entry_id()}
+    if opts.end_offsets:  # and the names the Redis Streamer protocol's clients read
+        header = end_offsets(header, memoryview(payload).nbytes)
+        headers = {"entry-offset": header, "last-entry-id": headers["last-entry-id"]}
+        headers |= {"x-offsets": header, "x-last-entry-id": headers["last-entry-id"]}
+    return Response(bytes(payload), media_type="application/octet-stream", headers=headers)
 
 
 class ClientGone(Exception):

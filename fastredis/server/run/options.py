@@ -162,6 +162,8 @@ class Option:
         try:
             if self.many:
                 return [self.kind.parse(v.strip()) for v in raw.split(",") if v.strip()]
+            if self.choices and raw not in self.choices:
+                raise ValueError(f"{raw!r} is not one of: {', '.join(self.choices)}")
             return self.kind.parse(raw)
         except ValueError as exc:
             raise ValueError(f"{self.env}: {exc}") from None
@@ -320,6 +322,18 @@ OPTIONS: tuple[Option, ...] = (
         env="FASTREDIS_JWT_PUBLIC_KEY",
         setting="jwt_public_key",
         metavar="FILE",
+    ),
+    Option(
+        "--offsets",
+        TEXT,
+        "start",
+        "what pull headers and REST GETs give as each entry's offset by default: start "
+        "(the protocol specification) or end (for clients of the Redis Streamer protocol "
+        "that read end offsets and x-offsets / x-last-entry-id); the offsets query "
+        "parameter picks per request",
+        env="FASTREDIS_OFFSETS",
+        setting="offsets",
+        choices=("start", "end"),
     ),
     Option(
         "--ssl-certfile",

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["NEEDS", "register", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
-NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
+NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart", "sse_starlette")
 
 
 def _fail(message: str) -> int:

@@ -112,6 +112,10 @@ class Settings:
       handshakes whose ``Origin`` is not listed are closed with 1008 as well.
     * ``redis_params``: extra redis-py client arguments (passed unchanged).
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
+    * ``offsets``: what the pull header and REST GET put as each entry's offset by
+      default: ``start`` (the specification) or ``end`` (the Redis Streamer protocol's
+      deployed clients; REST then also names its headers ``x-offsets`` and
+      ``x-last-entry-id``). The ``offsets`` query parameter picks per request.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
@@ -135,6 +139,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
+    offsets: str = "start"
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
@@ -161,6 +166,8 @@ class Settings:
             )
         if not self.handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
+        if self.offsets not in ("start", "end"):
+            raise ValueError(f"offsets must be start or end, not {self.offsets!r}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if self.ssl_keyfile and not self.ssl_certfile:
