@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,85 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from support.serve_process import Serve, python_env
 from support.waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-class Serve:
-    """`python -m fastredis serve ARGS` with its output read line by line."""
-
-    def __init__(self, *args: str, **env: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastredis", "serve", "--port", str(self.port), *args],
-            env=_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put("")
-
-    def wait_line(self, start: str) -> str:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=deadline - time.monotonic())
-            except queue.Empty:
-                break
-            self.output.append(line)
-            if line.startswith(start):
-                return line
-            if line == "":
-                break
-        raise AssertionError(f"no line starting {start!r}; output:\n{''.join(self.output)}")
-
-    def wait_exit(self) -> int:
-        code = self.proc.wait(DEADLINE)
-        while True:
-            line = self.lines.get(timeout=DEADLINE)
-            if line == "":
-                break
-            self.output.append(line)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def serve() -> Iterator[type[Serve]]:
-    started: list[Serve] = []
-
-    class Tracked(Serve):
-        def __init__(self, *args: str, **env: str) -> None:
-            super().__init__(*args, **env)
-            started.append(self)
-
-    yield Tracked
-    for s in started:
-        s.kill()
 
 
 def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> None:
@@ -106,8 +32,8 @@ def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> N
     pid = int(redis_line.split("(pid ")[1].split(")")[0])
     url = redis_line.rsplit(" at ", 1)[1].split(",")[0].strip()
     api_line = s.wait_line("API: ")
-    assert f"http://127.0.0.1:{s.port}" in api_line
-    assert f"http://127.0.0.1:{s.port}/graphql" in s.wait_line("GraphQL playground: ")
+    assert f"http://localhost:{s.port}" in api_line  # what a browser takes, as the docs say
+    assert f"http://localhost:{s.port}/graphql" in s.wait_line("GraphQL playground: ")
     base = f"127.0.0.1:{s.port}"
 
     def answers() -> bool:
@@ -200,7 +126,7 @@ def test_serve_bad_arguments(serve: type[Serve]) -> None:
 def test_cli_help_lists_serve() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "fastredis", "--help"],
-        env=_env(),
+        env=python_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -234,11 +160,11 @@ def _answers(port: int) -> bool:
 def test_port_0_announces_the_port_it_listens_on(serve: type[Serve], redis_url: str) -> None:
     s = serve("--port", "0", REDIS_URL=redis_url)
     api = s.wait_line("API: ")
-    port = int(api.split("http://127.0.0.1:", 1)[1].split()[0])
+    port = int(api.split("http://localhost:", 1)[1].split()[0])
     assert port != 0
     wait_until(lambda: _answers(port) or s.proc.poll() is not None, DEADLINE, what="the API")
     assert _answers(port), "".join(s.output)
-    assert f"http://127.0.0.1:{port}/graphql" in s.wait_line("GraphQL playground: ")
+    assert f"http://localhost:{port}/graphql" in s.wait_line("GraphQL playground: ")
 
 
 @pytest.mark.parametrize("port", ["99999", "-5", "http"])
@@ -460,6 +386,19 @@ def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) ->
     assert s.wait_exit() == 1
     out = "".join(s.output)
     assert "redis_max_connections must be >= 8" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("balance", ["reuseport", "shared"])
+def test_a_killed_worker_is_named_and_the_others_stop(serve: type[Serve], balance: str) -> None:
+    s = serve("--workers", "2", "--balance", balance)
+    pids = [int(p) for p in s.wait_line("workers: 2").split("pids ")[1].split()]
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the workers")
+    os.kill(pids[1], signal.SIGKILL)
+    assert s.wait_exit() == 1, "".join(s.output)
+    out = "".join(s.output)
+    assert f"worker 2 of 2 (pid {pids[1]}) was killed (SIGKILL): stopping the others" in out
+    assert "Traceback" not in out and "IndexError" not in out
+    wait_until(lambda: process_gone(pids[0]), DEADLINE, what="the other worker to stop")
 
 
 def test_producer_ttl_from_the_flag_or_the_environment(serve: type[Serve]) -> None:

@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from redis.exceptions import RedisError
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis.server.edge.errors import explain
@@ -64,7 +64,7 @@ async def pull_endpoint(ws: WebSocket) -> None:
     # cancels the pull wherever it waits.
     main = asyncio.current_task()
     assert main is not None
-    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_ACKS_AHEAD)
+    acks: asyncio.Queue[Message] = asyncio.Queue(MAX_ACKS_AHEAD)
     gone = False
     pulling = True
 
@@ -122,7 +122,7 @@ async def _pull_loop(
     ws: WebSocket,
     sub: Subscription,
     opts: ReadOptions,
-    acks: asyncio.Queue[dict[str, Any]],
+    acks: asyncio.Queue[Message],
     gone: Callable[[], bool],
 ) -> None:
     """Send what the hub delivers: the frames of each batch are packed once and shared
