@@ -48,6 +48,7 @@ SAMPLES = {
     "--forwarded-allow-ips": ("10.0.0.1", "10.0.0.0/8,192.168.1.1"),
     "--root-path": ("/a", "/b/c"),
     "--offsets": ("end", "start"),
+    "--producer-ttl": ("90", "0.5"),
 }
 NEEDS = {"--ssl-keyfile": {"FASTREDIS_SSL_CERTFILE": "/cert.pem"}}  # a key needs its cert
 
