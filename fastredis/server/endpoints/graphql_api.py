@@ -33,7 +33,8 @@ Choices where the Redis Streamer protocol is silent:
   and returns what was stored; ``meta: null`` deletes it.
 * The subscription's ``time`` is the entry id (as in the pull header);
   ``datetime`` gives it as an ISO datetime. ``lastEntryId`` (default ``$``: only
-  entries added after subscribing, with no gap between reads) may be ``0`` or an id.
+  entries added after the websocket opened -- Redis's clock then, read before the
+  handshake is accepted -- with no gap between reads) may be ``0`` or an id.
 """
 
 from __future__ import annotations
@@ -376,8 +377,9 @@ class Subscription:
             return
         hub = info.context["hub"]
         sub = hub.subscribe(
-            sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql"
-        )
+            sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql",
+            opened_ms=info.context.get("opened_ms"),
+        )  # fmt: skip
         try:
             async with sub:
                 while True:
@@ -440,6 +442,19 @@ schema = _Schema(
 )
 
 
+async def _redis_ms(client: AsyncRedis) -> int | None:
+    """Redis's clock now, in ms (None: Redis could not say; `$` is then fixed when the
+    subscription starts)."""
+    try:
+        reply: Any = await client.time()
+    except RedisError:
+        return None
+    if isinstance(reply, dict):  # a cluster: one node's clock
+        reply = next(iter(reply.values()))
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 class FastredisGraphQL(GraphQL):
     """Strawberry's ASGI app with the Redis client in the context."""
 
@@ -463,6 +478,15 @@ class FastredisGraphQL(GraphQL):
             text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            # The streams of a subscription are known only once it is asked for, after
+            # the socket opened: `$` is fixed no later than the moment it opened.
+            client = self._redis or getattr(getattr(scope.get("app"), "state", None), "redis", None)
+            if client is not None:
+                scope = {**scope, "fastredis.opened_ms": await _redis_ms(client)}
+        await super().__call__(scope, receive, send)
+
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         client = self._redis
         if client is None:
@@ -482,6 +506,7 @@ class FastredisGraphQL(GraphQL):
             "redis": client,
             "hub": hub,
             "grant": grant_of(request),
+            "opened_ms": request.scope.get("fastredis.opened_ms"),
             "redis_turn": asyncio.Semaphore(1),
         }
 

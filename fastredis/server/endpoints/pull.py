@@ -8,7 +8,13 @@ for that long an empty batch -- header ``[]``, empty binary -- is sent, so an id
 pull shows it is alive; 0 waits forever), ``latest`` (skip to the newest entries:
 frame dropping), ``max_fps`` (at most that many batches a second), ``header`` (1;
 with 0 every entry is sent as its own binary message and nothing for an empty batch),
-``ack`` (after each batch sent, wait for a text message from the client).
+``ack`` (after each batch sent, wait for a text message from the client; a binary
+message closes the pull with 1003), ``resume`` (1: first a text frame
+``{"resume": {...}}``, and ``{"gap": {...}}`` before entries that follow a loss;
+`fastredis.server.reads.resume`), ``epoch`` (with resume: the epochs last seen).
+
+``$`` (and every start) is fixed before the handshake is accepted: whatever is added
+once the client sees the socket open is delivered.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from fastredis.server.edge.auth import admit
 from fastredis.server.edge.errors import explain
 from fastredis.server.edge.protocol import (
     CLOSE_POLICY,
@@ -32,7 +39,7 @@ from fastredis.server.edge.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.endpoints.websocket import accept_checked, close_with
+from fastredis.server.endpoints.websocket import close_with
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
@@ -44,7 +51,7 @@ MAX_ACKS_AHEAD = 64  # acks a client may send before the batches they acknowledg
 
 async def pull_endpoint(ws: WebSocket) -> None:
     settings = ws.app.state.settings
-    if not await accept_checked(ws, "read"):
+    if not await admit(ws, "read"):
         return
     try:
         sids = parse_sids(ws.path_params["sid"])
@@ -53,8 +60,26 @@ async def pull_endpoint(ws: WebSocket) -> None:
         )
         assert isinstance(opts, ReadOptions)
     except BadInput as exc:
+        await ws.accept()
         await close_with(ws, exc.code, exc.reason)
         return
+    sub = ws.app.state.hub.subscribe(
+        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest,
+        max_fps=opts.max_fps or None, resume=opts.resume, epochs=opts.epochs,
+    )  # fmt: skip
+    try:
+        async with sub:  # the start is fixed before the client sees the socket open
+            await ws.accept()
+            if sub.resumed is not None:
+                await ws.send({"type": "websocket.send", "text": sub.resumed.frame()})
+            await _serve(ws, sub, sids, opts)
+    except RedisError as exc:  # fixing the start failed (_serve answers its own)
+        await ws.accept()
+        await close_with(ws, *(await explain(exc, ws.app.state.redis, sids)).close())
+
+
+async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOptions) -> None:
+    """Run an open pull until it ends (errors are told to the client here)."""
 
     # A watcher owns ws.receive(): it hands acks over and, when the client goes,
     # cancels the pull wherever it waits.
@@ -72,6 +97,12 @@ async def pull_endpoint(ws: WebSocket) -> None:
                 if message["type"] == "websocket.disconnect":
                     break
                 if opts.ack:
+                    if message.get("text") is None:
+                        await close_with(
+                            ws, CLOSE_UNSUPPORTED,
+                            "expected a text message as ack, got a binary message",
+                        )  # fmt: skip
+                        continue  # and wait for the disconnect
                     if acks.full():  # acks far ahead of the batches: a flood
                         await close_with(ws, CLOSE_POLICY, "too many acks ahead of the batches")
                         continue  # and wait for the disconnect
@@ -85,15 +116,10 @@ async def pull_endpoint(ws: WebSocket) -> None:
             main.cancel()
             await asyncio.sleep(0.5)
 
-    sub = ws.app.state.hub.subscribe(
-        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest,
-        max_fps=opts.max_fps or None,
-    )  # fmt: skip
     watcher = asyncio.get_running_loop().create_task(watch())
     try:
         try:
-            async with sub:
-                await _pull_loop(ws, sub, opts, acks, lambda: gone)
+            await _pull_loop(ws, sub, opts, acks, lambda: gone)
         except BadInput as exc:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
@@ -132,6 +158,10 @@ async def _pull_loop(
                 await send({"type": "websocket.send", "text": "[]"})
                 await send({"type": "websocket.send", "bytes": b""})
             continue
+        for gap in delivery.gaps:  # only readers that resume are told of gaps
+            await send({"type": "websocket.send", "text": gap.frame()})
+        if not len(delivery.batch):
+            continue
         delivery.sent("ws")
         for header, payloads in delivery.frames(opts.header):
             if header is not None:
@@ -139,9 +169,4 @@ async def _pull_loop(
             for payload in payloads:
                 await send({"type": "websocket.send", "bytes": payload})
             if opts.ack:
-                message = await acks.get()
-                if message.get("text") is None:
-                    raise BadInput(
-                        "expected a text message as ack, got a binary message",
-                        CLOSE_UNSUPPORTED,
-                    )
+                await acks.get()  # binary ones close the pull in the watcher

@@ -1,8 +1,9 @@
 """Reading batches for pulls and GETs: cursors per stream, `$`, `*` and `latest`.
 
-A cursor is the id after which the next read starts. `$` is resolved once, when the
-pull starts, to the stream's newest id (so no entry falls between two reads, as it
-would if every XREAD said `$`); `*` starts just before the newest `count` entries.
+A cursor is the id after which the next read starts. `$` is resolved once, before the
+client's socket opens (`fastredis.server.reads.resume`), to the stream's newest id (so
+no entry falls between two reads, as it would if every XREAD said `$`); `*` starts
+just before the newest `count` entries.
 With `latest`, each batch skips to the newest `count` entries of each stream that
 has anything new (frame dropping): a Lua script finds where they start without
 sending payloads, then one XREAD reads exactly those.
@@ -19,7 +20,7 @@ from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id, previous_id
 from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster
 
-__all__ = ["NEWEST_LUA", "StreamCursor"]
+__all__ = ["NEWEST_LUA", "StreamCursor", "oldest_of_newest"]
 
 # KEYS: streams; ARGV[i]: lowest id to consider for stream i ("-" or "(id"),
 # ARGV[#KEYS + 1]: n. Reply per stream: the id of the oldest of its newest n entries
@@ -33,6 +34,24 @@ for i, k in ipairs(KEYS) do
 end
 return out
 """
+
+
+async def oldest_of_newest(
+    client: redis.asyncio.Redis, sids: Sequence[str], bounds: Sequence[str], n: int
+) -> list[Any]:
+    """Per stream, the id of the oldest of its newest `n` entries above its bound ("-"
+    or "(id"), None when there are none: one round trip (on a cluster, one per slot)."""
+    if not sids:
+        return []
+    script = client.register_script(NEWEST_LUA)
+    if not is_cluster(client):
+        return list(await script(keys=list(sids), args=[*bounds, n]))
+    # a script's keys must share a slot: one call per slot
+    found: dict[str, Any] = {}
+    for _node, group in await aslot_groups(client, dict(zip(sids, bounds, strict=True))):
+        replies = await script(keys=list(group), args=[*group.values(), n])
+        found.update(zip(group, replies, strict=True))
+    return [found[sid] for sid in sids]
 
 
 def _text(value: Any) -> str:
@@ -61,34 +80,20 @@ class StreamCursor:
         self.ids: dict[str, str] = {}
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
-        self._newest = client.register_script(NEWEST_LUA)
 
-    async def _oldest_of_newest(
-        self, sids: Sequence[str], bounds: Sequence[str], n: int
-    ) -> list[Any]:
-        if not sids:
-            return []
-        if not is_cluster(self.client):
-            return list(await self._newest(keys=list(sids), args=[*bounds, n]))
-        # a script's keys must share a slot: one call per slot
-        found: dict[str, Any] = {}
-        for _node, group in await aslot_groups(self.client, dict(zip(sids, bounds, strict=True))):
-            replies = await self._newest(keys=list(group), args=[*group.values(), n])
-            found.update(zip(group, replies, strict=True))
-        return [found[sid] for sid in sids]
-
-    async def resolve(self) -> None:
-        """Turn `$`, `0` and `*` into ids (a round trip for `$` and one for `*`)."""
+    async def resolve(self, newest: dict[str, str] | None = None) -> None:
+        """Turn `$`, `0` and `*` into ids: `$` from `newest` (each stream's newest id,
+        "0-0" when empty) or a round trip, `*` a round trip."""
         pairs = list(zip(self.sids, self._starts, strict=True))
-        newest = [s for s, start in pairs if start == "$"]
+        if newest is None:
+            wanted = [s for s, start in pairs if start == "$"]
+            found = await oldest_of_newest(self.client, wanted, ["-"] * len(wanted), 1)
+            newest = {s: _text(f) if f else "0-0" for s, f in zip(wanted, found, strict=True)}
         recent = [s for s, start in pairs if start == "*"]
-        found = dict(
-            zip(newest, await self._oldest_of_newest(newest, ["-"] * len(newest), 1), strict=True)
-        )
         first = dict(
             zip(
                 recent,
-                await self._oldest_of_newest(recent, ["-"] * len(recent), self.count),
+                await oldest_of_newest(self.client, recent, ["-"] * len(recent), self.count),
                 strict=True,
             )
         )
@@ -96,11 +101,15 @@ class StreamCursor:
             if start == "0":
                 self.ids[sid] = "0-0"
             elif start == "$":
-                self.ids[sid] = _text(found[sid]) if found[sid] else "0-0"
+                self.ids[sid] = newest[sid]
             elif start == "*":
                 self.ids[sid] = _before(first[sid]) if first[sid] else "0-0"
             else:
                 self.ids[sid] = start
+
+    def move_to(self, ids: dict[str, str]) -> None:
+        """Set the cursor (one id per stream): the one way it moves but by reading."""
+        self.ids = dict(ids)
 
     def advance(self, batch: StreamBatch) -> None:
         """Move the cursors past `batch`."""
@@ -128,7 +137,7 @@ class StreamCursor:
     async def _read_latest(self, conn: HeldConnection) -> StreamBatch | None:
         sids = self.sids
         bounds = [f"({self.ids[s]}" if self.ids[s] != "0-0" else "-" for s in sids]
-        oldest = await self._oldest_of_newest(sids, bounds, self.count)
+        oldest = await oldest_of_newest(self.client, sids, bounds, self.count)
         starts = {sid: _before(first) for sid, first in zip(sids, oldest, strict=True) if first}
         if not starts:
             return None

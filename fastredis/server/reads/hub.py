@@ -40,11 +40,20 @@ import redis.asyncio
 
 from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
-from fastredis.ids import EntryId, parse_id
+from fastredis.ids import EntryId, format_id, parse_id, previous_id
 from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server.reads.catch_up import SharedReads
 from fastredis.server.reads.cursor import StreamCursor
 from fastredis.server.reads.parking import Parking
+from fastredis.server.reads.resume import (
+    Gap,
+    Resume,
+    Starts,
+    StreamState,
+    check_resume,
+    find_gaps,
+    resolve_start,
+)
 from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -83,7 +92,49 @@ def _kept_bytes(result: tuple[Delivery, bool]) -> int:
     one frame of several entries is packed (read-ahead frames are views)."""
     delivery = result[0]
     batch = delivery.batch
-    return batch.nbytes * (2 if len(batch) > 1 and delivery._sid_json is None else 1)
+    return batch.nbytes * (2 if len(batch) > 1 and not delivery.read_ahead else 1)
+
+
+def _first_ids(batch: StreamBatch) -> dict[str, str]:
+    """The first id of each stream in `batch`."""
+    if not len(batch):
+        return {}
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in batch.streams]
+    if len(names) == 1:
+        return {names[0]: format_id(*batch.id_at(0))}
+    firsts: dict[str, str] = {}
+    for i, index in enumerate(batch.offsets()["entry_stream"].tolist()):
+        if names[index] not in firsts:
+            firsts[names[index]] = format_id(*batch.id_at(i))
+            if len(firsts) == len(names):
+                break
+    return firsts
+
+
+def _gaps(
+    cursor: StreamCursor,
+    before: Ids,
+    states: dict[str, StreamState] | None,
+    batch: StreamBatch,
+    epochs: dict[str, str | None],
+) -> list[Gap]:
+    """What a read from `before` lost (`states`: read just before it; None: not a
+    reader that resumes). A stream with nothing left after its lost entries moves its
+    cursor past them, so the loss is told once."""
+    if states is None:
+        return []
+    gaps = find_gaps(before, states, _first_ids(batch), epochs)
+    moved = dict(cursor.ids)
+    for gap in gaps:
+        if (
+            gap.next is None
+            and gap.deleted is not None
+            and _key(moved, gap.sid) < parse_id(gap.deleted)
+        ):
+            moved[gap.sid] = gap.deleted
+    if moved != cursor.ids:
+        cursor.move_to(moved)
+    return gaps
 
 
 def _key(ids: Ids, sid: str) -> EntryId:
@@ -107,11 +158,12 @@ class Delivery:
     """One batch for subscribers: shared by all of them, never mutated. `cursor` is where
     a subscriber is after it (one id per stream); a group's deliveries also have `before`
     (the cursor it follows), `seq` (its place in the group) and `start` (the bytes the
-    group published before it)."""
+    group published before it). `gaps`: what was lost between `before` and the batch
+    (found only for readers that resume)."""
 
     __slots__ = (
-        "_frame", "_frames", "_payload_bytes", "_sid_json", "batch", "before", "cursor", "seq",
-        "start",
+        "_frame", "_frames", "_payload_bytes", "_sid_json", "batch", "before", "cursor", "gaps",
+        "seq", "start",
     )  # fmt: skip
 
     def __init__(
@@ -132,6 +184,12 @@ class Delivery:
         self._frame: tuple[str, Any] | None = None
         self._frames: list[Frame] | None = None
         self._payload_bytes = -1
+        self.gaps: list[Gap] = []
+
+    @property
+    def read_ahead(self) -> bool:
+        """Several entries of one stream, sent one frame each."""
+        return self._sid_json is not None
 
     def sent(self, via: str) -> None:
         """Count the delivery as sent to one client over `via` (the metrics); its payload
@@ -213,24 +271,35 @@ class Subscription:
         max_fps: float | None,
         read_ahead: bool,
         via: str = "pull",
+        resume: bool = False,
+        epochs: Sequence[str | None] | None = None,
+        opened_ms: int | None = None,
     ) -> None:
         self.hub = hub
         self.sids = list(sids)
         self.latest = latest
         self.via = via  # who reads (pull, graphql, mjpeg, rest): for the metrics
         self._drop_reason = "max_fps" if max_fps else "latest"
+        self._starts = list(start_ids)
         self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest)
         self.read_ahead = (
             read_ahead and count == 1 and len(self.sids) == 1 and not latest and not max_fps
         )
-        self.key = (tuple(self.sids), count, latest, self.read_ahead)
-        self._sid_json = json_string(self.sids[0]).decode() if self.read_ahead else None
+        # resume: its gaps are found (`fastredis.server.reads.resume`); the group and
+        # catch-up reads of readers that resume are their own
+        self.resume = resume
+        self._seen_epochs = list(epochs) if epochs is not None else None
+        self.epochs: dict[str, str | None] = {}  # per stream, the epoch it reads
+        self.resumed: Resume | None = None  # with resume: the answer to its cursor
+        self._opened_ms = opened_ms
+        self.key = (tuple(self.sids), count, latest, self.read_ahead, resume)
+        self.sid_json = json_string(self.sids[0]).decode() if self.read_ahead else None
         self._read_count = count
         self._interval = 1.0 / max_fps if max_fps else 0.0
         self._next_at = 0.0
         self._group: _Group | None = None
         self._joined = False  # in the group's subscribers (else pending or catching up)
-        self._pos = 0  # joined: the seq of the next delivery to take from the group
+        self.pos = 0  # joined: the seq of the next delivery to take from the group
         self._left: _Group | None = None  # the group it fell behind, while catching up
         # catching up: the next read, already under way while a batch is being sent
         self._prefetch: asyncio.Task[tuple[Delivery, bool]] | None = None
@@ -243,7 +312,19 @@ class Subscription:
         self._error: BaseException | None = None
 
     async def __aenter__(self) -> Subscription:
-        await self.cursor.resolve()
+        """Fix the cursor (`$` is the streams' newest ids now): call it before the client
+        can see its connection as open."""
+        starts = self.hub.starts
+        wanted = [s for s, start in zip(self.sids, self._starts, strict=True) if start == "$"]
+        if self.resume:
+            states = await starts.states(self.sids)
+            newest = {s: resolve_start("$", states[s]) for s in wanted}
+            await self.cursor.resolve(self._opened(newest))
+            self.resumed = check_resume(self.sids, self.cursor.ids, states, self._seen_epochs)
+            self.epochs = {s: states[s].epoch for s in self.sids}
+        else:
+            newest = await starts.newest(wanted) if wanted else {}
+            await self.cursor.resolve(self._opened(newest))
         self._ids = dict(self.cursor.ids)
         self._since = time.monotonic()
         members = self.hub.members
@@ -264,6 +345,14 @@ class Subscription:
             prefetch.cancel()
             with contextlib.suppress(BaseException):
                 await prefetch
+
+    def _opened(self, newest: dict[str, str]) -> dict[str, str]:
+        """`newest`, but no later than just before the client's socket opened (when it
+        opened before the streams were known: a GraphQL subscription)."""
+        if self._opened_ms is None:
+            return newest
+        limit = previous_id(self._opened_ms, 0)
+        return {s: min(i, limit, key=parse_id) for s, i in newest.items()}
 
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
@@ -290,9 +379,9 @@ class Subscription:
                     return None
                 continue
             if self._joined:
-                delivery = self._group.take(self._pos)
+                delivery = self._group.take(self.pos)
                 if delivery is not None:
-                    self._pos += 1
+                    self.pos += 1
                     return self._hand_out(delivery)
             self._wake.clear()
             if deadline is None:
@@ -306,6 +395,8 @@ class Subscription:
 
     def _hand_out(self, delivery: Delivery) -> Delivery:
         self._ids = delivery.cursor
+        for gap in delivery.gaps:
+            self.epochs[gap.sid] = gap.epoch
         return delivery
 
     async def _catch_up(self, join: bool) -> Delivery | None:
@@ -320,6 +411,8 @@ class Subscription:
             delivery, full = await self._read_own()
         else:
             delivery, full = await prefetch
+        if delivery.gaps and not len(delivery.batch):
+            return delivery  # what was lost, said before what comes next
         if len(delivery.batch):
             group = self.hub.groups.get(self.key)
             # entries just read: what the group has after them is the same stream
@@ -346,9 +439,15 @@ class Subscription:
         async def read() -> tuple[Delivery, bool]:
             nonlocal made
             made = True
+            # a reader that resumes learns what Redis lost just before reading
+            states = await hub.starts.states(self.sids) if self.resume else None
+            before = dict(cursor.ids)
             async with hub.catch_up.take() as conn:
                 batch = await cursor.read(conn, None, asked)
-            return Delivery(batch, dict(cursor.ids), self._sid_json), len(batch) >= asked
+            gaps = _gaps(cursor, before, states, batch, self.epochs)
+            delivery = Delivery(batch, dict(cursor.ids), self.sid_json, before)
+            delivery.gaps = gaps
+            return delivery, len(batch) >= asked
 
         where = (self.key, tuple(cursor.ids[s] for s in self.sids))
         delivery, full = await hub.catch_ups.read(
@@ -359,7 +458,7 @@ class Subscription:
             keep=hub.members.get(self.key, 0) > 1 and not self.latest,
         )
         metrics.stream_read("catch_up" if made else "shared")
-        cursor.ids = dict(delivery.cursor)
+        cursor.move_to(delivery.cursor)
         if len(delivery.batch) and self.read_ahead:
             self._read_count = _redis_count(delivery.batch, CATCH_UP_BYTES)
         return delivery, full
@@ -376,7 +475,7 @@ class Subscription:
 
     def _try_join(self) -> None:
         """At the end of the stream (a read came back empty): join the tail group."""
-        group = self.hub._group(self)
+        group = self.hub.group_for(self)
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
@@ -398,9 +497,9 @@ class Subscription:
         group.pending.discard(self)
         group.subs.add(self)
         self._joined = True
-        self._pos = seq
+        self.pos = seq
 
-    def _pending_seen(self, group_ids: Ids) -> None:
+    def pending_seen(self, group_ids: Ids) -> None:
         """The group delivered a batch while we wait for it to reach our cursor."""
         assert self._group is not None
         relation = _compare(self.cursor.ids, group_ids)
@@ -409,17 +508,17 @@ class Subscription:
         elif relation < 0:  # it went past us inside one batch: read the rest ourselves
             self._fall_back()
 
-    def _offer(self, delivery: Delivery) -> None:
+    def offer(self, delivery: Delivery) -> None:
         """The group published `delivery` (its newest)."""
         group = self._group
         assert group is not None
         if self.latest:
-            skipped = group.entries_between(self._pos, delivery.seq)
+            skipped = group.entries_between(self.pos, delivery.seq)
             if skipped:  # newer frames replace the ones this viewer had no time for
                 metrics.dropped(self.via, self._drop_reason, skipped)
-            self._pos = delivery.seq
+            self.pos = delivery.seq
         else:
-            count, nbytes = group.behind(self._pos)
+            count, nbytes = group.behind(self.pos)
             if count > 1 and (count > QUEUE_LIMIT or nbytes > QUEUE_BYTES):
                 self._fall_back()  # too slow for the tail: catch up by cursor, no loss
                 return
@@ -428,10 +527,10 @@ class Subscription:
     def _fall_back(self) -> None:
         self._left = self._group
         self._leave()
-        self.cursor.ids = dict(self._ids)
+        self.cursor.move_to(self._ids)
         self._wake.set()
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         self._error = exc
         self._wake.set()
 
@@ -453,8 +552,10 @@ class _Group:
         self.cursor = StreamCursor(
             hub.client, first.sids, [], first.cursor.count, first.cursor.latest
         )
-        self.cursor.ids = dict(first.cursor.ids)
-        self._sid_json = first._sid_json
+        self.cursor.move_to(first.cursor.ids)
+        self.resume = first.resume
+        self.epochs = dict(first.epochs)
+        self._sid_json = first.sid_json
         self._read_count = first.cursor.count
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
@@ -481,6 +582,7 @@ class _Group:
                 before = dict(self.cursor.ids)
                 self._reading = True
                 try:
+                    states = await hub.starts.states(self.cursor.sids) if self.resume else None
                     async with hub.tail.take() as conn:
                         batch = await self.cursor.read(conn, block, self._read_count)
                 finally:
@@ -488,10 +590,14 @@ class _Group:
                 self.reads += 1
                 metrics.stream_read("tail")
                 if self._rewound is not None:  # read from before the rewind: read again
-                    self.cursor.ids, self._rewound = self._rewound, None
+                    self.cursor.move_to(self._rewound)
+                    self._rewound = None
                     continue
-                if len(batch):
-                    self._publish(batch, before)
+                gaps = _gaps(self.cursor, before, states, batch, self.epochs)
+                for gap in gaps:
+                    self.epochs[gap.sid] = gap.epoch
+                if len(batch) or gaps:
+                    self._publish(batch, before, gaps)
                     block = ACTIVE_BLOCK_MS
                 elif self.subs or self.pending:
                     await hub.parking.wait(self)
@@ -499,7 +605,7 @@ class _Group:
             raise
         except Exception as exc:
             for sub in list(self.subs | self.pending):
-                sub._fail(exc)
+                sub.fail(exc)
         finally:
             self.history.clear()  # a subscriber that fell behind may still hold the group
             if hub.groups.get(self.key) is self:
@@ -513,30 +619,31 @@ class _Group:
         for sid, eid in ids.items():
             if _key(ids, sid) < _key(cursor, sid):
                 cursor[sid] = eid
-        self.cursor.ids = cursor
+        self.cursor.move_to(cursor)
         if self._reading:
             self._rewound = dict(cursor)
         self.hub.parking.wake(self)
 
-    def _publish(self, batch: StreamBatch, before: Ids) -> None:
-        if self._sid_json is not None:
+    def _publish(self, batch: StreamBatch, before: Ids, gaps: list[Gap]) -> None:
+        if self._sid_json is not None and len(batch):
             self._read_count = _redis_count(batch)
         ids = dict(self.cursor.ids)
         delivery = Delivery(batch, ids, self._sid_json, before, self.next_seq, self.published_bytes)
+        delivery.gaps = gaps
         self.history.append(delivery)
         self.next_seq += 1
         self.published_bytes += batch.nbytes
         joined = list(self.subs)  # before the pending ones that this batch brings in
         for sub in list(self.pending):
-            sub._pending_seen(ids)
+            sub.pending_seen(ids)
         for sub in joined:
-            sub._offer(delivery)
+            sub.offer(delivery)
         self._trim()
         self.maybe_close()
 
     def _trim(self) -> None:
         """Forget the deliveries every member has taken (keeping the newest)."""
-        keep = min((sub._pos for sub in self.subs), default=self.next_seq)
+        keep = min((sub.pos for sub in self.subs), default=self.next_seq)
         keep = min(keep, self.next_seq - 1)
         history = self.history
         while history and history[0].seq < keep:
@@ -589,6 +696,7 @@ class Hub:
         self.groups: dict[tuple[Any, ...], _Group] = {}
         self.members: dict[tuple[Any, ...], int] = {}  # subscribers per key
         self.catch_ups: SharedReads[tuple[Delivery, bool]] = SharedReads()
+        self.starts = Starts(client)  # `$` and stream states, shared by opens at once
         self.parking = Parking(self)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -602,16 +710,25 @@ class Hub:
         max_fps: float | None = None,
         read_ahead: bool = True,
         via: str = "pull",
+        resume: bool = False,
+        epochs: Sequence[str | None] | None = None,
+        opened_ms: int | None = None,
     ) -> Subscription:
         """A subscription to `sids` from `start_ids` (``$``, ``0``, ``*`` or an id, one
         per stream); enter it with ``async with``. `count`: entries per stream per
         delivery; `latest`: only the newest, nothing queued; `max_fps`: deliveries a
         second at most; `read_ahead` (count=1, one stream): a delivery may hold several
         entries, sent one frame each by `Delivery.frames`; `via` names the reader in the
-        metrics (frames dropped)."""
-        return Subscription(self, sids, start_ids, count, latest, max_fps, read_ahead, via)
+        metrics (frames dropped). `resume`: check the start (``sub.resumed``, given
+        the `epochs` the reader saw) and find gaps (``delivery.gaps``); `opened_ms`: the
+        Redis time (ms) the client's connection opened, when that was before the
+        streams were known: `$` is then no later than it."""
+        return Subscription(
+            self, sids, start_ids, count, latest, max_fps, read_ahead, via,
+            resume, epochs, opened_ms,
+        )  # fmt: skip
 
-    def _group(self, sub: Subscription) -> _Group:
+    def group_for(self, sub: Subscription) -> _Group:
         group = self.groups.get(sub.key)
         if group is None or group.task.done():
             group = self.groups[sub.key] = _Group(self, sub)
