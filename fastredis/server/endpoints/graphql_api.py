@@ -13,6 +13,9 @@ Schema::
     query { sids  streams(sids: [String!] = null) { sid entriesAdded ... error meta } }
     mutation { streamMeta(sid: "glf", meta: {format: "mp4"}) }
     subscription { data(sids: ["glf"]) { sid time data utf8 } }
+    subscription { data(sids: ["glf"], lastEntryId: "1-0", resume: true) {
+        kind sid time data resume { from recovered firstId epoch }
+        gap { sid from to next epoch recreated } } }
     query { streams { consumerGroups { name consumers pending lag lastDeliveredId } } }
 
 Choices where the Redis Streamer protocol is silent:
@@ -61,7 +64,7 @@ from strawberry.types import Info
 from fastredis.ids import id_datetime
 from fastredis.server.edge.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.edge.errors import explain, failure
-from fastredis.server.edge.protocol import BadInput
+from fastredis.server.edge.protocol import BadInput, ReadOptions, parse_query
 from fastredis.server.endpoints.pages import playground_html
 from fastredis.server.reads.hub import Hub
 from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, pairs
@@ -279,11 +282,41 @@ class Stream:
         )
 
 
-@strawberry.type(description="One stream entry.")
+@strawberry.type(description="Where a subscription with resume: true starts.")
+class ResumeInfo:
+    from_: str = strawberry.field(
+        name="from", description="The cursor read after (ids '+'-joined per stream)."
+    )
+    recovered: bool = strawberry.field(
+        description="False when an entry after the cursor is gone (trimmed, deleted, or "
+        "the stream was made anew)."
+    )
+    first_id: str | None = strawberry.field(description="The first id the stream(s) hold.")
+    epoch: str | None = strawberry.field(description="The stream(s)' epoch, to resume with.")
+
+
+@strawberry.type(description="Entries of one stream lost before the next one delivered.")
+class GapInfo:
+    sid: str
+    from_: str = strawberry.field(name="from", description="The last id delivered before.")
+    to: str | None = strawberry.field(description="Lost entries are up to this id.")
+    next: str | None = strawberry.field(description="The first id delivered after.")
+    epoch: str | None = strawberry.field(description="The stream's epoch now.")
+    recreated: bool = strawberry.field(description="The stream was made anew.")
+
+
+@strawberry.type(description="One stream entry (kind entry), or with resume: true a note.")
 class Data:
     sid: str
     time: str = strawberry.field(description="The entry id, e.g. 1638125133432-0.")
     payload: strawberry.Private[bytes]
+    kind: str = strawberry.field(
+        default="entry",
+        description="entry; with resume: true, first one 'resume' (see resume), and "
+        "'gap' before the entries that follow a loss (see gap). Notes have no payload.",
+    )
+    resume: ResumeInfo | None = None
+    gap: GapInfo | None = None
 
     @strawberry.field(description="The payload, base64.")
     def data(self) -> str:
@@ -369,7 +402,12 @@ class Subscription:
         description="Entries of the given streams as they arrive (the server's shared read)."
     )
     async def data(
-        self, info: Info, sids: list[str], last_entry_id: str = "$"
+        self,
+        info: Info,
+        sids: list[str],
+        last_entry_id: str = "$",
+        resume: bool = False,
+        epoch: str | None = None,
     ) -> AsyncGenerator[Data, None]:
         client = _redis(info)
         sids = _stream_names(info, sids)
@@ -378,13 +416,31 @@ class Subscription:
         hub = info.context["hub"]
         sub = hub.subscribe(
             sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql",
-            opened_ms=info.context.get("opened_ms"),
+            opened_ms=info.context.get("opened_ms"), resume=resume,
+            epochs=_epochs(epoch, len(sids)),
         )  # fmt: skip
         try:
             async with sub:
+                if sub.resumed is not None:
+                    d = sub.resumed.as_dict()
+                    yield Data(
+                        sid=sids[0], time=d["from"], payload=b"", kind="resume",
+                        resume=ResumeInfo(
+                            from_=d["from"], recovered=d["recovered"],
+                            first_id=d["first_id"], epoch=d["epoch"],
+                        ),
+                    )  # fmt: skip
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
+                    for gap in delivery.gaps:
+                        yield Data(
+                            sid=gap.sid, time=gap.after, payload=b"", kind="gap",
+                            gap=GapInfo(
+                                sid=gap.sid, from_=gap.after, to=gap.to,
+                                next=gap.next, epoch=gap.epoch, recreated=gap.recreated,
+                            ),
+                        )  # fmt: skip
                     delivery.sent("graphql")
                     for sid, entry_id, fields in delivery.batch:
                         payload = _payload(fields)
@@ -395,6 +451,15 @@ class Subscription:
                         )
         except RedisError as exc:
             raise (await explain(exc, client, sids)).bad_input() from None
+
+
+def _epochs(raw: str | None, n_streams: int) -> list[str | None] | None:
+    """The `epoch` argument as one per stream (as the pull's query parameter)."""
+    if raw is None:
+        return None
+    opts = parse_query("pull", [("resume", "1"), ("epoch", raw)], n_streams)
+    assert isinstance(opts, ReadOptions)
+    return opts.epochs
 
 
 class UserErrors(MaskErrors):

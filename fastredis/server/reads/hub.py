@@ -126,12 +126,8 @@ def _gaps(
     gaps = find_gaps(before, states, _first_ids(batch), epochs)
     moved = dict(cursor.ids)
     for gap in gaps:
-        if (
-            gap.next is None
-            and gap.deleted is not None
-            and _key(moved, gap.sid) < parse_id(gap.deleted)
-        ):
-            moved[gap.sid] = gap.deleted
+        if gap.next is None and gap.to is not None and _key(moved, gap.sid) < parse_id(gap.to):
+            moved[gap.sid] = gap.to
     if moved != cursor.ids:
         cursor.move_to(moved)
     return gaps
@@ -317,7 +313,12 @@ class Subscription:
         starts = self.hub.starts
         wanted = [s for s, start in zip(self.sids, self._starts, strict=True) if start == "$"]
         if self.resume:
-            states = await starts.states(self.sids)
+            given = {
+                s: "0-0" if start == "0" else start
+                for s, start in zip(self.sids, self._starts, strict=True)
+                if start not in ("$", "*")
+            }
+            states = await starts.states(self.sids, given)
             newest = {s: resolve_start("$", states[s]) for s in wanted}
             await self.cursor.resolve(self._opened(newest))
             self.resumed = check_resume(self.sids, self.cursor.ids, states, self._seen_epochs)
@@ -440,8 +441,8 @@ class Subscription:
             nonlocal made
             made = True
             # a reader that resumes learns what Redis lost just before reading
-            states = await hub.starts.states(self.sids) if self.resume else None
             before = dict(cursor.ids)
+            states = await hub.starts.states(self.sids, before) if self.resume else None
             async with hub.catch_up.take() as conn:
                 batch = await cursor.read(conn, None, asked)
             gaps = _gaps(cursor, before, states, batch, self.epochs)
@@ -582,7 +583,9 @@ class _Group:
                 before = dict(self.cursor.ids)
                 self._reading = True
                 try:
-                    states = await hub.starts.states(self.cursor.sids) if self.resume else None
+                    states = (
+                        await hub.starts.states(self.cursor.sids, before) if self.resume else None
+                    )
                     async with hub.tail.take() as conn:
                         batch = await self.cursor.read(conn, block, self._read_count)
                 finally:

@@ -23,11 +23,13 @@ The epoch of a stream is the token stored beside it (`fastredis.server.edge.epoc
 a stream that has none yet (written by others) gets one here, the first time a state
 is read (SET NX, in the same script, so every reader agrees on it).
 
-Gaps are found from ``max-deleted-entry-id`` read just before a batch: trimming removes
-the oldest entries, so a deletion after the cursor and before the batch's first entry
-is a loss. (An entry deleted further ahead with XDEL is reported when a read passes
-it. Redis before 7.0 has no ``max-deleted-entry-id``: there a stream whose first entry
-is past the cursor is reported as a possible loss.)
+Losses are found from what Redis says just before a read (one small script per
+stream, `STATE_LUA`): trims remove the oldest entries, so entries after a cursor may
+have been trimmed only when the cursor's own entry is gone and the stream's first
+entry is past it (`StreamState.trimmed_after`; when only the cursor's entry itself was
+trimmed this cannot be told apart, and is reported as a possible loss); XDEL after the
+cursor shows in ``max-deleted-entry-id`` (Redis >= 7.0), reported when a read passes
+it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 
 import redis.asyncio
 
-from fastredis.ids import parse_id
+from fastredis.ids import parse_id, previous_id
 from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.reads.cursor import oldest_of_newest
 
@@ -56,19 +58,26 @@ __all__ = [
 ]
 
 # KEYS[1]: a stream, KEYS[2]: its epoch key (the stream's own key: it has none);
-# ARGV[1]: an epoch to store when it has none yet. Reply: {type} when not a stream,
-# else {'stream', last-generated-id, first entry id, max-deleted-entry-id, epoch}.
+# ARGV[1]: an epoch to store when it has none yet, ARGV[2]: a cursor ("": none).
+# Reply: {type} when not a stream, else {'stream', last-generated-id, first entry id,
+# max-deleted-entry-id, epoch, length, entries-added, whether the cursor's entry is
+# there}.
 STATE_LUA = r"""
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'stream' then return {t} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local out = {'stream', false, false, false, false}
+local out = {'stream', false, false, false, false, 0, false, 0}
 for i = 1, #info, 2 do
   local k = info[i]
   if k == 'last-generated-id' then out[2] = info[i + 1]
   elseif k == 'first-entry' then if info[i + 1] then out[3] = info[i + 1][1] end
   elseif k == 'max-deleted-entry-id' then out[4] = info[i + 1]
+  elseif k == 'length' then out[6] = info[i + 1]
+  elseif k == 'entries-added' then out[7] = info[i + 1]
   end
+end
+if ARGV[2] ~= '' and ARGV[2] ~= '0-0' then
+  if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) > 0 then out[8] = 1 end
 end
 if KEYS[2] ~= KEYS[1] then
   local e = redis.call('GET', KEYS[2])
@@ -91,14 +100,19 @@ def _text(value: Any) -> str | None:
 @dataclass(frozen=True)
 class StreamState:
     """What Redis says of one stream: whether it exists, its last generated id, its
-    first entry's id (None: empty), the newest id deleted or trimmed (None: Redis < 7),
-    and its epoch (None: it cannot have one)."""
+    first entry's id (None: empty), the newest id deleted by XDEL (trims do not count;
+    None: Redis < 7), its epoch (None: it cannot have one), its length, the entries
+    ever added (None: Redis < 7), and whether the entry at the cursor asked about is
+    still there."""
 
     exists: bool
     last_id: str = "0-0"
     first_id: str | None = None
     max_deleted: str | None = None
     epoch: str | None = None
+    length: int = 0
+    added: int | None = None
+    cursor_there: bool = False
 
     @classmethod
     def from_reply(cls, reply: Any) -> StreamState:
@@ -106,13 +120,31 @@ class StreamState:
             raise reply
         if _text(reply[0]) != "stream":
             return cls(False)
+        added = reply[6]
         return cls(
             True,
             _text(reply[1]) or "0-0",
             _text(reply[2]),
             _text(reply[3]),
             _text(reply[4]),
+            int(reply[5]),
+            None if added is None or added is False else int(added),
+            bool(reply[7]),
         )
+
+    def trimmed_after(self, cursor: str) -> bool:
+        """Whether entries after `cursor` may have been trimmed: trims remove the oldest
+        entries, so none was when the cursor's entry is still there, or nothing was
+        ever removed, or the stream's first entry is at or before the cursor. (When
+        only the cursor's own entry was trimmed this says yes: it cannot be told.)"""
+        if not self.exists or self.cursor_there:
+            return False
+        if self.added is not None and self.added == self.length:
+            return False
+        first = self.first_id
+        if first is None:  # all removed: lost if any came after the cursor
+            return _before(cursor, self.last_id)
+        return _before(cursor, first)
 
 
 class _Shared:
@@ -121,23 +153,28 @@ class _Shared:
     fetch already under way is not joined: it may have been issued before the caller
     asked.)"""
 
-    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(self, fetch: Callable[[list[Any]], Awaitable[dict[Any, Any]]]) -> None:
         self._fetch = fetch
-        self._asked: dict[str, asyncio.Future[Any]] = {}  # to fetch in the next call
-        self._running: dict[str, asyncio.Future[Any]] = {}
+        self._asked: dict[Any, asyncio.Future[Any]] = {}  # to fetch in the next call
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def get(self, sids: Sequence[str]) -> dict[str, Any]:
+    async def get(self, keys: Sequence[Any]) -> dict[Any, Any]:
         loop = asyncio.get_running_loop()
         futures = {}
-        for sid in sids:
-            fut = self._asked.get(sid)
+        for key in keys:
+            fut = self._asked.get(key)
             if fut is None:
                 if not self._asked:
-                    loop.call_soon(lambda: loop.create_task(self._run()))
-                fut = self._asked[sid] = loop.create_future()
+                    loop.call_soon(self._start)
+                fut = self._asked[key] = loop.create_future()
                 fut.add_done_callback(_retrieve)
-            futures[sid] = fut
-        return {sid: await asyncio.shield(fut) for sid, fut in futures.items()}
+            futures[key] = fut
+        return {key: await asyncio.shield(fut) for key, fut in futures.items()}
+
+    def _start(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         asked, self._asked = self._asked, {}
@@ -150,9 +187,9 @@ class _Shared:
             if not isinstance(exc, Exception):
                 raise
             return
-        for sid, fut in asked.items():
+        for key, fut in asked.items():
             if not fut.done():
-                fut.set_result(found[sid])
+                fut.set_result(found[key])
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -174,24 +211,31 @@ class Starts:
         """The id of each stream's newest entry ("0-0": empty or missing)."""
         return await self._newest.get(sids)
 
-    async def states(self, sids: Sequence[str]) -> dict[str, StreamState]:
-        """What Redis says of each stream (giving one an epoch when it has none)."""
-        return await self._states.get(sids)
+    async def states(
+        self, sids: Sequence[str], cursor: Mapping[str, str] | None = None
+    ) -> dict[str, StreamState]:
+        """What Redis says of each stream (giving one an epoch when it has none), and
+        whether the entry at its `cursor` is there."""
+        keys = [(sid, cursor.get(sid, "") if cursor else "") for sid in sids]
+        found = await self._states.get(keys)
+        return {sid: found[key] for sid, key in zip(sids, keys, strict=True)}
 
     async def _fetch_newest(self, sids: list[str]) -> dict[str, str]:
         self.fetches += 1
         found = await oldest_of_newest(self.client, sids, ["-"] * len(sids), 1)
         return {sid: _text(f) or "0-0" for sid, f in zip(sids, found, strict=True)}
 
-    async def _fetch_states(self, sids: list[str]) -> dict[str, StreamState]:
+    async def _fetch_states(self, keys: list[tuple[str, str]]) -> dict[Any, StreamState]:
         self.fetches += 1
         token = new_epoch()
         script = self.client.register_script(STATE_LUA)
         async with self.client.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                await script(keys=[sid, epoch_key(sid) or sid], args=[token], client=pipe)
+            for sid, cursor in keys:
+                await script(
+                    keys=[sid, epoch_key(sid) or sid], args=[token, cursor], client=pipe
+                )
             replies = await pipe.execute(raise_on_error=False)
-        return {sid: StreamState.from_reply(r) for sid, r in zip(sids, replies, strict=True)}
+        return {key: StreamState.from_reply(r) for key, r in zip(keys, replies, strict=True)}
 
 
 def _before(a: str, b: str) -> bool:
@@ -216,10 +260,9 @@ def _lost(cursor: str, state: StreamState, epoch: str | None) -> bool:
         return True  # made anew
     if _before(state.last_id, cursor):
         return True  # its ids are below the cursor: made anew (or another stream's cursor)
-    if state.max_deleted is not None:
-        return _before(cursor, state.max_deleted)
-    first = state.first_id  # Redis < 7.0: a first entry past the cursor may mean a trim
-    return cursor != "0-0" and first is not None and _before(cursor, first)
+    if state.max_deleted is not None and _before(cursor, state.max_deleted):
+        return True  # deleted by XDEL after the cursor
+    return state.trimmed_after(cursor)
 
 
 @dataclass(frozen=True)
@@ -278,14 +321,15 @@ def check_resume(
 
 @dataclass(frozen=True)
 class Gap:
-    """Entries of `sid` after `after` (the reader's cursor) are gone: trimmed or deleted
-    up to `deleted` (None: unknown), or the stream was made anew (`epoch` is its new
-    one). `next` is the first entry the reader gets after the gap (None: none yet)."""
+    """Entries of `sid` after `after` (the reader's cursor) are gone: the lost ones are
+    within (`after`, `to`] (trimmed or deleted), or the stream was made anew
+    (`recreated`; `epoch` is its epoch now). `next` is the first entry the reader gets
+    after the gap (None: none yet)."""
 
     sid: str
     after: str
     next: str | None
-    deleted: str | None
+    to: str | None
     epoch: str | None
     recreated: bool = False
 
@@ -293,7 +337,7 @@ class Gap:
         return {
             "sid": self.sid,
             "from": self.after,
-            "to": self.deleted,
+            "to": self.to,
             "next": self.next,
             "epoch": self.epoch,
             "recreated": self.recreated,
@@ -310,20 +354,24 @@ def find_gaps(
     firsts: Mapping[str, str],
     epochs: Mapping[str, str | None],
 ) -> list[Gap]:
-    """The gaps of one read after `cursor`, from the `states` read just before it;
-    `firsts`: the first id the read returned per stream (absent: none); `epochs`: the
-    epoch the reader knows per stream (updated by the caller from the gaps)."""
+    """The gaps of one read after `cursor`, from the `states` read just before it (with
+    that cursor); `firsts`: the first id the read returned per stream (absent: none);
+    `epochs`: the epoch the reader knows per stream (the caller updates it from the
+    gaps)."""
     gaps = []
     for sid, after in cursor.items():
         state = states[sid]
         nxt = firsts.get(sid)
         known = epochs.get(sid)
         if known is not None and state.epoch is not None and known != state.epoch:
-            gaps.append(Gap(sid, after, nxt, state.max_deleted, state.epoch, recreated=True))
+            gaps.append(Gap(sid, after, nxt, None, state.epoch, recreated=True))
             continue
         deleted = state.max_deleted
-        if deleted is None or not state.exists:
-            continue
-        if _before(after, deleted) and (nxt is None or _before(deleted, nxt)):
+        passed = deleted is not None and (nxt is None or _before(deleted, nxt))
+        if passed and _before(after, deleted):  # type: ignore[arg-type]
             gaps.append(Gap(sid, after, nxt, deleted, state.epoch))
+            continue
+        if state.trimmed_after(after):
+            to = previous_id(*parse_id(nxt)) if nxt is not None else state.last_id
+            gaps.append(Gap(sid, after, nxt, to, state.epoch))
     return gaps
