@@ -16,6 +16,7 @@ Errors are 4xx (503 when Redis is unreachable) with a JSON ``{"error": ...}`` bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -43,6 +44,8 @@ __all__ = ["get_data", "post_data"]
 log = logging.getLogger("fastredis.server")
 
 T = TypeVar("T")
+
+DRAIN_SECONDS = 30.0  # a refused POST's body is read (and dropped) this long at most
 
 
 async def get_data(request: Request) -> Response:
@@ -119,13 +122,36 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         if total > limit:
             raise BadInput(f"request body is over the limit of {limit} bytes", status=413)
         yield chunk
+    request.state.body_read = True
+
+
+async def _drain(request: Request) -> None:
+    """Read and discard the rest of a refused request's body (for `DRAIN_SECONDS` at
+    most) before answering: a server that answers and closes while the client is still
+    sending makes the kernel reset the connection, and the client gets a broken pipe
+    instead of the answer (with ``Connection: close``, as urllib sends). A client that
+    waits for ``100 Continue`` has sent nothing: it is answered at once."""
+    if getattr(request.state, "body_read", False):
+        return
+    if not getattr(request.state, "body_started", False) and (
+        request.headers.get("expect", "").lower() == "100-continue"
+    ):
+        return
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while True:
+                message = await request.receive()
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    return
 
 
 async def _entries(request: Request, limit: int, max_parts: int) -> list[bytes]:
     length = request.headers.get("content-length")
+    request.state.body_started = False
     if length is not None and length.isdigit() and int(length) > limit:
         raise BadInput(f"request body of {length} bytes is over the limit of {limit}", status=413)
     content_type = request.headers.get("content-type", "")
+    request.state.body_started = True
     if not content_type.startswith("multipart/form-data"):
         return [b"".join([chunk async for chunk in _limited(request, limit)])]
     parser = MultiPartParser(
@@ -168,6 +194,7 @@ async def post_data(request: Request) -> Response:
         entries = [(sid, "*", payload) for payload in data for sid in sids]
         ids = await request.app.state.writers.add(entries)
     except BadInput as exc:
+        await _drain(request)  # so the client reads the answer
         return failure(exc).response()
     except RedisError as exc:
         return (await explain(exc, request.app.state.redis, sids)).response()
