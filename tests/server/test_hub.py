@@ -20,6 +20,7 @@ from support.waiting import wait_until
 from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io import make_async_client
 from fastredis.server import Settings, create_app
+from fastredis.server.reads import hub as hub_module
 from fastredis.server.reads.hub import QUEUE_LIMIT, Hub
 from fastredis.server.run import metrics
 
@@ -139,10 +140,11 @@ async def hub(redis_url: str) -> AsyncIterator[Hub]:
 
 
 async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
-    hub: Hub, r: redis.Redis
+    hub: Hub, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(hub_module, "TAIL_ENTRIES", 1)  # one entry per shared delivery
     r.xadd("slow", {"d": b"first"})
-    fast = hub.subscribe(["slow"], ["$"], read_ahead=False)  # one entry per delivery
+    fast = hub.subscribe(["slow"], ["$"], read_ahead=False)
     slow = hub.subscribe(["slow"], ["$"], read_ahead=False)
     newest = hub.subscribe(["slow"], ["$"], latest=True)
     async with fast, slow, newest:
@@ -195,7 +197,7 @@ async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
             while len(got) < len(payloads):
                 delivery = await sub.next(timeout=DEADLINE)
                 assert delivery is not None
-                got += [bytes(p) for _, ps in delivery.frames(header=False) for p in ps]
+                got += [bytes(p) for _, ps in sub.frames(delivery, header=False) for p in ps]
         return got
 
     before = xread_calls(r)

@@ -156,7 +156,11 @@ def test_serve_uses_redis_url_from_env_and_stops_on_sigint(
             assert time.monotonic() < deadline, "".join(s.output)
             time.sleep(0.05)
     r = redis.Redis.from_url(redis_url)
-    wait_until(lambda: r.xinfo_stream("t")["entries-added"] >= 300, DEADLINE, what="300 entries")
+    wait_until(
+        lambda: r.exists("t") and r.xinfo_stream("t")["entries-added"] >= 300,
+        DEADLINE,
+        what="300 entries",
+    )
     assert r.xlen("t") < 300  # --maxlen 5: trimmed (approximately)
     s.proc.send_signal(signal.SIGINT)
     assert s.wait_exit() == 0, "".join(s.output)

@@ -50,4 +50,4 @@ class PeakConnections:
 
 def data_keys(r: redis.Redis) -> list[bytes]:
     """The keys of `r` but the epochs the server stores beside streams (XEPOCH:...)."""
-    return [k for k in r.keys() if not bytes(k).startswith(b"XEPOCH:")]
+    return [k for k in r.scan_iter() if not bytes(k).startswith(b"XEPOCH:")]

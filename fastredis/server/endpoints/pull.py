@@ -163,7 +163,9 @@ async def _pull_loop(
         if not len(delivery.batch):
             continue
         delivery.sent("ws")
-        for header, payloads in delivery.frames(opts.header):
+        for header, payloads in sub.frames(delivery, opts.header):
+            if not opts.latest:
+                await sub.pace()
             if header is not None:
                 await send({"type": "websocket.send", "text": header})
             for payload in payloads:

@@ -2,7 +2,9 @@
 
 GET answers the payloads back to back (application/octet-stream) with the pull
 header in the ``entry-offset`` response header (``[[sid, id, start], ...]``) and the
-cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). Query:
+cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). One answer
+holds at most ``--max-read-bytes`` of entries (about): when it was cut short, the
+``more-entries: 1`` header says more are likely there. Query:
 ``last_entry_id`` (default ``*``: the newest ``count`` entries; ``$``, ``0``, an id, or
 one per stream joined by '+'), ``count`` (1), ``latest``, ``block`` (ms; default: do
 not wait).
@@ -75,18 +77,20 @@ async def get_data(request: Request) -> Response:
         return (await explain(exc, request.app.state.redis, sids)).response()
     except ClientGone:
         return Response(status_code=499)  # nobody reads it; the read is released
-    if delivery is None:
+    more = False
+    cursor = sub.last_entry_id()
+    if delivery is None or not len(delivery.batch):
         header, payload = "[]", b""
     else:
-        delivery.sent("rest")
-        header, payload = delivery.frame()
+        header, payload, ids, more = delivery.first(opts.count)
+        delivery.sent("rest", header.count("],[") + 1)
+        cursor = "+".join(ids[s] for s in sids)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header))
-    return Response(
-        bytes(payload),
-        media_type="application/octet-stream",
-        headers={"entry-offset": header, "last-entry-id": sub.last_entry_id()},
-    )
+    headers = {"entry-offset": header, "last-entry-id": cursor}
+    if more:  # cut by --max-read-bytes (or count): read on from last-entry-id
+        headers["more-entries"] = "1"
+    return Response(payload, media_type="application/octet-stream", headers=headers)
 
 
 class ClientGone(Exception):

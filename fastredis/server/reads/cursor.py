@@ -19,6 +19,7 @@ import redis.asyncio
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id, previous_id
 from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster
+from fastredis.server.reads.sizes import EntrySizes, redis_count
 
 __all__ = ["NEWEST_LUA", "StreamCursor", "oldest_of_newest"]
 
@@ -72,11 +73,14 @@ class StreamCursor:
         starts: Sequence[str],
         count: int = 1,
         latest: bool = False,
+        sizes: EntrySizes | None = None,
     ) -> None:
         self.client = client
         self.sids = list(sids)
         self.count = count
         self.latest = latest
+        self.sizes = sizes  # with it, every read's reply fits sizes.max_read_bytes
+        self.cut = False  # the last read asked for fewer entries than wanted (bytes)
         self.ids: dict[str, str] = {}
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
@@ -121,16 +125,33 @@ class StreamCursor:
                     self.ids[sid] = _text(eid)
 
     async def read(
-        self, conn: HeldConnection, block: int | None, count: int | None = None
+        self,
+        conn: HeldConnection,
+        block: int | None,
+        count: int | None = None,
+        budget: int | None = None,
     ) -> StreamBatch:
         """The next batch over `conn` (empty when `block` ms pass with nothing new);
-        `count` entries per stream at most (default: the cursor's)."""
+        `count` entries per stream at most (default: the cursor's), fewer when their
+        bytes would pass `budget` (default: ``sizes.max_read_bytes``); `cut` says
+        whether they were fewer and the reply full (more are likely there)."""
         if self.latest:
             batch = await self._read_latest(conn)
             if batch is not None:
                 self.advance(batch)
                 return batch
-        batch = await conn.xread(self.ids, count or self.count, block)
+        wanted = count or self.count
+        asked = wanted
+        sizes = self.sizes
+        if sizes is not None:
+            if not sizes.known(self.sids):
+                await sizes.probe(self.ids)
+            limit = sizes.max_read_bytes if budget is None else min(budget, sizes.max_read_bytes)
+            asked = redis_count(sizes, self.sids, wanted, limit)
+        batch = await conn.xread(self.ids, asked, block)
+        if sizes is not None:
+            sizes.observe(batch, self.sids)
+        self.cut = asked < wanted and len(batch) >= asked
         self.advance(batch)
         return batch
 
@@ -141,7 +162,16 @@ class StreamCursor:
         starts = {sid: _before(first) for sid, first in zip(sids, oldest, strict=True) if first}
         if not starts:
             return None
-        return await conn.xread(starts, self.count, None)
+        count = self.count
+        if self.sizes is not None:  # the newest `count` entries, or fewer by bytes
+            count = redis_count(self.sizes, sids, count, self.sizes.max_read_bytes)
+            if count < self.count:
+                oldest = await oldest_of_newest(self.client, sids, bounds, count)
+                starts = {s: _before(f) for s, f in zip(sids, oldest, strict=True) if f}
+        batch = await conn.xread(starts, count, None)
+        if self.sizes is not None:
+            self.sizes.observe(batch, sids)
+        return batch
 
     def last_entry_id(self) -> str:
         """The cursors as a `last_entry_id` query value ('+'-joined, in stream order)."""

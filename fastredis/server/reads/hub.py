@@ -38,12 +38,12 @@ from typing import Any
 
 import redis.asyncio
 
-from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, format_id, parse_id, previous_id
 from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server.reads.catch_up import SharedReads
 from fastredis.server.reads.cursor import StreamCursor
+from fastredis.server.reads.delivery import Delivery, Frame, Ids
 from fastredis.server.reads.parking import Parking
 from fastredis.server.reads.resume import (
     Gap,
@@ -54,6 +54,7 @@ from fastredis.server.reads.resume import (
     find_gaps,
     resolve_start,
 )
+from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, EntrySizes
 from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -66,33 +67,23 @@ __all__ = ["Delivery", "Hub", "Subscription"]
 QUEUE_LIMIT = 64
 QUEUE_BYTES = 32 << 20
 ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
-# Read-ahead at count=1 (one stream, no latest, no max_fps): the group asks Redis for
-# up to READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and a
-# pull sends them one frame per entry: a round trip per entry is most of the work.
-READ_AHEAD_MAX = 64
-READ_AHEAD_BYTES = 256 * 1024
+# A group's tail read asks for up to TAIL_ENTRIES entries per stream, about TAIL_BYTES
+# at most (and never more than --max-read-bytes): a round trip per small entry would be
+# most of the work, and `count` shapes each subscriber's frames, not the read.
+TAIL_ENTRIES = 10_000
+TAIL_BYTES = 2 << 20
 # A catch-up read (a subscriber behind the tail, one read prefetched while the last is
-# sent) asks for about this much: 2 entries of 1 MB, not 1 per round trip.
+# sent) asks for about this much, or for its `count` entries when they are more: 2
+# entries of 1 MB, not 1 per round trip. A slow subscriber holds two of them at most.
 CATCH_UP_BYTES = 2 << 20
-
-Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
-Ids = dict[str, str]
-
-
-def _redis_count(batch: StreamBatch, budget: int = READ_AHEAD_BYTES) -> int:
-    """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
-    n = len(batch)
-    if n == 0:
-        return 1
-    return max(1, min(budget // max(1, batch.nbytes // n), READ_AHEAD_MAX))
+CATCH_UP_ENTRIES = 64  # ... and this many entries at least, when a read may read ahead
 
 
 def _kept_bytes(result: tuple[Delivery, bool]) -> int:
     """What a kept catch-up read holds: its batch, and a copy of the payloads once the
-    one frame of several entries is packed (read-ahead frames are views)."""
-    delivery = result[0]
-    batch = delivery.batch
-    return batch.nbytes * (2 if len(batch) > 1 and not delivery.read_ahead else 1)
+    one frame of several entries is packed."""
+    batch = result[0].batch
+    return batch.nbytes * (2 if len(batch) > 1 else 1)
 
 
 def _first_ids(batch: StreamBatch) -> dict[str, str]:
@@ -150,81 +141,6 @@ def _compare(mine: Ids, group: Ids) -> int:
     return result
 
 
-class Delivery:
-    """One batch for subscribers: shared by all of them, never mutated. `cursor` is where
-    a subscriber is after it (one id per stream); a group's deliveries also have `before`
-    (the cursor it follows), `seq` (its place in the group) and `start` (the bytes the
-    group published before it). `gaps`: what was lost between `before` and the batch
-    (found only for readers that resume)."""
-
-    __slots__ = (
-        "_frame", "_frames", "_payload_bytes", "_sid_json", "batch", "before", "cursor", "gaps",
-        "seq", "start",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        batch: StreamBatch,
-        cursor: Ids,
-        sid_json: str | None = None,
-        before: Ids | None = None,
-        seq: int = -1,
-        start: int = 0,
-    ) -> None:
-        self.batch = batch
-        self.cursor = cursor
-        self.before = before
-        self.seq = seq
-        self.start = start
-        self._sid_json = sid_json  # set for read-ahead: one frame per entry
-        self._frame: tuple[str, Any] | None = None
-        self._frames: list[Frame] | None = None
-        self._payload_bytes = -1
-        self.gaps: list[Gap] = []
-
-    @property
-    def read_ahead(self) -> bool:
-        """Several entries of one stream, sent one frame each."""
-        return self._sid_json is not None
-
-    def sent(self, via: str) -> None:
-        """Count the delivery as sent to one client over `via` (the metrics); its payload
-        size is summed once, not per client."""
-        if self._payload_bytes < 0:
-            self._payload_bytes = metrics.payload_bytes(self.batch)
-        metrics.pulled(via, len(self.batch), self._payload_bytes)
-
-    def frame(self) -> tuple[str, Any]:
-        """(header text, payload) of the whole batch as one pull frame, packed once."""
-        if self._frame is None:
-            batch = self.batch
-            # One entry: a view into the batch instead of a copy (~0.5 ms per MB).
-            payload = pull_views(batch)[0] if len(batch) == 1 else pull_payload(batch)
-            self._frame = (pull_header(batch).decode(), payload)
-        return self._frame
-
-    def frames(self, header: bool = True) -> list[Frame]:
-        """What a pull sends: one frame, or one per entry after a read-ahead; with
-        `header` False, the payloads alone (views into the batch)."""
-        batch = self.batch
-        if not header:
-            views = pull_views(batch)
-            if self._sid_json is not None:
-                return [(None, [view]) for view in views]
-            return [(None, views)] if views else []
-        if self._frames is None:
-            if self._sid_json is not None and len(batch) > 1:
-                sid = self._sid_json
-                self._frames = [
-                    (f'[[{sid},"{eid.decode()}",0]]', [view])  # type: ignore[union-attr]
-                    for eid, view in zip(batch.ids(), pull_views(batch), strict=True)
-                ]
-            else:
-                text, payload = self.frame()
-                self._frames = [(text, [payload])]
-        return self._frames
-
-
 class _Turns:
     """A few held connections, taken in turns (a waiting caller queues; never an error)."""
 
@@ -277,10 +193,10 @@ class Subscription:
         self.via = via  # who reads (pull, graphql, mjpeg, rest): for the metrics
         self._drop_reason = "max_fps" if max_fps else "latest"
         self._starts = list(start_ids)
-        self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest)
-        self.read_ahead = (
-            read_ahead and count == 1 and len(self.sids) == 1 and not latest and not max_fps
-        )
+        self.count = count
+        self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest, hub.sizes)
+        # its catch-up reads may read more than `count` (a pull; not a REST GET)
+        self.read_ahead = read_ahead and not latest
         # resume: its gaps are found (`fastredis.server.reads.resume`); the group and
         # catch-up reads of readers that resume are their own
         self.resume = resume
@@ -288,9 +204,8 @@ class Subscription:
         self.epochs: dict[str, str | None] = {}  # per stream, the epoch it reads
         self.resumed: Resume | None = None  # with resume: the answer to its cursor
         self._opened_ms = opened_ms
-        self.key = (tuple(self.sids), count, latest, self.read_ahead, resume)
-        self.sid_json = json_string(self.sids[0]).decode() if self.read_ahead else None
-        self._read_count = count
+        # subscribers that differ only in count share a group: count shapes frames
+        self.key = (tuple(self.sids), count if latest else 0, latest, resume)
         self._interval = 1.0 / max_fps if max_fps else 0.0
         self._next_at = 0.0
         self._group: _Group | None = None
@@ -355,6 +270,20 @@ class Subscription:
         limit = previous_id(self._opened_ms, 0)
         return {s: min(i, limit, key=parse_id) for s, i in newest.items()}
 
+    async def pace(self) -> None:
+        """With `max_fps`: wait until the next frame may go (a subscriber with `latest`
+        waits in `next`; others call it before each frame, a delivery may hold several)."""
+        if self._interval:
+            now = asyncio.get_running_loop().time()
+            if now < self._next_at:
+                await asyncio.sleep(self._next_at - now)
+            self._next_at = max(now, self._next_at) + self._interval
+
+    def frames(self, delivery: Delivery, header: bool = True) -> list[Frame]:
+        """The frames this subscriber sends of `delivery` (at most `count` entries per
+        stream each)."""
+        return delivery.frames(self.count, header)
+
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
         return "+".join(self._ids[s] for s in self.sids)
@@ -363,11 +292,8 @@ class Subscription:
         """The next delivery; None when `timeout` seconds pass with nothing (0: do not
         wait beyond one read of what is there)."""
         loop = asyncio.get_running_loop()
-        if self._interval:
-            now = loop.time()
-            if now < self._next_at:
-                await asyncio.sleep(self._next_at - now)
-            self._next_at = max(now, self._next_at) + self._interval
+        if self.latest:  # the newest when it is time for the next frame
+            await self.pace()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._error is not None:
@@ -433,7 +359,11 @@ class Subscription:
         subscriber at the same cursor: `fastredis.server.reads.catch_up`) as a delivery, and
         whether it is full (as many entries as asked: more are likely there)."""
         hub, cursor = self.hub, self.cursor
-        asked = self._read_count
+        asked, budget = self.count, None
+        if self.read_ahead:
+            asked = max(self.count, CATCH_UP_ENTRIES)
+            per = sum(hub.sizes.get(s) for s in self.sids)
+            budget = max(CATCH_UP_BYTES, self.count * per)
 
         made = False
 
@@ -444,11 +374,12 @@ class Subscription:
             before = dict(cursor.ids)
             states = await hub.starts.states(self.sids, before) if self.resume else None
             async with hub.catch_up.take() as conn:
-                batch = await cursor.read(conn, None, asked)
+                batch = await cursor.read(conn, None, asked, budget)
+            cut = cursor.cut
             gaps = _gaps(cursor, before, states, batch, self.epochs)
-            delivery = Delivery(batch, dict(cursor.ids), self.sid_json, before)
-            delivery.gaps = gaps
-            return delivery, len(batch) >= asked
+            delivery = Delivery(batch, dict(cursor.ids), before)
+            delivery.gaps, delivery.cut = gaps, cut
+            return delivery, cut or len(batch) >= asked
 
         where = (self.key, tuple(cursor.ids[s] for s in self.sids))
         delivery, full = await hub.catch_ups.read(
@@ -460,8 +391,6 @@ class Subscription:
         )
         metrics.stream_read("catch_up" if made else "shared")
         cursor.move_to(delivery.cursor)
-        if len(delivery.batch) and self.read_ahead:
-            self._read_count = _redis_count(delivery.batch, CATCH_UP_BYTES)
         return delivery, full
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
@@ -550,14 +479,11 @@ class _Group:
     def __init__(self, hub: Hub, first: Subscription) -> None:
         self.hub = hub
         self.key = first.key
-        self.cursor = StreamCursor(
-            hub.client, first.sids, [], first.cursor.count, first.cursor.latest
-        )
+        self.cursor = StreamCursor(hub.client, first.sids, [], first.count, first.latest, hub.sizes)
         self.cursor.move_to(first.cursor.ids)
+        self.latest = first.latest
         self.resume = first.resume
         self.epochs = dict(first.epochs)
-        self._sid_json = first.sid_json
-        self._read_count = first.cursor.count
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
         self.history: deque[Delivery] = deque()
@@ -587,7 +513,7 @@ class _Group:
                         await hub.starts.states(self.cursor.sids, before) if self.resume else None
                     )
                     async with hub.tail.take() as conn:
-                        batch = await self.cursor.read(conn, block, self._read_count)
+                        batch = await self._read(conn, block)
                 finally:
                     self._reading = False
                 self.reads += 1
@@ -614,6 +540,11 @@ class _Group:
             if hub.groups.get(self.key) is self:
                 del hub.groups[self.key]
 
+    async def _read(self, conn: HeldConnection, block: int | None) -> StreamBatch:
+        if self.latest:  # the newest `count`: the cursor's own
+            return await self.cursor.read(conn, block)
+        return await self.cursor.read(conn, block, TAIL_ENTRIES, TAIL_BYTES)
+
     def rewind(self, ids: Ids) -> None:
         """Move the cursor back to `ids` where it is past them (a subscriber found nothing
         after `ids`: what the group had passed is gone) and read from there: a parked
@@ -628,11 +559,9 @@ class _Group:
         self.hub.parking.wake(self)
 
     def _publish(self, batch: StreamBatch, before: Ids, gaps: list[Gap]) -> None:
-        if self._sid_json is not None and len(batch):
-            self._read_count = _redis_count(batch)
         ids = dict(self.cursor.ids)
-        delivery = Delivery(batch, ids, self._sid_json, before, self.next_seq, self.published_bytes)
-        delivery.gaps = gaps
+        delivery = Delivery(batch, ids, before, self.next_seq, self.published_bytes)
+        delivery.gaps, delivery.cut = gaps, self.cursor.cut
         self.history.append(delivery)
         self.next_seq += 1
         self.published_bytes += batch.nbytes
@@ -690,9 +619,14 @@ class Hub:
     """Shared reads for every subscriber of the server (``app.state.hub``)."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, tail_connections: int = 16, catch_up_connections: int = 4
+        self,
+        client: redis.asyncio.Redis,
+        tail_connections: int = 16,
+        catch_up_connections: int = 4,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
     ) -> None:
         self.client = client
+        self.sizes = EntrySizes(client, max_read_bytes)  # every read's reply fits this
         self.cluster = is_cluster(client)
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)
@@ -718,14 +652,15 @@ class Hub:
         opened_ms: int | None = None,
     ) -> Subscription:
         """A subscription to `sids` from `start_ids` (``$``, ``0``, ``*`` or an id, one
-        per stream); enter it with ``async with``. `count`: entries per stream per
-        delivery; `latest`: only the newest, nothing queued; `max_fps`: deliveries a
-        second at most; `read_ahead` (count=1, one stream): a delivery may hold several
-        entries, sent one frame each by `Delivery.frames`; `via` names the reader in the
-        metrics (frames dropped). `resume`: check the start (``sub.resumed``, given
-        the `epochs` the reader saw) and find gaps (``delivery.gaps``); `opened_ms`: the
-        Redis time (ms) the client's connection opened, when that was before the
-        streams were known: `$` is then no later than it."""
+        per stream); enter it with ``async with``. `count`: entries per stream per frame
+        (`Subscription.frames`; a delivery may hold several frames); `latest`: only the
+        newest `count`, nothing queued; `max_fps`: deliveries a second at most;
+        `read_ahead`: its own reads (behind the tail) may read more than `count` (a REST
+        GET says False); `via` names the reader in the metrics (frames dropped).
+        `resume`: check the start (``sub.resumed``, given the `epochs` the reader
+        saw) and find gaps (``delivery.gaps``); `opened_ms`: the Redis time (ms) the
+        client's connection opened, when that was before the streams were known: `$`
+        is then no later than it."""
         return Subscription(
             self, sids, start_ids, count, latest, max_fps, read_ahead, via,
             resume, epochs, opened_ms,

@@ -231,9 +231,7 @@ class Starts:
         script = self.client.register_script(STATE_LUA)
         async with self.client.pipeline(transaction=False) as pipe:
             for sid, cursor in keys:
-                await script(
-                    keys=[sid, epoch_key(sid) or sid], args=[token, cursor], client=pipe
-                )
+                await script(keys=[sid, epoch_key(sid) or sid], args=[token, cursor], client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         return {key: StreamState.from_reply(r) for key, r in zip(keys, replies, strict=True)}
 

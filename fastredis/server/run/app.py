@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pool_wait=REDIS_POOL_WAIT_S,
             cluster_requests=budget.other,
         )
-        app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up)
+        app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up, settings.max_read_bytes)
         app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)
         app.state.embedded = embedded
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["entry-offset", "last-entry-id"],
+                expose_headers=["entry-offset", "last-entry-id", "more-entries"],
             )
         )
     # inside CORS: preflights are answered without a token, refusals carry CORS headers

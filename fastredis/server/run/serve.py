@@ -145,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_sockets=args.max_sockets,
             redis_max_connections=args.redis_max_connections,
             max_header_size=args.max_header_size,
+            max_read_bytes=args.max_read_bytes,
             cors_origins=args.cors_origin,
             api_keys=args.api_key,
             jwt_secret=args.jwt_secret,
@@ -304,6 +305,13 @@ def register(subparsers: Any) -> None:
         type=_size,
         default=None,
         help="largest push header (JSON text), e.g. 256KiB (the default)",
+    )
+    p.add_argument(
+        "--max-read-bytes",
+        type=_size,
+        default=None,
+        help="about the most one Redis reply of a read may hold, e.g. 16MiB (the default; "
+        "or FASTREDIS_MAX_READ_BYTES); a REST GET cut short says more-entries: 1",
     )
     p.add_argument(
         "--cors-origin",

@@ -8,11 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES
+
 __all__ = [
     "DEFAULT_MAXLEN",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_READ_BYTES",
     "DEFAULT_MAX_SOCKETS",
     "DEFAULT_REDIS_MAX_CONNECTIONS",
     "ConnectionBudget",
@@ -128,6 +131,9 @@ class Settings:
       atomic script, so this bounds how long it holds Redis.
     * ``max_header_size``: the largest push header (its JSON text), in bytes; a
       larger one closes the socket with 1009.
+    * ``max_read_bytes``: about the most one Redis reply of a read may hold (REST GET,
+      pull, GraphQL, MJPEG, the hub's shared reads); a REST GET cut short by it says
+      ``more-entries: 1``.
     * ``max_sockets``: the most long-lived sockets (websockets, MJPEG streams) open at
       once; past it a websocket is closed with 1013 (try again later), MJPEG gets 503.
     * ``redis_max_connections``: the most Redis connections the process opens (see
@@ -150,6 +156,7 @@ class Settings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES
     max_sockets: int = DEFAULT_MAX_SOCKETS
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     handshake_timeout: float = 10.0
@@ -167,6 +174,7 @@ class Settings:
             "max_message_size",
             "max_entries_per_message",
             "max_header_size",
+            "max_read_bytes",
             "max_sockets",
         ):
             if getattr(self, name) < 1:
@@ -203,6 +211,7 @@ class Settings:
 
         REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
         FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE, FASTREDIS_MAX_SOCKETS,
+        FASTREDIS_MAX_READ_BYTES,
         FASTREDIS_REDIS_MAX_CONNECTIONS,
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
         FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
@@ -220,6 +229,7 @@ class Settings:
                 env, "FASTREDIS_MAX_ENTRIES_PER_MESSAGE", DEFAULT_MAX_ENTRIES
             ),
             "max_header_size": _env_size(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
+            "max_read_bytes": _env_size(env, "FASTREDIS_MAX_READ_BYTES", DEFAULT_MAX_READ_BYTES),
             "max_sockets": _env_int(env, "FASTREDIS_MAX_SOCKETS", DEFAULT_MAX_SOCKETS),
             "redis_max_connections": _env_int(
                 env, "FASTREDIS_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS
