@@ -5,13 +5,10 @@ message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,71 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from support.serve_process import Serve, serve_env
 from support.waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-class Serve:
-    """`python -m fastredis serve ARGS` with its output read line by line."""
-
-    def __init__(self, *args: str, **env: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastredis", "serve", "--port", str(self.port), *args],
-            env=_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put("")
-
-    def wait_line(self, start: str) -> str:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=deadline - time.monotonic())
-            except queue.Empty:
-                break
-            self.output.append(line)
-            if line.startswith(start):
-                return line
-            if line == "":
-                break
-        raise AssertionError(f"no line starting {start!r}; output:\n{''.join(self.output)}")
-
-    def wait_exit(self) -> int:
-        code = self.proc.wait(DEADLINE)
-        while True:
-            line = self.lines.get(timeout=DEADLINE)
-            if line == "":
-                break
-            self.output.append(line)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
@@ -200,7 +139,7 @@ def test_serve_bad_arguments(serve: type[Serve]) -> None:
 def test_cli_help_lists_serve() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "fastredis", "--help"],
-        env=_env(),
+        env=serve_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE,

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -47,17 +47,20 @@ log = logging.getLogger("fastredis.server")
 
 T = TypeVar("T")
 
+SLICE_BYTES = 1 << 20  # a GET's answer is sent in slices of this many bytes
 DRAIN_SECONDS = 30.0  # a refused POST's body is read (and dropped) this long at most
 
 
 async def get_data(request: Request) -> Response:
     sids: list[str] = []
+    give_back = _nothing
     try:
         sids = parse_sids(request.path_params["sid"])
         require_read(request, sids)
         opts = parse_query("get", query_items(request.query_params), len(sids))
         assert isinstance(opts, ReadOptions)
-        sub = request.app.state.hub.subscribe(
+        hub = request.app.state.hub
+        sub = hub.subscribe(
             sids,
             opts.last_entry_ids,
             count=opts.count,
@@ -67,22 +70,30 @@ async def get_data(request: Request) -> Response:
         )
         async with sub:
             if opts.block is None:
+                # a read of its own, held until sent: GETs take turns by bytes
+                give_back = await hub.answers.take(hub.sizes.max_read_bytes)
                 delivery = await sub.next(timeout=0)
             else:
                 wait = opts.block / 1000 if opts.block else None
                 delivery = await _unless_gone(request, sub.next(timeout=wait))
     except BadInput as exc:
+        give_back()
         return failure(exc).response()
     except RedisError as exc:
+        give_back()
         return (await explain(exc, request.app.state.redis, sids)).response()
     except ClientGone:
         return Response(status_code=499)  # nobody reads it; the read is released
+    except BaseException:
+        give_back()
+        raise
     more = False
     cursor = sub.last_entry_id()
+    views: list[memoryview] = []
     if delivery is None or not len(delivery.batch):
-        header, payload = "[]", b""
+        header = "[]"
     else:
-        header, payload, ids, more = delivery.first(opts.count)
+        header, views, ids, more = delivery.first(opts.count)
         delivery.sent("rest", header.count("],[") + 1)
         cursor = "+".join(ids[s] for s in sids)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
@@ -90,7 +101,51 @@ async def get_data(request: Request) -> Response:
     headers = {"entry-offset": header, "last-entry-id": cursor}
     if more:  # cut by --max-read-bytes (or count): read on from last-entry-id
         headers["more-entries"] = "1"
-    return Response(payload, media_type="application/octet-stream", headers=headers)
+    return _Answer(views, headers, give_back)
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Answer(Response):
+    """A GET's answer: the payloads sent as they are in the batch, in slices of about
+    `SLICE_BYTES` (never packed whole), and `done` called once sent or abandoned."""
+
+    media_type = "application/octet-stream"
+
+    def __init__(self, views: list[memoryview], headers: dict[str, str], done: Any) -> None:
+        self.views = views
+        self.done = done
+        super().__init__(b"", headers=headers)
+        self.headers["content-length"] = str(sum(v.nbytes for v in views))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            for body in _slices(self.views):
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.views = []
+            self.done()
+
+
+def _slices(views: list[memoryview]) -> Iterator[Any]:
+    """`views` as bodies of about SLICE_BYTES (small ones joined, large ones cut)."""
+    group: list[memoryview] = []
+    size = 0
+    for view in views:
+        while view.nbytes:
+            take = view[: SLICE_BYTES - size]
+            group.append(take)
+            size += take.nbytes
+            view = view[take.nbytes :]
+            if size >= SLICE_BYTES:
+                yield group[0] if len(group) == 1 else b"".join(group)
+                group, size = [], 0
+    if group:
+        yield group[0] if len(group) == 1 else b"".join(group)
 
 
 class ClientGone(Exception):

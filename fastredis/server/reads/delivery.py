@@ -134,6 +134,12 @@ class Delivery:
         return self._singles
 
     def _packed(self, chunk: list[int], views: list[memoryview]) -> tuple[str, list[Any]]:
+        text = self._header(chunk, views)
+        payload: Any = views[chunk[0]] if len(chunk) == 1 else b"".join(views[i] for i in chunk)
+        return text, [payload]
+
+    def _header(self, chunk: list[int], views: list[memoryview]) -> str:
+        """The pull header of the entries `chunk` (start offsets from 0)."""
         batch = self.batch
         names = [json_string(name).decode() for name in batch.streams]
         which = batch.offsets()["entry_stream"].tolist() if len(names) > 1 else None
@@ -142,24 +148,22 @@ class Delivery:
             sid = names[which[i]] if which is not None else names[0]
             parts.append(f'[{sid},"{format_id(*batch.id_at(i))}",{start}]')
             start += views[i].nbytes
-        payload: Any = views[chunk[0]] if len(chunk) == 1 else b"".join(views[i] for i in chunk)
-        return "[" + ",".join(parts) + "]", [payload]
+        return "[" + ",".join(parts) + "]"
 
-    def first(self, count: int) -> tuple[str, Any, Ids, bool]:
-        """A REST GET's answer: (header, payload) of the first frame of at most `count`
-        entries per stream, the cursor after it, and whether more entries are likely
-        there (the batch holds more, or its read was cut by bytes)."""
+    def first(self, count: int) -> tuple[str, list[memoryview], Ids, bool]:
+        """A REST GET's answer: the header and payloads (views, not copied) of the first
+        frame of at most `count` entries per stream, the cursor after it, and whether
+        more entries are likely there (the batch holds more, or its read was cut by
+        bytes)."""
+        batch = self.batch
+        views = pull_views(batch)
         chunks = self.chunks(count)
         if len(chunks) == 1:
-            text, payload = self.frame()
-            return text, payload, self.cursor, self.cut
-        text, (payload,) = self._packed(chunks[0], pull_views(self.batch))
-        assert text is not None
+            return pull_header(batch).decode(), views, self.cursor, self.cut
+        chunk = chunks[0]
         cursor = dict(self.before or self.cursor)
-        names = [_text(name) for name in self.batch.streams]
-        which = self.batch.offsets()["entry_stream"].tolist() if len(names) > 1 else None
-        for i in chunks[0]:
-            cursor[names[which[i]] if which is not None else names[0]] = format_id(
-                *self.batch.id_at(i)
-            )
-        return text, payload, cursor, True
+        names = [_text(name) for name in batch.streams]
+        which = batch.offsets()["entry_stream"].tolist() if len(names) > 1 else None
+        for i in chunk:
+            cursor[names[which[i]] if which is not None else names[0]] = format_id(*batch.id_at(i))
+        return self._header(chunk, views), [views[i] for i in chunk], cursor, True

@@ -54,7 +54,7 @@ from fastredis.server.reads.resume import (
     find_gaps,
     resolve_start,
 )
-from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, EntrySizes
+from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, ByteTurns, EntrySizes
 from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -627,6 +627,7 @@ class Hub:
     ) -> None:
         self.client = client
         self.sizes = EntrySizes(client, max_read_bytes)  # every read's reply fits this
+        self.answers = ByteTurns(2 * max_read_bytes)  # answers not shared (REST GETs)
         self.cluster = is_cluster(client)
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)

@@ -16,12 +16,16 @@ such a script copies every payload into Lua and out again (see
 ``benchmarks/bench_read_bytes.py`` for the two side by side), while COUNT from sizes
 costs nothing per read. The bound is as good as the estimate: a stream whose entries
 suddenly grow many times over between two reads overshoots once, by that factor.
+
+Answers that are not shared (a REST GET's) also take turns by bytes (`ByteTurns`):
+however many greedy GETs come at once, the server holds about two replies for them.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio
@@ -29,7 +33,7 @@ import redis.asyncio
 from fastredis._resp import StreamBatch
 from fastredis.redis_io import aslot_groups, is_cluster
 
-__all__ = ["DEFAULT_MAX_READ_BYTES", "PROBE_LUA", "EntrySizes", "redis_count"]
+__all__ = ["DEFAULT_MAX_READ_BYTES", "PROBE_LUA", "ByteTurns", "EntrySizes", "redis_count"]
 
 # about the most one Redis reply of a read may hold (--max-read-bytes)
 DEFAULT_MAX_READ_BYTES = 16 << 20
@@ -124,3 +128,53 @@ def redis_count(sizes: EntrySizes | None, sids: Sequence[str], count: int, budge
         return count
     per = sum(sizes.get(sid) or ENTRY_OVERHEAD for sid in sids)
     return max(1, min(count, budget // per))
+
+
+class ByteTurns:
+    """Bytes that answers in flight may hold together (`total`): a caller takes its
+    share before reading and gives it back once its answer is sent, and waits its turn
+    (first come, first served) while the others hold too much. A share is at most
+    `total`, so one caller always fits."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def take(self, nbytes: int) -> Callable[[], None]:
+        """Take `nbytes` (capped at `total`); returns the function that gives them back
+        (once; it is safe to call again)."""
+        nbytes = min(nbytes, self.total)
+        if self._waiting or self.held + nbytes > self.total:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting.append((nbytes, fut))
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._give(nbytes)  # granted as it was cancelled: pass it on
+                else:
+                    self._waiting.remove((nbytes, fut))
+                    self._wake()
+                raise
+        else:
+            self.held += nbytes
+        given = False
+
+        def give_back() -> None:
+            nonlocal given
+            if not given:
+                given = True
+                self._give(nbytes)
+
+        return give_back
+
+    def _give(self, nbytes: int) -> None:
+        self.held -= nbytes
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self.held + self._waiting[0][0] <= self.total:
+            nbytes, fut = self._waiting.popleft()
+            self.held += nbytes
+            fut.set_result(None)
