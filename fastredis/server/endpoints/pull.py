@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis.server.edge.auth import admit
+from fastredis.server.edge.drain import CLOSE_RESTART
 from fastredis.server.edge.errors import explain
 from fastredis.server.edge.protocol import (
     CLOSE_POLICY,
@@ -88,6 +89,13 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
     acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_ACKS_AHEAD)
     gone = False
     pulling = True
+    drained: str | None = None  # the close reason, once the server drains
+
+    def drain(reason: str) -> None:
+        nonlocal drained
+        if drained is None and pulling:
+            drained = reason
+            main.cancel()
 
     async def watch() -> None:
         nonlocal gone
@@ -117,6 +125,7 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
             await asyncio.sleep(0.5)
 
     watcher = asyncio.get_running_loop().create_task(watch())
+    unregister = ws.app.state.drain.register(drain)
     try:
         try:
             await _pull_loop(ws, sub, opts, acks, lambda: gone)
@@ -129,12 +138,15 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
         finally:
             pulling = False
     except asyncio.CancelledError:
-        if not gone:
+        if not gone and drained is None:
             raise
         uncancel = getattr(main, "uncancel", None)
         if uncancel is not None:
             uncancel()
+        if drained is not None and not gone:
+            await close_with(ws, CLOSE_RESTART, drained)
     finally:
+        unregister()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
+from fastredis.server.edge.drain import Drain
 from fastredis.server.edge.rawpath import RawPathGuard
 from fastredis.server.endpoints.mjpeg import mjpeg_endpoint
 from fastredis.server.endpoints.pages import dashboard, viewer, wants_html
@@ -144,4 +145,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware.append(Middleware(AccessMiddleware, checker, settings.cors_origins))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
+    app.state.drain = Drain(settings.drain_seconds)  # run on SIGTERM (run.process)
     return app

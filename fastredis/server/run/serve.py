@@ -53,6 +53,16 @@ def _nonnegative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be in [0, 3600]: {text!r}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _nonnegative(text)
     if value < 1:
@@ -146,6 +156,7 @@ def _serve(args: argparse.Namespace) -> int:
             redis_max_connections=args.redis_max_connections,
             max_header_size=args.max_header_size,
             max_read_bytes=args.max_read_bytes,
+            drain_seconds=args.drain_seconds,
             cors_origins=args.cors_origin,
             api_keys=args.api_key,
             jwt_secret=args.jwt_secret,
@@ -312,6 +323,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="about the most one Redis reply of a read may hold, e.g. 16MiB (the default; "
         "or FASTREDIS_MAX_READ_BYTES); a REST GET cut short says more-entries: 1",
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=None,
+        help="on SIGTERM, close pulls (1012, with a retry hint) spread over this many "
+        "seconds, after pushes got their acks (5)",
     )
     p.add_argument(
         "--cors-origin",

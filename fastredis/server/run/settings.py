@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastredis.server.edge.drain import DEFAULT_DRAIN_SECONDS
 from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES
 
 __all__ = [
@@ -145,6 +146,8 @@ class Settings:
       handshakes whose ``Origin`` is not listed are closed with 1008 as well.
     * ``redis_params``: extra redis-py client arguments (passed unchanged).
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
+    * ``drain_seconds``: on SIGTERM, pulls are closed (1012, with a retry hint) spread
+      over this many seconds, after pushes have had their acks.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
@@ -163,6 +166,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
@@ -186,6 +190,8 @@ class Settings:
             )
         if not self.handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
+        if not 0 <= self.drain_seconds <= 3600:
+            raise ValueError(f"drain_seconds must be in [0, 3600], not {self.drain_seconds}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
