@@ -134,3 +134,26 @@ def test_mjpeg_shows_what_is_added_once_the_headers_came(
                     if image + f"\r\n--{BOUNDARY}".encode() in seen:
                         break
                 assert image in seen
+
+
+async def test_opens_at_once_share_the_round_trip_that_fixes_dollar(
+    live: LiveServer, r: redis.Redis
+) -> None:
+    """Fifty pulls of ten streams opened at once: `$` of all of them is fixed in a few
+    round trips, not one per pull, and each pull still gets what is added next."""
+    starts = live.server.config.app.state.hub.starts  # type: ignore[union-attr]
+    sids = [f"many{i % 10}" for i in range(50)]
+    before = starts.fetches
+    pulls = await asyncio.gather(
+        *(websockets.connect(f"{live.ws_url}/data/{sid}/pull?block=0") for sid in sids)
+    )
+    fetches = starts.fetches - before
+    try:
+        ids = {sid: r.xadd(sid, {"d": b"x"}).decode() for sid in set(sids)}
+        for sid, ws in zip(sids, pulls, strict=True):
+            assert (await _pull_header(ws))[0][1] == ids[sid]
+    finally:
+        for ws in pulls:
+            await ws.close()
+    print(f"50 opens of 10 streams: {fetches} round trips to fix $")
+    assert fetches < 25, fetches

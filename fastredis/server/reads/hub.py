@@ -270,6 +270,17 @@ class Subscription:
         limit = previous_id(self._opened_ms, 0)
         return {s: min(i, limit, key=parse_id) for s, i in newest.items()}
 
+    @property
+    def joined(self) -> bool:
+        """Whether it takes the deliveries of a shared tail read (else it reads by its
+        own cursor, or waits for the group to reach it)."""
+        return self._joined
+
+    @property
+    def group(self) -> _Group | None:
+        """The shared tail read it is in or waits for (None: catching up by itself)."""
+        return self._group
+
     async def pace(self) -> None:
         """With `max_fps`: wait until the next frame may go (a subscriber with `latest`
         waits in `next`; others call it before each frame, a delivery may hold several)."""

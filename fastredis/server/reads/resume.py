@@ -5,8 +5,8 @@ Every read face calls these before the client can see its connection as open:
 * `Starts` (one per hub, ``hub.starts``): ``await starts.newest(sids)`` gives each stream's
   newest id (what ``$`` means) and ``await starts.states(sids)`` what Redis says of each
   stream (`StreamState`). Callers at the same moment share one round trip: the streams
-  asked for in one turn of the event loop are read together (one script, or a pipeline
-  of one small script per stream), each stream once. A shared answer is never older
+  asked for while a read is under way are read together by the next one (one script,
+  or a pipeline of one small script per stream), each stream once. A shared answer is never older
   than the caller's request, so ``$`` fixed from it misses nothing added after the
   socket opened.
 * `resolve_start` turns a start (``$``, ``0``, an id) into a cursor from a state.
@@ -148,15 +148,15 @@ class StreamState:
 
 
 class _Shared:
-    """Values per stream fetched together: the streams asked for in one turn of the
-    loop are fetched in one call, each once however many callers asked for it. (A
-    fetch already under way is not joined: it may have been issued before the caller
+    """Values per key fetched together: one fetch at a time; the keys asked for while
+    one runs are fetched together by the next, each once however many callers asked.
+    (A fetch under way is not joined: it may have been issued before the caller
     asked.)"""
 
     def __init__(self, fetch: Callable[[list[Any]], Awaitable[dict[Any, Any]]]) -> None:
         self._fetch = fetch
         self._asked: dict[Any, asyncio.Future[Any]] = {}  # to fetch in the next call
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
 
     async def get(self, keys: Sequence[Any]) -> dict[Any, Any]:
         loop = asyncio.get_running_loop()
@@ -164,32 +164,31 @@ class _Shared:
         for key in keys:
             fut = self._asked.get(key)
             if fut is None:
-                if not self._asked:
-                    loop.call_soon(self._start)
                 fut = self._asked[key] = loop.create_future()
                 fut.add_done_callback(_retrieve)
             futures[key] = fut
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._run())
         return {key: await asyncio.shield(fut) for key, fut in futures.items()}
 
-    def _start(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _run(self) -> None:
-        asked, self._asked = self._asked, {}
-        try:
-            found = await self._fetch(list(asked))
-        except BaseException as exc:
-            for fut in asked.values():
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
-            if not isinstance(exc, Exception):
+        await asyncio.sleep(0)  # the callers of this turn of the loop ask first
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                found = await self._fetch(list(asked))
+            except Exception as exc:
+                for fut in asked.values():
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            except BaseException:
+                for fut in asked.values():
+                    fut.cancel()
                 raise
-            return
-        for key, fut in asked.items():
-            if not fut.done():
-                fut.set_result(found[key])
+            for key, fut in asked.items():
+                if not fut.done():
+                    fut.set_result(found[key])
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
