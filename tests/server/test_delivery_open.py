@@ -93,9 +93,7 @@ def test_graphql_subscription_gets_what_is_added_once_open(
     assert missed == []
 
 
-def test_blocking_get_gets_what_is_added_once_it_waits(
-    live: LiveServer, r: redis.Redis
-) -> None:
+def test_blocking_get_gets_what_is_added_once_it_waits(live: LiveServer, r: redis.Redis) -> None:
     """A blocking GET's `$` is fixed before it waits (the client sees nothing before
     the answer, so the test waits for the server's subscriber instead)."""
     hub = live.server.config.app.state.hub  # type: ignore[union-attr]
@@ -119,9 +117,7 @@ def test_blocking_get_gets_what_is_added_once_it_waits(
     assert missed == []
 
 
-def test_mjpeg_shows_what_is_added_once_the_headers_came(
-    live: LiveServer, r: redis.Redis
-) -> None:
+def test_mjpeg_shows_what_is_added_once_the_headers_came(live: LiveServer, r: redis.Redis) -> None:
     images = [frame(32, 24, shade=i) for i in range(20)]
     with httpx.Client(base_url=live.http_url, timeout=DEADLINE) as http:
         for image in images:
