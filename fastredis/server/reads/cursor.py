@@ -145,7 +145,7 @@ class StreamCursor:
         sizes = self.sizes
         if sizes is not None:
             if not sizes.known(self.sids):
-                await sizes.probe(self.ids)
+                await sizes.probe(self.sids)
             limit = sizes.max_read_bytes if budget is None else min(budget, sizes.max_read_bytes)
             asked = redis_count(sizes, self.sids, wanted, limit)
         batch = await conn.xread(self.ids, asked, block)

@@ -7,9 +7,9 @@ stream's entries:
 
 * `EntrySizes` keeps, per stream, the bytes per entry seen in its latest reads (a larger
   batch raises it at once; a smaller one halves it at most), shared by every reader.
-* A stream not read yet is probed first: one small script (`PROBE_LUA`) measures a few
-  of its newest entries and the entries after the reader's cursor, in Redis, and sends
-  back only the number. Streams probed at the same moment share one round trip.
+* A stream not read yet is probed first: MEMORY USAGE (a few of its nodes sampled)
+  over its XLEN, in one pipeline for every stream probed at once. Nothing of the
+  entries leaves Redis or is copied into a script.
 
 This was chosen over a script that reads entries itself and stops at the byte budget:
 such a script copies every payload into Lua and out again (see
@@ -25,42 +25,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import redis.asyncio
 
 from fastredis._resp import StreamBatch
-from fastredis.redis_io import aslot_groups, is_cluster
 
-__all__ = ["DEFAULT_MAX_READ_BYTES", "PROBE_LUA", "ByteTurns", "EntrySizes", "redis_count"]
+__all__ = ["DEFAULT_MAX_READ_BYTES", "ByteTurns", "EntrySizes", "redis_count"]
 
 # about the most one Redis reply of a read may hold (--max-read-bytes)
 DEFAULT_MAX_READ_BYTES = 16 << 20
-PROBE_ENTRIES = 8  # entries measured at each end of a probe
+PROBE_SAMPLES = 5  # MEMORY USAGE ... SAMPLES: the nodes of a stream it measures
 MAX_STREAMS = 100_000  # streams whose entry size is kept (the least recent go first)
 ENTRY_OVERHEAD = 64  # bytes a reply spends per entry beside its payload (id, framing)
-
-# KEYS: streams; ARGV[i]: where stream i's reader starts ("(id", or "-"), ARGV[#KEYS+1]:
-# entries to measure at each end. Reply per stream: the largest entry (its field names
-# and values, in bytes) of its newest entries and of those after the start; 0: none.
-PROBE_LUA = r"""
-local n = tonumber(ARGV[#KEYS + 1])
-local out = {}
-local function largest(entries, most)
-  for _, e in ipairs(entries) do
-    local size = 0
-    for _, v in ipairs(e[2]) do size = size + #v end
-    if size > most then most = size end
-  end
-  return most
-end
-for i, k in ipairs(KEYS) do
-  local most = largest(redis.call('XREVRANGE', k, '+', '-', 'COUNT', n), 0)
-  out[i] = largest(redis.call('XRANGE', k, ARGV[i], '+', 'COUNT', n), most)
-end
-return out
-"""
+UNKNOWN_ENTRY_BYTES = 1 << 20  # assumed of a stream that could not be measured
 
 
 class EntrySizes:
@@ -99,26 +77,22 @@ class EntrySizes:
             old = self._sizes.get(sid, 0)
             self._set(sid, max(per, old // 2))
 
-    async def probe(self, starts: Mapping[str, str]) -> None:
-        """Measure the streams of `starts` (stream -> cursor) not known yet."""
-        sids = [sid for sid in starts if sid not in self._sizes]
+    async def probe(self, sids: Iterable[str]) -> None:
+        """Measure the streams of `sids` not known yet: their bytes per entry."""
+        sids = [sid for sid in sids if sid not in self._sizes]
         if not sids:
             return
         self.probes += 1
-        script = self.client.register_script(PROBE_LUA)
-        bounds: dict[Any, Any] = {
-            sid: "-" if starts[sid] in ("0-0", "0") else f"({starts[sid]}" for sid in sids
-        }
-        if is_cluster(self.client):
-            found: dict[str, Any] = {}
-            for _node, group in await aslot_groups(self.client, bounds):
-                replies = await script(keys=list(group), args=[*group.values(), PROBE_ENTRIES])
-                found.update(zip(group, replies, strict=True))
-        else:
-            replies = await script(keys=sids, args=[*bounds.values(), PROBE_ENTRIES])
-            found = dict(zip(sids, replies, strict=True))
-        for sid in sids:
-            self._set(sid, int(found[sid]) + ENTRY_OVERHEAD)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.execute_command("MEMORY", "USAGE", sid, "SAMPLES", PROBE_SAMPLES)
+                pipe.execute_command("XLEN", sid)
+            replies = await pipe.execute(raise_on_error=False)
+        for sid, usage, length in zip(sids, replies[::2], replies[1::2], strict=True):
+            if isinstance(usage, int) and isinstance(length, int) and length:
+                self._set(sid, usage // length + ENTRY_OVERHEAD)
+            else:  # empty, missing, or MEMORY refused: assume large until a read says
+                self._set(sid, UNKNOWN_ENTRY_BYTES)
 
 
 def redis_count(sizes: EntrySizes | None, sids: Sequence[str], count: int, budget: int) -> int:
