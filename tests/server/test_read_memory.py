@@ -137,3 +137,19 @@ async def test_thirty_counts_share_one_read_and_never_reading_is_bounded(
     print(f"30 counts: server RSS +{rss.growth / MIB:.1f} MiB, {per_entry:.2f} XREAD per entry")
     assert rss.growth <= 128 * MIB
     assert per_entry <= 1.2
+
+
+async def test_a_slow_pull_of_large_entries_holds_two_batches(
+    server: Serve, redis_url: str
+) -> None:
+    """One count=100 pull of 1 MB entries that stops reading: the server holds about two
+    of its batches (each within --max-read-bytes), not more."""
+    r = redis.Redis.from_url(redis_url)
+    fill(r, "large", 1 << 20, 150)
+    url = f"{server.http_url.replace('http', 'ws')}/data/large/pull?count=100&last_entry_id=0"
+    with PeakRss(server.proc.pid) as rss:
+        async with websockets.connect(url, max_queue=1, max_size=None) as ws:
+            await asyncio.wait_for(ws.recv(), DEADLINE)  # the first header; then it stalls
+            await asyncio.sleep(2.0)  # the server sends and reads what it can meanwhile
+    print(f"slow count=100 pull of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
+    assert rss.growth <= 2 * 16 * MIB + 16 * MIB  # two batches, and the socket's buffer

@@ -40,7 +40,9 @@ from fastredis.server.edge.protocol import (
     parse_sids,
     query_items,
 )
+from fastredis.server.edge.uvicorn_guard import VIEWS_EXTENSION
 from fastredis.server.endpoints.websocket import close_with
+from fastredis.server.reads.delivery import Views
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
@@ -163,6 +165,7 @@ async def _pull_loop(
     with every other pull of the same streams."""
     send = ws.send
     idle = opts.block / 1000 if opts.block else None
+    views = VIEWS_EXTENSION in ws.scope.get("extensions", {})
     while not gone():
         delivery = await sub.next(timeout=idle)
         if delivery is None:  # `block` ms without an entry: an empty batch says alive
@@ -175,12 +178,15 @@ async def _pull_loop(
         if not len(delivery.batch):
             continue
         delivery.sent("ws")
-        for header, payloads in sub.frames(delivery, opts.header):
+        for header, payloads in sub.frames(delivery, opts.header, views):
             if not opts.latest:
                 await sub.pace()
             if header is not None:
                 await send({"type": "websocket.send", "text": header})
             for payload in payloads:
-                await send({"type": "websocket.send", "bytes": payload})
+                if isinstance(payload, Views):  # several buffers, one binary message
+                    await send({"type": "websocket.send", VIEWS_EXTENSION: payload})
+                else:
+                    await send({"type": "websocket.send", "bytes": payload})
             if opts.ack:
                 await acks.get()  # binary ones close the pull in the watcher

@@ -19,10 +19,18 @@ from fastredis.ids import format_id
 from fastredis.server.reads.resume import Gap
 from fastredis.server.run import metrics
 
-__all__ = ["Delivery", "Frame", "Ids"]
+__all__ = ["VIEW_ENTRY_BYTES", "Delivery", "Frame", "Ids", "Views"]
 
 Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
 Ids = dict[str, str]
+# Entries this large on average are sent as views into the batch (one binary message
+# of several buffers) when the socket can take that: no copy of the batch is made, per
+# subscriber or shared. Smaller ones are packed once and shared.
+VIEW_ENTRY_BYTES = 64 * 1024
+
+
+class Views(list[Any]):
+    """One binary message's payload given as several buffers (views into the batch)."""
 
 
 def _text(name: Any) -> str:
@@ -98,10 +106,11 @@ class Delivery:
             out[j].append(i)
         return out
 
-    def frames(self, count: int, header: bool = True) -> list[Frame]:
+    def frames(self, count: int, header: bool = True, views: bool = False) -> list[Frame]:
         """What a pull of `count` sends of this batch: frames of at most `count` entries
         per stream; with `header` False, their payloads alone, one binary message per
-        entry (views into the batch)."""
+        entry (views into the batch). `views`: the socket takes a message as `Views`,
+        used for large entries instead of a packed copy."""
         batch = self.batch
         n = len(batch)
         if not n:
@@ -110,15 +119,22 @@ class Delivery:
         if count == 1 and one_stream and n > 1:
             return self._one_each(header)
         chunks = [list(range(n))] if count >= n else self.chunks(count)
+        as_views = views and n > 1 and batch.nbytes >= VIEW_ENTRY_BYTES * n
         if len(chunks) == 1:
             if not header:
                 return [(None, pull_views(batch))]
+            if as_views:
+                return [(pull_header(batch).decode(), [Views(pull_views(batch))])]
             text, payload = self.frame()
             return [(text, [payload])]
-        views = pull_views(batch)
+        every = pull_views(batch)
         if not header:
-            return [(None, [views[i] for i in chunk]) for chunk in chunks]
-        return [self._packed(chunk, views) for chunk in chunks]
+            return [(None, [every[i] for i in chunk]) for chunk in chunks]
+        if as_views:
+            return [
+                (self._header(chunk, every), [Views(every[i] for i in chunk)]) for chunk in chunks
+            ]
+        return [self._packed(chunk, every) for chunk in chunks]
 
     def _one_each(self, header: bool) -> list[Frame]:
         """One frame per entry of a one-stream batch (shared: views, no copies)."""

@@ -290,10 +290,10 @@ class Subscription:
                 await asyncio.sleep(self._next_at - now)
             self._next_at = max(now, self._next_at) + self._interval
 
-    def frames(self, delivery: Delivery, header: bool = True) -> list[Frame]:
+    def frames(self, delivery: Delivery, header: bool = True, views: bool = False) -> list[Frame]:
         """The frames this subscriber sends of `delivery` (at most `count` entries per
-        stream each)."""
-        return delivery.frames(self.count, header)
+        stream each; `views`: see `Delivery.frames`)."""
+        return delivery.frames(self.count, header, views)
 
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
@@ -355,10 +355,14 @@ class Subscription:
             group = self.hub.groups.get(self.key)
             # entries just read: what the group has after them is the same stream
             joined = join and group is not None and self._join_kept(group, delivery.cursor)
-            if full and join and not joined and not self.latest:
+            small = delivery.batch.nbytes <= CATCH_UP_BYTES
+            if full and join and not joined and not self.latest and small:
                 # far behind (a full batch): read the next while this one is sent (a
                 # catch-up of large entries would otherwise wait for Redis and the
-                # socket in turn); near the tail the shared read is about to take over
+                # socket in turn); near the tail the shared read is about to take over.
+                # Not after a batch larger than that: a slow socket would make the
+                # subscriber hold a third one (the one sent, its copy in the socket's
+                # buffer, and the next), and one round trip per such batch is little.
                 self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
             return delivery
         if join:
