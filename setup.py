@@ -32,8 +32,9 @@ COVERAGE = _switch("FASTREDIS_COVERAGE")
 
 # src_cython/fastredis/<name>.pyx -> fastredis.<name>; the .pxd files beside them
 # (_cursor: the read side's bounds rule and tokens, _outbuf: the write side's
-# buffer, _batch: StreamBatch's layout) are cimported, not compiled on their own.
-MODULES = ["_batch", "_resp", "_writer", "_frames"]
+# buffer, _batch: StreamBatch's layout, _arrow: the Arrow C data interface) are
+# cimported, not compiled on their own. _columns: StreamBatch as Arrow columns.
+MODULES = ["_batch", "_resp", "_writer", "_frames", "_columns"]
 
 # The one place for compiler directives. Cython's bounds checks are off because
 # the bounds rules are explicit: cur_check() in _cursor.pxd and w_reserve() in

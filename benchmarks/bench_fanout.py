@@ -39,7 +39,7 @@ process's CPU (psutil) per viewer, and XREAD calls per frame pushed in the windo
 Timings are reported, never asserted. Asserted: every viewer got frames, in order and
 without duplicates. Frames a viewer never got (a jump in the sequence numbers: the bare
 ring, or a stream trimmed at MAXLEN, past a viewer far behind) are counted as skipped.
-The table is printed and written to .benchmarks/bench_fanout.md (JSON next to it).
+The table is printed and recorded in benchmarks/results/ (one dated file per run).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ import redis.asyncio
 import websockets
 from fanout_viewers import STAMP, Viewers
 from procs import _wait_http, spawn_server, stop_server
+from record import write_run
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
@@ -486,13 +487,10 @@ def build_table(st: Stack) -> str:
 
 
 def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    """Print the table of this run and write it to .benchmarks/bench_fanout.md."""
+    """Print the table of this run and record it in benchmarks/results/."""
     table = build_table(stack)
-    out = ROOT / ".benchmarks"
-    out.mkdir(exist_ok=True)
-    (out / "bench_fanout.md").write_text(table + "\n")
     rows = [{"profile": p, **res} for (p, _n, _t), res in stack.results.items()]
-    (out / "bench_fanout.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    write_run("fanout", table, rows)
     with capsys.disabled():
         print("\n\n" + table + "\n")
 

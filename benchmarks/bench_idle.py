@@ -27,7 +27,7 @@ Every process raises its RLIMIT_NOFILE soft limit as far as it needs (the server
 the parent's, which is raised before it starts); the clients are split over processes
 so that none needs more descriptors than the hard limit. Timings are reported, never
 asserted; the test asserts only that every socket opened and stayed open. The table is
-printed and written to .benchmarks/bench_idle.md (JSON next to it).
+printed and recorded in benchmarks/results/ (one dated file per run).
 Environment for pytest: FASTREDIS_IDLE_SOCKETS (10000), FASTREDIS_IDLE_PROCS (auto).
 """
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import multiprocessing
 import os
@@ -54,6 +53,7 @@ import pytest
 import redis
 import websockets
 from procs import spawn_server, stop_server
+from record import write_run
 from websockets.protocol import State
 
 from fastredis.embedded import EmbeddedRedis, free_port
@@ -393,7 +393,7 @@ def run(
     concurrency: int = CONCURRENCY,
     embedded: EmbeddedRedis | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Every scenario; the results and the table (also written to .benchmarks/)."""
+    """Every scenario; the results and the table (also recorded in benchmarks/results/)."""
     procs = procs or max(1, math.ceil(sockets / PER_PROC))
     raise_nofile(sockets + FD_SPARE)  # the server inherits it
     raise_nofile(math.ceil(sockets / procs) + FD_SPARE)  # each client (checked here too)
@@ -417,10 +417,7 @@ def run(
     finally:
         clients.close()
     table = build_table(results)
-    out = ROOT / ".benchmarks"
-    out.mkdir(exist_ok=True)
-    (out / "bench_idle.md").write_text(table + "\n")
-    (out / "bench_idle.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_run("idle", table, results)
     return results, table
 
 

@@ -29,7 +29,7 @@ Memory: the server's RSS while 200 x 1 MB frames are pushed and a slow puller re
 with latest=1.
 
 Timings are reported, never asserted; only correctness (counts) is. The table is
-printed at the end and written to .benchmarks/bench_server.md (JSON next to it).
+printed at the end and recorded in benchmarks/results/ (one dated file per run).
 Environment: FASTREDIS_BENCH_ROUNDS (3), FASTREDIS_BENCH_LATENCY_S (5).
 """
 
@@ -53,6 +53,7 @@ import pytest
 import redis
 import redis.asyncio
 from procs import spawn_server, stop_server
+from record import write_run
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
@@ -622,12 +623,9 @@ def _cpu_table(st: Stack) -> list[str]:
 
 
 def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    """Print the table of this run and write it to .benchmarks/bench_server.md."""
+    """Print the table of this run and record it in benchmarks/results/."""
     table, rows = build_table(stack)
-    out = ROOT / ".benchmarks"
-    out.mkdir(exist_ok=True)
-    (out / "bench_server.md").write_text(table + "\n")
-    (out / "bench_server.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    write_run("server", table, rows)
     with capsys.disabled():
         print("\n\n" + table + "\n")
 

@@ -54,6 +54,14 @@ class StreamBatch:
         keyed by None for RANGE/AUTOCLAIM batches."""
     def field(self, key: bytes | str) -> list[memoryview | None]:
         """The value of one field of every entry, as memoryviews into the buffer."""
+    def __arrow_c_schema__(self) -> Any:
+        """The Arrow schema of the batch's columns (an "arrow_schema" PyCapsule)."""
+    def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
+        """(schema, array) PyCapsules: the batch as one Arrow struct array."""
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        """The batch as an Arrow stream of one record batch (a PyCapsule): stream,
+        id_ms, id_seq, then one binary_view (string_view with an encoding) column
+        per field name, viewing the reply buffer with no payload copied."""
     def offsets(self) -> dict[str, np.ndarray[Any, Any]]:
         """The offset arrays as read-only numpy views (no copy): entry_stream, id_off,
         id_len, id_ms, id_seq, field_first, entry_nil, key_off, key_len, val_off,

@@ -2,29 +2,33 @@
 
     fastredis serve ...                        # fastredis.server.run.serve (the server extra)
     fastredis push-increment|pull-raw|...      # fastredis.client.verbs (the client extra)
+    fastredis record|replay ...                # fastredis.recording.cli (the record extra)
 
 Every face registers its subcommands without importing its optional dependencies, so
 `fastredis --help` works with the base install. Each subcommand names the packages it
 needs (`needs=`, `extra=` parser defaults); they are imported before it runs, as
 uvicorn's `protocols/http/auto.py` probes httptools, and a missing one is a one-line
 error naming the extra. SIGINT and SIGTERM become `Stop` from the first line of
-`main()` on, so a Ctrl-C at any moment ends without a traceback.
+`main()` on, so a Ctrl-C at any moment ends without a traceback. A stdout whose reader
+went away (`fastredis ... | head -1`) ends the command quietly with status 0, as it
+ends a Unix tool: `discard_stdout()` points it at /dev/null.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from typing import Any
 
 from fastredis import __version__
 
-__all__ = ["FACES", "Stop", "build_parser", "main", "missing_packages"]
+__all__ = ["FACES", "Stop", "build_parser", "discard_stdout", "main", "missing_packages"]
 
 # the modules whose register(subparsers) adds subcommands, in --help order
-FACES = ("fastredis.server.run.serve", "fastredis.client.verbs")
+FACES = ("fastredis.server.run.serve", "fastredis.client.verbs", "fastredis.recording.cli")
 
 
 class Stop(KeyboardInterrupt):
@@ -44,6 +48,24 @@ def stop_on_signals() -> None:
     """From now on SIGINT and SIGTERM raise Stop."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_stop)
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, once its reader has gone: what is still buffered, and
+    the flush at exit, then go nowhere instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, so a reader gone is found here rather than at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
 
 
 def missing_packages(modules: tuple[str, ...]) -> list[str]:
@@ -88,11 +110,18 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     stop_on_signals()
     try:
-        return _run(build_parser().parse_args(argv))
+        try:
+            args = build_parser().parse_args(argv)
+        except BrokenPipeError:  # --help or --version into a closed pipe (no network here)
+            discard_stdout()
+            return 0
+        return _run(args)
     except Stop as stop:
         return 128 + stop.signum
     except KeyboardInterrupt:  # raise_signal by a library, or before stop_on_signals
         return 128 + signal.SIGINT
+    finally:
+        _flush_stdout()  # also after argparse's SystemExit
 
 
 if __name__ == "__main__":

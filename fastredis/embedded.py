@@ -106,7 +106,8 @@ class EmbeddedRedis:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fastredis-")
             data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
+        # absolute: the server chdirs into --dir before opening --logfile
+        self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.extra_args = extra_args
         self.password = password

@@ -6,6 +6,7 @@ there), so no extra can leak in from the development environment."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def test_help_and_version_work_with_the_base_install(base_python: str) -> None:
         (["pull-raw", "s"], "client", "websockets"),
         (["push-image", "s"], "client", "websockets"),
         (["pull_image", "s"], "client", "websockets"),
+        (["record", "s", "-o", "run.mcap"], "record", "mcap"),
+        (["replay", "run.mcap"], "record", "mcap"),
     ],
 )
 def test_each_subcommand_names_its_extra(
@@ -94,3 +97,19 @@ def test_version() -> None:
         [sys.executable, "-m", "fastredis", "--version"], capture_output=True, text=True
     )
     assert out.stdout.strip() == f"fastredis {fastredis.__version__}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["serve", "--help"]])
+def test_output_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as users run it
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "fastredis", *args],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=env,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""

@@ -85,3 +85,48 @@ def test_a_password_is_required_and_the_probe_authenticates() -> None:
             redis.Redis(host=server.host, port=server.port).ping()
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
         assert password.encode() not in cmdline  # given on stdin, not visible in ps
+
+
+def test_a_relative_data_dir_is_taken_from_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with EmbeddedRedis(data_dir="data") as server:
+        redis.Redis.from_url(server.url).xadd("s", {"d": b"kept"})
+        monkeypatch.chdir("/")  # later moves of the caller change nothing
+        server.restart()
+        assert redis.Redis.from_url(server.url).xrange("s")[0][1] == {b"d": b"kept"}
+    assert (tmp_path / "data" / "dump.rdb").exists()
+    assert (tmp_path / "data" / "server.log").exists()
+
+
+def test_serve_with_a_relative_data_dir_starts_and_keeps_its_data(tmp_path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastredis", "serve", "--port", "0", "--data-dir", "data"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Redis: embedded Valkey"):
+                break
+        assert "data kept in data" in "".join(lines), "".join(lines)
+        url = lines[-1].split(" at ", 1)[1].split(",", 1)[0]
+        redis.Redis.from_url(url).xadd("s", {"d": b"kept"})
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "embedded Valkey stopped" in out
+    with EmbeddedRedis(data_dir=tmp_path / "data") as server:
+        assert redis.Redis.from_url(server.url).xrange("s")[0][1] == {b"d": b"kept"}

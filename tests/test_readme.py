@@ -1,24 +1,28 @@
-"""The README's snippets that a user copies into a loop run as written."""
+"""What the README promises a new user holds: its test command is the one CI runs, and
+the batch-read loop the docs give users to copy survives a quiet stream. (Every example
+of the README and the docs also runs as written: tests/test_docs.py.)"""
 
 from __future__ import annotations
 
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import redis
+from support.doc_examples import ROOT, examples_in
 from support.waiting import wait_until
 
 from fastredis.redis_io import make_client
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
+CI = ROOT / ".ci" / "run"
 
 
-def _snippet(marker: str) -> str:
-    """The README's python code block containing `marker`."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    [block] = [b for b in blocks if marker in b]
+def _snippet(page: str, marker: str) -> str:
+    """The python code block of `page` that contains `marker`."""
+    [block] = [
+        e.source for e in examples_in(ROOT / page) if e.lang == "python" and marker in e.source
+    ]
     return block
 
 
@@ -26,11 +30,35 @@ def _xread_calls(r: redis.Redis) -> int:
     return int(r.info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
 
 
+def test_the_readme_test_command_is_the_one_ci_runs() -> None:
+    """The README's fresh-machine test command, after its venv part, is a line of .ci/run
+    (which makes the venv itself), so the command a user copies is the one CI proves."""
+    commands = [
+        line for e in examples_in(README) if e.lang == "bash" for line in e.source.splitlines()
+    ]
+    [test_command] = [c for c in commands if c.startswith("python3 -m venv") and "[test]" in c]
+    tail = test_command.split(" && ", 2)[2]  # after `python3 -m venv .venv && . activate`
+    assert tail in CI.read_text().splitlines(), tail
+
+
+def test_the_readme_serve_command_installs_what_serve_needs() -> None:
+    """The fresh-machine server command installs the extras `fastredis serve` and the
+    first steps' client use."""
+    commands = [
+        line for e in examples_in(README) if e.lang == "bash" for line in e.source.splitlines()
+    ]
+    [serve] = [c for c in commands if c.startswith("python3 -m venv") and "serve" in c]
+    extras = re.search(r'pip install -e "\.\[([\w,]+)\]"', serve)
+    assert extras and {"server", "client"} <= set(extras[1].split(",")), serve
+    assert serve.endswith("&& fastredis serve"), serve
+
+
 def test_the_batch_read_loop_survives_an_empty_read(
     redis_url: str, plain_redis: redis.Redis
 ) -> None:
     namespace: dict[str, Any] = {}
-    exec(_snippet("def follow("), namespace)
+    source = _snippet("docs/guides/batch-reads.md", "def follow(")
+    exec(source.split("\n\nentries = ")[0], namespace)  # the function, not its demo
     for i in range(3):
         plain_redis.xadd("sensors", {"v": str(i)})
     entries = namespace["follow"](make_client(url=redis_url), {"sensors": "0"})

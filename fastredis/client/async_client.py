@@ -187,7 +187,8 @@ class AsyncClient:
     async def close(self) -> None:
         pushers, self._pushers = list(self._pushers.values()), {}
         pullers, self._pullers = self._pullers, []
-        for sock in [*pushers, *pullers]:
+        socks: list[AsyncPusher | AsyncPuller] = [*pushers, *pullers]
+        for sock in socks:
             await sock.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -179,7 +179,8 @@ class Client:
     def close(self) -> None:
         pushers, self._pushers = list(self._pushers.values()), {}
         pullers, self._pullers = self._pullers, []
-        for sock in [*pushers, *pullers]:
+        socks: list[Pusher | Puller] = [*pushers, *pullers]
+        for sock in socks:
             sock.close()
 
     def __enter__(self) -> Client:

@@ -10,10 +10,12 @@ Every verb takes `--url` (default $FASTREDIS_URL or ws://localhost:8000), `--tok
 (default $FASTREDIS_TOKEN), `--count N` (stop after N entries; 0 = never) and `--quiet`.
 A progress bar goes to stderr only when it is a terminal; otherwise one status line at
 the start and a summary at the end.
-pull-raw prints entries to stdout. Nothing opens a window (headless-safe). A push counts
-only once the server acknowledged it (its entry id), so a refused write (a key of
-another type) is an error, exit status 1, as is a server that cannot be reached. SIGINT
-and SIGTERM end a verb with its summary (and pull-image's --save) and status 128+signal.
+pull-raw prints entries to stdout, one line at a time even into a pipe; a pipe closed
+by its reader (`| head -1`) ends it quietly, status 0. Nothing opens a window
+(headless-safe). A push counts only once the server acknowledged it (its entry id), so
+a refused write (a key of another type) is an error, exit status 1, as is a server
+that cannot be reached. SIGINT and SIGTERM end a verb with its summary (and
+pull-image's --save) and status 128+signal.
 The underscore spellings of the Redis Streamer README (`push_increment`, ...) are accepted too.
 """
 
@@ -32,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastredis.cli import discard_stdout
 from fastredis.client.errors import ClientError
 from fastredis.client.protocol import DEFAULT_URL, base_url
 from fastredis.ids import id_ms
@@ -39,6 +42,7 @@ from fastredis.ids import id_ms
 __all__ = ["parse_shape", "register"]
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # as argparse's errors
 # what the verbs import (the client extra), probed before one runs
 NEEDS = ("websockets", "tqdm")
 NEEDS_IMAGES = (*NEEDS, "PIL")
@@ -121,12 +125,32 @@ def _progress(args: argparse.Namespace, unit: str) -> Iterator[Any]:
         yield bar
 
 
+class _OutputClosed(Exception):
+    """The reader of stdout went away (told apart from a socket's BrokenPipeError)."""
+
+
+def _print(line: str) -> None:
+    """One line on stdout (above the bar), flushed now: a pipe's reader sees each line
+    as it comes."""
+    from tqdm import tqdm
+
+    try:
+        tqdm.write(line, file=sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise _OutputClosed from exc
+
+
 def _run(func: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
-    """Turn client errors and SIGINT/SIGTERM into a message and an exit code."""
+    """Turn client errors, SIGINT/SIGTERM and a closed stdout into a message and an exit
+    code."""
 
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args) or 0
+        except _OutputClosed:
+            discard_stdout()
+            return 0
         except ClientError as exc:
             print(f"fastredis {args.verb}: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
@@ -217,8 +241,6 @@ def _show(data: bytes, limit: int = 200) -> str:
 
 @_run
 def pull_raw(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from fastredis.client.sync_client import Puller
 
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
@@ -228,7 +250,7 @@ def pull_raw(args: argparse.Namespace) -> int:
         try:
             with _progress(args, "entry") as bar:
                 for sid, entry_id, data in puller:
-                    tqdm.write(f"{sid}: {entry_id} | {_show(data)}", file=sys.stdout)
+                    _print(f"{sid}: {entry_id} | {_show(data)}")
                     bar.update()
                     seen += 1
                     if args.count and seen >= args.count:
@@ -276,6 +298,27 @@ def push_image(args: argparse.Namespace) -> int:
         finally:
             _say(args, f"{sent} frames ({nbytes / 1024:.0f} KiB) written to {args.sid}")
     return 0
+
+
+def _save_problem(path: str) -> str | None:
+    """Why the last frame could not be saved at `path` (None: it can), found before
+    pulling rather than after."""
+    from PIL import Image
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in ("", ".jpg", ".jpeg"):
+        Image.init()
+        if Image.registered_extensions().get(suffix) not in Image.SAVE:
+            return f"Pillow cannot write {suffix} files (use .jpg, .png, .webp, ...)"
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "ab"):  # appends nothing: only asks whether it can be written
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not existed:
+        os.remove(path)
+    return None
 
 
 def _save_frame(path: str, data: bytes, image: Any) -> None:
@@ -343,6 +386,10 @@ def pull_image(args: argparse.Namespace) -> int:
     last one (--save) and prints the summary."""
     from fastredis.client.sync_client import Puller
 
+    problem = _save_problem(args.save) if args.save else None
+    if problem:
+        print(f"fastredis {args.verb}: error: --save {args.save}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     frames = _Frames()
     options = {"last_entry_id": args.last_entry_id, "count": args.batch_size}
     try:
@@ -454,4 +501,9 @@ def register(subparsers: Any) -> None:
               "decode JPEG frames, show fps and latency (headless)")  # fmt: skip
     _common(p, 0, "stop after N frames (default 0 = never)")
     _pull_options(p)
-    p.add_argument("--save", metavar="PATH", help="save the latest frame there on exit")
+    p.add_argument(
+        "--save",
+        metavar="PATH",
+        help="save the latest frame there on exit (.jpg: as received; .png, .webp, ...: "
+        "re-encoded); checked before pulling",
+    )

@@ -18,7 +18,10 @@ __all__ = [
 
 # Extra seconds to wait past BLOCK before calling a blocking read dead.
 _BLOCK_MARGIN = 5.0
-StreamIds = Mapping[str | bytes, str | bytes | int]
+_Id = str | bytes | int
+# stream name -> id; read only, so str-keyed and bytes-keyed mappings are taken as they are
+# (a Mapping's key type is invariant: dict[str, str] is no Mapping[str | bytes, ...])
+StreamIds = Mapping[str, _Id] | Mapping[bytes, _Id] | Mapping[str | bytes, _Id]
 
 
 def _stream_args(streams: StreamIds) -> list[Any]:

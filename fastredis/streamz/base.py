@@ -134,9 +134,9 @@ class RedisSource(Source):
                 finished.set()
 
     async def _teardown(self) -> None:
-        tasks = list(self._tasks)
+        tasks: list[asyncio.Future[Any]] = [*self._tasks]
         if self._prefetch is not None:
-            tasks.append(self._prefetch)  # type: ignore[arg-type]
+            tasks.append(self._prefetch)
             self._prefetch = None
         await cancel_and_wait(tasks)
         self._tasks.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from fastredis.ids import parse_id
 
@@ -22,13 +22,20 @@ def block_ms(timeout: float | None, what: str = "timeout") -> int:
     return max(1, round(timeout * 1000))
 
 
-def check_count(count: int | None, what: str = "count") -> int | None:
-    if count is None:
+@overload
+def check_count(
+    count: int | None, what: str = ..., allow_none: Literal[True] = ...
+) -> int | None: ...
+@overload
+def check_count(count: int | None, what: str, allow_none: Literal[False]) -> int: ...
+def check_count(count: int | None, what: str = "count", allow_none: bool = True) -> int | None:
+    if count is None and allow_none:
         return None
+    wanted = "a positive int or None" if allow_none else "a positive int"
     if isinstance(count, bool) or not isinstance(count, int):
-        raise TypeError(f"{what} must be a positive int or None, not {count!r}")
+        raise TypeError(f"{what} must be {wanted}, not {count!r}")
     if count < 1:
-        raise ValueError(f"{what} must be a positive int or None, not {count!r}")
+        raise ValueError(f"{what} must be {wanted}, not {count!r}")
     return count
 
 
@@ -41,6 +48,12 @@ def check_client_params(client_params: Any) -> dict[str, Any]:
     return dict(client_params or {})
 
 
+@overload
+def check_positive(
+    value: float | None, what: str, allow_none: Literal[True] = ...
+) -> float | None: ...
+@overload
+def check_positive(value: float | None, what: str, allow_none: Literal[False]) -> float: ...
 def check_positive(value: float | None, what: str, allow_none: bool = True) -> float | None:
     if value is None and allow_none:
         return None
@@ -98,6 +111,13 @@ def normalize_streams(streams: Any, default_id: Any, allow_dollar: bool = True) 
 
 
 def check_batch(batch: Any) -> bool | str:
+    """A source's ``batch`` argument (the modes: streamz/batch_modes.py); "arrow"
+    probes pyarrow now, so a missing extra is said at construction."""
     if batch is False or batch is True or batch == "messages":
         return batch
-    raise ValueError(f"batch must be False, True or 'messages', not {batch!r}")
+    if batch == "arrow":
+        from fastredis.columnar import _require
+
+        _require("pyarrow")
+        return "arrow"
+    raise ValueError(f"batch must be False, True, 'messages' or 'arrow', not {batch!r}")

@@ -10,15 +10,23 @@ The model is streamz's ``from_kafka_batched(dask=True)``, which emits offset ran
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
+from fastredis._batch import StreamBatch
 from fastredis.redis_io import make_client, xrange_batch
 
-__all__ = ["READ_IDS_SCRIPT", "Descriptor", "fetch"]
+__all__ = [
+    "READ_IDS_SCRIPT",
+    "Descriptor",
+    "DescriptorRead",
+    "client_for",
+    "fetch",
+    "fetch_arrow",
+]
 
 # KEYS[1] a stream; ARGV group, consumer, count. XREADGROUP '>' inside the script, so the
 # entries are delivered (pending at the consumer) but only their ids leave Redis, with the
@@ -50,11 +58,18 @@ class Descriptor:
     encoding: str | None = "utf-8"
 
 
+class DescriptorRead(list[tuple[Descriptor, list[str]]]):
+    """One descriptor-mode read: (Descriptor, ids) per stream; len() counts entries."""
+
+    def __len__(self) -> int:
+        return sum(d.count for d, _ in self)
+
+
 _clients: dict[Any, redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def _client(d: Descriptor) -> redis.Redis:
+def client_for(d: Descriptor) -> redis.Redis:
     """One client per process and server (workers fetch many descriptors)."""
     key = (d.url, tuple(sorted((k, repr(v)) for k, v in d.client_params.items())))
     with _lock:
@@ -72,4 +87,23 @@ def fetch(x: Any) -> Any:
     of (stream, id, data) entries."""
     if not isinstance(x, Descriptor):
         return x
-    return xrange_batch(_client(x), x.stream, x.first, x.last, count=x.count, encoding=x.encoding)
+    client = client_for(x)
+    return xrange_batch(client, x.stream, x.first, x.last, count=x.count, encoding=x.encoding)
+
+
+def fetch_arrow(x: Any, fields: Iterable[str | bytes] | None = None) -> Any:
+    """``fetch(x)`` as a ``pyarrow.RecordBatch`` (fastredis.columnar.to_arrow), made where
+    it runs: a Descriptor's reply is viewed (no payload copied on the worker), with its
+    stream named; entries replayed or claimed (Messages) are copied into the same
+    columns. ``fields``: the field columns, the same for every batch (else each
+    batch has the fields its entries have). Process it where it is made: Arrow
+    serializes each view column with the whole reply it views."""
+    from fastredis.columnar import messages_to_arrow, to_arrow
+
+    got = fetch(x)
+    if isinstance(x, Descriptor):
+        return to_arrow(got, fields=fields, stream=x.stream)
+    if isinstance(got, StreamBatch):
+        return to_arrow(got, fields=fields)
+    text = bool(got) and isinstance(got[0][1], str)
+    return messages_to_arrow(got, text=text, fields=fields)

@@ -76,8 +76,8 @@ class _RedisSink(Sink):
             client_params, url = _settings_upstream(upstream)
         self.client_params = check_client_params(client_params)
         self.url = url
-        self.max_batch = check_count(max_batch, "max_batch")
-        self.high_water = check_count(high_water, "high_water")
+        self.max_batch = check_count(max_batch, "max_batch", allow_none=False)
+        self.high_water = check_count(high_water, "high_water", allow_none=False)
         self.client: redis.asyncio.Redis | None = None
         self.error: BaseException | None = None  # the last write Redis refused
         self.written = 0  # items Redis confirmed

@@ -11,6 +11,7 @@ from streamz import Stream
 
 from fastredis.redis_io import axread_batch, axrevrange_batch
 from fastredis.streamz.base import RedisSource
+from fastredis.streamz.batch_modes import WHOLE, read_item
 from fastredis.streamz.checks import (
     block_ms,
     check_batch,
@@ -128,11 +129,13 @@ class from_redis_streams(StreamSource):
         or any entry id: after that id.
     convert, encoding:
         Decode names, ids, keys and values to str (default UTF-8); ``convert=False``: bytes.
-    batch: False, True or "messages"
+    batch: False, True, "messages" or "arrow"
         False (default): emit one Message per entry. True: emit each read's StreamBatch
         itself, a sequence of ``(stream, id, data)`` tuples made only when accessed (also
         ``len()``, ``field(key)`` for one column, ``to_messages()``): the fast path.
-        "messages": emit each read as a list of Messages.
+        "messages": emit each read as a list of Messages. "arrow": emit each read as a
+        ``pyarrow.RecordBatch`` (columns stream, id_ms, id_seq, then one view column per
+        field, viewing the reply: no payload copied; see fastredis.columnar).
 
     Entry ids are tracked per stream as numbers (the reader's ``last_ids()``), so '5-10'
     follows '5-9'; after a lost connection reading resumes after the last id emitted.
@@ -172,8 +175,9 @@ class from_redis_streams(StreamSource):
         names = list(self.streams)
         await self._check_types(names, "stream")
         ids: dict[str, Any] = {}
-        for name, start in self.streams.items():
-            if start == "$":
+        for name, given in self.streams.items():
+            start: str | bytes = given  # an id read back is str (utf-8 asked)
+            if given == "$":
                 # Resolve "$" now: entries added from here on are read, and a reconnect
                 # resumes from a real id instead of skipping what came meanwhile.
                 last = await axrevrange_batch(self.client, name, count=1, encoding="utf-8")
@@ -189,8 +193,8 @@ class from_redis_streams(StreamSource):
         self._ids.update(self._where_ids(batch))
 
     async def _deliver(self, batch: Any) -> None:
-        if self.batch is True:
-            await emit_one(self, batch)
+        if self.batch in WHOLE:
+            await emit_one(self, read_item(self.batch, batch))
         elif self.batch:
             await emit_one(self, batch_messages(batch))
         else:

@@ -226,6 +226,27 @@ cdef class StreamBatch:
 
         return (batch_from_reply, (buf, self.kind, self.encoding))
 
+    def __arrow_c_schema__(self):
+        """The Arrow schema of this batch's columns, as a PyCapsule (see
+        ``__arrow_c_stream__``)."""
+        return _columns().schema_capsule(self)
+
+    def __arrow_c_array__(self, requested_schema=None):
+        """``(schema, array)`` PyCapsules: this batch as one Arrow struct array
+        (``requested_schema`` is not honoured: the layout is fixed)."""
+        return _columns().array_capsules(self)
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        """This batch as an Arrow stream of one record batch, a PyCapsule, for
+        ``pa.table(batch)``, ``pl.DataFrame(batch)`` and DuckDB. Columns: ``stream``
+        (dictionary<int32, utf8>, null for RANGE/AUTOCLAIM batches), ``id_ms``,
+        ``id_seq`` (uint64), then one ``binary_view`` column per field name
+        (``string_view`` when ``encoding`` is set; values must then be UTF-8, else
+        UnicodeDecodeError). The views point into ``buf``: no payload byte is
+        copied, and the exported arrays keep this batch alive. A missing field is
+        null; a repeated one gives its last value."""
+        return _columns().stream_capsule(self)
+
     def offsets(self):
         """The offset arrays as read-only numpy views of the C arrays (no copy):
         entry_stream, id_off, id_len, id_ms, id_seq, field_first (len+1),
@@ -248,6 +269,18 @@ cdef class StreamBatch:
             "stream_off": _sb_view(self, self.stream_off, self.n_streams, cnp.NPY_INT64),
             "stream_len": _sb_view(self, self.stream_len, self.n_streams, cnp.NPY_INT64),
         }
+
+
+cdef object _columns_mod = None
+
+
+cdef object _columns():
+    """fastredis._columns, imported on first use (it cimports this module)."""
+    global _columns_mod
+    if _columns_mod is None:
+        from fastredis import _columns as mod
+        _columns_mod = mod
+    return _columns_mod
 
 
 # Array blocks. Each group of parallel arrays lives in one block (the first array

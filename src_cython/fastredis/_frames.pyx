@@ -462,11 +462,11 @@ cdef str _kind(x):
 
 
 cdef object _parse_id(str s):
-    """(ms, seq) of a full stream id `ms` or `ms-seq` (decimal digits, each at most
-    2**64-1), or None."""
+    """(ms, seq) of a full stream id `ms` or `ms-seq`, or None: the grammar of
+    fastredis.ids.parse_id (each part 1 to 20 ASCII digits, at most 2**64-1)."""
     cdef Py_ssize_t n = len(s), dash = -1, i
     cdef Py_UCS4 c
-    if n == 0 or n > 41:
+    if n == 0 or n > 41:                  # 20 digits, '-', 20 digits
         return None
     for i in range(n):
         c = s[i]
@@ -478,6 +478,8 @@ cdef object _parse_id(str s):
             return None
     if dash == 0 or dash == n - 1:
         return None
+    if (n if dash < 0 else dash) > 20 or (dash >= 0 and n - dash - 1 > 20):
+        return None                       # leading zeros count: '0' * 20 + '1' is refused
     if dash < 0:
         ms, seq = int(s), 0
     else:
@@ -515,9 +517,10 @@ def push_entries(header, payload, sids) -> list:
       * ``[end1, end2, ...]``: every entry goes to each of `sids`, entry-major
         (``e1->a, e1->b, e2->a, ...``), id ``"*"``;
       * ``[[sid, end], ...]``: id ``"*"``;
-      * ``[[sid, id, end], ...]``: id ``"*"`` or ``ms`` / ``ms-seq`` (decimal, at
-        most 2**64-1, not 0-0, and increasing per stream within the header, so
-        that no XADD of the frame can fail on its id after others succeeded).
+      * ``[[sid, id, end], ...]``: id ``"*"`` or ``ms`` / ``ms-seq`` (as
+        fastredis.ids.parse_id: 1 to 20 digits each, at most 2**64-1), not 0-0, and
+        increasing per stream within the header, so that no XADD of the frame can
+        fail on its id after others succeeded).
     Header sids are taken literally (no ``a+b`` splitting; `sids` is then unused).
     Offsets are ints (not bool), within ``[0, len(payload)]``, non-decreasing, and
     the last equals ``len(payload)``; equal neighbours make 0-byte entries. The

@@ -461,11 +461,13 @@ cdef class Reader:
     def getmaxbuf(self):
         return self.maxbuf
 
-    def setmaxbuf(self, Py_ssize_t maxbuf):
-        """An empty internal buffer larger than this is released (0: never)."""
-        if maxbuf < 0:
+    def setmaxbuf(self, maxbuf):
+        """An empty internal buffer larger than this is released (0: never; None:
+        the default, as hiredis)."""
+        cdef Py_ssize_t n = DEFAULT_MAXBUF if maxbuf is None else maxbuf
+        if n < 0:
             raise ValueError("maxbuf value out of range")
-        self.maxbuf = maxbuf
+        self.maxbuf = n
 
     def expect_batch(self, int kind, encoding=None):
         """Parse the next reply as a StreamBatch of `kind` (READ, RANGE, AUTOCLAIM):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import queue
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -234,6 +237,27 @@ def test_a_bad_url_in_the_environment_is_refused() -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("save", "reason"),
+    [
+        ("no-such-folder/last.jpg", "No such file or directory"),
+        ("last.txt", "Pillow cannot write .txt files (use .jpg, .png, .webp, ...)"),
+        ("last.psd", "Pillow cannot write .psd files (use .jpg, .png, .webp, ...)"),  # read-only
+        (".", "Is a directory"),
+    ],
+)
+def test_pull_image_checks_save_before_pulling(
+    url: str, plain_redis: redis.Redis, tmp_path: Path, save: str, reason: str
+) -> None:
+    plain_redis.xadd("checked", {"d": _jpeg((0, 0, 0))})
+    path = tmp_path / save
+    out = run("pull-image", "checked", "--last-entry-id", "0", "--count", "1",
+              "--save", str(path), "--url", url)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"fastredis pull-image: error: --save {path}: {reason}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing left behind
+
+
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (16, 8), colour).save(buf, format="JPEG")
@@ -261,6 +285,67 @@ def test_pull_image_on_sigterm_saves_and_sums_up(
     assert "Traceback" not in rest
     assert "frames," in rest and "latency p50" in rest and f"saved to {saved}" in rest
     assert saved.read_bytes() in frames
+
+
+def _as_users_run_it() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: stdout into a pipe is block-buffered."""
+    env = _env()
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+def test_pull_raw_into_a_pipe_prints_each_entry_as_it_comes(
+    url: str, plain_redis: redis.Redis
+) -> None:
+    first = plain_redis.xadd("lines", {"d": b"first"}).decode()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastredis", "pull-raw", "lines", "--last-entry-id", "0",
+         "--url", url],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=_as_users_run_it(), cwd=ROOT,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert lines.get(timeout=TIMEOUT) == f"lines: {first} | first\n"
+        second = plain_redis.xadd("lines", {"d": b"second"}).decode()
+        assert lines.get(timeout=TIMEOUT) == f"lines: {second} | second\n"
+    finally:
+        stop(proc)
+
+
+def test_pull_raw_into_head_ends_quietly(url: str, plain_redis: redis.Redis) -> None:
+    first = plain_redis.xadd("headed", {"d": b"0"}).decode()
+    pull = shlex.join(
+        [sys.executable, "-m", "fastredis", "pull-raw", "headed", "--last-entry-id", "0",
+         "--url", url]
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        ["bash", "-c", f'{pull} | head -1; echo "pull-raw exit ${{PIPESTATUS[0]}}" >&2'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_as_users_run_it(), cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    added = iter(range(1, 1_000_000))
+
+    def ended() -> bool:  # a live stream: pull-raw finds the pipe closed at its next line
+        plain_redis.xadd("headed", {"d": str(next(added))})
+        return proc.poll() is not None
+
+    try:
+        wait_until(ended, timeout=TIMEOUT, interval=0.01, what="`pull-raw | head -1` to end")
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell, pull-raw and head
+        raise
+    finally:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    assert out == f"headed: {first} | 0\n"
+    assert "pull-raw exit 0" in err and "Traceback" not in err and "Broken" not in err, err
 
 
 def test_no_progress_bar_into_a_file_and_quiet(url: str, plain_redis: redis.Redis) -> None:

@@ -12,7 +12,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis._parsers.encoders import Encoder
 from redis.connection import PythonRespSerializer
@@ -28,6 +28,7 @@ from fastredis._frames import (
     push_entries,
 )
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
+from fastredis.ids import is_entry_id, parse_id
 
 # --------------------------------------------------------------------------
 # building batches from RESP2 reply bytes
@@ -476,6 +477,8 @@ BAD_HEADERS = [
     ([["a", "\u0661", 3]], b"abc", ["s"], "is not '*' or a stream id"),  # Arabic-Indic digit
     ([["a", f"{U64 + 1}-0", 3]], b"abc", ["s"], "is not '*' or a stream id"),
     ([["a", f"1-{U64 + 1}", 3]], b"abc", ["s"], "is not '*' or a stream id"),
+    ([["a", "0" * 20 + "1", 3]], b"abc", ["s"], "is not '*' or a stream id"),  # 21 digits
+    ([["a", "1-" + "0" * 20 + "1", 3]], b"abc", ["s"], "is not '*' or a stream id"),
     ([["a", "0-0", 3]], b"abc", ["s"], "id '0-0' must be greater than 0-0"),
     ([["a", "0", 3]], b"abc", ["s"], "id '0' must be greater than 0-0"),
     (
@@ -504,6 +507,41 @@ def test_push_id_limits_accepted() -> None:
         [],
     )
     assert [i for _, i, _ in entries] == ["0-1", str(U64), f"{U64}-{U64}", "007-1"]
+
+
+def _push_accepts_id(text: str) -> bool:
+    try:
+        push_entries([["a", text, 1]], b"x", [])
+    except FrameError:
+        return False
+    return True
+
+
+# an id part: a number around the u64 limit, with leading zeros around the 20-digit limit
+_ID_PART = st.builds(
+    lambda zeros, value: "0" * zeros + str(value),
+    st.integers(0, 22),
+    st.one_of(st.integers(0, 2**64 + 9), st.integers(U64 - 9, U64 + 9)),
+)
+
+
+@given(
+    st.one_of(
+        st.builds(lambda a, dash, b: a + dash + b, _ID_PART, st.sampled_from(["", "-"]), _ID_PART),
+        st.text(alphabet="0123456789-*", max_size=45),
+        st.text(max_size=45),
+    )
+)
+@example("0" * 20 + "1")
+@example("1-" + "0" * 19 + "1")
+@example("1-" + "0" * 20 + "1")
+@example(f"{U64}-{U64}")
+@example(f"{U64 + 1}")
+def test_push_ids_follow_the_one_grammar_of_fastredis_ids(text: str) -> None:
+    """The push header accepts exactly the ids fastredis.ids.parse_id accepts, plus "*",
+    minus 0-0 (which no XADD takes)."""
+    expected = text == "*" or (is_entry_id(text) and parse_id(text) != (0, 0))
+    assert _push_accepts_id(text) == expected
 
 
 def test_push_payload_type_errors() -> None:

@@ -508,6 +508,17 @@ def test_maxbuf():
         r.setmaxbuf(-1)
 
 
+def test_setmaxbuf_none_resets_the_default_like_hiredis():
+    default = hiredis.Reader().getmaxbuf()
+    r, h = Reader(), hiredis.Reader()
+    for reader in (r, h):
+        reader.setmaxbuf(0)
+        reader.setmaxbuf(None)
+    assert r.getmaxbuf() == h.getmaxbuf() == default
+    with pytest.raises(TypeError):
+        r.setmaxbuf("1024")
+
+
 def test_gets_while_building_is_refused():
     holder = {}
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-COMPILED = ["fastredis._batch", "fastredis._resp", "fastredis._writer", "fastredis._frames"]
+COMPILED = [
+    "fastredis._batch",
+    "fastredis._resp",
+    "fastredis._writer",
+    "fastredis._frames",
+    "fastredis._columns",
+]
 
 
 def test_stubs_match_the_compiled_modules():

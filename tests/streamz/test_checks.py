@@ -67,3 +67,18 @@ def test_bad_arguments_group(kwargs, error, match) -> None:
 def test_bad_arguments_lists(kwargs, error) -> None:
     with pytest.raises(error):
         Stream.from_redis_lists(**kwargs)
+
+
+@pytest.mark.parametrize("sink", ["sink_to_redis_list", "sink_to_redis_stream"])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_batch": None}, TypeError, "max_batch must be a positive int, not None"),
+        ({"high_water": None}, TypeError, "high_water must be a positive int, not None"),
+        ({"max_batch": 0}, ValueError, "max_batch must be a positive int, not 0"),
+    ],
+)
+def test_bad_arguments_sinks(sink: str, kwargs, error, match) -> None:
+    """Refused when made, not when the first write would divide its queue by None."""
+    with pytest.raises(error, match=match):
+        getattr(Stream(), sink)("k", url="redis://127.0.0.1:1", **kwargs)

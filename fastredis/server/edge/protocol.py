@@ -7,6 +7,7 @@ core reader's `fastredis._resp.ProtocolError`, which is about bytes from Redis.)
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ __all__ = [
     "CLOSE_TRY_LATER",
     "CLOSE_UNSUPPORTED",
     "BadInput",
+    "SSEOptions",
     "close_reason",
+    "end_offsets",
     "parse_query",
     "parse_sids",
+    "parse_sse_query",
 ]
 
 # Websocket close codes (RFC 6455, section 7.4.1).
@@ -150,6 +154,7 @@ class ReadOptions:
     ack: bool = False
     resume: bool = False
     epochs: list[str | None] | None = None  # the epochs the client saw (resume)
+    end_offsets: bool = False  # offsets=end: [sid, id, end] headers (the deployed clients')
 
 
 @dataclass
@@ -159,11 +164,16 @@ class PushOptions:
 
 
 PULL_PARAMS = frozenset(
-    {"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack", "resume", "epoch"}
-)
-GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest"})
+    {
+        "last_entry_id", "count", "block", "latest", "max_fps", "header", "ack", "offsets",
+        "resume", "epoch",
+    }
+)  # fmt: skip
+GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "offsets"})
+OFFSET_FORMS = ("start", "end")
 PUSH_PARAMS = frozenset({"header", "ack"})
 POST_PARAMS: frozenset[str] = frozenset()
+FOXGLOVE_PARAMS = frozenset({"latest", "max_fps"})
 
 
 def _check_names(query: Iterable[tuple[str, str]], allowed: frozenset[str]) -> dict[str, str]:
@@ -183,13 +193,20 @@ def parse_query(
     query: Iterable[tuple[str, str]],
     n_streams: int,
     default_block: int | None = None,
+    default_offsets: str = "start",
 ) -> ReadOptions | PushOptions:
-    """Validate the query of a `kind` ("pull", "get", "push", "post") request."""
+    """Validate the query of a `kind` ("pull", "get", "push", "post", "foxglove") request."""
     if kind == "push":
         q = _check_names(query, PUSH_PARAMS)
         return PushOptions(
             header=_bool("header", q.get("header", "1")), ack=_bool("ack", q.get("ack", "0"))
         )
+    if kind == "foxglove":  # newest first; latest unless latest=0
+        q = _check_names(query, FOXGLOVE_PARAMS)
+        opts = ReadOptions(["*"] * n_streams, latest=_bool("latest", q.get("latest", "1")))
+        if "max_fps" in q:
+            opts.max_fps = _float("max_fps", q["max_fps"], 0.0, 1e6)
+        return opts
     if kind == "post":
         _check_names(query, POST_PARAMS)
         return PushOptions(header=False, ack=True)
@@ -218,7 +235,22 @@ def parse_query(
         if not opts.resume:
             raise BadInput("query parameter epoch is for resume=1 pulls")
         opts.epochs = _epochs(q["epoch"], n_streams)
+    offsets = q.get("offsets", default_offsets)
+    if offsets not in OFFSET_FORMS:
+        raise BadInput(f"query parameter offsets={offsets!r} is not one of: start, end")
+    opts.end_offsets = offsets == "end"
     return opts
+
+
+def end_offsets(header: str, total: int) -> str:
+    """A pull header ``[[sid, id, start], ...]`` as ``[[sid, id, end], ...]`` (each entry's
+    payload ends where the next starts; the last at `total`, the payload's size): what
+    Redis Streamer's own server and clients put there."""
+    rows = json.loads(header)
+    if not rows:
+        return header
+    ends = [row[2] for row in rows[1:]] + [total]
+    return json.dumps([[sid, eid, end] for (sid, eid, _), end in zip(rows, ends, strict=True)])
 
 
 _EPOCH = re.compile(r"[0-9A-Za-z_-]{1,64}")
@@ -246,3 +278,39 @@ def query_items(query_params: Mapping[str, str] | object) -> list[tuple[str, str
     if items is not None:
         return list(items())
     return list(query_params.items())  # type: ignore[attr-defined]
+
+
+# -- Server-Sent Events ------------------------------------------------------------
+
+SSE_PARAMS = frozenset({"last_entry_id", "lastEventID", "latest", "max_fps", "data"})
+SSE_DATA_FORMS = ("text", "base64")
+
+
+@dataclass
+class SSEOptions:
+    """Query parameters (and ``Last-Event-ID``) of ``GET /sse/{sid}``."""
+
+    last_entry_ids: list[str]
+    latest: bool = False
+    max_fps: float = 0.0
+    base64: bool = False  # data=base64: every payload base64; else UTF-8 text
+
+
+def parse_sse_query(
+    query: Iterable[tuple[str, str]], n_streams: int, last_event_id: str | None
+) -> SSEOptions:
+    """Validate an SSE request. Where it starts, first found: the ``Last-Event-ID``
+    header (an EventSource reconnecting), ``lastEventID``, ``last_entry_id``, else
+    ``$`` (entries added from now on). An event id is the '+'-joined cursor list."""
+    q = _check_names(query, SSE_PARAMS)
+    start = last_event_id or q.get("lastEventID") or q.get("last_entry_id") or "$"
+    opts = SSEOptions(last_entry_ids=_last_entry_ids(start, n_streams))
+    if "latest" in q:
+        opts.latest = _bool("latest", q["latest"])
+    if "max_fps" in q:
+        opts.max_fps = _float("max_fps", q["max_fps"], 0.0, 1e6)
+    form = q.get("data", "text")
+    if form not in SSE_DATA_FORMS:
+        raise BadInput(f"query parameter data={form!r} is not one of: text, base64")
+    opts.base64 = form == "base64"
+    return opts

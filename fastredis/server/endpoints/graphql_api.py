@@ -231,6 +231,12 @@ class Stream:
     first_payload: strawberry.Private[bytes | None] = None
     last_payload: strawberry.Private[bytes | None] = None
 
+    @strawberry.field(
+        description="The stream key (same as sid), as Redis Streamer protocol clients ask it."
+    )
+    def id(self) -> str:
+        return self.sid
+
     @strawberry.field(description="The first entry's payload, base64.")
     def first_entry_data(self) -> str | None:
         return None if self.first_payload is None else base64.b64encode(self.first_payload).decode()

@@ -9,8 +9,10 @@ pull shows it is alive; 0 waits forever), ``latest`` (skip to the newest entries
 frame dropping), ``max_fps`` (at most that many batches a second), ``header`` (1;
 with 0 every entry is sent as its own binary message and nothing for an empty batch),
 ``ack`` (after each batch sent, wait for a text message from the client; a binary
-message closes the pull with 1003), ``resume`` (1: first a text frame
-``{"resume": {...}}``, and ``{"gap": {...}}`` before entries that follow a loss;
+message closes the pull with 1003), ``offsets`` (``start``, the default unless
+``fastredis serve --offsets end``; ``end``: the header says where each payload ends, as
+the Redis Streamer protocol's deployed clients read it), ``resume`` (1: first a text
+frame ``{"resume": {...}}``, and ``{"gap": {...}}`` before entries that follow a loss;
 `fastredis.server.reads.resume`), ``epoch`` (with resume: the epochs last seen).
 
 ``$`` (and every start) is fixed before the handshake is accepted: whatever is added
@@ -36,13 +38,14 @@ from fastredis.server.edge.protocol import (
     CLOSE_UNSUPPORTED,
     BadInput,
     ReadOptions,
+    end_offsets,
     parse_query,
     parse_sids,
     query_items,
 )
 from fastredis.server.edge.uvicorn_guard import VIEWS_EXTENSION
 from fastredis.server.endpoints.websocket import close_with
-from fastredis.server.reads.delivery import Views
+from fastredis.server.reads.delivery import Views, nbytes
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
@@ -59,8 +62,9 @@ async def pull_endpoint(ws: WebSocket) -> None:
     try:
         sids = parse_sids(ws.path_params["sid"])
         opts = parse_query(
-            "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms
-        )
+            "pull", query_items(ws.query_params), len(sids), default_block=settings.pull_block_ms,
+            default_offsets=settings.offsets,
+        )  # fmt: skip
         assert isinstance(opts, ReadOptions)
     except BadInput as exc:
         await ws.accept()
@@ -182,6 +186,8 @@ async def _pull_loop(
             if not opts.latest:
                 await sub.pace()
             if header is not None:
+                if opts.end_offsets:
+                    header = end_offsets(header, sum(nbytes(p) for p in payloads))
                 await send({"type": "websocket.send", "text": header})
             for payload in payloads:
                 if isinstance(payload, Views):  # several buffers, one binary message

@@ -7,7 +7,8 @@ holds at most ``--max-read-bytes`` of entries (about): when it was cut short, th
 ``more-entries: 1`` header says more are likely there. Query:
 ``last_entry_id`` (default ``*``: the newest ``count`` entries; ``$``, ``0``, an id, or
 one per stream joined by '+'), ``count`` (1), ``latest``, ``block`` (ms; default: do
-not wait).
+not wait), ``offsets`` (``end``: end offsets, also under the names ``x-offsets`` and
+``x-last-entry-id`` that the Redis Streamer protocol's deployed clients read).
 
 POST takes multipart/form-data, every part one entry (its field name does not
 matter), or any other body as a single entry. Each entry goes to every stream of the
@@ -36,6 +37,7 @@ from fastredis.server.edge.protocol import (
     BadInput,
     PushOptions,
     ReadOptions,
+    end_offsets,
     parse_query,
     parse_sids,
     query_items,
@@ -57,7 +59,10 @@ async def get_data(request: Request) -> Response:
     try:
         sids = parse_sids(request.path_params["sid"])
         require_read(request, sids)
-        opts = parse_query("get", query_items(request.query_params), len(sids))
+        opts = parse_query(
+            "get", query_items(request.query_params), len(sids),
+            default_offsets=request.app.state.settings.offsets,
+        )  # fmt: skip
         assert isinstance(opts, ReadOptions)
         hub = request.app.state.hub
         sub = hub.subscribe(
@@ -98,7 +103,11 @@ async def get_data(request: Request) -> Response:
         cursor = "+".join(ids[s] for s in sids)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header))
+    if opts.end_offsets:
+        header = end_offsets(header, sum(v.nbytes for v in views))
     headers = {"entry-offset": header, "last-entry-id": cursor}
+    if opts.end_offsets:  # and the names the Redis Streamer protocol's clients read
+        headers |= {"x-offsets": header, "x-last-entry-id": cursor}
     if more:  # cut by --max-read-bytes (or count): read on from last-entry-id
         headers["more-entries"] = "1"
     return _Answer(views, headers, give_back)

@@ -19,7 +19,7 @@ from fastredis.ids import format_id
 from fastredis.server.reads.resume import Gap
 from fastredis.server.run import metrics
 
-__all__ = ["VIEW_ENTRY_BYTES", "Delivery", "Frame", "Ids", "Views"]
+__all__ = ["VIEW_ENTRY_BYTES", "Delivery", "Frame", "Ids", "Views", "nbytes"]
 
 Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
 Ids = dict[str, str]
@@ -31,6 +31,13 @@ VIEW_ENTRY_BYTES = 64 * 1024
 
 class Views(list[Any]):
     """One binary message's payload given as several buffers (views into the batch)."""
+
+
+def nbytes(payload: Any) -> int:
+    """The size of one binary message's payload (a buffer, or `Views`)."""
+    if isinstance(payload, Views):
+        return sum(memoryview(v).nbytes for v in payload)
+    return memoryview(payload).nbytes
 
 
 def _text(name: Any) -> str:

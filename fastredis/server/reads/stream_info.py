@@ -9,7 +9,18 @@ from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 
-__all__ = ["GroupInfo", "consumer_groups", "list_sids", "pairs", "text"]
+from fastredis.ids import parse_id
+
+__all__ = [
+    "GroupInfo",
+    "consumer_groups",
+    "first_sids",
+    "list_sids",
+    "lost_after",
+    "pairs",
+    "stream_infos",
+    "text",
+]
 
 
 def text(value: Any) -> str | None:
@@ -34,6 +45,55 @@ async def list_sids(client: AsyncRedis, limit: int | None = None) -> list[str]:
     keys = {text(k) async for k in client.scan_iter(count=1000, _type="stream")}
     sids = sorted(k for k in keys if k is not None)
     return sids if limit is None else sids[:limit]
+
+
+async def first_sids(client: AsyncRedis, limit: int) -> list[str]:
+    """At most `limit` stream keys (SCAN TYPE stream, stopping once it has them), sorted."""
+    found: set[str] = set()
+    async for key in client.scan_iter(count=1000, _type="stream"):
+        found.add(str(text(key)))
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """XINFO STREAM of each stream (None: no such key), in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for sid in sids:
+            pipe.execute_command("XINFO", "STREAM", sid)  # two words: the raw reply
+        replies = await pipe.execute(raise_on_error=False)
+    return {
+        sid: None if isinstance(reply, Exception) else pairs(reply)
+        for sid, reply in zip(sids, replies, strict=True)
+    }
+
+
+def lost_after(cursor: str, info: dict[str, Any] | None) -> str | None:
+    """Why entries after `cursor` (an entry id) may no longer be read, from the
+    stream's XINFO STREAM `info` (None: the key is gone), or None when none are lost.
+
+    Redis keeps no record of what a trim removed: when the stream now starts past the
+    entry right after `cursor` and it lost entries, some of them may have come after
+    `cursor` (the answer errs towards saying so)."""
+    after = parse_id(cursor)
+    if after == (0, 0):
+        return None
+    if info is None:
+        return "the stream no longer exists"
+    newest = parse_id(str(text(info.get("last-generated-id")) or "0-0"))
+    if newest < after:
+        return "the stream was made anew (its newest id is below the resumed one)"
+    deleted = text(info.get("max-deleted-entry-id"))
+    if deleted is not None and parse_id(deleted) > after:
+        return f"entries after {cursor} were deleted"
+    removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+    first = info.get("first-entry")
+    start = parse_id(str(text(first[0]))) if first else None
+    if removed and newest > after and (start is None or start > (after[0], after[1] + 1)):
+        where = f"now starts at {text(first[0])}" if first else "is empty"
+        return f"entries after {cursor} were trimmed (the stream {where})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
 from fastredis.server.edge.drain import Drain
 from fastredis.server.edge.rawpath import RawPathGuard
+from fastredis.server.endpoints.foxglove import foxglove_endpoint
 from fastredis.server.endpoints.mjpeg import mjpeg_endpoint
 from fastredis.server.endpoints.pages import dashboard, viewer, wants_html
 from fastredis.server.endpoints.pull import pull_endpoint
 from fastredis.server.endpoints.push import push_endpoint
 from fastredis.server.endpoints.rest import get_data, post_data
+from fastredis.server.endpoints.sse import EventCache, sse_endpoint
 from fastredis.server.reads.hub import Hub
 from fastredis.server.run.health import healthz, readyz
 from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
@@ -60,6 +62,8 @@ async def index(request: Request) -> Response:
             "rest": "GET|POST /data/{sid}",
             "graphql": "/graphql" if has_graphql else None,
             "mjpeg": "GET /mjpeg/{sid}",
+            "sse": "GET /sse/{sid}",
+            "foxglove": "ws /foxglove (foxglove.websocket.v1)",
             "view": "GET /view/{sid}",
             "health": ["GET /healthz", "GET /readyz", "GET /metrics"],
         }
@@ -119,8 +123,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/metrics", metrics_endpoint),
         Route("/view/{sid}", viewer),
         Route("/mjpeg/{sid}", mjpeg_endpoint),
+        Route("/sse/{sid}", sse_endpoint),
         WebSocketRoute("/data/{sid}/push", push_endpoint),
         WebSocketRoute("/data/{sid}/pull", pull_endpoint),
+        WebSocketRoute("/foxglove", foxglove_endpoint),
         Route("/data/{sid}", get_data, methods=["GET"]),
         Route("/data/{sid}", post_data, methods=["POST"]),
         *_graphql_routes(),
@@ -137,7 +143,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["entry-offset", "last-entry-id", "more-entries"],
+                expose_headers=[
+                    "entry-offset",
+                    "last-entry-id",
+                    "more-entries",
+                    "x-offsets",
+                    "x-last-entry-id",
+                ],
             )
         )
     # inside CORS: preflights are answered without a token, refusals carry CORS headers
@@ -146,4 +158,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.drain = Drain(settings.drain_seconds)  # run on SIGTERM (run.process)
+    app.state.sse_events = EventCache()  # SSE events encoded once for every viewer
     return app

@@ -7,7 +7,7 @@ of one process adds to the same ones; with ``--workers N`` each worker answers f
 itself. Consumer groups are read from Redis
 at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
 
-* ``fastredis_open_sockets{kind}``: push, pull, graphql (websockets) and mjpeg;
+* ``fastredis_open_sockets{kind}``: push, pull, graphql, foxglove (websockets), mjpeg and sse;
 * ``fastredis_entries_pushed_total{via}``, ``fastredis_pushed_bytes_total{via}``:
   entries Redis confirmed writing (ws, rest), and their payload bytes;
 * ``fastredis_entries_pulled_total{via}``, ``fastredis_pulled_bytes_total{via}``:
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 MAX_GROUP_STREAMS = 1000  # stream keys whose groups one scrape reports (sorted by name)
-SOCKET_KINDS = ("push", "pull", "graphql", "mjpeg")
+SOCKET_KINDS = ("push", "pull", "graphql", "mjpeg", "sse", "foxglove")
 STREAM_READ_KINDS = ("tail", "catch_up", "shared")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -73,7 +73,9 @@ class _Counts:
     def __init__(self) -> None:
         self.sockets: Counter[str] = Counter(dict.fromkeys(SOCKET_KINDS, 0))
         self.pushed: dict[str, list[int]] = {"ws": [0, 0], "rest": [0, 0]}  # entries, bytes
-        self.pulled: dict[str, list[int]] = {v: [0, 0] for v in ("ws", "rest", "graphql", "mjpeg")}
+        self.pulled: dict[str, list[int]] = {
+            v: [0, 0] for v in ("ws", "rest", "graphql", "mjpeg", "sse", "foxglove")
+        }
         self.latency = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last is +Inf
         self.latency_sum = 0.0
         self.dropped: Counter[tuple[str, str]] = Counter()
@@ -198,8 +200,12 @@ def socket_kind(scope: Scope) -> str | None:
                 return "pull"
         elif path.rstrip("/") == "/graphql":
             return "graphql"
+        elif path.rstrip("/") == "/foxglove":
+            return "foxglove"
     elif scope["type"] == "http" and path.startswith("/mjpeg/"):
         return "mjpeg"
+    elif scope["type"] == "http" and path.startswith("/sse/"):
+        return "sse"
     return None
 
 

@@ -28,7 +28,7 @@ from fastredis.server.run.settings import Settings, parse_size
 __all__ = ["NEEDS", "redacted", "register", "serve"]
 
 # what `serve` imports (the server extra), probed before it runs
-NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart")
+NEEDS = ("uvicorn", "starlette", "strawberry", "websockets", "multipart", "sse_starlette")
 
 
 def _fail(message: str) -> int:
@@ -161,6 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
             api_keys=args.api_key,
             jwt_secret=args.jwt_secret,
             jwt_public_key=args.jwt_public_key,
+            offsets=args.offsets,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -361,6 +362,14 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="accept RS256/ES256 JWTs verified with this PEM public key; default "
         "FASTREDIS_JWT_PUBLIC_KEY",
+    )
+    p.add_argument(
+        "--offsets",
+        choices=["start", "end"],
+        default=None,
+        help="offsets in pull headers and REST GETs by default: start (the protocol "
+        "specification, the default) or end (for clients of the Redis Streamer protocol "
+        "that read end offsets and x-offsets / x-last-entry-id); or FASTREDIS_OFFSETS",
     )
     p.add_argument(
         "--log-level",

@@ -148,6 +148,10 @@ class Settings:
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
     * ``drain_seconds``: on SIGTERM, pulls are closed (1012, with a retry hint) spread
       over this many seconds, after pushes have had their acks.
+    * ``offsets``: what the pull header and REST GET put as each entry's offset by
+      default: ``start`` (the specification) or ``end`` (the Redis Streamer protocol's
+      deployed clients; REST then also names its headers ``x-offsets`` and
+      ``x-last-entry-id``). The ``offsets`` query parameter picks per request.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
@@ -167,6 +171,7 @@ class Settings:
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    offsets: str = "start"
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
@@ -192,6 +197,8 @@ class Settings:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
         if not 0 <= self.drain_seconds <= 3600:
             raise ValueError(f"drain_seconds must be in [0, 3600], not {self.drain_seconds}")
+        if self.offsets not in ("start", "end"):
+            raise ValueError(f"offsets must be start or end, not {self.offsets!r}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
@@ -220,7 +227,7 @@ class Settings:
         FASTREDIS_MAX_READ_BYTES,
         FASTREDIS_REDIS_MAX_CONNECTIONS,
         FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
-        FASTREDIS_JWT_SECRET and FASTREDIS_JWT_PUBLIC_KEY are read.
+        FASTREDIS_JWT_SECRET, FASTREDIS_JWT_PUBLIC_KEY and FASTREDIS_OFFSETS are read.
         """
         env = os.environ if env is None else env
         origins = [o.strip() for o in env.get("FASTREDIS_CORS_ORIGINS", "").split(",")]
@@ -244,6 +251,7 @@ class Settings:
             "api_keys": [k for k in keys if k],
             "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,
             "jwt_public_key": env.get("FASTREDIS_JWT_PUBLIC_KEY") or None,
+            "offsets": env.get("FASTREDIS_OFFSETS") or "start",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

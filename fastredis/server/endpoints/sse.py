@@ -1,0 +1,203 @@
+"""``GET /sse/{sid}``: a stream's entries as Server-Sent Events (``text/event-stream``),
+for browsers' ``EventSource``; several streams are joined with '+' as on the pull.
+
+* Each entry is one event. Its ``id:`` is where a reader stands after it: the entry id
+  for one stream; for several, the '+'-joined cursor of every stream (``a+b`` gives
+  ``1-0+5-0``), so resuming from it resumes every stream at once.
+* ``data:`` is the payload as UTF-8 text (``data=text``, the default; line breaks
+  arrive as LF, as SSE says), or base64 (``data=base64``). In text mode an entry that
+  is not UTF-8 is sent base64 and its event named ``binary`` (so nothing is mangled).
+* The event name is ``message`` (``onmessage``) for one stream; with several, the
+  stream id (``addEventListener(sid, ...)``), and ``SID:binary`` for base64 in text mode.
+* Where it starts: ``Last-Event-ID`` (sent by a reconnecting EventSource), else
+  ``?lastEventID=``, else ``?last_entry_id=`` (as the pull), else ``$``. When entries
+  after a resumed id are gone (trimmed, deleted, the stream made anew), one ``gap``
+  event says so first: ``{"stream", "after", "reason"}``.
+* A comment every `PING_S` seconds keeps proxies from closing an idle stream.
+* ``latest=1`` sends only the newest entry each time the viewer is ready for one;
+  ``max_fps`` caps the events a second (each the newest: entries between are skipped).
+  Every viewer reads through the hub's shared read, the one the pulls of the same
+  streams use (`fastredis.server.reads.newest`): no XREAD per viewer or per kind.
+
+sse-starlette does the response: keep-alive comments, the client leaving, shutdown.
+The events themselves are encoded here, once per entry for all viewers (`EventCache`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fastredis._frames import pull_views
+from fastredis.ids import parse_id
+from fastredis.server.edge.auth import require_read
+from fastredis.server.edge.errors import explain, failure
+from fastredis.server.edge.protocol import (
+    BadInput,
+    SSEOptions,
+    parse_sids,
+    parse_sse_query,
+    query_items,
+)
+from fastredis.server.reads.hub import Delivery
+from fastredis.server.reads.newest import Newest
+from fastredis.server.reads.stream_info import lost_after, stream_infos
+
+__all__ = ["PING_S", "EventCache", "resume_gaps", "sse_endpoint"]
+
+PING_S = 15.0  # a comment this often keeps proxies from closing an idle stream
+CACHE_EVENTS = 64  # encoded events kept for other viewers of the same entries
+CACHE_BYTES = 32 << 20
+
+
+class EventCache:
+    """The last few encoded events, so N viewers of an entry encode it once."""
+
+    def __init__(self, events: int = CACHE_EVENTS, nbytes: int = CACHE_BYTES) -> None:
+        self._events: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._limit, self._limit_bytes, self._bytes = events, nbytes, 0
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        return self._events.get(key)
+
+    def put(self, key: tuple[Any, ...], event: bytes) -> None:
+        if key in self._events:
+            return
+        self._events[key] = event
+        self._bytes += len(event)
+        while len(self._events) > self._limit or self._bytes > self._limit_bytes:
+            self._bytes -= len(self._events.popitem(last=False)[1])
+
+
+def _encode(payload: Any, as_base64: bool, name: str | None, event_id: str) -> bytes:
+    data: str | None = None
+    if not as_base64:
+        try:
+            data = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError:
+            name = "binary" if name is None else f"{name}:binary"
+    if data is None:
+        data = base64.b64encode(payload).decode("ascii")
+    return ServerSentEvent(data, event=name, id=event_id).encode()
+
+
+def delivery_events(
+    delivery: Delivery,
+    sids: Sequence[str],
+    before: dict[str, str],
+    opts: SSEOptions,
+    cache: EventCache,
+    newest: bool = False,
+) -> list[bytes]:
+    """The events of one delivery (one per entry; `newest`: its last entry only);
+    `before` (the cursor ahead of it) is moved along. With several streams an event's
+    id is the whole cursor after it."""
+    batch = delivery.batch
+    several = len(sids) > 1
+    names = batch.streams if several else ()
+    streams = batch.offsets()["entry_stream"] if several else None
+    out = []
+    pairs = list(enumerate(zip(batch.ids(), pull_views(batch), strict=True)))
+    for i, (eid, view) in pairs[-1:] if newest else pairs:
+        entry_id = eid.decode() if isinstance(eid, bytes) else str(eid)
+        sid = sids[0]
+        if streams is not None:
+            raw = names[int(streams[i])]
+            sid = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if parse_id(entry_id) <= parse_id(before[sid]):
+            continue  # at or before where the viewer stands (a skipping start)
+        before[sid] = entry_id
+        event_id = "+".join(before[s] for s in sids) if several else entry_id
+        key = (sid, entry_id, event_id, opts.base64)
+        event = cache.get(key)
+        if event is None:
+            event = _encode(view, opts.base64, sid if several else None, event_id)
+            cache.put(key, event)
+        out.append(event)
+    return out
+
+
+async def resume_gaps(
+    request: Request, sids: Sequence[str], starts: Sequence[str]
+) -> list[dict[str, str]]:
+    """One ``gap`` per stream whose entries after the resumed id are gone.
+    The one place a resumed SSE asks about gaps (checked when it opens)."""
+    resumed = [
+        (s, start) for s, start in zip(sids, starts, strict=True) if start not in ("$", "*", "0")
+    ]
+    if not resumed:
+        return []
+    infos = await stream_infos(request.app.state.redis, [s for s, _ in resumed])
+    gaps = []
+    for sid, start in resumed:
+        reason = lost_after(start, infos[sid])
+        if reason is not None:
+            gaps.append({"stream": sid, "after": start, "reason": reason})
+    return gaps
+
+
+async def _events(
+    request: Request, sids: list[str], opts: SSEOptions, gaps: list[dict[str, str]]
+) -> AsyncIterator[bytes]:
+    for gap in gaps:
+        yield ServerSentEvent(json.dumps(gap), event="gap").encode()
+    # the ordinary group of the streams (the one pulls read): latest / max_fps are
+    # applied here, so every kind of viewer shares one read
+    asked = opts.last_entry_ids
+    skipping = opts.latest or bool(opts.max_fps)
+    # skipping starts at the newest entry (what is older than the asked id is dropped)
+    starts = [s if s == "$" or not skipping else "*" for s in asked]
+    sub = request.app.state.hub.subscribe(sids, starts, count=1, via="sse")
+    source = Newest(sub, opts.max_fps or None, "sse") if skipping else sub
+    cache: EventCache = request.app.state.sse_events
+    async with source:
+        before = {
+            sid: sub.cursor.ids[sid] if a in ("$", "*") else ("0-0" if a == "0" else a)
+            for sid, a in zip(sids, asked, strict=True)
+        }
+        while True:
+            delivery = await source.next()
+            if delivery is None or not len(delivery.batch):
+                continue
+            delivery.sent("sse")
+            newest = skipping and len(sids) == 1  # one stream: its newest entry only
+            for event in delivery_events(delivery, sids, before, opts, cache, newest):
+                yield event
+
+
+async def _only_streams(request: Request, sids: Sequence[str]) -> None:
+    """A key of another type is refused before the event stream starts (409)."""
+    async with request.app.state.redis.pipeline(transaction=False) as pipe:
+        for sid in sids:
+            pipe.type(sid)
+        kinds = await pipe.execute()
+    for sid, kind in zip(sids, kinds, strict=True):
+        name = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if name not in ("stream", "none"):
+            raise BadInput(f"{sid!r} holds a {name}, not a stream", status=409)
+
+
+async def sse_endpoint(request: Request) -> Response:
+    """GET /sse/{sid}?data=text|base64&latest=&max_fps=&lastEventID="""
+    sids: list[str] = []
+    try:
+        sids = parse_sids(request.path_params["sid"])
+        require_read(request, sids)
+        opts = parse_sse_query(
+            query_items(request.query_params), len(sids), request.headers.get("last-event-id")
+        )
+        await _only_streams(request, sids)
+        gaps = await resume_gaps(request, sids, opts.last_entry_ids)
+    except BadInput as exc:
+        return failure(exc).response()
+    except RedisError as exc:
+        return (await explain(exc, request.app.state.redis, sids)).response()
+    return EventSourceResponse(_events(request, sids, opts, gaps), ping=PING_S)
