@@ -130,11 +130,13 @@ class StreamCursor:
         block: int | None,
         count: int | None = None,
         budget: int | None = None,
+        step: int = 1,
     ) -> StreamBatch:
         """The next batch over `conn` (empty when `block` ms pass with nothing new);
         `count` entries per stream at most (default: the cursor's), fewer when their
-        bytes would pass `budget` (default: ``sizes.max_read_bytes``); `cut` says
-        whether they were fewer and the reply full (more are likely there)."""
+        bytes would pass `budget` (default: ``sizes.max_read_bytes``), then a multiple
+        of `step` when that is at least `step`; `cut` says whether they were fewer and
+        the reply full (more are likely there)."""
         if self.latest:
             batch = await self._read_latest(conn)
             if batch is not None:
@@ -148,6 +150,8 @@ class StreamCursor:
                 await sizes.probe(self.sids)
             limit = sizes.max_read_bytes if budget is None else min(budget, sizes.max_read_bytes)
             asked = redis_count(sizes, self.sids, wanted, limit)
+            if asked > step:
+                asked -= asked % step
         batch = await conn.xread(self.ids, asked, block)
         if sizes is not None:
             sizes.observe(batch, self.sids)

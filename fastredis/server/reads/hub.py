@@ -1,10 +1,12 @@
 """The shared-read hub: one Redis read per stream set at the tail, shared by every
 subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
 
-* A **tail group** exists per (streams, count, latest) with subscribers. Its task reads
-  the next batch after the group's cursor, over one of a few held connections taken in
-  turns, and hands the same `Delivery` (the StreamBatch, and its pull frame packed once)
-  to every subscriber of the group.
+* A **tail group** exists per streams (and, with ``latest``, per ``count``; readers that
+  resume have their own) with subscribers. Its task reads the next batch after the
+  group's cursor, over one of a few held connections taken in turns, and hands the same
+  `Delivery` to every subscriber of the group; each sends it as frames of its own
+  ``count`` (`fastredis.server.reads.delivery`). Every read's reply is bounded in bytes
+  (`fastredis.server.reads.sizes`).
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
@@ -375,8 +377,8 @@ class Subscription:
         whether it is full (as many entries as asked: more are likely there)."""
         hub, cursor = self.hub, self.cursor
         asked, budget = self.count, None
-        if self.read_ahead:
-            asked = max(self.count, CATCH_UP_ENTRIES)
+        if self.read_ahead:  # whole frames of `count`, but for the stream's end
+            asked = self.count * max(1, CATCH_UP_ENTRIES // self.count)
             per = sum(hub.sizes.get(s) for s in self.sids)
             budget = max(CATCH_UP_BYTES, self.count * per)
 
@@ -389,7 +391,7 @@ class Subscription:
             before = dict(cursor.ids)
             states = await hub.starts.states(self.sids, before) if self.resume else None
             async with hub.catch_up.take() as conn:
-                batch = await cursor.read(conn, None, asked, budget)
+                batch = await cursor.read(conn, None, asked, budget, self.count)
             cut = cursor.cut
             gaps = _gaps(cursor, before, states, batch, self.epochs)
             delivery = Delivery(batch, dict(cursor.ids), before)
