@@ -9,11 +9,15 @@ Groups (compare within a group):
       1,000 entries of three small fields each: 12,000 entries per read.
   cluster-1MB: 6 streams of 8 entries of one 1 MB field: 48 MB per read.
 Run: flock /tmp/fastredis-bench.lock pytest benchmarks/bench_cluster.py --benchmark-only
+Or, interleaved A/B rounds with wall and CPU time, medians and spreads, written to
+benchmarks/results/cluster-*.json (one command, `--short` for 5 rounds):
+    python benchmarks/bench_cluster.py [--short]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -99,3 +103,81 @@ def test_redis_py_cluster_pipeline(benchmark: Any, stock: RedisCluster, case: st
 def test_redis_py_refuses_one_xread_over_slots(stock: RedisCluster) -> None:
     with pytest.raises(redis.exceptions.RedisClusterException):
         stock.xread(dict.fromkeys(SMALL, 0), count=1)
+
+
+def _fill(url: str) -> None:
+    with RedisCluster.from_url(url) as client:
+        pipe = client.pipeline()
+        for name in SMALL:
+            for i in range(1000):
+                pipe.xadd(name, {"a": i, "b": "x" * 8, "c": "yz"})
+        pipe.execute()
+        payload = b"\x01" * (1 << 20)
+        for name in LARGE:
+            for _ in range(8):
+                client.xadd(name, {"d": payload})
+
+
+def _variants(fast: Any, stock: RedisCluster, case: str) -> dict[str, Callable[[], int]]:
+    names, per, total = CASES[case]
+
+    def fastredis() -> int:
+        return len(xread_batch(fast, dict.fromkeys(names, 0), count=per))
+
+    def per_stream() -> int:
+        return sum(len(stock.xread({name: 0}, count=per)[0][1]) for name in names)
+
+    def pipeline() -> int:
+        pipe = stock.pipeline()
+        for name in names:
+            pipe.xread({name: 0}, count=per)
+        return sum(len(reply[0][1]) for reply in pipe.execute())
+
+    variants = {
+        "fastredis": fastredis,
+        "redis-py per stream": per_stream,
+        "redis-py pipeline": pipeline,
+    }
+    for name, read in variants.items():
+        assert read() == total, name
+    return variants
+
+
+def main(argv: list[str]) -> None:
+    from abrounds import fmt, loadavg, ratios, rounds, spread, write
+
+    n = 5 if "--short" in argv else 15
+    load_before = loadavg()
+    cases: dict[str, Any] = {}
+    with EmbeddedCluster() as cluster:
+        _fill(cluster.url)
+        with make_client({"socket_read_size": 1 << 20}, url=cluster.url) as fast, \
+                RedisCluster.from_url(cluster.url) as stock:  # fmt: skip
+            for case in CASES:
+                _check_spread(fast, CASES[case][0])
+                got = rounds(_variants(fast, stock, case), n)
+                base = got["redis-py per stream"]["wall"]
+                cases[case] = {
+                    name: {
+                        "wall_s": spread(r["wall"]),
+                        "cpu_s": spread(r["cpu"]),
+                        "speed_vs_per_stream": ratios(r["wall"], base),
+                    }
+                    for name, r in got.items()
+                }
+    path = write("cluster", {"rounds": n, "load_before": load_before, "load_after": loadavg(),
+                             "cases": cases})  # fmt: skip
+    print(f"load average before {load_before}, after {loadavg()}; {n} interleaved rounds")
+    for case, rows in cases.items():
+        print(f"\n{case}: wall ms median (min-max), client CPU ms, x vs redis-py per stream")
+        for name, row in rows.items():
+            print(
+                f"  {name:22} {fmt(row['wall_s'], 1e3)}  cpu {fmt(row['cpu_s'], 1e3)}"
+                f"  x {fmt(row['speed_vs_per_stream'], digits=2)}"
+            )
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    main(sys.argv[1:])

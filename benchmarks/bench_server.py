@@ -2,6 +2,7 @@
 
     pytest benchmarks/bench_server.py -s --benchmark-json=server.json
     python benchmarks/bench_server.py            # the same, through pytest
+    python benchmarks/bench_server.py --yardsticks [--short]   # see `yardsticks`
 
 Starts a private Valkey (the `bench_server` fixture), `fastredis serve` on it (a
 subprocess, `--maxlen 1000000` so nothing pulled is trimmed) and the two bare websocket
@@ -628,6 +629,175 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     write_run("server", table, rows)
     with capsys.disabled():
         print("\n\n" + table + "\n")
+
+
+# -- yardsticks: the 1 MB pull next to the simplest relay, CPU per MB next to bare ---------
+
+YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
+YARD_TARGETS = ("server", "relay", "bare-ws")
+# FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
+# (another checkout, its extensions built), for an A/B of a change in the same run.
+BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
+
+
+def _fill_mb(url: str, sid: str, n: int) -> None:
+    """`n` entries of 1 MB in field `d`, each starting with its sequence number."""
+    _headers, payloads = loadtool.make_payloads(n, MB)
+    with redis.Redis.from_url(url) as r:
+        r.delete(sid)
+        for start in range(0, n, 50):
+            pipe = r.pipeline(transaction=False)
+            for data in payloads[start : start + 50]:
+                pipe.xadd(sid, {"d": data})
+            pipe.execute()
+
+
+def _pull_round(urls: dict[str, str], procs: dict[str, psutil.Process], sid: str, n: int,
+                order: list[str]) -> dict[str, dict[str, float]]:  # fmt: skip
+    """One pull of `n` x 1 MB per target (in `order`), with the CPU each process used."""
+    out = {}
+    me = psutil.Process()
+    for target in order:
+        watched = {"client": me, "gateway": procs[target], **({"valkey": procs["valkey"]})}
+        before = {k: sum(p.cpu_times()[:2]) for k, p in watched.items()}
+        res = loadtool.raw_pull(urls[target], sid, n, 1, size=MB)
+        if not res.ok:
+            raise RuntimeError(f"{target}: {res.text()}")
+        used = {k: sum(p.cpu_times()[:2]) - before[k] for k, p in watched.items()}
+        mb = res.payload_bytes / 1e6
+        out[target] = {
+            "mb_per_s": res.mb_per_s,
+            "gateway_cpu_ms_per_mb": used["gateway"] * 1e3 / mb,
+            "client_cpu_ms_per_mb": used["client"] * 1e3 / mb,
+            "valkey_cpu_ms_per_mb": used["valkey"] * 1e3 / mb,
+        }
+    return out
+
+
+def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
+    """`runs` interleaved rounds of the 1 MB pull against `fastredis serve`, the relay
+    (benchmarks/relay_yardstick.py) and the bare `websockets` server (the load tool's
+    own ceiling: no Redis), all read by loadtool.raw_pull; per-round ratios."""
+    from abrounds import loadavg, spread
+
+    load_before = loadavg()
+    sid = "yard"
+    targets = (*YARD_TARGETS, "server-base") if BASE_TREE else YARD_TARGETS
+    started: list[subprocess.Popen[bytes]] = []
+    with EmbeddedRedis() as valkey:
+        try:
+            _fill_mb(valkey.url, sid, entries)
+            ports = {t: free_port() for t in targets}
+            argv = {
+                "server": ["-m", "fastredis", "serve", "--port", str(ports["server"]),
+                           "--redis-url", valkey.url, "--maxlen", str(MAXLEN),
+                           "--log-level", "warning"],
+                "relay": ["benchmarks/relay_yardstick.py", "--port", str(ports["relay"]),
+                          "--redis-url", valkey.url],
+                "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
+                            "--impl", "websockets"],
+            }  # fmt: skip
+            if BASE_TREE:
+                code = (f"import sys; sys.path.insert(0, {BASE_TREE!r}); "
+                        "from fastredis.cli import main; sys.exit(main())")  # fmt: skip
+                argv["server-base"] = ["-c", code, *argv["server"][2:]]
+                argv["server-base"][argv["server-base"].index("--port") + 1] = str(
+                    ports["server-base"]
+                )
+            procs: dict[str, psutil.Process] = {"valkey": psutil.Process(valkey.pid)}
+            for target in targets:
+                started.append(spawn_server(argv[target], ports[target]))
+                procs[target] = psutil.Process(started[-1].pid)
+            urls = {t: f"ws://127.0.0.1:{ports[t]}" for t in targets}
+            # the bare server answers pulls with frames cut from what was pushed to it
+            pushed = asyncio.run(loadtool.push(urls["bare-ws"], sid, entries, MB, confirm="ack"))
+            if not pushed.ok:
+                raise RuntimeError(f"push to the bare server: {pushed.text()}")
+            _pull_round(urls, procs, sid, min(entries, 50), list(targets))  # warm-up
+            rounds = []
+            for r in range(runs):
+                k = r % len(targets)
+                order = list(targets[k:] + targets[:k])
+                rounds.append(_pull_round(urls, procs, sid, entries, order))
+        finally:
+            for proc in started:
+                stop_server(proc)
+
+    def col(target: str, key: str) -> list[float]:
+        return [r[target][key] for r in rounds]
+
+    summary = {t: {k: spread(col(t, k)) for k in rounds[0][t]} for t in targets}
+    summary["ratios"] = {
+        "server_vs_relay_mb_per_s": spread(
+            [r["server"]["mb_per_s"] / r["relay"]["mb_per_s"] for r in rounds]
+        ),
+        "bare_ws_vs_server_mb_per_s (load tool headroom)": spread(
+            [r["bare-ws"]["mb_per_s"] / r["server"]["mb_per_s"] for r in rounds]
+        ),
+        "server_cpu_per_mb_vs_bare_ws": spread(
+            [
+                r["server"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
+        **(
+            {
+                "server_cpu_per_mb_vs_server_base": spread(
+                    [
+                        r["server"]["gateway_cpu_ms_per_mb"]
+                        / r["server-base"]["gateway_cpu_ms_per_mb"]
+                        for r in rounds
+                    ]
+                )
+            }
+            if BASE_TREE
+            else {}
+        ),
+        "relay_cpu_per_mb_vs_bare_ws": spread(
+            [
+                r["relay"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
+    }
+    return {"entries": entries, "runs": runs, "load_before": load_before,
+            "load_after": loadavg(), "rounds": rounds, "summary": summary}  # fmt: skip
+
+
+def _print_yardsticks(doc: dict[str, Any]) -> None:
+    from abrounds import fmt
+
+    s = doc["summary"]
+    print(f"1 MB pull, {doc['entries']} entries, {doc['runs']} interleaved rounds; "
+          f"load average {doc['load_before']} -> {doc['load_after']}")  # fmt: skip
+    print("target     MB/s median (min-max)       gateway CPU ms/MB     client ms/MB   valkey")
+    for t in [t for t in s if t != "ratios"]:
+        row = s[t]
+        print(
+            f"{t:10} {fmt(row['mb_per_s'], digits=0):26} "
+            f"{fmt(row['gateway_cpu_ms_per_mb'], digits=3):22}"
+            f"{fmt(row['client_cpu_ms_per_mb'], digits=3):18}"
+            f"{fmt(row['valkey_cpu_ms_per_mb'], digits=3)}"
+        )
+    for name, val in s["ratios"].items():
+        print(f"  {name}: {fmt(val, digits=2)}")
+
+
+def test_yardsticks() -> None:
+    """The yardstick run, short (2 rounds of 50 MB): runs, checks, prints."""
+    doc = yardsticks(runs=2, entries=50)
+    assert set(doc["summary"]) >= set(YARD_TARGETS)
+    _print_yardsticks(doc)
+
+
+if __name__ == "__main__" and "--yardsticks" in sys.argv:
+    from abrounds import write
+
+    short = "--short" in sys.argv
+    result = yardsticks(runs=5, entries=100 if short else YARD_ENTRIES)
+    _print_yardsticks(result)
+    print("written to", write("server-yardsticks", result))
+    sys.exit(0)
 
 
 if __name__ == "__main__":

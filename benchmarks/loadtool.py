@@ -2,6 +2,7 @@
 
     python benchmarks/loadtool.py --url ws://127.0.0.1:8000 push --sid s --messages 20000 --size 100
     python benchmarks/loadtool.py --url ws://127.0.0.1:8000 pull --sid s --entries 20000 --count 100
+    python benchmarks/loadtool.py --url ws://127.0.0.1:8000 pull --sid s --entries 400 --client raw
     python benchmarks/loadtool.py --url ws://127.0.0.1:8000 latency --sid lat --size 300000 --fps 30
 
 Modes:
@@ -33,19 +34,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
+import socket
 import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import websockets
 
-__all__ = ["Result", "latency", "make_payloads", "percentile", "pull", "push"]
+__all__ = ["Result", "latency", "make_payloads", "percentile", "pull", "push", "raw_pull"]
 
 _SEQ = struct.Struct(">Q")
 _SEQ_TIME = struct.Struct(">QQ")
@@ -341,6 +344,127 @@ async def pull(
     return res
 
 
+class _RawSocket:
+    """The lightest websocket client for a pull: a blocking socket, the handshake by
+    hand, frames received with recv_into into one reused buffer (no per-message
+    object, no copy after the kernel's). Server frames are unmasked; a ping is
+    answered; fragmented messages are joined."""
+
+    def __init__(self, uri: str, timeout: float) -> None:
+        parts = urlsplit(uri)
+        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            head += chunk
+        head, _, self.pending = head.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"handshake refused: {head.splitlines()[0]!r}")
+        self.buf = bytearray(1 << 20)
+        self.view = memoryview(self.buf)
+
+    def _exactly(self, n: int, into: memoryview) -> None:
+        got = 0
+        if self.pending:
+            got = min(n, len(self.pending))
+            into[:got] = self.pending[:got]
+            self.pending = self.pending[got:]
+        while got < n:
+            k = self.sock.recv_into(into[got:n])
+            if k == 0:
+                raise ConnectionError("closed mid-frame")
+            got += k
+
+    def message(self) -> tuple[int, memoryview]:
+        """(opcode, payload view valid until the next call) of the next data message."""
+        size, opcode, hdr = 0, 0, memoryview(bytearray(8))
+        while True:
+            self._exactly(2, hdr)
+            fin, op, n = hdr[0] & 0x80, hdr[0] & 0x0F, hdr[1] & 0x7F
+            if hdr[1] & 0x80:
+                raise ValueError("a masked frame from the server")
+            if n >= 126:
+                k = 2 if n == 126 else 8
+                self._exactly(k, hdr)
+                n = int.from_bytes(hdr[:k], "big")
+            if op >= 8:  # control frames, between fragments too
+                payload = bytearray(n)
+                self._exactly(n, memoryview(payload))
+                if op == 8:
+                    raise ConnectionError(f"closed by the server: {bytes(payload[2:])!r}")
+                if op == 9:
+                    self._send(10, bytes(payload))
+                continue
+            if size + n > len(self.buf):
+                bigger = bytearray(max(size + n, 2 * len(self.buf)))
+                bigger[:size] = self.view[:size]
+                self.buf, self.view = bigger, memoryview(bigger)
+            self._exactly(n, self.view[size : size + n])
+            size += n
+            opcode = opcode or op
+            if fin:
+                return opcode, self.view[:size]
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send(8, struct.pack(">H", 1000))
+        self.sock.close()
+
+
+def raw_pull(
+    url: str,
+    sid: str,
+    entries: int,
+    count: int = 1,
+    *,
+    size: int | None = None,
+    last_entry_id: str = "0",
+    check_seq: bool = True,
+    idle_timeout: float = 10.0,
+) -> Result:
+    """`pull` with the lightest client (`_RawSocket`, blocking, no asyncio): the same
+    checks of ids, sizes and sequence numbers, the payloads never copied. Its own
+    ceiling is what it reads from benchmarks/bare_ws_server.py --impl websockets."""
+    res = Result("pull", url, sid, params={"count": count, "size": size, "client": "raw"})
+    params = {"last_entry_id": last_entry_id, "count": count}
+    check = _Checker(res, size, check_seq)
+    try:
+        ws = _RawSocket(_endpoint(url, sid, "pull", params), idle_timeout)
+        try:
+            t0 = time.perf_counter()
+            while res.entries < entries:
+                op, header = ws.message()
+                if op != 1:
+                    raise ValueError("expected a text header")
+                items = json.loads(bytes(header))
+                op, data = ws.message()
+                if op != 2:
+                    raise ValueError("expected a binary message after the header")
+                check.batch(items, data)
+            res.seconds = time.perf_counter() - t0
+        finally:
+            ws.close()
+    except (OSError, ValueError) as exc:
+        res.errors.append(f"{type(exc).__name__}: {exc}")
+    check.finish(entries)
+    return res
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Linear-interpolated percentile (q in 0..100) of an already sorted list."""
     if not sorted_values:
@@ -458,6 +582,12 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--size", type=int, help="expected bytes per entry (checked)")
     pl.add_argument("--last-entry-id", default="0")
     pl.add_argument("--latest", action="store_true")
+    pl.add_argument(
+        "--client",
+        choices=("websockets", "raw"),
+        default="websockets",
+        help="raw: the lightest client (blocking socket, no copies; no --latest/--query)",
+    )
     pl.add_argument("--no-check-seq", action="store_true", help="payloads carry no seq")
     pl.add_argument("--idle-timeout", type=float, default=10.0)
     pl.add_argument(
@@ -484,6 +614,17 @@ async def _main(args: argparse.Namespace) -> Result:
             confirm=args.confirm,
             redis_url=args.redis_url,
             seq_start=args.seq_start,
+        )
+    if args.mode == "pull" and args.client == "raw":
+        return raw_pull(
+            args.url,
+            args.sid,
+            args.entries,
+            args.count,
+            size=args.size,
+            last_entry_id=args.last_entry_id,
+            check_seq=not args.no_check_seq,
+            idle_timeout=args.idle_timeout,
         )
     if args.mode == "pull":
         return await pull(

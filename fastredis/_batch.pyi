@@ -6,6 +6,12 @@ from typing import Any, overload
 import numpy as np
 from typing_extensions import disjoint_base
 
+# the C functions other compiled modules cimport (take_spare), as Cython exports them
+__pyx_capi__: dict[str, Any]
+
+def spare_buffers() -> tuple[int, int]:
+    """(count, bytes) of big reply buffers of dropped batches kept for reuse."""
+
 READ: int  # XREAD / XREADGROUP reply: per stream [name, entries] (RESP2) or a map (RESP3)
 RANGE: int  # XRANGE / XREVRANGE / XCLAIM reply: a flat list of entries
 AUTOCLAIM: int  # XAUTOCLAIM reply: [cursor, entries, deleted ids]

@@ -23,6 +23,10 @@ class ProtocolError(hiredis.ProtocolError):
 def batch_from_reply(buf: Any, kind: int, encoding: str | None = None) -> StreamBatch:
     """The StreamBatch that the bytes of one stream reply give (what pickles load)."""
 
+def join_read_batches(header: bytes, batches: list[StreamBatch], starts: list[int]) -> StreamBatch:
+    """One READ batch from READ batches of disjoint streams, without parsing again:
+    `header`, then each batch's reply from starts[i], offsets moved with the bytes."""
+
 @disjoint_base
 class Reader:
     """Incremental RESP2/RESP3 reader; a drop-in for hiredis.Reader."""
@@ -47,6 +51,14 @@ class Reader:
         recv_into is released before returning; if recv_into kept an export of it
         (a slice, a buffer), BufferError (the received bytes are still kept).
         RuntimeError when called while a reply is being built (as feed)."""
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """asyncio.BufferedProtocol.get_buffer: a writable view of the free tail (the
+        room recv_from offers), pending until buffer_updated(n); any other call
+        first releases a pending view, nothing accounted."""
+    def buffer_updated(self, nbytes: int) -> None:
+        """asyncio.BufferedProtocol.buffer_updated: account nbytes written to the
+        get_buffer view and release it (BufferError if an export of it was kept,
+        the bytes still kept); RuntimeError without a pending view."""
     def gets(self, decode: bool = True) -> Any:
         """The next reply, or notEnoughData when it is not complete yet."""
     def has_data(self) -> bool: ...

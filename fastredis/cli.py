@@ -17,6 +17,7 @@ ends a Unix tool: `discard_stdout()` points it at /dev/null.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import signal
@@ -25,7 +26,16 @@ from typing import Any
 
 from fastredis import __version__
 
-__all__ = ["FACES", "Stop", "build_parser", "discard_stdout", "main", "missing_packages"]
+__all__ = [
+    "FACES",
+    "Stop",
+    "build_parser",
+    "discard_stdout",
+    "main",
+    "missing_packages",
+    "parse",
+    "unrecognized",
+]
 
 # the modules whose register(subparsers) adds subcommands, in --help order
 FACES = ("fastredis.server.run.serve", "fastredis.client.verbs", "fastredis.recording.cli")
@@ -90,7 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for face in FACES:
         importlib.import_module(face).register(subparsers)
+    for sub in subparsers.choices.values():  # its own usage for its own mistakes
+        sub.set_defaults(parser=sub)
     return parser
+
+
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's "unrecognized arguments" message, with a guess for each mistyped flag."""
+    known = [s for action in parser._actions for s in action.option_strings]
+    guesses = []
+    for arg in extras:
+        if arg.startswith("-"):
+            guesses += difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    return message + (f" (did you mean {' / '.join(guesses)}?)" if guesses else "")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, parsed; a mistake ends the program (status 2) with the usage of
+    the subcommand it was made in."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        where = getattr(args, "parser", parser)
+        where.error(unrecognized(extras, where))
+    return args
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -111,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals()
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = parse(argv)
         except BrokenPipeError:  # --help or --version into a closed pipe (no network here)
             discard_stdout()
             return 0

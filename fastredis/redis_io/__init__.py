@@ -30,7 +30,13 @@ from fastredis.redis_io.batch_reads import (
     xreadgroup_batch,
     xrevrange_batch,
 )
-from fastredis.redis_io.clients import describe, make_async_client, make_client
+from fastredis.redis_io.clients import (
+    AnyAsyncRedis,
+    AnyRedis,
+    describe,
+    make_async_client,
+    make_client,
+)
 from fastredis.redis_io.cluster import cluster_enabled, is_cluster, slot_groups
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout, xread_command
 from fastredis.redis_io.held import HeldConnection, blocking_command
@@ -38,6 +44,8 @@ from fastredis.redis_io.parser import FastParser
 from fastredis.redis_io.sockets import send_buffers
 
 __all__ = [
+    "AnyAsyncRedis",
+    "AnyRedis",
     "AsyncFastParser",
     "FastParser",
     "HeldConnection",

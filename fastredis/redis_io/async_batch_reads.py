@@ -7,12 +7,11 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-import redis.asyncio
-
 from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
 from fastredis.redis_io.async_cluster_reads import acluster_call
 from fastredis.redis_io.async_parser import AsyncFastParser
-from fastredis.redis_io.cluster import is_cluster
+from fastredis.redis_io.clients import AnyAsyncRedis
+from fastredis.redis_io.cluster import AsyncRedisCluster
 from fastredis.redis_io.commands import (
     StreamIds,
     blocking_read_timeout,
@@ -34,14 +33,14 @@ __all__ = [
 
 
 async def _abatch_call(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     args: list[Any],
     kind: int,
     encoding: str | None,
     block: int | None = None,
 ) -> StreamBatch:
-    if is_cluster(client):  # XRANGE & co.: one key, args[1]
-        return await acluster_call(client, lambda _: args, {args[1]: None}, kind, encoding, block)
+    if isinstance(client, AsyncRedisCluster):  # XRANGE & co.: one key, args[1]
+        return await acluster_call(client, lambda _: args, {args[1]: 0}, kind, encoding, block)
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
@@ -66,21 +65,21 @@ async def _abatch_call(
 
 
 async def axread_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     streams: StreamIds,
     count: int | None = None,
     block: int | None = None,
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """Asyncio XREAD into a StreamBatch."""
-    if is_cluster(client):
+    if isinstance(client, AsyncRedisCluster):
         build = partial(xread_args, count=count, block=block)
         return await acluster_call(client, build, streams, READ, encoding, block)
     return await _abatch_call(client, xread_args(streams, count, block), READ, encoding, block)
 
 
 async def axreadgroup_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     group: str,
     consumer: str,
     streams: StreamIds,
@@ -90,7 +89,7 @@ async def axreadgroup_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """Asyncio XREADGROUP into a StreamBatch."""
-    if is_cluster(client):
+    if isinstance(client, AsyncRedisCluster):
         build = partial(xreadgroup_args, group, consumer, count=count, block=block, noack=noack)
         return await acluster_call(client, build, streams, READ, encoding, block)
     args = xreadgroup_args(group, consumer, streams, count, block, noack)
@@ -98,7 +97,7 @@ async def axreadgroup_batch(
 
 
 async def axrange_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     name: str,
     min: Any = "-",
     max: Any = "+",
@@ -111,7 +110,7 @@ async def axrange_batch(
 
 
 async def axrevrange_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     name: str,
     max: Any = "+",
     min: Any = "-",
@@ -124,7 +123,7 @@ async def axrevrange_batch(
 
 
 async def axclaim_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     name: str,
     group: str,
     consumer: str,
@@ -138,7 +137,7 @@ async def axclaim_batch(
 
 
 async def axautoclaim_batch(
-    client: redis.asyncio.Redis,
+    client: AnyAsyncRedis,
     name: str,
     group: str,
     consumer: str,

@@ -37,7 +37,7 @@ async def _lane(
     kind: int | None,
     encoding: str | None,
     block: int | None,
-    id_known: asyncio.Event,
+    id_known: asyncio.Event | None,
 ) -> None:
     """Send a lane's calls on one connection of their node and read the replies."""
     node = lane[0].node
@@ -46,14 +46,14 @@ async def _lane(
     try:
         check_parser(conn, AsyncFastParser)
         await node.disconnect_if_needed(conn)
-        want_id = id_known is not None
         owed = True
-        await conn.send_packed_command(conn.pack_commands(lane_commands(lane, want_id)))
+        commands = lane_commands(lane, want_id=id_known is not None)
+        await conn.send_packed_command(conn.pack_commands(commands))
         timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
         for call in lane:
             if call.asking:
                 await conn.read_response()
-            if want_id:
+            if id_known is not None:
                 call.client_id = await conn.read_response()
                 id_known.set()
             if kind is not None:
@@ -104,7 +104,7 @@ async def _round(
                 *(
                     _unblock(lane[0], task, event)
                     for lane, task, event in zip(groups, tasks, events, strict=True)
-                    if not task.done()
+                    if event is not None and not task.done()
                 )
             )
         await asyncio.gather(*tasks)
@@ -162,7 +162,7 @@ async def acluster_blocking_pop(client: AsyncRedisCluster, args: list[Any], bloc
         return ["BLMPOP", timeout, len(group), *group, *rest]
 
     block_ms = int(block_s * 1000)
-    replies = await acluster_call(client, build, dict.fromkeys(keys), None, None, block_ms)
+    replies = await acluster_call(client, build, dict.fromkeys(keys, 0), None, None, block_ms)
     popped = [r for r in replies if r is not None]
     if not popped:
         return None

@@ -6,10 +6,9 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-import redis
-
 from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
-from fastredis.redis_io.cluster import is_cluster
+from fastredis.redis_io.clients import AnyRedis
+from fastredis.redis_io.cluster import RedisCluster
 from fastredis.redis_io.cluster_reads import cluster_call
 from fastredis.redis_io.commands import (
     StreamIds,
@@ -33,10 +32,10 @@ __all__ = [
 
 
 def _batch_call(
-    client: redis.Redis, args: list[Any], kind: int, encoding: str | None, block: int | None = None
+    client: AnyRedis, args: list[Any], kind: int, encoding: str | None, block: int | None = None
 ) -> StreamBatch:
-    if is_cluster(client):  # XRANGE & co.: one key, args[1]
-        return cluster_call(client, lambda _: args, {args[1]: None}, kind, encoding, block)
+    if isinstance(client, RedisCluster):  # XRANGE & co.: one key, args[1]
+        return cluster_call(client, lambda _: args, {args[1]: 0}, kind, encoding, block)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -58,21 +57,21 @@ def _batch_call(
 
 
 def xread_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     streams: StreamIds,
     count: int | None = None,
     block: int | None = None,
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """XREAD into a StreamBatch; a BLOCK timeout gives an empty batch."""
-    if is_cluster(client):
+    if isinstance(client, RedisCluster):
         build = partial(xread_args, count=count, block=block)
         return cluster_call(client, build, streams, READ, encoding, block)
     return _batch_call(client, xread_args(streams, count, block), READ, encoding, block)
 
 
 def xreadgroup_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     group: str,
     consumer: str,
     streams: StreamIds,
@@ -82,7 +81,7 @@ def xreadgroup_batch(
     encoding: str | None = "utf-8",
 ) -> StreamBatch:
     """XREADGROUP into a StreamBatch; a BLOCK timeout gives an empty batch."""
-    if is_cluster(client):
+    if isinstance(client, RedisCluster):
         build = partial(xreadgroup_args, group, consumer, count=count, block=block, noack=noack)
         return cluster_call(client, build, streams, READ, encoding, block)
     args = xreadgroup_args(group, consumer, streams, count, block, noack)
@@ -90,7 +89,7 @@ def xreadgroup_batch(
 
 
 def xrange_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     name: str,
     min: Any = "-",
     max: Any = "+",
@@ -102,7 +101,7 @@ def xrange_batch(
 
 
 def xrevrange_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     name: str,
     max: Any = "+",
     min: Any = "-",
@@ -114,7 +113,7 @@ def xrevrange_batch(
 
 
 def xclaim_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     name: str,
     group: str,
     consumer: str,
@@ -128,7 +127,7 @@ def xclaim_batch(
 
 
 def xautoclaim_batch(
-    client: redis.Redis,
+    client: AnyRedis,
     name: str,
     group: str,
     consumer: str,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any
@@ -22,6 +23,12 @@ from typing import Any
 from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.event import EventDispatcherInterface
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # redis-py depends on async-timeout before Python 3.11.3
+    from async_timeout import timeout as _timeout
 
 __all__ = ["BoundedRedisCluster"]
 
@@ -52,7 +59,7 @@ class BoundedRedisCluster(AsyncRedisCluster):
             yield
             return
         try:
-            async with asyncio.timeout(self._wait):
+            async with _timeout(self._wait):
                 await turns.acquire()
         except TimeoutError:
             raise rexc.MaxConnectionsError(
@@ -79,6 +86,9 @@ class BoundedRedisCluster(AsyncRedisCluster):
 
 class _TurnPipeline(ClusterPipeline):
     """A cluster pipeline that runs on one of its client's turns."""
+
+    # declared by redis-py's CommandsProtocol: for the type checker only
+    _event_dispatcher: EventDispatcherInterface
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client

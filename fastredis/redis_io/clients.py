@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 import redis
 import redis.asyncio
@@ -13,16 +13,23 @@ from fastredis.redis_io.cluster import (
     AsyncRedisCluster,
     RedisCluster,
     cluster_enabled,
-    is_cluster,
     make_async_cluster_client,
     make_cluster_client,
 )
 from fastredis.redis_io.parser import FastParser
 
-__all__ = ["describe", "make_async_client", "make_client"]
+__all__ = ["AnyAsyncRedis", "AnyRedis", "describe", "make_async_client", "make_client"]
+
+# What make_client / make_async_client return: a plain client, or a cluster one for a
+# Redis Cluster (each batch read routes on which it is).
+AnyRedis: TypeAlias = redis.Redis | RedisCluster
+AnyAsyncRedis: TypeAlias = redis.asyncio.Redis | AsyncRedisCluster
 
 
-def _with_parser(client: Any, parser_class: type) -> Any:
+_Plain = TypeVar("_Plain", redis.Redis, redis.asyncio.Redis)
+
+
+def _with_parser(client: _Plain, parser_class: type) -> _Plain:
     # Redis(**kwargs) has no parser_class argument; the pool's connection kwargs do,
     # and every connection it makes (TCP, TLS, unix socket) gets the parser.
     client.connection_pool.connection_kwargs["parser_class"] = parser_class
@@ -33,7 +40,7 @@ def make_client(
     client_params: Mapping[str, Any] | None = None,
     url: str | None = None,
     cluster: bool | None = None,
-) -> redis.Redis | RedisCluster:
+) -> AnyRedis:
     """A redis-py client using the fastredis parser; `client_params` go to redis-py unchanged.
     A Redis Cluster node gives a RedisCluster (`cluster=None` asks the server, one
     ``INFO cluster``; True / False say so)."""
@@ -51,7 +58,7 @@ def make_async_client(
     max_connections: int | None = None,
     pool_wait: float | None = None,
     cluster_requests: int | None = None,
-) -> redis.asyncio.Redis | AsyncRedisCluster:
+) -> AnyAsyncRedis:
     """An asyncio redis-py client using the fastredis parser (a cluster one as make_client;
     the ``INFO cluster`` question is asked with a short sync connection).
 
@@ -64,6 +71,7 @@ def make_async_client(
     if cluster or (cluster is None and cluster_enabled(client_params, url)):
         return make_async_cluster_client(client_params, url, cluster_requests, pool_wait)
     params = dict(client_params or {})
+    client: redis.asyncio.Redis
     if max_connections is not None:
         if url is None:
             raise ValueError("max_connections needs the Redis URL")
@@ -78,9 +86,9 @@ def make_async_client(
     return _with_parser(client, AsyncFastParser)
 
 
-def describe(client: Any) -> str:
+def describe(client: AnyRedis | AnyAsyncRedis) -> str:
     """host:port/db (or the socket path) of a client, for messages."""
-    if is_cluster(client):
+    if isinstance(client, RedisCluster | AsyncRedisCluster):
         node = client.get_default_node()
         return f"cluster {node.host}:{node.port}" if node else "cluster"
     kw = client.connection_pool.connection_kwargs

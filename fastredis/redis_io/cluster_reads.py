@@ -7,8 +7,10 @@ import time
 from typing import Any
 
 from redis import exceptions as rexc
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis._parsers.socket import SERVER_CLOSED_CONNECTION_ERROR
 
-from fastredis._resp import StreamBatch
+from fastredis._resp import PushNotification, StreamBatch
 from fastredis.redis_io.cluster import (
     FAILOVER_WAIT,
     PENDING,
@@ -37,6 +39,8 @@ class _Lane:
         self.calls = calls
         self.pool = client.get_redis_connection(calls[0].node).connection_pool
         self.conn: Any = None
+        self.taken = 0  # replies taken by take()
+        self.expecting = False  # take() has asked the reader for a batch
 
     def send(self, want_id: bool) -> None:
         self.conn = conn = self.pool.get_connection()
@@ -55,6 +59,30 @@ class _Lane:
             return True
         return bool(select.select([conn._sock], [], [], timeout)[0])
 
+    def take(self, kind: int, encoding: str | None) -> bool:
+        """Take the replies already received, without waiting; whether all are in.
+        (redis-py's read_response after each reply, without its wait.)"""
+        parser = self.conn._parser
+        reader = parser._reader
+        while self.taken < len(self.calls):
+            if reader is None:
+                raise rexc.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+            if not self.expecting:
+                parser.expect_batch(kind, encoding)
+                self.expecting = True
+            reply = reader.gets()
+            if reply is NOT_ENOUGH_DATA:
+                return False
+            self.expecting = False
+            if isinstance(reply, PushNotification):
+                parser.handle_push_response(reply)
+                continue
+            if isinstance(reply, rexc.ConnectionError):
+                raise reply
+            self.calls[self.taken].outcome = reply  # a batch, or a ResponseError
+            self.taken += 1
+        return True
+
     def read(self, kind: int, encoding: str | None, block: int | None) -> None:
         timeout = blocking_read_timeout(self.conn.socket_timeout, block)
         for call in self.calls:
@@ -64,12 +92,51 @@ class _Lane:
             except rexc.ResponseError as error:  # one reply: the next ones follow
                 call.outcome = error
 
+    def fail(self, error: Exception) -> None:
+        """The replies not taken get `error`; the connection is dropped."""
+        for call in self.calls:
+            if call.outcome is PENDING:
+                call.outcome = error
+        self.release(broken=True)
+
     def release(self, broken: bool) -> None:
         if self.conn is not None:
             if broken:
                 self.conn.disconnect()  # replies may still be owed
             self.pool.release(self.conn)
             self.conn = None
+
+
+def _read_together(lanes: list[_Lane], kind: int, encoding: str | None) -> None:
+    """Read every lane's replies as their bytes arrive, whichever node sends: the nodes
+    send side by side instead of waiting, their socket buffers full, for their turn."""
+    waiting = list(lanes)
+    for lane in lanes:
+        lane.taken, lane.expecting = 0, False
+    while waiting:
+        for lane in list(waiting):
+            try:
+                if lane.take(kind, encoding):
+                    waiting.remove(lane)
+                    lane.release(broken=False)
+            except (rexc.RedisError, OSError) as error:
+                lane.fail(error)
+                waiting.remove(lane)
+        if not waiting:
+            return
+        timeout = waiting[0].conn.socket_timeout
+        ready = select.select([lane.conn._sock for lane in waiting], [], [], timeout)[0]
+        for lane in waiting:
+            if lane.conn._sock not in ready:
+                continue
+            try:
+                lane.conn._parser.read_from_socket()
+            except (rexc.RedisError, OSError) as error:
+                lane.fail(error)
+        if not ready:
+            for lane in waiting:
+                lane.fail(rexc.TimeoutError("Timeout reading from socket"))
+        waiting = [lane for lane in waiting if lane.conn is not None]
 
 
 def _unblock(client: RedisCluster, lane: _Lane) -> None:
@@ -101,6 +168,9 @@ def _round(
         for lane in sent:
             if side_by_side and not lane.ready():
                 _unblock(client, lane)
+        if not side_by_side and len(sent) > 1:
+            _read_together(sent, kind, encoding)
+            return
         for lane in sent:
             try:
                 lane.read(kind, encoding, block)

@@ -7,7 +7,7 @@ Subclasses redis-py's hiredis parser and swaps `hiredis.Reader` for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis import exceptions as rexc
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
@@ -40,14 +40,19 @@ class FastParser(_HiredisParser):
 
     def on_connect(self, connection: Any, **kwargs: Any) -> None:
         super().on_connect(connection, **kwargs)
-        self._reader = reader_for(connection, self)
+        self._reader = cast(Any, reader_for(connection, self))
         self._hiredis_PushNotificationType = PushNotification
+
+    @property
+    def _fast(self) -> Reader | None:
+        # redis-py types `_reader` as hiredis.Reader: ours is a drop-in, not a subclass
+        return cast("Reader | None", self._reader)
 
     def read_from_socket(self, timeout: Any = SENTINEL, raise_on_timeout: bool = True) -> bool:
         # redis-py 8.1's _HiredisParser.read_from_socket (same timeouts, exceptions and
         # socket-timeout restore), with reader.recv_from(sock) in place of
         # sock.recv_into(self._buffer) + reader.feed(...): no bounce copy.
-        sock, reader = self._sock, self._reader
+        sock, reader = self._sock, self._fast
         if sock is None or reader is None:  # disconnected by another thread
             raise rexc.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
         custom_timeout = timeout is not SENTINEL
@@ -75,4 +80,6 @@ class FastParser(_HiredisParser):
 
     def expect_batch(self, kind: int, encoding: str | None) -> None:
         """Parse the next reply as a StreamBatch."""
-        self._reader.expect_batch(kind, encoding)
+        if self._fast is None:
+            raise rexc.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
+        self._fast.expect_batch(kind, encoding)

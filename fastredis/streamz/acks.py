@@ -19,6 +19,7 @@ import redis
 import redis.asyncio
 from streamz.core import RefCounter
 
+from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.streamz.batching import Batch, BatchSender, count
 from fastredis.streamz.connection import log
 
@@ -97,7 +98,7 @@ class Acker(BatchSender):
 
     def __init__(
         self,
-        client_getter: Callable[[], redis.asyncio.Redis | None],
+        client_getter: Callable[[], AnyAsyncRedis | None],
         group: str,
         what: str,
         on_nogroup: Callable[[], Any] | None = None,
@@ -193,15 +194,25 @@ class Acker(BatchSender):
 
     # -- sending --------------------------------------------------------------------------
 
-    async def _send(self, client: redis.asyncio.Redis, batch: Batch) -> None:
-        if len(batch) == 1:
-            ((stream, ids),) = batch.items()
-            await client.execute_command("XACK", stream, self.group, *ids)
-        else:
-            async with client.pipeline(transaction=False) as pipe:
+    async def _send(self, client: AnyAsyncRedis, batch: Batch) -> None:
+        # Packed by the Cython packer: redis-py's packs ~2.3 us per id (23 ms per
+        # 10,000-id XACK) on the loop thread that also emits the messages.
+        held = HeldConnection(client)
+        broken = True
+        try:
+            if is_cluster(client):  # one node per stream's slot
                 for stream, ids in batch.items():
-                    pipe.execute_command("XACK", stream, self.group, *ids)
-                await pipe.execute()
+                    await held.route(stream)
+                    await held.send_commands([["XACK", stream, self.group, *ids]])
+                    await held.read_reply()
+            else:
+                commands = [["XACK", stream, self.group, *ids] for stream, ids in batch.items()]
+                await held.send_commands(commands)
+                for _ in commands:
+                    await held.read_reply()
+            broken = False
+        finally:
+            await held.release(broken)  # replies may still be owed after an error
         self.acked += count(batch)
 
     def _sent(self) -> None:

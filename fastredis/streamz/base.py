@@ -18,11 +18,12 @@ import redis
 import redis.asyncio
 from streamz import Source
 
-from fastredis.redis_io import describe
+from fastredis.redis_io import AnyAsyncRedis, describe
 from fastredis.streamz.checks import check_client_params
 from fastredis.streamz.connection import (
     TRANSIENT_ERRORS,
     as_str,
+    close_client,
     log,
     make_source_client,
 )
@@ -50,7 +51,7 @@ class RedisSource(Source):
         self.convert = bool(convert)
         self.encoding = encoding if convert else None
         self.start_timeout = float(start_timeout)
-        self.client: redis.asyncio.Redis | None = None
+        self.client: AnyAsyncRedis | None = None
         self.error: BaseException | None = None  # why the source stopped by itself, if it did
         self._wait_fut: asyncio.Future[Any] | None = None
         self._prefetch: asyncio.Future[Any] | None = None
@@ -142,8 +143,7 @@ class RedisSource(Source):
         self._tasks.clear()
         await self._close_more()
         client, self.client = self.client, None
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        await close_client(client)
 
     async def _close_more(self) -> None:
         """Subclasses: send what must be sent before the connections close."""

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log
 
 Batch = dict[Any, list[Any]]  # stream -> items (ids, or (id, error) pairs)
@@ -22,7 +23,7 @@ class BatchSender:
 
     kind = "items"
 
-    def __init__(self, client_getter: Callable[[], redis.asyncio.Redis | None], what: str) -> None:
+    def __init__(self, client_getter: Callable[[], AnyAsyncRedis | None], what: str) -> None:
         self._client = client_getter
         self.what = what
         self.pending: Batch = {}
@@ -118,7 +119,7 @@ class BatchSender:
             self._task.cancel()
             self._task = None
 
-    async def _send(self, client: redis.asyncio.Redis, batch: Batch) -> None:
+    async def _send(self, client: AnyAsyncRedis, batch: Batch) -> None:
         raise NotImplementedError
 
     def _refused(self, exc: redis.exceptions.ResponseError, batch: Batch) -> None:

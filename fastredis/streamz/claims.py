@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from fastredis.redis_io import axautoclaim_batch, axclaim_batch
+from fastredis.redis_io import AnyAsyncRedis, axautoclaim_batch, axclaim_batch
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log
 
 __all__ = ["CLAIM_CHUNK", "Claims", "Deliver", "heartbeat_channel"]
@@ -36,7 +36,7 @@ class Claims:
 
     def __init__(
         self,
-        client: Callable[[], redis.asyncio.Redis | None],
+        client: Callable[[], AnyAsyncRedis | None],
         streams: list[str],
         group: str,
         consumer: str,
@@ -75,7 +75,7 @@ class Claims:
         return out
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> AnyAsyncRedis:
         client = self._client()
         assert client is not None, "claims run only while their consumer runs"
         return client

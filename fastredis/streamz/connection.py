@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from fastredis.redis_io import make_async_client
+from fastredis.redis_io import AnyAsyncRedis, make_async_client
 from fastredis.streamz.checks import check_client_params
 
 log = logging.getLogger("fastredis.streamz")
@@ -24,9 +25,7 @@ BACKOFF_FIRST = 0.05  # seconds before the first reconnect attempt
 BACKOFF_MAX = 2.0  # the wait doubles up to this
 
 
-def make_source_client(
-    client_params: Mapping[str, Any] | None, url: str | None
-) -> redis.asyncio.Redis:
+def make_source_client(client_params: Mapping[str, Any] | None, url: str | None) -> AnyAsyncRedis:
     """The asyncio client of a source or sink: redis-py with the fastredis reader.
 
     redis-py's own silent retries are turned off (unless client_params sets `retry`):
@@ -34,8 +33,16 @@ def make_source_client(
     """
     params = check_client_params(client_params)
     params.setdefault("retry", Retry(NoBackoff(), 0))
-    # on a cluster a RedisCluster: the sources use only what both clients have
-    return cast(redis.asyncio.Redis, make_async_client(params, url=url))
+    return make_async_client(params, url=url)
+
+
+async def close_client(client: AnyAsyncRedis | None) -> None:
+    """Close a source's or sink's client and its connections (a cluster client closes
+    its node pools with it and takes no arguments)."""
+    if isinstance(client, AsyncRedisCluster):
+        await client.aclose()
+    elif client is not None:
+        await client.aclose(close_connection_pool=True)
 
 
 def as_str(value: Any) -> Any:

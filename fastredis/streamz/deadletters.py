@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.batching import Batch, BatchSender, count
 from fastredis.streamz.connection import as_str, log
 
@@ -67,7 +68,7 @@ class DeadLetters(BatchSender):
 
     def __init__(
         self,
-        client_getter: Callable[[], redis.asyncio.Redis | None],
+        client_getter: Callable[[], AnyAsyncRedis | None],
         group: str,
         stream: str,
         what: str,
@@ -83,7 +84,7 @@ class DeadLetters(BatchSender):
         text = error if isinstance(error, str) else describe_error(error)
         self._add(stream, (entry_id, text))
 
-    async def _send(self, client: redis.asyncio.Redis, batch: Batch) -> None:
+    async def _send(self, client: AnyAsyncRedis, batch: Batch) -> None:
         if self._script is None:
             self._script = client.register_script(MOVE_SCRIPT)
         for stream, items in batch.items():

@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio
 from streamz import Stream
 
-from fastredis.redis_io import axclaim_batch
+from fastredis.redis_io import AnyAsyncRedis, axclaim_batch
 from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
 from fastredis.streamz.batch_modes import WHOLE, messages_item, read_item
 from fastredis.streamz.connection import as_str
@@ -35,7 +34,7 @@ class Deliverer:
     def __init__(
         self,
         source: Stream,
-        client: Callable[[], redis.asyncio.Redis | None],
+        client: Callable[[], AnyAsyncRedis | None],
         group: str,
         consumer: str,
         *,

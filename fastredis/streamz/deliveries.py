@@ -12,9 +12,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio
-
 from fastredis.ids import parse_id
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log
 
 __all__ = ["Retries", "delivery_counts"]
@@ -23,7 +22,7 @@ PENDING_CHUNK = 1000  # XPENDING rows asked for per round trip
 
 
 async def delivery_counts(
-    client: redis.asyncio.Redis, stream: str, group: str, consumer: str, ids: list[str]
+    client: AnyAsyncRedis, stream: str, group: str, consumer: str, ids: list[str]
 ) -> dict[str, int]:
     """The delivery count of each of `ids` pending at `consumer` (ids not pending there any
     more are left out). One XPENDING per PENDING_CHUNK pending entries of the id range."""

@@ -12,12 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import redis
+from typing import Any
 
 from fastredis._batch import StreamBatch
-from fastredis.redis_io import make_client, xrange_batch
+from fastredis.redis_io import AnyRedis, make_client, xrange_batch
 
 __all__ = [
     "READ_IDS_SCRIPT",
@@ -65,19 +63,17 @@ class DescriptorRead(list[tuple[Descriptor, list[str]]]):
         return sum(d.count for d, _ in self)
 
 
-_clients: dict[Any, redis.Redis] = {}
+_clients: dict[Any, AnyRedis] = {}
 _lock = threading.Lock()
 
 
-def client_for(d: Descriptor) -> redis.Redis:
+def client_for(d: Descriptor) -> AnyRedis:
     """One client per process and server (workers fetch many descriptors)."""
     key = (d.url, tuple(sorted((k, repr(v)) for k, v in d.client_params.items())))
     with _lock:
         client = _clients.get(key)
         if client is None:
-            # a RedisCluster on a cluster: fetching uses what both clients have
-            made = cast(redis.Redis, make_client(dict(d.client_params), url=d.url))
-            client = _clients[key] = made
+            client = _clients[key] = make_client(dict(d.client_params), url=d.url)
         return client
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from fastredis.redis_io import axread_batch, axreadgroup_batch
+from fastredis.redis_io import AnyAsyncRedis, axread_batch, axreadgroup_batch
 from fastredis.streamz.claims import Claims
 from fastredis.streamz.connection import as_str, log
 from fastredis.streamz.deliverer import Deliverer
@@ -36,7 +36,7 @@ class GroupReader:
 
     def __init__(
         self,
-        client: Callable[[], redis.asyncio.Redis | None],
+        client: Callable[[], AnyAsyncRedis | None],
         streams: Mapping[str, str],
         group: str,
         consumer: str,
@@ -74,7 +74,7 @@ class GroupReader:
         )  # fmt: skip
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> AnyAsyncRedis:
         client = self._client()
         assert client is not None, "a group reads only while its source runs"
         return client

@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 
 from fastredis.ids import parse_id
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.connection import TRANSIENT_ERRORS, as_str, log
 
 __all__ = ["Lag", "group_lag", "watch_lag"]
@@ -24,7 +25,7 @@ class Lag:
     oldest_pending_age: float | None  # seconds since the oldest pending entry was added
 
 
-async def group_lag(client: redis.asyncio.Redis, streams: list[str], group: str) -> dict[str, Lag]:
+async def group_lag(client: AnyAsyncRedis, streams: list[str], group: str) -> dict[str, Lag]:
     """The group's Lag on each stream, in one pipelined round trip."""
     async with client.pipeline(transaction=False) as pipe:
         pipe.time()
@@ -51,7 +52,7 @@ async def group_lag(client: redis.asyncio.Redis, streams: list[str], group: str)
 
 
 async def watch_lag(
-    client: redis.asyncio.Redis, streams: list[str], group: str, threshold: int,
+    client: AnyAsyncRedis, streams: list[str], group: str, threshold: int,
     every: float, what: str,
 ) -> None:  # fmt: skip
     """Log a warning when a stream's lag (undelivered + pending) passes `threshold`, and

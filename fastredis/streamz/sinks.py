@@ -22,14 +22,19 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import redis
-import redis.asyncio
 from streamz import Stream
 from streamz.sinks import Sink
 
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.streamz.base import RedisSource
 from fastredis.streamz.checks import check_client_params, check_count, check_name
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, log, make_source_client
+from fastredis.streamz.connection import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    close_client,
+    log,
+    make_source_client,
+)
 from fastredis.streamz.loops import on_loop_thread, running_loop
 
 __all__ = ["DEFAULT_FIELD", "sink_to_redis_list", "sink_to_redis_stream"]
@@ -78,7 +83,7 @@ class _RedisSink(Sink):
         self.url = url
         self.max_batch = check_count(max_batch, "max_batch", allow_none=False)
         self.high_water = check_count(high_water, "high_water", allow_none=False)
-        self.client: redis.asyncio.Redis | None = None
+        self.client: AnyAsyncRedis | None = None
         self.error: BaseException | None = None  # the last write Redis refused
         self.written = 0  # items Redis confirmed
         self._queue: list[Any] = []  # encoded items (command args)
@@ -200,8 +205,7 @@ class _RedisSink(Sink):
     async def _close(self) -> None:
         await self.aflush()
         client, self.client = self.client, None
-        if client is not None:
-            await client.aclose(close_connection_pool=True)
+        await close_client(client)
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write what is queued, then close the connection (the sink can still be used: a
@@ -225,7 +229,7 @@ class _RedisSink(Sink):
     def _encode(self, x: Any) -> Any:
         raise NotImplementedError
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         raise NotImplementedError
 
 
@@ -256,7 +260,7 @@ class sink_to_redis_list(_RedisSink):
             f"(convert first, e.g. .map(json.dumps))"
         )
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         await client.execute_command("RPUSH" if self.right else "LPUSH", self.key, *items)
 
 
@@ -320,7 +324,7 @@ class sink_to_redis_stream(_RedisSink):
             f"not {type(x).__name__}"
         )
 
-    async def _write(self, client: redis.asyncio.Redis, items: list[Any]) -> None:
+    async def _write(self, client: AnyAsyncRedis, items: list[Any]) -> None:
         head = self._head
         if len(items) == 1:
             await client.execute_command(*head, *items[0])

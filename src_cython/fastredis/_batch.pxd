@@ -63,3 +63,9 @@ cdef class StreamBatch:
     # the field pair of `entry` whose key is key[0:key_len] (the last when the key
     # repeats), or -1 (absent, nil entry, bad index)
     cdef Py_ssize_t find_value(self, Py_ssize_t entry, const char* key, Py_ssize_t key_len) noexcept
+
+
+# Reply buffers of dropped big batches, kept for the next big replies (no fresh pages
+# to fault in and zero): the smallest kept bytes object of `at_least` to `at_most`
+# bytes, referenced by nothing else, or None. Its content is to be overwritten.
+cdef object take_spare(Py_ssize_t at_least, Py_ssize_t at_most)

@@ -3,6 +3,7 @@ layout is in _batch.pxd); Python objects are made only when asked. Its arrays
 come from a small pool of freed blocks (see "Array blocks" below)."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_Decode
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -18,6 +19,57 @@ cnp.import_array()
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8(object s) except NULL
+    ctypedef struct PyBytesObject:
+        Py_hash_t ob_shash
+    Py_ssize_t refcount_of "Py_REFCNT"(PyObject* o)
+
+
+# -- spare reply buffers ----------------------------------------------------------
+# A big batch's buffer, when the batch is dropped and nothing else references the
+# buffer, is kept for the reader's next big reply instead of going back to the
+# system: large blocks are unmapped on free, and every page of a new one is faulted
+# in and zeroed again (for 100 MB, as long as receiving it). Bounded in count and bytes.
+
+cdef enum:
+    SPARE_MIN = 1024 * 1024
+    SPARE_MAX_BYTES = 256 * 1024 * 1024
+    SPARE_MAX_N = 8
+
+cdef list _spares = []
+cdef Py_ssize_t _spare_bytes = 0
+
+
+cdef object take_spare(Py_ssize_t at_least, Py_ssize_t at_most):
+    global _spare_bytes
+    cdef Py_ssize_t i, best = -1, size
+    for i in range(len(_spares)):
+        size = PyBytes_GET_SIZE(_spares[i])
+        if at_least <= size <= at_most and (best < 0 or size < PyBytes_GET_SIZE(_spares[best])):
+            best = i
+    if best < 0:
+        return None
+    obj = _spares.pop(best)
+    _spare_bytes -= PyBytes_GET_SIZE(obj)
+    (<PyBytesObject*>obj).ob_shash = -1     # its content changes: no cached hash
+    return obj
+
+
+cdef void _keep_spare(object buf) noexcept:
+    """Keep `buf` (the dropping batch's, referenced by it alone) for reuse."""
+    global _spare_bytes
+    cdef Py_ssize_t size
+    if _spares is None or type(buf) is not bytes:
+        return
+    size = PyBytes_GET_SIZE(buf)
+    if size < SPARE_MIN or len(_spares) >= SPARE_MAX_N or _spare_bytes + size > SPARE_MAX_BYTES:
+        return
+    _spares.append(buf)
+    _spare_bytes += size
+
+
+def spare_buffers():
+    """(count, bytes) of the reply buffers kept for reuse."""
+    return len(_spares), _spare_bytes
 
 
 READ = KIND_READ            # XREAD / XREADGROUP: per stream [name, entries] (or a map)
@@ -63,6 +115,8 @@ cdef class StreamBatch:
         self.deleted = None
 
     def __dealloc__(self):
+        if refcount_of(<PyObject*>self.buf) == 1:     # nothing else holds the bytes
+            _keep_spare(self.buf)
         # one block per group of arrays (see blk_alloc)
         blk_free(self.stream_off)
         blk_free(self.id_off)

@@ -51,7 +51,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove
 
-from fastredis._batch cimport KIND_AUTOCLAIM, KIND_RANGE, KIND_READ, StreamBatch
+from fastredis._batch cimport KIND_AUTOCLAIM, KIND_RANGE, KIND_READ, StreamBatch, take_spare
 from fastredis._cursor cimport (
     FR_PREFETCH,
     LITTLE_ENDIAN,
@@ -87,6 +87,7 @@ cdef extern from "Python.h":
     ctypedef struct PyMemoryViewObject:
         _PyManagedBufferObject* mbuf
         Py_ssize_t exports
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from *:
     """
@@ -148,7 +149,7 @@ class ProtocolError(_ProtocolErrorBase):
     """Default class raised for malformed input when no protocolError is given."""
 
 
-_escaped_buffers = []   # buffers a recv_into kept a view of (never freed)
+_escaped_buffers = []   # buffers a recv_into / get_buffer caller kept a view of (never freed)
 
 
 cdef enum:
@@ -162,6 +163,7 @@ cdef enum:
     RECV_MIN = 64 * 1024                # recv_from: free room asked for at least
     RECV_MAX = 16 * 1024 * 1024         # ... and at most, per call
     HUGEPAGE_MIN = 4 * 1024 * 1024      # buffers this large get MADV_HUGEPAGE
+    SPARE_FROM = 1024 * 1024            # batch buffers growing this large reuse a spare
 
 cdef enum:  # scan results
     S_INCOMPLETE = 0
@@ -336,6 +338,111 @@ def batch_from_reply(buf, int kind, encoding=None):
     return batch
 
 
+def join_read_batches(bytes header, list batches, list starts):
+    """One READ batch from READ batches of disjoint streams, without parsing again:
+    its reply is `header` (``*N``/``%N`` for all their streams) followed by each
+    batch's reply from `starts[i]` (its own header skipped), and its offsets are
+    theirs moved with their bytes. One copy of the bytes (huge pages when large,
+    without the GIL); ValueError for a start outside a batch or an offset before it."""
+    cdef Py_ssize_t k = len(batches), i, hlen = len(header)
+    cdef Py_ssize_t total = hlen, pos, body, start, ns = 0, ne = 0, nf = 0
+    cdef const char* src
+    cdef list checked = []
+    cdef StreamBatch b, out
+    cdef char* dst
+    starts = [int(s) for s in starts]          # ours: checked once, cannot change
+    if k == 0 or len(starts) != k:
+        raise ValueError("join_read_batches needs one start per batch")
+    for i in range(k):
+        b = <StreamBatch?>batches[i]
+        if (b.kind != KIND_READ or type(b.buf) is not bytes
+                or b.encoding != (<StreamBatch>batches[0]).encoding):
+            raise ValueError("join_read_batches joins READ batches of one encoding")
+        if not 0 <= <Py_ssize_t>starts[i] <= PyBytes_GET_SIZE(b.buf):
+            raise ValueError(f"start {starts[i]} outside a {len(b.buf)}-byte reply")
+        total += PyBytes_GET_SIZE(b.buf) - <Py_ssize_t>starts[i]
+        ns += b.n_streams
+        ne += b.n_entries
+        nf += b.n_fields
+        checked.append(b)
+    out = StreamBatch.__new__(StreamBatch)
+    out.kind = KIND_READ
+    out.encoding = (<StreamBatch>batches[0]).encoding
+    if (out.grow_streams(ns + 1) < 0 or out.grow_entries(ne + 1) < 0
+            or out.grow_fields(nf + 1) < 0 or out.reserve() < 0):
+        raise MemoryError()
+    buf = _sized_spare(total)
+    if buf is None:
+        buf = PyBytes_FromStringAndSize(NULL, total)
+    dst = PyBytes_AS_STRING(buf)
+    if total >= HUGEPAGE_MIN:
+        fr_hugepage(dst, total)
+    memcpy(dst, PyBytes_AS_STRING(header), hlen)
+    pos = hlen
+    for i in range(k):
+        b = <StreamBatch>checked[i]
+        start = starts[i]
+        body = PyBytes_GET_SIZE(b.buf) - start
+        src = b.data + start
+        with nogil:
+            memcpy(dst + pos, src, body)
+        if _append_moved(out, b, start, pos - start) < 0:
+            raise ValueError("a batch offset lies before its start")
+        pos += body
+    out.field_first[out.n_entries] = out.n_fields
+    out.buf = buf
+    out.data = dst
+    return out
+
+
+cdef object _sized_spare(Py_ssize_t size):
+    """A kept buffer of 1 to 1.25 x `size` bytes cut to `size`, or None."""
+    cdef PyObject* p
+    obj = take_spare(size, size + size // 4)
+    if obj is None or PyBytes_GET_SIZE(obj) == size:
+        return obj
+    p = <PyObject*>obj
+    Py_INCREF(obj)          # p's own reference: the only one once obj is dropped
+    obj = None
+    _PyBytes_Resize(&p, size)
+    out = <object>p
+    Py_XDECREF(p)
+    return out
+
+
+cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t delta) noexcept:
+    """Append b's streams, entries and fields to out (room reserved), offsets + delta;
+    -1 when one lies before `start` (out is then discarded)."""
+    cdef Py_ssize_t s, e, f
+    cdef Py_ssize_t ns = out.n_streams, ne = out.n_entries, nf = out.n_fields
+    for s in range(b.n_streams):
+        if b.stream_off[s] < start:
+            return -1
+        out.stream_off[ns + s] = b.stream_off[s] + delta
+        out.stream_len[ns + s] = b.stream_len[s]
+    for e in range(b.n_entries):
+        if b.id_off[e] < start:
+            return -1
+        out.entry_stream[ne + e] = b.entry_stream[e] + <int32_t>ns
+        out.id_off[ne + e] = b.id_off[e] + delta
+        out.id_len[ne + e] = b.id_len[e]
+        out.id_ms[ne + e] = b.id_ms[e]
+        out.id_seq[ne + e] = b.id_seq[e]
+        out.entry_nil[ne + e] = b.entry_nil[e]
+        out.field_first[ne + e] = b.field_first[e] + nf
+    for f in range(b.n_fields):
+        if b.key_off[f] < start or b.val_off[f] < start:
+            return -1
+        out.key_off[nf + f] = b.key_off[f] + delta
+        out.key_len[nf + f] = b.key_len[f]
+        out.val_off[nf + f] = b.val_off[f] + delta
+        out.val_len[nf + f] = b.val_len[f]
+    out.n_streams = ns + b.n_streams
+    out.n_entries = ne + b.n_entries
+    out.n_fields = nf + b.n_fields
+    return 0
+
+
 cdef object _check_callable(obj):
     if not callable(obj):
         raise TypeError("Expected a callable")
@@ -369,6 +476,8 @@ cdef class Reader:
     cdef Py_ssize_t rlen, rpos          # bytes held, start of the current reply
     cdef Py_ssize_t maxbuf
     cdef int busy                       # B_BUILD / B_RECV: rbuf must not move
+    cdef object _rview                  # get_buffer's view of the free tail (or None)
+    cdef Py_ssize_t _rsize              # ... and its size
 
     # scan state of the current reply (positions relative to rpos)
     cdef Py_ssize_t spos
@@ -411,6 +520,8 @@ cdef class Reader:
         self.rlen = self.rpos = 0
         self.maxbuf = DEFAULT_MAXBUF
         self.busy = 0
+        self._rview = None
+        self._rsize = 0
         self.spos = 0
         self.hint_p = -1
         self.hint_end = 0
@@ -434,6 +545,8 @@ cdef class Reader:
         self.set_encoding(encoding, errors)
 
     def __dealloc__(self):
+        if self._rview is not None:
+            self._drop_view()
         Py_XDECREF(self._bo)
         self._bo = NULL
         free(self.del_off)
@@ -467,6 +580,8 @@ cdef class Reader:
         cdef Py_ssize_t n = DEFAULT_MAXBUF if maxbuf is None else maxbuf
         if n < 0:
             raise ValueError("maxbuf value out of range")
+        if self._rview is not None:
+            self._drop_view()
         self.maxbuf = n
 
     def expect_batch(self, int kind, encoding=None):
@@ -505,6 +620,8 @@ cdef class Reader:
                 return                      # like hiredis: ignored once in error
             if self.busy:
                 self._raise_busy("feed")
+            if self._rview is not None:
+                self._drop_view()
             if len > 0:
                 if self.rpos >= self.rlen and type(buf) is bytes:
                     # nothing pending: keep the (immutable) object instead of a copy
@@ -555,7 +672,22 @@ cdef class Reader:
         cdef PyObject* prev
         if need > self.ocap:
             cap = self._target(need, ext is None and pend > 0)
-            if ext is None and self._bo != NULL and pend > 0 and pend * 2 >= self.ocap:
+            # a batch reply growing big: a dropped big batch's buffer if one is kept
+            spare = take_spare(cap, PY_SSIZE_T_MAX) if (
+                self.want_kind >= 0 and cap >= SPARE_FROM) else None
+            if spare is not None:
+                ob = PyBytes_AS_STRING(spare)
+                if pend > 0:
+                    memcpy(ob, old, pend)
+                prev = self._bo
+                Py_INCREF(spare)
+                self._bo = <PyObject*>spare
+                Py_XDECREF(prev)
+                self._ext = None
+                self.rlen = pend
+                self.rpos = 0
+                cap = PyBytes_GET_SIZE(spare)
+            elif ext is None and self._bo != NULL and pend > 0 and pend * 2 >= self.ocap:
                 # mostly pending bytes: realloc (large blocks are remapped, not copied)
                 if self.rpos > 0:
                     memmove(self.rbuf, old, pend)
@@ -625,15 +757,68 @@ cdef class Reader:
         buffer, a slice) gets BufferError (the buffer it wrote to is then never
         freed, so that export stays valid; the reader keeps the received bytes).
         Once in protocol error, the bytes are received and dropped (as feed)."""
-        cdef Py_ssize_t pend, room, rest, size, n
-        cdef PyMemoryViewObject* mv
+        cdef Py_ssize_t size, n
         cdef bint escaped
         if self.busy:
             self._raise_busy("recv_from")
+        if self._rview is not None:
+            self._drop_view()
         if self.perr is not None:
             return sock.recv_into(bytearray(RECV_MIN))    # like feed: ignored in error
-        pend = self.rlen - self.rpos
-        room = RECV_MIN
+        size = self._recv_room()
+        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
+        self.busy = B_RECV                  # the GIL is released in recv_into
+        try:
+            n = sock.recv_into(view)
+        finally:
+            self.busy = 0
+            escaped = self._release_view(view)
+        return self._received(n, size, escaped)
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        """`asyncio.BufferedProtocol.get_buffer`: a writable memoryview of the
+        internal buffer's free tail (the room recv_from offers; `sizehint` is not
+        needed), to be filled and then accounted with `buffer_updated(n)`.
+
+        Until then the view is pending: any other call (feed, gets, recv_from, a
+        new get_buffer) first releases it with nothing accounted (a transport that
+        got no bytes does not call buffer_updated), so a stale view never points
+        into memory that has moved. Once in protocol error, the view is of a
+        scratch buffer and what is written to it is dropped (as feed)."""
+        cdef Py_ssize_t size
+        if self.busy:
+            self._raise_busy("get_buffer")
+        if self._rview is not None:
+            self._drop_view()
+        if self.perr is not None:
+            return memoryview(bytearray(RECV_MIN))
+        size = self._recv_room()
+        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
+        self._rview = view
+        self._rsize = size
+        return view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        """`asyncio.BufferedProtocol.buffer_updated`: account `nbytes` written to
+        the view `get_buffer` gave, and release that view (as recv_from: an export
+        of it kept elsewhere gives BufferError, the bytes are still kept).
+        RuntimeError without a pending view (ignored once in protocol error)."""
+        cdef Py_ssize_t size = self._rsize
+        cdef bint escaped
+        view = self._rview
+        if view is None:
+            if self.perr is not None:
+                return                      # written to the scratch buffer: dropped
+            raise RuntimeError("Reader.buffer_updated() without a get_buffer() view")
+        self._rview = None
+        escaped = self._release_view(view)
+        self._received(nbytes, size, escaped)
+
+    cdef Py_ssize_t _recv_room(self) except -1:
+        """Make room to receive into; the size of the free tail to offer."""
+        cdef Py_ssize_t pend = self.rlen - self.rpos
+        cdef Py_ssize_t room = RECV_MIN
+        cdef Py_ssize_t rest, size
         if self.want_end > pend:           # a checked bulk length: its end is known
             rest = self.want_end - pend
             if rest > RECV_MAX:
@@ -646,28 +831,38 @@ cdef class Reader:
         size = self.ocap - self.rlen
         if size > RECV_MAX:
             size = RECV_MAX
-        view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
-        mv = <PyMemoryViewObject*>view
-        self.busy = B_RECV                  # the GIL is released in recv_into
+        return size
+
+    cdef bint _release_view(self, view) except -1:
+        """Release a view of the free tail; True when it escaped (an export of it
+        is kept elsewhere): its memory is then never freed and the reader goes on
+        in a copy."""
+        cdef PyMemoryViewObject* mv = <PyMemoryViewObject*>view
+        cdef bint escaped = mv.exports != 0 or mv.mbuf.exports != 1
         try:
-            n = sock.recv_into(view)
-        finally:
-            self.busy = 0
-            escaped = mv.exports != 0 or mv.mbuf.exports != 1
-            try:
-                view.release()
-            except BufferError:
-                escaped = 1
-            if escaped:
-                # the raw pointer outlives this call: never free that memory
-                _escaped_buffers.append(<object>self._bo)
-                self._move_to_new_buffer()
+            view.release()
+        except BufferError:
+            escaped = 1
+        if escaped:
+            # the raw pointer outlives this call: never free that memory
+            _escaped_buffers.append(<object>self._bo)
+            self._move_to_new_buffer()
+        return escaped
+
+    cdef Py_ssize_t _received(self, Py_ssize_t n, Py_ssize_t size, bint escaped) except -1:
         if n < 0 or n > size:
-            raise ValueError(f"recv_into returned {n} for a {size}-byte buffer")
+            raise ValueError(f"{n} bytes received into a {size}-byte buffer")
         self.rlen += n
         if escaped:
-            raise BufferError("recv_into kept an export of the reader's buffer")
+            raise BufferError("a view of the reader's buffer was kept")
         return n
+
+    cdef int _drop_view(self) except -1:
+        """Release get_buffer's pending view, nothing accounted."""
+        view = self._rview
+        self._rview = None
+        self._release_view(view)
+        return 0
 
     cdef int _move_to_new_buffer(self) except -1:
         """Continue in a new owned buffer; the old one's reference is dropped (the
@@ -747,6 +942,8 @@ cdef class Reader:
             self._raise_protocol(self.perr)
         if self.busy:
             self._raise_busy("gets")
+        if self._rview is not None:
+            self._drop_view()
         if self.rpos >= self.rlen:
             return self.notEnoughData
         st = self._scan()

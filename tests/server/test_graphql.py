@@ -228,7 +228,8 @@ def test_playground_served_to_a_browser(server: LiveServer) -> None:
     assert r.headers["content-type"].startswith("text/html")
     assert "fastredis GraphQL" in r.text
     # everything inline: no asset from a CDN (tests/server/test_pages.py runs it offline)
-    assert "src=" not in r.text and "<link" not in r.text and "unpkg" not in r.text
+    inline = r.text.replace('<link rel="icon" href="data:,">', "")  # no favicon fetched
+    assert "src=" not in inline and "<link" not in inline and "unpkg" not in inline
 
 
 def test_query_via_get(server: LiveServer, redis_url: str) -> None:
@@ -468,3 +469,22 @@ def test_consumer_groups_of_a_stream(gql: Any, plain_redis: redis.Redis) -> None
         },
     ]
     assert plain["consumerGroups"] is None  # not a stream: its error says why
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_announce_says_when_the_subscription_reads(
+    protocol: str, server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    """With /graphql?announce=1 the first event carries no entry and comes once the
+    subscription reads: an entry added right after it is delivered (the playground
+    says "subscribed" only then)."""
+    before = plain_redis.xadd("ann", {"d": b"old"}).decode()
+    url = server.ws_url + "/graphql?announce=1"
+    with connect(url, subprotocols=[protocol], compression=None) as ws:
+        p = _Protocol(protocol, ws)
+        p.init()
+        p.subscribe("1", 'subscription { data(sids: ["ann"]) { sid time utf8 } }')
+        assert p.next_data() == {"sid": "ann", "time": before, "utf8": ""}
+        entry = plain_redis.xadd("ann", {"d": b"right after"}).decode()
+        assert p.next_data() == {"sid": "ann", "time": entry, "utf8": "right after"}
+        p.stop("1")

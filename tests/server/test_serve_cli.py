@@ -5,6 +5,7 @@ message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from support.serve_process import Serve, serve_env
+from support.serve_process import Serve, python_env
 from support.waiting import process_gone, wait_until
 from websockets.sync.client import connect
 
@@ -25,28 +26,14 @@ from fastredis.embedded import EmbeddedRedis, free_port
 DEADLINE = 30.0
 
 
-@pytest.fixture
-def serve() -> Iterator[type[Serve]]:
-    started: list[Serve] = []
-
-    class Tracked(Serve):
-        def __init__(self, *args: str, **env: str) -> None:
-            super().__init__(*args, **env)
-            started.append(self)
-
-    yield Tracked
-    for s in started:
-        s.kill()
-
-
 def test_serve_with_embedded_valkey_stops_it_on_sigterm(serve: type[Serve]) -> None:
     s = serve()
     redis_line = s.wait_line("Redis: embedded Valkey")
     pid = int(redis_line.split("(pid ")[1].split(")")[0])
     url = redis_line.rsplit(" at ", 1)[1].split(",")[0].strip()
     api_line = s.wait_line("API: ")
-    assert f"http://127.0.0.1:{s.port}" in api_line
-    assert f"http://127.0.0.1:{s.port}/graphql" in s.wait_line("GraphQL playground: ")
+    assert f"http://localhost:{s.port}" in api_line  # what a browser takes, as the docs say
+    assert f"http://localhost:{s.port}/graphql" in s.wait_line("GraphQL playground: ")
     base = f"127.0.0.1:{s.port}"
 
     def answers() -> bool:
@@ -139,7 +126,7 @@ def test_serve_bad_arguments(serve: type[Serve]) -> None:
 def test_cli_help_lists_serve() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "fastredis", "--help"],
-        env=serve_env(),
+        env=python_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -173,11 +160,11 @@ def _answers(port: int) -> bool:
 def test_port_0_announces_the_port_it_listens_on(serve: type[Serve], redis_url: str) -> None:
     s = serve("--port", "0", REDIS_URL=redis_url)
     api = s.wait_line("API: ")
-    port = int(api.split("http://127.0.0.1:", 1)[1].split()[0])
+    port = int(api.split("http://localhost:", 1)[1].split()[0])
     assert port != 0
     wait_until(lambda: _answers(port) or s.proc.poll() is not None, DEADLINE, what="the API")
     assert _answers(port), "".join(s.output)
-    assert f"http://127.0.0.1:{port}/graphql" in s.wait_line("GraphQL playground: ")
+    assert f"http://localhost:{port}/graphql" in s.wait_line("GraphQL playground: ")
 
 
 @pytest.mark.parametrize("port", ["99999", "-5", "http"])
@@ -399,3 +386,16 @@ def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) ->
     assert s.wait_exit() == 1
     out = "".join(s.output)
     assert "redis_max_connections must be >= 8" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("balance", ["reuseport", "shared"])
+def test_a_killed_worker_is_named_and_the_others_stop(serve: type[Serve], balance: str) -> None:
+    s = serve("--workers", "2", "--balance", balance)
+    pids = [int(p) for p in s.wait_line("workers: 2").split("pids ")[1].split()]
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the workers")
+    os.kill(pids[1], signal.SIGKILL)
+    assert s.wait_exit() == 1, "".join(s.output)
+    out = "".join(s.output)
+    assert f"worker 2 of 2 (pid {pids[1]}) was killed (SIGKILL): stopping the others" in out
+    assert "Traceback" not in out and "IndexError" not in out
+    wait_until(lambda: process_gone(pids[0]), DEADLINE, what="the other worker to stop")

@@ -1,5 +1,4 @@
-"""`python -m fastredis serve` as a subprocess, its output read line by line (not a
-test module)."""
+"""`fastredis serve` as a subprocess, its output read line by line (not a test module)."""
 
 from __future__ import annotations
 
@@ -16,11 +15,12 @@ import httpx
 
 from fastredis.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0
 
 
-def serve_env(**extra: str) -> dict[str, str]:
+def python_env(**extra: str) -> dict[str, str]:
+    """This environment without REDIS_URL/FASTREDIS_*, this checkout first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -34,7 +34,7 @@ class Serve:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastredis", "serve", "--port", str(self.port), *args],
-            env=serve_env(**env),
+            env=python_env(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -96,9 +96,26 @@ class Serve:
 
 
 def started(*args: str, **env: str) -> Iterator[Serve]:
-    """A served server for a `with` block or fixture (killed at the end)."""
+    """One served server, for a fixture (killed at the end)."""
     s = Serve(*args, **env)
     try:
         yield s
     finally:
         s.kill()
+
+
+def tracked_serves() -> Iterator[type[Serve]]:
+    """A `Serve` class whose processes are all killed when the generator is closed (the
+    body of the `serve` fixture)."""
+    started: list[Serve] = []
+
+    class Tracked(Serve):
+        def __init__(self, *args: str, **env: str) -> None:
+            super().__init__(*args, **env)
+            started.append(self)
+
+    try:
+        yield Tracked
+    finally:  # also when the generator is closed
+        for s in started:
+            s.kill()

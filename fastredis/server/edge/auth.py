@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from fastredis.server.edge.origins import origin_allowed
+from fastredis.server.edge.origins import origin_allowed, own_origin
 from fastredis.server.edge.protocol import CLOSE_POLICY, BadInput, parse_sids
 
 __all__ = [
@@ -269,8 +269,13 @@ class AccessMiddleware:
         if kind == "websocket" or scope.get("method") not in SAFE_METHODS:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
-            if not origin_allowed(origin, headers, self.cors_origins):
-                reason = f"origin {origin} is not allowed (see --cors-origin)"
+            scheme = scope.get("scheme", "http")
+            if not origin_allowed(origin, headers, self.cors_origins, scheme):
+                own = own_origin(headers, scheme)
+                reason = (
+                    f"origin {origin} is not allowed (see --cors-origin); this server's "
+                    f"own is {own} (behind a reverse proxy: --forwarded-allow-ips)"
+                )
                 await _refuse(scope, receive, send, 403, reason)
                 return
         grant = FULL_ACCESS

@@ -21,10 +21,12 @@ import contextlib
 import random
 from collections.abc import Callable
 
+from fastredis.server.run.options import option
+
 __all__ = ["CLOSE_RESTART", "DEFAULT_DRAIN_SECONDS", "Drain"]
 
 CLOSE_RESTART = 1012  # RFC 6455 (IANA): the service is restarted
-DEFAULT_DRAIN_SECONDS = 5.0
+DEFAULT_DRAIN_SECONDS: float = option("--drain-seconds").default
 GRACE_SECONDS = 2.0  # after the window, sockets still open are left to uvicorn
 
 Closer = Callable[[str], None]

@@ -272,12 +272,13 @@ def _epochs(raw: str, n_streams: int) -> list[str | None]:
     return [part or None for part in parts]
 
 
-def query_items(query_params: Mapping[str, str] | object) -> list[tuple[str, str]]:
-    """Starlette's QueryParams (a multi-dict) as a list of (name, value) pairs."""
+def query_items(query_params: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, value) pairs of a mapping; of Starlette's QueryParams (a multi-dict), every
+    value of a repeated name."""
     items = getattr(query_params, "multi_items", None)
     if items is not None:
         return list(items())
-    return list(query_params.items())  # type: ignore[attr-defined]
+    return list(query_params.items())
 
 
 # -- Server-Sent Events ------------------------------------------------------------

@@ -245,6 +245,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": http,
         "ws": GuardedWebSocketProtocol,
         "ws_per_message_deflate": False,  # payloads are mostly incompressible
+        # X-Forwarded-* are read by the app (`fastredis.server.edge.proxy`), which also
+        # takes the forwarded host; uvicorn's own reading would hide the proxy's address
+        "proxy_headers": False,
         # the largest message: a payload of max_message_size or a header of
         # max_header_size, whichever is larger, plus framing
         "ws_max_size": max(settings.max_message_size, settings.max_header_size) + FRAME_OVERHEAD,

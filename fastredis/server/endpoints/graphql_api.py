@@ -48,12 +48,14 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any, NewType, overload
 
 import strawberry
 from graphql.error import GraphQLError
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.scalars import JSON
@@ -132,6 +134,10 @@ def _stream_names(info: Info, sids: Sequence[str], write: bool = False) -> list[
     return sids
 
 
+@overload
+def _text(value: str | bytes | bytearray | memoryview) -> str: ...
+@overload
+def _text(value: Any) -> str | None: ...
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -170,6 +176,10 @@ def _payload(fields: Any) -> bytes | None:
 
 def _int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _long(value: Any) -> Long | None:
+    return None if value is None else Long(int(value))
 
 
 def _decode_meta(raw: Any) -> Any:
@@ -272,7 +282,7 @@ class Stream:
         last = d.get("last-entry") or (None, None)
         return cls(
             sid=sid,
-            entries_added=_int(d.get("entries-added")),
+            entries_added=_long(d.get("entries-added")),
             first_entry_id=_text(first[0]),
             first_payload=_payload(first[1]),
             last_entry_id=_text(last[0]),
@@ -280,9 +290,9 @@ class Stream:
             last_generated_id=_text(d.get("last-generated-id")),
             max_deleted_entry_id=_text(d.get("max-deleted-entry-id")),
             groups=_int(d.get("groups")),
-            length=_int(d.get("length")),
-            radix_tree_keys=_int(d.get("radix-tree-keys")),
-            radix_tree_nodes=_int(d.get("radix-tree-nodes")),
+            length=_long(d.get("length")),
+            radix_tree_keys=_long(d.get("radix-tree-keys")),
+            radix_tree_nodes=_long(d.get("radix-tree-nodes")),
             recorded_first_entry_id=_text(d.get("recorded-first-entry-id")),
             meta=_decode_meta(meta),
         )
@@ -405,7 +415,10 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
-        description="Entries of the given streams as they arrive (the server's shared read)."
+        description="Entries of the given streams as they arrive (the server's shared read). "
+        "On a websocket opened as /graphql?announce=1, the first event carries no entry: "
+        "it says the subscription reads from `time` on (of the first stream), so every "
+        "entry added after it arrives is delivered."
     )
     async def data(
         self,
@@ -427,6 +440,9 @@ class Subscription:
         )  # fmt: skip
         try:
             async with sub:
+                if info.context.get("announce"):  # reading from here on: say so
+                    start = sub.last_entry_id().split("+")[0]
+                    yield Data(sid=sids[0], time=start, payload=b"")
                 if sub.resumed is not None:
                     d = sub.resumed.as_dict()
                     yield Data(
@@ -449,6 +465,7 @@ class Subscription:
                         )  # fmt: skip
                     delivery.sent("graphql")
                     for sid, entry_id, fields in delivery.batch:
+                        assert sid is not None  # the hub reads with XREAD: named entries
                         payload = _payload(fields)
                         yield Data(
                             sid=_text(sid),
@@ -526,7 +543,7 @@ async def _redis_ms(client: AsyncRedis) -> int | None:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-class FastredisGraphQL(GraphQL):
+class FastredisGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the Redis client in the context."""
 
     def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
@@ -539,6 +556,9 @@ class FastredisGraphQL(GraphQL):
         """fastredis's own playground (every asset inline): it works with no internet,
         where GraphiQL's page loads React and GraphiQL from a CDN."""
         return playground_html()
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(playground_html(request.scope.get("root_path", "")))
 
     def decode_json(self, data: str | bytes) -> object:
         """JSON nested deeper than Python decodes is bad JSON (400 / close 4400), not
@@ -578,6 +598,7 @@ class FastredisGraphQL(GraphQL):
             "hub": hub,
             "grant": grant_of(request),
             "opened_ms": request.scope.get("fastredis.opened_ms"),
+            "announce": request.query_params.get("announce") == "1",
             "redis_turn": asyncio.Semaphore(1),
         }
 
@@ -586,10 +607,8 @@ class FastredisGraphQL(GraphQL):
             return True
         # the server's CORS setting also governs cross-origin GraphQL websockets
         settings = getattr(getattr(request.scope.get("app"), "state", None), "settings", None)
-        allowed = getattr(settings, "cors_origins", None) or getattr(
-            settings, "allowed_origins", None
-        )
-        return bool(allowed) and ("*" in allowed or origin in allowed)
+        allowed: Sequence[str] = getattr(settings, "cors_origins", None) or ()
+        return "*" in allowed or origin in allowed
 
 
 def make_graphql_app(

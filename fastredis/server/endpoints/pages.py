@@ -18,7 +18,7 @@ from fastredis.server.edge.auth import require_read
 from fastredis.server.edge.errors import failure
 from fastredis.server.edge.protocol import BadInput, parse_sids
 
-__all__ = ["dashboard", "page_html", "playground_html", "viewer", "wants_html"]
+__all__ = ["dashboard", "page_html", "playground_html", "render", "viewer", "wants_html"]
 
 _INCLUDE = re.compile(r"<!--\s*include:\s*([\w.-]+)\s*-->")
 
@@ -44,11 +44,30 @@ def page_html(name: str) -> str:
     return _INCLUDE.sub(include, _asset(name))
 
 
-def _page(name: str, config: dict[str, object], title: str = "fastredis") -> HTMLResponse:
-    # JSON in a <script type=application/json>: "</" escaped so no value ends the tag
-    data = json.dumps(config).replace("</", "<\\/")
-    body = page_html(name).replace("{{title}}", html.escape(title)).replace("{{config}}", data)
-    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
+_SLOT = re.compile(r"\{\{(title|config)\}\}")
+# In a <script>, "</script" ends it and "<!--" (then "<script") changes how the HTML
+# parser reads the rest: JSON with <, > and & as \u escapes has none of them, and
+# JSON.parse reads it back unchanged.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def render(name: str, config: dict[str, object], title: str) -> str:
+    """Page `name` with its title (HTML-escaped) and its config (JSON, safe inside its
+    <script type=application/json>) put in, in one pass: a value is never read again
+    as a slot."""
+    values = {
+        "title": html.escape(title),
+        "config": json.dumps(config).translate(_SCRIPT_SAFE),
+    }
+    return _SLOT.sub(lambda match: values[match[1]], page_html(name))
+
+
+def _page(
+    request: Request, name: str, config: dict[str, object], title: str = "fastredis"
+) -> HTMLResponse:
+    # root: the sub-path a reverse proxy serves us at, before every link the page makes
+    config = {"root": request.scope.get("root_path", ""), **config}
+    return HTMLResponse(render(name, config, title), headers={"Cache-Control": "no-store"})
 
 
 def wants_html(request: Request) -> bool:
@@ -60,7 +79,7 @@ def wants_html(request: Request) -> bool:
 
 async def dashboard(request: Request) -> Response:
     """The stream list for browsers."""
-    return _page("dashboard.html", {}, "fastredis streams")
+    return _page(request, "dashboard.html", {}, "fastredis streams")
 
 
 async def viewer(request: Request) -> Response:
@@ -73,13 +92,10 @@ async def viewer(request: Request) -> Response:
         require_read(request, sids)
     except BadInput as exc:
         return failure(exc).response()
-    return _page("viewer.html", {"sid": sid}, f"{sid} · fastredis")
+    return _page(request, "viewer.html", {"sid": sid}, f"{sid} · fastredis")
 
 
-def playground_html() -> str:
-    """The GraphQL playground (served by the GraphQL app to browsers)."""
-    return (
-        page_html("playground.html")
-        .replace("{{title}}", "fastredis GraphQL")
-        .replace("{{config}}", "{}")
-    )
+def playground_html(root_path: str = "") -> str:
+    """The GraphQL playground (served by the GraphQL app to browsers); `root_path`: the
+    sub-path a reverse proxy serves the server at."""
+    return render("playground.html", {"root": root_path}, "fastredis GraphQL")

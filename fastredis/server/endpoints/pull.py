@@ -25,9 +25,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from redis.exceptions import RedisError
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis.server.edge.auth import admit
@@ -92,7 +92,7 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
     # cancels the pull wherever it waits.
     main = asyncio.current_task()
     assert main is not None
-    acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_ACKS_AHEAD)
+    acks: asyncio.Queue[Message] = asyncio.Queue(MAX_ACKS_AHEAD)
     gone = False
     pulling = True
     drained: str | None = None  # the close reason, once the server drains
@@ -162,7 +162,7 @@ async def _pull_loop(
     ws: WebSocket,
     sub: Subscription,
     opts: ReadOptions,
-    acks: asyncio.Queue[dict[str, Any]],
+    acks: asyncio.Queue[Message],
     gone: Callable[[], bool],
 ) -> None:
     """Send what the hub delivers: the frames of each batch are packed once and shared

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -183,7 +183,7 @@ async def _unless_gone(request: Request, work: Coroutine[Any, Any, T]) -> T:
     return task.result()
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -205,12 +205,15 @@ async def _drain(request: Request) -> None:
         request.headers.get("expect", "").lower() == "100-continue"
     ):
         return
-    with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(DRAIN_SECONDS):
-            while True:
-                message = await request.receive()
-                if message["type"] != "http.request" or not message.get("more_body"):
-                    return
+
+    async def rest() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError, OSError):
+        await asyncio.wait_for(rest(), DRAIN_SECONDS)
 
 
 async def _entries(request: Request, limit: int, max_parts: int) -> list[bytes]:

@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterable, Sequence
 import redis.asyncio
 
 from fastredis._resp import StreamBatch
+from fastredis.server.run.options import option
 
 __all__ = ["DEFAULT_MAX_READ_BYTES", "ByteTurns", "EntrySizes", "redis_count"]
 
 # about the most one Redis reply of a read may hold (--max-read-bytes)
-DEFAULT_MAX_READ_BYTES = 16 << 20
+DEFAULT_MAX_READ_BYTES: int = option("--max-read-bytes").default
 PROBE_SAMPLES = 5  # MEMORY USAGE ... SAMPLES: the nodes of a stream it measures
 MAX_STREAMS = 100_000  # streams whose entry size is kept (the least recent go first)
 ENTRY_OVERHEAD = 64  # bytes a reply spends per entry beside its payload (id, framing)

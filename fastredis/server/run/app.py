@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
 from fastredis.server.edge.drain import Drain
+from fastredis.server.edge.proxy import ProxyMiddleware
 from fastredis.server.edge.rawpath import RawPathGuard
 from fastredis.server.endpoints.foxglove import foxglove_endpoint
 from fastredis.server.endpoints.mjpeg import mjpeg_endpoint
@@ -28,6 +29,7 @@ from fastredis.server.endpoints.push import push_endpoint
 from fastredis.server.endpoints.rest import get_data, post_data
 from fastredis.server.endpoints.sse import EventCache, sse_endpoint
 from fastredis.server.reads.hub import Hub
+from fastredis.server.run.embedded_valkey import embedded_valkey
 from fastredis.server.run.health import healthz, readyz
 from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.run.settings import REDIS_POOL_WAIT_S, Settings
@@ -83,11 +85,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         embedded = None
         url = settings.redis_url
         if url is None:
-            from fastredis.embedded import EmbeddedRedis
-
-            embedded = await asyncio.to_thread(lambda: EmbeddedRedis().start())
+            embedded = await asyncio.to_thread(lambda: embedded_valkey(settings).start())
             url = embedded.url
-            log.info("started embedded Redis-compatible server at %s", url)
+            log.info("started an embedded Valkey on port %s", embedded.port)
         install_log_redaction()
         app.state.settings = settings
         budget = settings.budget
@@ -133,6 +133,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     # metrics count every request; then paths that are not UTF-8 are refused
     middleware = [
+        # first: everything after sees the scheme, host and client the browser used
+        Middleware(ProxyMiddleware, settings.root_path, settings.forwarded_allow_ips),
         Middleware(MetricsMiddleware, max_sockets=settings.max_sockets),
         Middleware(RawPathGuard),
     ]

@@ -1,45 +1,38 @@
-"""Server settings: one dataclass, filled from arguments or the environment."""
+"""Server settings: one dataclass, filled from arguments or the environment (the option
+table, `fastredis.server.run.options`, gives the defaults and the variables)."""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastredis.server.edge.drain import DEFAULT_DRAIN_SECONDS
-from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES
+from fastredis.server.run.options import OPTIONS, option
 
 __all__ = [
     "DEFAULT_MAXLEN",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_MAX_HEADER_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
-    "DEFAULT_MAX_READ_BYTES",
     "DEFAULT_MAX_SOCKETS",
     "DEFAULT_REDIS_MAX_CONNECTIONS",
     "ConnectionBudget",
     "Settings",
-    "parse_size",
+    "redacted",
 ]
 
-DEFAULT_MAXLEN = 1000
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-# One push message is one atomic Lua script, and Redis serves nobody else while it
-# runs. Its cost per entry grows with the count (Redis-side, 100-byte entries, one
-# run on a busy 2-core machine: 100 -> 0.5 ms, 1,000 -> 2-11 ms, 10,000 -> 55-210
-# ms; MULTI/EXEC grows the same way), so the default keeps every message's stall to
-# milliseconds (benchmarks/bench_push_script.py).
-DEFAULT_MAX_ENTRIES = 1_000
-DEFAULT_MAX_SOCKETS = 10_000
-DEFAULT_REDIS_MAX_CONNECTIONS = 32
+DEFAULT_MAXLEN: int = option("--maxlen").default
+DEFAULT_MAX_MESSAGE_SIZE: int = option("--max-message-size").default
+DEFAULT_MAX_ENTRIES: int = option("--max-entries-per-message").default
+DEFAULT_MAX_SOCKETS: int = option("--max-sockets").default
+DEFAULT_REDIS_MAX_CONNECTIONS: int = option("--redis-max-connections").default
+DEFAULT_MAX_HEADER_SIZE: int = option("--max-header-size").default
 MIN_REDIS_CONNECTIONS = 8
 # How long a request waits for a free Redis connection before it is told to try again
 # (1013 / 503); the fixed users (write lanes, hub reads) never wait on the pool.
 REDIS_POOL_WAIT_S = 60.0
-# A header of 1,000 [sid, id, end] triples with long names fits with room to spare.
-DEFAULT_MAX_HEADER_SIZE = 256 * 1024
 
 # redis-py defaults for the server's client. No socket_timeout (redis-py's default
 # is 5 s): blocking reads set their own wait anyway, and with a timeout redis-py
@@ -56,42 +49,18 @@ DEFAULT_REDIS_PARAMS: dict[str, Any] = {
 }
 
 
-_SIZE = re.compile(r"([0-9]+)\s*(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """A positive byte count: 1048576, 64MiB, 64MB, 64M, 512k, 1g (k/M/G are 1024-based)."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"not a size in bytes (e.g. 1048576, 64MiB, 512k): {text!r}")
-    value = int(match[1]) * _UNITS[(match[2] or "").lower()]
-    if value < 1:
-        raise ValueError(f"a size must be positive: {text!r}")
-    return value
-
-
-def _env_size(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return parse_size(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, not {value}")
-    return value
+def redacted(url: str) -> str:
+    """`url` with its password, in the user part or as ?password=, shown as ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[-1]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in query):
+        hidden = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -155,26 +124,36 @@ class Settings:
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
+    * ``ssl_certfile``, ``ssl_keyfile``: serve TLS (https://, wss://).
+    * ``forwarded_allow_ips``, ``root_path``: behind a reverse proxy (see
+      `fastredis.server.edge.proxy`).
     """
 
+    # A field filled by an option has the option table's default (test_options.py
+    # checks that they agree); handshake_timeout, redis_params and pull_block_ms have
+    # no option.
     redis_url: str | None = None
     redis_cluster: bool | None = None  # None: ask the server (INFO cluster)
     maxlen: int = DEFAULT_MAXLEN
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
-    max_read_bytes: int = DEFAULT_MAX_READ_BYTES
+    max_read_bytes: int = option("--max-read-bytes").default
     max_sockets: int = DEFAULT_MAX_SOCKETS
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     handshake_timeout: float = 10.0
     cors_origins: list[str] = field(default_factory=list)
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
-    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    drain_seconds: float = option("--drain-seconds").default
     offsets: str = "start"
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    forwarded_allow_ips: tuple[str, ...] = option("--forwarded-allow-ips").default
+    root_path: str = ""
 
     def __post_init__(self) -> None:
         if self.maxlen < 0:
@@ -195,14 +174,21 @@ class Settings:
             )
         if not self.handshake_timeout > 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
-        if not 0 <= self.drain_seconds <= 3600:
-            raise ValueError(f"drain_seconds must be in [0, 3600], not {self.drain_seconds}")
         if self.offsets not in ("start", "end"):
             raise ValueError(f"offsets must be start or end, not {self.offsets!r}")
+        if not 0 <= self.drain_seconds <= 3600:
+            raise ValueError(f"drain_seconds must be 0 to 3600, not {self.drain_seconds}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate it belongs to)")
         if any(not key or key != key.strip() or "," in key for key in self.api_keys):
             raise ValueError("an API key must be non-empty, without spaces around or commas")
+
+    @property
+    def access_control(self) -> bool:
+        """Every endpoint but the health checks needs a token."""
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
 
     @property
     def budget(self) -> ConnectionBudget:
@@ -220,38 +206,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from the environment, with `overrides` (None values ignored) on top.
-
-        REDIS_URL, FASTREDIS_STREAM_MAXLEN, FASTREDIS_MAX_MESSAGE_SIZE,
-        FASTREDIS_MAX_ENTRIES_PER_MESSAGE, FASTREDIS_MAX_HEADER_SIZE, FASTREDIS_MAX_SOCKETS,
-        FASTREDIS_MAX_READ_BYTES,
-        FASTREDIS_REDIS_MAX_CONNECTIONS,
-        FASTREDIS_CORS_ORIGINS, FASTREDIS_API_KEYS (comma-separated),
-        FASTREDIS_JWT_SECRET, FASTREDIS_JWT_PUBLIC_KEY and FASTREDIS_OFFSETS are read.
-        """
+        """Settings from the environment variables of the option table (REDIS_URL,
+        FASTREDIS_STREAM_MAXLEN, ...; docs/guides/options.md), with `overrides` (None
+        values ignored) on top."""
         env = os.environ if env is None else env
-        origins = [o.strip() for o in env.get("FASTREDIS_CORS_ORIGINS", "").split(",")]
-        keys = [k.strip() for k in env.get("FASTREDIS_API_KEYS", "").split(",")]
-        values: dict[str, Any] = {
-            "redis_url": env.get("REDIS_URL") or None,
-            "maxlen": _env_int(env, "FASTREDIS_STREAM_MAXLEN", DEFAULT_MAXLEN),
-            "max_message_size": _env_size(
-                env, "FASTREDIS_MAX_MESSAGE_SIZE", DEFAULT_MAX_MESSAGE_SIZE
-            ),
-            "max_entries_per_message": _env_int(
-                env, "FASTREDIS_MAX_ENTRIES_PER_MESSAGE", DEFAULT_MAX_ENTRIES
-            ),
-            "max_header_size": _env_size(env, "FASTREDIS_MAX_HEADER_SIZE", DEFAULT_MAX_HEADER_SIZE),
-            "max_read_bytes": _env_size(env, "FASTREDIS_MAX_READ_BYTES", DEFAULT_MAX_READ_BYTES),
-            "max_sockets": _env_int(env, "FASTREDIS_MAX_SOCKETS", DEFAULT_MAX_SOCKETS),
-            "redis_max_connections": _env_int(
-                env, "FASTREDIS_REDIS_MAX_CONNECTIONS", DEFAULT_REDIS_MAX_CONNECTIONS
-            ),
-            "cors_origins": [o for o in origins if o],
-            "api_keys": [k for k in keys if k],
-            "jwt_secret": env.get("FASTREDIS_JWT_SECRET") or None,
-            "jwt_public_key": env.get("FASTREDIS_JWT_PUBLIC_KEY") or None,
-            "offsets": env.get("FASTREDIS_OFFSETS") or "start",
-        }
+        values = {opt.setting: opt.from_env(env) for opt in OPTIONS if opt.setting}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -27,10 +27,11 @@ import ctypes
 import multiprocessing
 import signal
 import socket
+import sys
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from fastredis.server.run.process import run_uvicorn
+from fastredis.server.run.process import how_it_ended, run_uvicorn
 from fastredis.server.run.settings import Settings
 
 __all__ = ["BALANCES", "run_workers"]
@@ -96,9 +97,19 @@ def run_workers(
               flush=True)  # fmt: skip
         from multiprocessing.connection import wait
 
-        wait([p.sentinel for p in workers])  # returns when one exits
-        dead = [p for p in workers if not p.is_alive()]
-        print(f"worker {dead[0].pid} exited ({dead[0].exitcode}): stopping", flush=True)
+        # ready when one exits; its sentinel closes before the exit can be reaped, so
+        # take the worker from what wait() returned and join it (is_alive() may still
+        # say True at this point)
+        ready = wait([p.sentinel for p in workers])
+        dead = next(p for p in workers if p.sentinel in ready)
+        dead.join()
+        number = workers.index(dead) + 1
+        print(
+            f"worker {number} of {count} (pid {dead.pid}) {how_it_ended(dead.exitcode)}: stopping "
+            "the others",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     except KeyboardInterrupt:  # SIGINT/SIGTERM to the parent
         return 0

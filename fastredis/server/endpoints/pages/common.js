@@ -5,8 +5,10 @@ const FR = (() => {
   const token = new URLSearchParams(location.search).get("token");
   const config = JSON.parse(document.getElementById("fr-config").textContent);
 
+  // path: the server's own, e.g. "/graphql"; behind a proxy at a sub-path (--root-path)
+  // the sub-path goes first
   function url(path, params = {}) {
-    const u = new URL(path, location.href);
+    const u = new URL((config.root || "") + path, location.href);
     for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
     if (token) u.searchParams.set("token", token);
     return u.toString();
