@@ -227,10 +227,11 @@ class Starts:
     async def _fetch_states(self, keys: list[tuple[str, str]]) -> dict[Any, StreamState]:
         self.fetches += 1
         token = new_epoch()
-        script = self.client.register_script(STATE_LUA)
+        # EVAL, not EVALSHA: a cluster pipeline does not load scripts on each node
         async with self.client.pipeline(transaction=False) as pipe:
             for sid, cursor in keys:
-                await script(keys=[sid, epoch_key(sid) or sid], args=[token, cursor], client=pipe)
+                key = epoch_key(sid) or sid
+                pipe.execute_command("EVAL", STATE_LUA, 2, sid, key, token, cursor)
             replies = await pipe.execute(raise_on_error=False)
         return {key: StreamState.from_reply(r) for key, r in zip(keys, replies, strict=True)}
 
