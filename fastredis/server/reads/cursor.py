@@ -16,9 +16,9 @@ from typing import Any
 
 import redis.asyncio
 
-from fastredis._resp import StreamBatch
+from fastredis._resp import READ, StreamBatch
 from fastredis.ids import parse_id, previous_id
-from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster
+from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster, xread_command
 from fastredis.server.reads.sizes import EntrySizes, redis_count
 
 __all__ = ["NEWEST_LUA", "StreamCursor", "oldest_of_newest"]
@@ -81,6 +81,7 @@ class StreamCursor:
         self.latest = latest
         self.sizes = sizes  # with it, every read's reply fits sizes.max_read_bytes
         self.cut = False  # the last read asked for fewer entries than wanted (bytes)
+        self.prelude_replies: list[Any] = []
         self.ids: dict[str, str] = {}
         self._starts = list(starts)
         self._names = {sid.encode(): sid for sid in self.sids}
@@ -131,12 +132,15 @@ class StreamCursor:
         count: int | None = None,
         budget: int | None = None,
         step: int = 1,
+        prelude: list[list[Any]] | None = None,
     ) -> StreamBatch:
         """The next batch over `conn` (empty when `block` ms pass with nothing new);
         `count` entries per stream at most (default: the cursor's), fewer when their
         bytes would pass `budget` (default: ``sizes.max_read_bytes``), then a multiple
         of `step` when that is at least `step`; `cut` says whether they were fewer and
-        the reply full (more are likely there)."""
+        the reply full (more are likely there). `prelude`: commands sent in the same
+        pipeline just before the XREAD (not on a cluster); their replies are left in
+        `prelude_replies`."""
         if self.latest:
             batch = await self._read_latest(conn)
             if batch is not None:
@@ -152,7 +156,12 @@ class StreamCursor:
             asked = redis_count(sizes, self.sids, wanted, limit)
             if asked > step:
                 asked -= asked % step
-        batch = await conn.xread(self.ids, asked, block)
+        if prelude and not is_cluster(self.client):
+            await conn.send_commands([*prelude, xread_command(self.ids, asked, block)])
+            self.prelude_replies = [await conn.read_reply() for _ in prelude]
+            batch = await conn.read_batch(READ, None, block)
+        else:
+            batch = await conn.xread(self.ids, asked, block)
         if sizes is not None:
             sizes.observe(batch, self.sids)
         self.cut = asked < wanted and len(batch) >= asked

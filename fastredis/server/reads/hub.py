@@ -55,6 +55,8 @@ from fastredis.server.reads.resume import (
     check_resume,
     find_gaps,
     resolve_start,
+    state_commands,
+    states_of,
 )
 from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, ByteTurns, EntrySizes
 from fastredis.server.run import metrics
@@ -102,6 +104,18 @@ def _first_ids(batch: StreamBatch) -> dict[str, str]:
             if len(firsts) == len(names):
                 break
     return firsts
+
+
+async def _states_first(
+    hub: Hub, sids: Sequence[str], before: Ids, resume: bool
+) -> tuple[dict[str, StreamState] | None, list[list[Any]] | None]:
+    """For a reader that resumes: the commands reading the streams' states, to send
+    with its read (states, None on a cluster: read first, by themselves)."""
+    if not resume:
+        return None, None
+    if hub.cluster:
+        return await hub.starts.states(sids, before), None
+    return None, state_commands(sids, before)
 
 
 def _gaps(
@@ -389,9 +403,12 @@ class Subscription:
             made = True
             # a reader that resumes learns what Redis lost just before reading
             before = dict(cursor.ids)
-            states = await hub.starts.states(self.sids, before) if self.resume else None
+            resume = self.resume and not self.latest  # latest skips: no gaps to tell
+            states, prelude = await _states_first(hub, self.sids, before, resume)
             async with hub.catch_up.take() as conn:
-                batch = await cursor.read(conn, None, asked, budget, self.count)
+                batch = await cursor.read(conn, None, asked, budget, self.count, prelude)
+            if prelude:
+                states = states_of(self.sids, cursor.prelude_replies)
             cut = cursor.cut
             gaps = _gaps(cursor, before, states, batch, self.epochs)
             delivery = Delivery(batch, dict(cursor.ids), before)
@@ -526,11 +543,13 @@ class _Group:
                 before = dict(self.cursor.ids)
                 self._reading = True
                 try:
-                    states = (
-                        await hub.starts.states(self.cursor.sids, before) if self.resume else None
-                    )
+                    sids = self.cursor.sids
+                    resume = self.resume and not self.latest
+                    states, prelude = await _states_first(hub, sids, before, resume)
                     async with hub.tail.take() as conn:
-                        batch = await self._read(conn, block)
+                        batch = await self._read(conn, block, prelude)
+                    if prelude:
+                        states = states_of(sids, self.cursor.prelude_replies)
                 finally:
                     self._reading = False
                 self.reads += 1
@@ -557,10 +576,12 @@ class _Group:
             if hub.groups.get(self.key) is self:
                 del hub.groups[self.key]
 
-    async def _read(self, conn: HeldConnection, block: int | None) -> StreamBatch:
+    async def _read(
+        self, conn: HeldConnection, block: int | None, prelude: list[list[Any]] | None
+    ) -> StreamBatch:
         if self.latest:  # the newest `count`: the cursor's own
-            return await self.cursor.read(conn, block)
-        return await self.cursor.read(conn, block, TAIL_ENTRIES, TAIL_BYTES)
+            return await self.cursor.read(conn, block, prelude=prelude)
+        return await self.cursor.read(conn, block, TAIL_ENTRIES, TAIL_BYTES, prelude=prelude)
 
     def rewind(self, ids: Ids) -> None:
         """Move the cursor back to `ids` where it is past them (a subscriber found nothing

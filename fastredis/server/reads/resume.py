@@ -24,12 +24,13 @@ a stream that has none yet (written by others) gets one here, the first time a s
 is read (SET NX, in the same script, so every reader agrees on it).
 
 Losses are found from what Redis says just before a read (one small script per
-stream, `STATE_LUA`): trims remove the oldest entries, so entries after a cursor may
-have been trimmed only when the cursor's own entry is gone and the stream's first
-entry is past it (`StreamState.trimmed_after`; when only the cursor's entry itself was
-trimmed this cannot be told apart, and is reported as a possible loss); XDEL after the
-cursor shows in ``max-deleted-entry-id`` (Redis >= 7.0), reported when a read passes
-it.
+stream, `STATE_LUA`, sent in the same pipeline as the read where Redis is not a
+cluster, so that no trim comes between them): trims remove the oldest entries, so
+entries after a cursor may have been trimmed only when the cursor's own entry is gone
+and the stream's first entry is past it (`StreamState.trimmed_after`; when only the
+cursor's entry itself was trimmed this cannot be told apart, and is reported as a
+possible loss); XDEL after the cursor shows in ``max-deleted-entry-id`` (Redis >= 7.0),
+reported when a read passes it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ __all__ = [
     "check_resume",
     "find_gaps",
     "resolve_start",
+    "state_commands",
+    "states_of",
 ]
 
 # KEYS[1]: a stream, KEYS[2]: its epoch key (the stream's own key: it has none);
@@ -234,6 +237,22 @@ class Starts:
                 pipe.execute_command("EVAL", STATE_LUA, 2, sid, key, token, cursor)
             replies = await pipe.execute(raise_on_error=False)
         return {key: StreamState.from_reply(r) for key, r in zip(keys, replies, strict=True)}
+
+
+def state_commands(sids: Sequence[str], cursor: Mapping[str, str]) -> list[list[Any]]:
+    """The commands that read what Redis says of `sids` (with the entry at each one's
+    `cursor`): to send in one pipeline just before a read, so nothing (a trim) comes
+    between them (`fastredis.server.reads.cursor.StreamCursor.read`'s `prelude`)."""
+    token = new_epoch()
+    return [
+        ["EVAL", STATE_LUA, 2, sid, epoch_key(sid) or sid, token, cursor.get(sid, "")]
+        for sid in sids
+    ]
+
+
+def states_of(sids: Sequence[str], replies: Sequence[Any]) -> dict[str, StreamState]:
+    """The replies of `state_commands` as a state per stream."""
+    return {sid: StreamState.from_reply(r) for sid, r in zip(sids, replies, strict=True)}
 
 
 def _before(a: str, b: str) -> bool:
