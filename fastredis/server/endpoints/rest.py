@@ -76,7 +76,7 @@ async def get_data(request: Request) -> Response:
         async with sub:
             if opts.block is None:
                 # a read of its own, held until sent: GETs take turns by bytes
-                give_back = await hub.answers.take(hub.sizes.max_read_bytes)
+                give_back = await hub.answers.take(hub.sizes.estimate(sids, opts.count))
                 delivery = await sub.next(timeout=0)
             else:
                 wait = opts.block / 1000 if opts.block else None

@@ -665,7 +665,8 @@ class Hub:
     ) -> None:
         self.client = client
         self.sizes = EntrySizes(client, max_read_bytes)  # every read's reply fits this
-        self.answers = ByteTurns(2 * max_read_bytes)  # answers not shared (REST GETs)
+        # answers not shared (REST GETs): one of the largest at a time, smaller beside it
+        self.answers = ByteTurns(max_read_bytes * 3 // 2)
         self.cluster = is_cluster(client)
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)

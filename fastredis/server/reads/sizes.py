@@ -18,7 +18,8 @@ costs nothing per read. The bound is as good as the estimate: a stream whose ent
 suddenly grow many times over between two reads overshoots once, by that factor.
 
 Answers that are not shared (a REST GET's) also take turns by bytes (`ByteTurns`):
-however many greedy GETs come at once, the server holds about two replies for them.
+however many greedy GETs come at once, the server holds one of the largest replies at a
+time for them, and small ones beside it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class EntrySizes:
         sizes.move_to_end(sid)
         while len(sizes) > MAX_STREAMS:
             sizes.popitem(last=False)
+
+    def estimate(self, sids: Sequence[str], count: int) -> int:
+        """About the bytes of a read of `count` entries per stream (a stream not measured
+        yet counts as the whole `max_read_bytes`)."""
+        if not self.known(sids):
+            return self.max_read_bytes
+        return min(self.max_read_bytes, count * sum(self.get(sid) for sid in sids))
 
     def observe(self, batch: StreamBatch, sids: Sequence[str]) -> None:
         """Learn from a batch just read of `sids` (a larger size counts at once, a
