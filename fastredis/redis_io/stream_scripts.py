@@ -5,7 +5,8 @@ message of several entries is one script: `CHECK_IDS_LUA` first checks everythin
 Redis could refuse (a key that is not a stream, an explicit id not above the
 stream's last id), and only then are the entries written.
 
-* `ADD_ENTRIES_LUA`: a message of ``d``-field entries (the server's push and POST);
+* `ADD_ENTRIES_LUA`: a message of ``d``-field entries (the server's push and POST),
+  storing the epoch of each stream it creates;
 * `fastredis.redis_io.producers.PRODUCE_LUA`: the same, plus a producer's count.
 """
 
@@ -76,20 +77,29 @@ local function check_ids(keys, entries)
 end
 """
 
-# KEYS: the distinct streams. ARGV[1]: MAXLEN (0: no trimming), then per entry:
-# index into KEYS, id ("*", "ms-*" or canonical "ms-seq"), payload (field "d").
+# KEYS: the n distinct streams, then their epoch keys in the same order (a stream's
+# own key where it cannot have one). ARGV[1]: MAXLEN (0: no trimming), ARGV[2]: a new
+# epoch, stored for each stream this message creates; then per entry: index into the
+# streams, id ("*", "ms-*" or canonical "ms-seq"), payload (field "d").
 ADD_ENTRIES_LUA = (
     CHECK_IDS_LUA
     + r"""
-local entries = {}
-for j = 2, #ARGV, 3 do
+local n = #KEYS / 2
+local streams, entries = {}, {}
+for i = 1, n do streams[i] = KEYS[i] end
+for j = 3, #ARGV, 3 do
   entries[#entries + 1] = {tonumber(ARGV[j]), ARGV[j + 1]}
 end
-local bad = check_ids(KEYS, entries)
+local bad = check_ids(streams, entries)
 if bad then return bad end
+for i = 1, n do
+  if KEYS[n + i] ~= KEYS[i] and redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('SET', KEYS[n + i], ARGV[2])
+  end
+end
 local ids = {}
 local maxlen = ARGV[1]
-for j = 2, #ARGV, 3 do
+for j = 3, #ARGV, 3 do
   local k = KEYS[tonumber(ARGV[j])]
   if maxlen ~= '0' then
     ids[#ids + 1] = redis.call('XADD', k, 'MAXLEN', '~', maxlen, ARGV[j + 1], 'd', ARGV[j + 2])

@@ -218,3 +218,23 @@ async def test_idle_pulls_park_and_a_new_entry_still_reaches_its_pull(
             assert await recv(pulls[k]) == str(k).encode()
     finally:
         await asyncio.gather(*(ws.close() for ws in pulls))
+
+
+async def test_resume_and_epochs_on_a_cluster(server: LiveServer, r) -> None:
+    """A stream's epoch lives in its slot (written with the stream's first entry by one
+    script), for a plain name and a hash-tagged one; resume reads it over several slots."""
+    ids = {}
+    for sid in ("plain", "{cam}:rgb"):
+        async with connect(ws_url(server, f"/data/{sid}/push?ack=1")) as push:
+            await push.send(json.dumps([[sid, 1]]))
+            await push.send(b"x")
+            ids[sid] = json.loads(await recv(push))[0]
+    assert r.get("XEPOCH:{plain}") and r.get("XEPOCH:{cam}:rgb")
+    url = ws_url(server, "/data/plain+{cam}:rgb/pull?resume=1&last_entry_id=0")
+    async with connect(url) as ws:
+        resume = json.loads(await recv(ws))["resume"]
+    epochs = f"{r.get('XEPOCH:{plain}').decode()}+{r.get('XEPOCH:{cam}:rgb').decode()}"
+    assert resume == {
+        "from": "0-0+0-0", "recovered": True,
+        "first_id": f"{ids['plain']}+{ids['{cam}:rgb']}", "epoch": epochs,
+    }  # fmt: skip

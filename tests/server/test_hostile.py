@@ -18,6 +18,7 @@ import pytest
 import redis
 import websockets
 from support.live_server import LiveServer
+from support.redis_clients import data_keys
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
@@ -105,7 +106,7 @@ async def test_lone_surrogate_in_a_header_is_1007(url: str, r: redis.Redis) -> N
         await ws.send('[["s\\ud83d\\ude00", 1]]')
         await ws.send(b"x")
         await asyncio.wait_for(ws.recv(), DEADLINE)
-    assert r.keys() == ["s\U0001f600".encode()]
+    assert data_keys(r) == ["s\U0001f600".encode()]
 
 
 async def test_deeply_nested_header_is_1007(url: str, r: redis.Redis) -> None:
@@ -113,7 +114,7 @@ async def test_deeply_nested_header_is_1007(url: str, r: redis.Redis) -> None:
     code, reason = await refused(f"{url}/data/s/push", "[" * depth + "]" * depth, b"")
     assert (code, reason) == (1007, "header nests too deeply to be a push header")
     await push_ok(url)
-    assert r.keys() == [b"good"]
+    assert data_keys(r) == [b"good"]
 
 
 async def test_empty_stream_name_in_a_header_is_1007(url: str, r: redis.Redis) -> None:
@@ -287,7 +288,7 @@ async def test_path_that_is_not_utf8_is_refused(
     assert r.dbsize() == 0
     # percent-escaped UTF-8 is a stream name like any other
     await push_ok(url, "%C3%A9t%C3%A9")
-    assert r.keys() == ["été".encode()]
+    assert data_keys(r) == ["été".encode()]
 
 
 # -- frames -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from support.waiting import wait_until
 from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io import make_async_client
 from fastredis.server import Settings, create_app
+from fastredis.server.reads import hub as hub_module
 from fastredis.server.reads.hub import QUEUE_LIMIT, Hub
 from fastredis.server.run import metrics
 
@@ -139,10 +140,11 @@ async def hub(redis_url: str) -> AsyncIterator[Hub]:
 
 
 async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
-    hub: Hub, r: redis.Redis
+    hub: Hub, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(hub_module, "TAIL_ENTRIES", 1)  # one entry per shared delivery
     r.xadd("slow", {"d": b"first"})
-    fast = hub.subscribe(["slow"], ["$"], read_ahead=False)  # one entry per delivery
+    fast = hub.subscribe(["slow"], ["$"], read_ahead=False)
     slow = hub.subscribe(["slow"], ["$"], read_ahead=False)
     newest = hub.subscribe(["slow"], ["$"], latest=True)
     async with fast, slow, newest:
@@ -153,7 +155,7 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
             delivery = await fast.next(timeout=DEADLINE)
             assert delivery is not None
             assert [e[1] for e in delivery.batch] == [eid.encode()]
-        assert slow._group is None  # it left the shared read
+        assert slow.group is None  # it left the shared read
         group = hub.groups[fast.key]
         assert len(group.history) <= 2  # kept for `fast` and the newest only
         # `latest`: the newest entry only
@@ -173,7 +175,7 @@ async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(
             assert delivery is not None
             got += [e[1].decode() for e in delivery.batch]
         assert got == ids + more
-        assert slow._joined
+        assert slow.joined
 
 
 async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
@@ -195,7 +197,7 @@ async def test_subscribers_behind_at_one_cursor_share_their_catch_up_reads(
             while len(got) < len(payloads):
                 delivery = await sub.next(timeout=DEADLINE)
                 assert delivery is not None
-                got += [bytes(p) for _, ps in delivery.frames(header=False) for p in ps]
+                got += [bytes(p) for _, ps in sub.frames(delivery, header=False) for p in ps]
         return got
 
     before = xread_calls(r)
@@ -296,7 +298,7 @@ async def test_a_stream_made_anew_with_lower_ids_loses_nothing(hub: Hub, r: redi
             r.xadd("anew", {"d": b"then"}, id="3-1")
             assert await _ids_of(fresh) == ["3-1"]
             assert await _ids_of(old) == ["3-1"]
-            assert fresh._joined and fresh._group is old._group  # one shared read
+            assert fresh.joined and fresh.group is old.group  # one shared read
 
 
 async def test_deleted_newest_entries_neither_skip_nor_repeat(hub: Hub, r: redis.Redis) -> None:
@@ -316,7 +318,7 @@ async def test_deleted_newest_entries_neither_skip_nor_repeat(hub: Hub, r: redis
             assert await _ids_of(tail) == [later]
             assert await behind.next(timeout=0.2) is None
             assert await tail.next(timeout=0.2) is None
-            assert behind._joined and behind._group is tail._group
+            assert behind.joined and behind.group is tail.group
 
 
 async def test_every_subscriber_gets_the_same_frame_bytes(hub: Hub, r: redis.Redis) -> None:

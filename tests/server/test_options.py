@@ -49,6 +49,7 @@ SAMPLES = {
     "--root-path": ("/a", "/b/c"),
     "--offsets": ("end", "start"),
     "--producer-ttl": ("90", "0.5"),
+    "--drain-seconds": ("2.5", "0"),
 }
 NEEDS = {"--ssl-keyfile": {"FASTREDIS_SSL_CERTFILE": "/cert.pem"}}  # a key needs its cert
 

@@ -46,3 +46,8 @@ class PeakConnections:
         self._stop.set()
         self._thread.join()
         self.most = max(self.most, connections_named(self.r, self.name))
+
+
+def data_keys(r: redis.Redis) -> list[bytes]:
+    """The keys of `r` but the epochs the server stores beside streams (XEPOCH:...)."""
+    return [k for k in r.scan_iter() if not bytes(k).startswith(b"XEPOCH:")]

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
 from fastredis.embedded import free_port
 from support.waiting import wait_until
 
@@ -78,6 +80,32 @@ class Serve:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> None:
+        """Until the API answers (the process failing fails the test)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                if httpx.get(f"{self.http_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, "".join(self.output)
+            assert time.monotonic() < deadline, "the server did not answer"
+            time.sleep(0.05)
+
+
+def started(*args: str, **env: str) -> Iterator[Serve]:
+    """One served server, for a fixture (killed at the end)."""
+    s = Serve(*args, **env)
+    try:
+        yield s
+    finally:
+        s.kill()
 
 
 def tracked_serves() -> Iterator[type[Serve]]:

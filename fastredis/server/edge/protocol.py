@@ -8,11 +8,13 @@ core reader's `fastredis._resp.ProtocolError`, which is about bytes from Redis.)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fastredis.ids import format_id, parse_id
 from fastredis.redis_io.producers import check_producer_id
+from fastredis.server.edge.epoch import EPOCH_PREFIX, is_epoch_key
 from fastredis.server.writes.meta import META_PREFIX, is_meta_key
 
 __all__ = [
@@ -70,6 +72,8 @@ def parse_sids(path_sid: str) -> list[str]:
     for sid in sids:
         if is_meta_key(sid):
             raise BadInput(f"bad stream id {sid!r}: {META_PREFIX}... keys hold metadata")
+        if is_epoch_key(sid):
+            raise BadInput(f"bad stream id {sid!r}: {EPOCH_PREFIX}... keys hold stream epochs")
     return sids
 
 
@@ -149,6 +153,8 @@ class ReadOptions:
     max_fps: float = 0.0
     header: bool = True
     ack: bool = False
+    resume: bool = False
+    epochs: list[str | None] | None = None  # the epochs the client saw (resume)
     end_offsets: bool = False  # offsets=end: [sid, id, end] headers (the deployed clients')
 
 
@@ -160,8 +166,11 @@ class PushOptions:
 
 
 PULL_PARAMS = frozenset(
-    {"last_entry_id", "count", "block", "latest", "max_fps", "header", "ack", "offsets"}
-)
+    {
+        "last_entry_id", "count", "block", "latest", "max_fps", "header", "ack", "offsets",
+        "resume", "epoch",
+    }
+)  # fmt: skip
 GET_PARAMS = frozenset({"last_entry_id", "count", "block", "latest", "offsets"})
 OFFSET_FORMS = ("start", "end")
 PUSH_PARAMS = frozenset({"header", "ack", "producer"})
@@ -236,6 +245,12 @@ def parse_query(
         opts.header = _bool("header", q["header"])
     if "ack" in q:
         opts.ack = _bool("ack", q["ack"])
+    if "resume" in q:
+        opts.resume = _bool("resume", q["resume"])
+    if "epoch" in q:
+        if not opts.resume:
+            raise BadInput("query parameter epoch is for resume=1 pulls")
+        opts.epochs = _epochs(q["epoch"], n_streams)
     offsets = q.get("offsets", default_offsets)
     if offsets not in OFFSET_FORMS:
         raise BadInput(f"query parameter offsets={offsets!r} is not one of: start, end")
@@ -252,6 +267,25 @@ def end_offsets(header: str, total: int) -> str:
         return header
     ends = [row[2] for row in rows[1:]] + [total]
     return json.dumps([[sid, eid, end] for (sid, eid, _), end in zip(rows, ends, strict=True)])
+
+
+_EPOCH = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def _epochs(raw: str, n_streams: int) -> list[str | None]:
+    """The epochs a resuming client saw: one per stream joined by '+' (empty: none)."""
+    parts = raw.replace(" ", "+").split("+")
+    if len(parts) == 1:
+        parts = parts * n_streams
+    if len(parts) != n_streams:
+        raise BadInput(
+            f"query parameter epoch names {len(parts)} epochs for {n_streams} streams "
+            "(give one, or one per stream joined by '+')"
+        )
+    for part in parts:
+        if part and not _EPOCH.fullmatch(part):
+            raise BadInput(f"query parameter epoch: {part[:80]!r} is not an epoch token")
+    return [part or None for part in parts]
 
 
 def query_items(query_params: Mapping[str, str]) -> list[tuple[str, str]]:

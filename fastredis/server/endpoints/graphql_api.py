@@ -13,6 +13,9 @@ Schema::
     query { sids  streams(sids: [String!] = null) { sid entriesAdded ... error meta } }
     mutation { streamMeta(sid: "glf", meta: {format: "mp4"}) }
     subscription { data(sids: ["glf"]) { sid time data utf8 } }
+    subscription { data(sids: ["glf"], lastEntryId: "1-0", resume: true) {
+        kind sid time data resume { from recovered firstId epoch }
+        gap { sid from to next epoch recreated } } }
     query { streams { consumerGroups { name consumers pending lag lastDeliveredId } } }
 
 Choices where the Redis Streamer protocol is silent:
@@ -33,7 +36,8 @@ Choices where the Redis Streamer protocol is silent:
   and returns what was stored; ``meta: null`` deletes it.
 * The subscription's ``time`` is the entry id (as in the pull header);
   ``datetime`` gives it as an ISO datetime. ``lastEntryId`` (default ``$``: only
-  entries added after subscribing, with no gap between reads) may be ``0`` or an id.
+  entries added after the websocket opened -- Redis's clock then, read before the
+  handshake is accepted -- with no gap between reads) may be ``0`` or an id.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from strawberry.types import Info
 from fastredis.ids import id_datetime
 from fastredis.server.edge.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.edge.errors import explain, failure
-from fastredis.server.edge.protocol import BadInput
+from fastredis.server.edge.protocol import BadInput, ReadOptions, parse_query
 from fastredis.server.endpoints.pages import playground_html
 from fastredis.server.reads.hub import Hub
 from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, pairs
@@ -294,11 +298,41 @@ class Stream:
         )
 
 
-@strawberry.type(description="One stream entry.")
+@strawberry.type(description="Where a subscription with resume: true starts.")
+class ResumeInfo:
+    from_: str = strawberry.field(
+        name="from", description="The cursor read after (ids '+'-joined per stream)."
+    )
+    recovered: bool = strawberry.field(
+        description="False when an entry after the cursor is gone (trimmed, deleted, or "
+        "the stream was made anew)."
+    )
+    first_id: str | None = strawberry.field(description="The first id the stream(s) hold.")
+    epoch: str | None = strawberry.field(description="The stream(s)' epoch, to resume with.")
+
+
+@strawberry.type(description="Entries of one stream lost before the next one delivered.")
+class GapInfo:
+    sid: str
+    from_: str = strawberry.field(name="from", description="The last id delivered before.")
+    to: str | None = strawberry.field(description="Lost entries are up to this id.")
+    next: str | None = strawberry.field(description="The first id delivered after.")
+    epoch: str | None = strawberry.field(description="The stream's epoch now.")
+    recreated: bool = strawberry.field(description="The stream was made anew.")
+
+
+@strawberry.type(description="One stream entry (kind entry), or with resume: true a note.")
 class Data:
     sid: str
     time: str = strawberry.field(description="The entry id, e.g. 1638125133432-0.")
     payload: strawberry.Private[bytes]
+    kind: str = strawberry.field(
+        default="entry",
+        description="entry; with resume: true, first one 'resume' (see resume), and "
+        "'gap' before the entries that follow a loss (see gap). Notes have no payload.",
+    )
+    resume: ResumeInfo | None = None
+    gap: GapInfo | None = None
 
     @strawberry.field(description="The payload, base64.")
     def data(self) -> str:
@@ -387,7 +421,12 @@ class Subscription:
         "entry added after it arrives is delivered."
     )
     async def data(
-        self, info: Info, sids: list[str], last_entry_id: str = "$"
+        self,
+        info: Info,
+        sids: list[str],
+        last_entry_id: str = "$",
+        resume: bool = False,
+        epoch: str | None = None,
     ) -> AsyncGenerator[Data, None]:
         client = _redis(info)
         sids = _stream_names(info, sids)
@@ -395,16 +434,35 @@ class Subscription:
             return
         hub = info.context["hub"]
         sub = hub.subscribe(
-            sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql"
-        )
+            sids, [last_entry_id] * len(sids), count=SUBSCRIPTION_COUNT, via="graphql",
+            opened_ms=info.context.get("opened_ms"), resume=resume,
+            epochs=_epochs(epoch, len(sids)),
+        )  # fmt: skip
         try:
             async with sub:
                 if info.context.get("announce"):  # reading from here on: say so
                     start = sub.last_entry_id().split("+")[0]
                     yield Data(sid=sids[0], time=start, payload=b"")
+                if sub.resumed is not None:
+                    d = sub.resumed.as_dict()
+                    yield Data(
+                        sid=sids[0], time=d["from"], payload=b"", kind="resume",
+                        resume=ResumeInfo(
+                            from_=d["from"], recovered=d["recovered"],
+                            first_id=d["first_id"], epoch=d["epoch"],
+                        ),
+                    )  # fmt: skip
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
+                    for gap in delivery.gaps:
+                        yield Data(
+                            sid=gap.sid, time=gap.after, payload=b"", kind="gap",
+                            gap=GapInfo(
+                                sid=gap.sid, from_=gap.after, to=gap.to,
+                                next=gap.next, epoch=gap.epoch, recreated=gap.recreated,
+                            ),
+                        )  # fmt: skip
                     delivery.sent("graphql")
                     for sid, entry_id, fields in delivery.batch:
                         assert sid is not None  # the hub reads with XREAD: named entries
@@ -416,6 +474,15 @@ class Subscription:
                         )
         except RedisError as exc:
             raise (await explain(exc, client, sids)).bad_input() from None
+
+
+def _epochs(raw: str | None, n_streams: int) -> list[str | None] | None:
+    """The `epoch` argument as one per stream (as the pull's query parameter)."""
+    if raw is None:
+        return None
+    opts = parse_query("pull", [("resume", "1"), ("epoch", raw)], n_streams)
+    assert isinstance(opts, ReadOptions)
+    return opts.epochs
 
 
 class UserErrors(MaskErrors):
@@ -463,6 +530,19 @@ schema = _Schema(
 )
 
 
+async def _redis_ms(client: AsyncRedis) -> int | None:
+    """Redis's clock now, in ms (None: Redis could not say; `$` is then fixed when the
+    subscription starts)."""
+    try:
+        reply: Any = await client.time()
+    except RedisError:
+        return None
+    if isinstance(reply, dict):  # a cluster: one node's clock
+        reply = next(iter(reply.values()))
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 class FastredisGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the Redis client in the context."""
 
@@ -489,6 +569,15 @@ class FastredisGraphQL(GraphQL[dict[str, Any], None]):
             text = data if isinstance(data, str) else data.decode("utf-8", "replace")
             raise json.JSONDecodeError("nested too deeply", text, 0) from None
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            # The streams of a subscription are known only once it is asked for, after
+            # the socket opened: `$` is fixed no later than the moment it opened.
+            client = self._redis or getattr(getattr(scope.get("app"), "state", None), "redis", None)
+            if client is not None:
+                scope = {**scope, "fastredis.opened_ms": await _redis_ms(client)}
+        await super().__call__(scope, receive, send)
+
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         client = self._redis
         if client is None:
@@ -508,6 +597,7 @@ class FastredisGraphQL(GraphQL[dict[str, Any], None]):
             "redis": client,
             "hub": hub,
             "grant": grant_of(request),
+            "opened_ms": request.scope.get("fastredis.opened_ms"),
             "announce": request.query_params.get("announce") == "1",
             "redis_turn": asyncio.Semaphore(1),
         }

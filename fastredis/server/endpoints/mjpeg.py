@@ -26,6 +26,7 @@ from fastredis._frames import pull_views
 from fastredis.server.edge.auth import require_read
 from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import BadInput, parse_sids
+from fastredis.server.reads.hub import Subscription
 
 __all__ = ["BOUNDARY", "IDLE_BLOCK_MS", "mjpeg_endpoint", "newest_frames"]
 
@@ -48,18 +49,31 @@ async def newest_frames(request: Request, sid: str) -> AsyncGenerator[Frame | No
     """The newest entry of `sid` each time the caller asks: first the newest there is
     (None when the stream is empty), then each newer one as it comes (None after
     `IDLE_BLOCK_MS` with nothing new), through the server's shared read (the hub)."""
-    sub = request.app.state.hub.subscribe([sid], ["*"], count=1, latest=True, via="mjpeg")
-    async with sub:
-        timeout: float = 0  # the first read does not wait: a placeholder instead
-        while True:
-            delivery = await sub.next(timeout=timeout)
-            timeout = IDLE_BLOCK_MS / 1000
-            if delivery is None or not len(delivery.batch):
-                yield None
-                continue
-            batch = delivery.batch
-            delivery.sent("mjpeg")
-            yield batch.ids()[-1].decode(), pull_views(batch)[-1]
+    async with _subscribe(request, sid) as sub:
+        async for frame in _frames(sub):
+            yield frame
+
+
+def _subscribe(request: Request, sid: str) -> Subscription:
+    sub: Subscription = request.app.state.hub.subscribe(
+        [sid], ["*"], count=1, latest=True, via="mjpeg"
+    )
+    return sub
+
+
+async def _frames(sub: Subscription) -> AsyncGenerator[Frame | None, None]:
+    """`newest_frames` of an entered subscription."""
+    timeout: float = 0  # the first read does not wait: a placeholder instead
+    while True:
+        delivery = await sub.next(timeout=timeout)
+        timeout = IDLE_BLOCK_MS / 1000
+        if delivery is None or not len(delivery.batch):
+            yield None
+            continue
+        batch = delivery.batch
+        delivery.sent("mjpeg")
+        eid = batch.ids()[-1]
+        yield eid.decode() if isinstance(eid, bytes) else eid, pull_views(batch)[-1]
 
 
 # Chromium shows a part only once the next part's headers have come in full, so each
@@ -86,7 +100,9 @@ class MJPEGStream:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self._stream(send)
+            # where it starts is fixed before the headers say the stream is open
+            async with _subscribe(self.request, self.sid) as sub:
+                await self._stream(send, sub)
         except asyncio.CancelledError:
             if not watcher.done():
                 raise  # cancelled from outside, not by the client leaving
@@ -104,7 +120,7 @@ class MJPEGStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, sub: Subscription) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -121,7 +137,7 @@ class MJPEGStream:
         interval = 1.0 / self.max_fps if self.max_fps else 0.0
         next_at = -math.inf
         shown = False
-        frames = newest_frames(self.request, self.sid)
+        frames = _frames(sub)
         try:
             while True:
                 if interval and loop.time() < next_at:

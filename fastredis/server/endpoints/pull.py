@@ -8,9 +8,15 @@ for that long an empty batch -- header ``[]``, empty binary -- is sent, so an id
 pull shows it is alive; 0 waits forever), ``latest`` (skip to the newest entries:
 frame dropping), ``max_fps`` (at most that many batches a second), ``header`` (1;
 with 0 every entry is sent as its own binary message and nothing for an empty batch),
-``ack`` (after each batch sent, wait for a text message from the client), ``offsets``
-(``start``, the default unless ``fastredis serve --offsets end``; ``end``: the header
-says where each payload ends, as the Redis Streamer protocol's deployed clients read it).
+``ack`` (after each batch sent, wait for a text message from the client; a binary
+message closes the pull with 1003), ``offsets`` (``start``, the default unless
+``fastredis serve --offsets end``; ``end``: the header says where each payload ends, as
+the Redis Streamer protocol's deployed clients read it), ``resume`` (1: first a text
+frame ``{"resume": {...}}``, and ``{"gap": {...}}`` before entries that follow a loss;
+`fastredis.server.reads.resume`), ``epoch`` (with resume: the epochs last seen).
+
+``$`` (and every start) is fixed before the handshake is accepted: whatever is added
+once the client sees the socket open is delivered.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from redis.exceptions import RedisError
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from fastredis.server.edge.auth import admit
+from fastredis.server.edge.drain import CLOSE_RESTART
 from fastredis.server.edge.errors import explain
 from fastredis.server.edge.protocol import (
     CLOSE_POLICY,
@@ -35,7 +43,9 @@ from fastredis.server.edge.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.endpoints.websocket import accept_checked, close_with
+from fastredis.server.edge.uvicorn_guard import VIEWS_EXTENSION
+from fastredis.server.endpoints.websocket import close_with
+from fastredis.server.reads.delivery import Views, nbytes
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
@@ -47,7 +57,7 @@ MAX_ACKS_AHEAD = 64  # acks a client may send before the batches they acknowledg
 
 async def pull_endpoint(ws: WebSocket) -> None:
     settings = ws.app.state.settings
-    if not await accept_checked(ws, "read"):
+    if not await admit(ws, "read"):
         return
     try:
         sids = parse_sids(ws.path_params["sid"])
@@ -57,8 +67,26 @@ async def pull_endpoint(ws: WebSocket) -> None:
         )  # fmt: skip
         assert isinstance(opts, ReadOptions)
     except BadInput as exc:
+        await ws.accept()
         await close_with(ws, exc.code, exc.reason)
         return
+    sub = ws.app.state.hub.subscribe(
+        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest,
+        max_fps=opts.max_fps or None, resume=opts.resume, epochs=opts.epochs,
+    )  # fmt: skip
+    try:
+        async with sub:  # the start is fixed before the client sees the socket open
+            await ws.accept()
+            if sub.resumed is not None:
+                await ws.send({"type": "websocket.send", "text": sub.resumed.frame()})
+            await _serve(ws, sub, sids, opts)
+    except RedisError as exc:  # fixing the start failed (_serve answers its own)
+        await ws.accept()
+        await close_with(ws, *(await explain(exc, ws.app.state.redis, sids)).close())
+
+
+async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOptions) -> None:
+    """Run an open pull until it ends (errors are told to the client here)."""
 
     # A watcher owns ws.receive(): it hands acks over and, when the client goes,
     # cancels the pull wherever it waits.
@@ -67,6 +95,13 @@ async def pull_endpoint(ws: WebSocket) -> None:
     acks: asyncio.Queue[Message] = asyncio.Queue(MAX_ACKS_AHEAD)
     gone = False
     pulling = True
+    drained: str | None = None  # the close reason, once the server drains
+
+    def drain(reason: str) -> None:
+        nonlocal drained
+        if drained is None and pulling:
+            drained = reason
+            main.cancel()
 
     async def watch() -> None:
         nonlocal gone
@@ -76,6 +111,12 @@ async def pull_endpoint(ws: WebSocket) -> None:
                 if message["type"] == "websocket.disconnect":
                     break
                 if opts.ack:
+                    if message.get("text") is None:
+                        await close_with(
+                            ws, CLOSE_UNSUPPORTED,
+                            "expected a text message as ack, got a binary message",
+                        )  # fmt: skip
+                        continue  # and wait for the disconnect
                     if acks.full():  # acks far ahead of the batches: a flood
                         await close_with(ws, CLOSE_POLICY, "too many acks ahead of the batches")
                         continue  # and wait for the disconnect
@@ -89,15 +130,11 @@ async def pull_endpoint(ws: WebSocket) -> None:
             main.cancel()
             await asyncio.sleep(0.5)
 
-    sub = ws.app.state.hub.subscribe(
-        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest,
-        max_fps=opts.max_fps or None,
-    )  # fmt: skip
     watcher = asyncio.get_running_loop().create_task(watch())
+    unregister = ws.app.state.drain.register(drain)
     try:
         try:
-            async with sub:
-                await _pull_loop(ws, sub, opts, acks, lambda: gone)
+            await _pull_loop(ws, sub, opts, acks, lambda: gone)
         except BadInput as exc:
             await close_with(ws, exc.code, exc.reason)
         except RedisError as exc:
@@ -107,12 +144,15 @@ async def pull_endpoint(ws: WebSocket) -> None:
         finally:
             pulling = False
     except asyncio.CancelledError:
-        if not gone:
+        if not gone and drained is None:
             raise
         uncancel = getattr(main, "uncancel", None)
         if uncancel is not None:
             uncancel()
+        if drained is not None and not gone:
+            await close_with(ws, CLOSE_RESTART, drained)
     finally:
+        unregister()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -129,6 +169,7 @@ async def _pull_loop(
     with every other pull of the same streams."""
     send = ws.send
     idle = opts.block / 1000 if opts.block else None
+    views = VIEWS_EXTENSION in ws.scope.get("extensions", {})
     while not gone():
         delivery = await sub.next(timeout=idle)
         if delivery is None:  # `block` ms without an entry: an empty batch says alive
@@ -136,18 +177,22 @@ async def _pull_loop(
                 await send({"type": "websocket.send", "text": "[]"})
                 await send({"type": "websocket.send", "bytes": b""})
             continue
+        for gap in delivery.gaps:  # only readers that resume are told of gaps
+            await send({"type": "websocket.send", "text": gap.frame()})
+        if not len(delivery.batch):
+            continue
         delivery.sent("ws")
-        for header, payloads in delivery.frames(opts.header):
+        for header, payloads in sub.frames(delivery, opts.header, views):
+            if not opts.latest:
+                await sub.pace()
             if header is not None:
                 if opts.end_offsets:
-                    header = end_offsets(header, sum(memoryview(p).nbytes for p in payloads))
+                    header = end_offsets(header, sum(nbytes(p) for p in payloads))
                 await send({"type": "websocket.send", "text": header})
             for payload in payloads:
-                await send({"type": "websocket.send", "bytes": payload})
+                if isinstance(payload, Views):  # several buffers, one binary message
+                    await send({"type": "websocket.send", VIEWS_EXTENSION: payload})
+                else:
+                    await send({"type": "websocket.send", "bytes": payload})
             if opts.ack:
-                message = await acks.get()
-                if message.get("text") is None:
-                    raise BadInput(
-                        "expected a text message as ack, got a binary message",
-                        CLOSE_UNSUPPORTED,
-                    )
+                await acks.get()  # binary ones close the pull in the watcher

@@ -14,6 +14,7 @@ not written again (`fastredis.server.writes.producers`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fastredis._frames import FrameError, push_entries
 from fastredis.server.edge.auth import write_check
+from fastredis.server.edge.drain import CLOSE_RESTART
 from fastredis.server.edge.errors import explain
 from fastredis.server.edge.protocol import (
     CLOSE_INVALID_DATA,
@@ -136,8 +138,24 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
         send_ids if opts.ack else None, on_error, producer=producer
     )
     clean = False
+    drained: str | None = None  # the server drains: what it received is acked, then 1012
+    loop_task = asyncio.get_running_loop().create_task(
+        _receive_loop(ws, receive, writer, sids, opts, settings)
+    )
+
+    def drain(reason: str) -> None:
+        nonlocal drained
+        if drained is None:
+            drained = reason
+            loop_task.cancel()
+
+    unregister = ws.app.state.drain.register(drain, push=True)
     try:
-        await _receive_loop(ws, receive, writer, sids, opts, settings)
+        try:
+            await loop_task
+        except asyncio.CancelledError:
+            if drained is None:
+                raise
         clean = True
     except BadInput as exc:
         await close_with(ws, exc.code, exc.reason)
@@ -146,8 +164,13 @@ async def _push(ws: WebSocket, receive: Receive) -> None:
     except (WebSocketDisconnect, OSError):
         clean = True  # gone while we answered: still write what arrived in full
     finally:
+        if not loop_task.done():  # cancelled from outside
+            loop_task.cancel()
         # Messages received in full are written even when the client is gone.
         await writer.close(wait=clean or writer.error is None)
+        unregister()
+        if drained is not None:
+            await close_with(ws, CLOSE_RESTART, drained)
 
 
 def check_header_sids(

@@ -2,7 +2,9 @@
 
 GET answers the payloads back to back (application/octet-stream) with the pull
 header in the ``entry-offset`` response header (``[[sid, id, start], ...]``) and the
-cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). Query:
+cursors in ``last-entry-id`` (pass it back as ``last_entry_id`` to read on). One answer
+holds at most ``--max-read-bytes`` of entries (about): when it was cut short, the
+``more-entries: 1`` header says more are likely there. Query:
 ``last_entry_id`` (default ``*``: the newest ``count`` entries; ``$``, ``0``, an id, or
 one per stream joined by '+'), ``count`` (1), ``latest``, ``block`` (ms; default: do
 not wait), ``offsets`` (``end``: end offsets, also under the names ``x-offsets`` and
@@ -17,9 +19,10 @@ Errors are 4xx (503 when Redis is unreachable) with a JSON ``{"error": ...}`` bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -46,9 +49,13 @@ log = logging.getLogger("fastredis.server")
 
 T = TypeVar("T")
 
+SLICE_BYTES = 1 << 20  # a GET's answer is sent in slices of this many bytes
+DRAIN_SECONDS = 30.0  # a refused POST's body is read (and dropped) this long at most
+
 
 async def get_data(request: Request) -> Response:
     sids: list[str] = []
+    give_back = _nothing
     try:
         sids = parse_sids(request.path_params["sid"])
         require_read(request, sids)
@@ -57,7 +64,8 @@ async def get_data(request: Request) -> Response:
             default_offsets=request.app.state.settings.offsets,
         )  # fmt: skip
         assert isinstance(opts, ReadOptions)
-        sub = request.app.state.hub.subscribe(
+        hub = request.app.state.hub
+        sub = hub.subscribe(
             sids,
             opts.last_entry_ids,
             count=opts.count,
@@ -67,29 +75,86 @@ async def get_data(request: Request) -> Response:
         )
         async with sub:
             if opts.block is None:
+                # a read of its own, held until sent: GETs take turns by bytes
+                give_back = await hub.answers.take(hub.sizes.estimate(sids, opts.count))
                 delivery = await sub.next(timeout=0)
             else:
                 wait = opts.block / 1000 if opts.block else None
                 delivery = await _unless_gone(request, sub.next(timeout=wait))
     except BadInput as exc:
+        give_back()
         return failure(exc).response()
     except RedisError as exc:
+        give_back()
         return (await explain(exc, request.app.state.redis, sids)).response()
     except ClientGone:
         return Response(status_code=499)  # nobody reads it; the read is released
-    if delivery is None:
-        header, payload = "[]", b""
+    except BaseException:
+        give_back()
+        raise
+    more = False
+    cursor = sub.last_entry_id()
+    views: list[memoryview] = []
+    if delivery is None or not len(delivery.batch):
+        header = "[]"
     else:
-        delivery.sent("rest")
-        header, payload = delivery.frame()
+        header, views, ids, more = delivery.first(opts.count)
+        delivery.sent("rest", header.count("],[") + 1)
+        cursor = "+".join(ids[s] for s in sids)
     if not header.isascii():  # HTTP header values are latin-1: escape the rest
         header = json.dumps(json.loads(header))
-    headers = {"entry-offset": header, "last-entry-id": sub.last_entry_id()}
+    if opts.end_offsets:
+        header = end_offsets(header, sum(v.nbytes for v in views))
+    headers = {"entry-offset": header, "last-entry-id": cursor}
     if opts.end_offsets:  # and the names the Redis Streamer protocol's clients read
-        header = end_offsets(header, memoryview(payload).nbytes)
-        headers = {"entry-offset": header, "last-entry-id": headers["last-entry-id"]}
-        headers |= {"x-offsets": header, "x-last-entry-id": headers["last-entry-id"]}
-    return Response(bytes(payload), media_type="application/octet-stream", headers=headers)
+        headers |= {"x-offsets": header, "x-last-entry-id": cursor}
+    if more:  # cut by --max-read-bytes (or count): read on from last-entry-id
+        headers["more-entries"] = "1"
+    return _Answer(views, headers, give_back)
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Answer(Response):
+    """A GET's answer: the payloads sent as they are in the batch, in slices of about
+    `SLICE_BYTES` (never packed whole), and `done` called once sent or abandoned."""
+
+    media_type = "application/octet-stream"
+
+    def __init__(self, views: list[memoryview], headers: dict[str, str], done: Any) -> None:
+        self.views = views
+        self.done = done
+        super().__init__(b"", headers=headers)
+        self.headers["content-length"] = str(sum(v.nbytes for v in views))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            for body in _slices(self.views):
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.views = []
+            self.done()
+
+
+def _slices(views: list[memoryview]) -> Iterator[Any]:
+    """`views` as bodies of about SLICE_BYTES (small ones joined, large ones cut)."""
+    group: list[memoryview] = []
+    size = 0
+    for view in views:
+        while view.nbytes:
+            take = view[: SLICE_BYTES - size]
+            group.append(take)
+            size += take.nbytes
+            view = view[take.nbytes :]
+            if size >= SLICE_BYTES:
+                yield group[0] if len(group) == 1 else b"".join(group)
+                group, size = [], 0
+    if group:
+        yield group[0] if len(group) == 1 else b"".join(group)
 
 
 class ClientGone(Exception):
@@ -125,13 +190,39 @@ async def _limited(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
         if total > limit:
             raise BadInput(f"request body is over the limit of {limit} bytes", status=413)
         yield chunk
+    request.state.body_read = True
+
+
+async def _drain(request: Request) -> None:
+    """Read and discard the rest of a refused request's body (for `DRAIN_SECONDS` at
+    most) before answering: a server that answers and closes while the client is still
+    sending makes the kernel reset the connection, and the client gets a broken pipe
+    instead of the answer (with ``Connection: close``, as urllib sends). A client that
+    waits for ``100 Continue`` has sent nothing: it is answered at once."""
+    if getattr(request.state, "body_read", False):
+        return
+    if not getattr(request.state, "body_started", False) and (
+        request.headers.get("expect", "").lower() == "100-continue"
+    ):
+        return
+
+    async def rest() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    with contextlib.suppress(TimeoutError, asyncio.TimeoutError, OSError):
+        await asyncio.wait_for(rest(), DRAIN_SECONDS)
 
 
 async def _entries(request: Request, limit: int, max_parts: int) -> list[bytes]:
     length = request.headers.get("content-length")
+    request.state.body_started = False
     if length is not None and length.isdigit() and int(length) > limit:
         raise BadInput(f"request body of {length} bytes is over the limit of {limit}", status=413)
     content_type = request.headers.get("content-type", "")
+    request.state.body_started = True
     if not content_type.startswith("multipart/form-data"):
         return [b"".join([chunk async for chunk in _limited(request, limit)])]
     parser = MultiPartParser(
@@ -174,6 +265,7 @@ async def post_data(request: Request) -> Response:
         entries = [(sid, "*", payload) for payload in data for sid in sids]
         ids = await request.app.state.writers.add(entries)
     except BadInput as exc:
+        await _drain(request)  # so the client reads the answer
         return failure(exc).response()
     except RedisError as exc:
         return (await explain(exc, request.app.state.redis, sids)).response()

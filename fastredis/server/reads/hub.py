@@ -1,10 +1,12 @@
 """The shared-read hub: one Redis read per stream set at the tail, shared by every
 subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
 
-* A **tail group** exists per (streams, count, latest) with subscribers. Its task reads
-  the next batch after the group's cursor, over one of a few held connections taken in
-  turns, and hands the same `Delivery` (the StreamBatch, and its pull frame packed once)
-  to every subscriber of the group.
+* A **tail group** exists per streams (and, with ``latest``, per ``count``; readers that
+  resume have their own) with subscribers. Its task reads the next batch after the
+  group's cursor, over one of a few held connections taken in turns, and hands the same
+  `Delivery` to every subscriber of the group; each sends it as frames of its own
+  ``count`` (`fastredis.server.reads.delivery`). Every read's reply is bounded in bytes
+  (`fastredis.server.reads.sizes`).
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
@@ -38,13 +40,25 @@ from typing import Any
 
 import redis.asyncio
 
-from fastredis._frames import json_string, pull_header, pull_payload, pull_views
 from fastredis._resp import StreamBatch
-from fastredis.ids import EntryId, parse_id
+from fastredis.ids import EntryId, format_id, parse_id, previous_id
 from fastredis.redis_io import HeldConnection, is_cluster
 from fastredis.server.reads.catch_up import SharedReads
 from fastredis.server.reads.cursor import StreamCursor
+from fastredis.server.reads.delivery import Delivery, Frame, Ids
 from fastredis.server.reads.parking import Parking
+from fastredis.server.reads.resume import (
+    Gap,
+    Resume,
+    Starts,
+    StreamState,
+    check_resume,
+    find_gaps,
+    resolve_start,
+    state_commands,
+    states_of,
+)
+from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, ByteTurns, EntrySizes
 from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
@@ -57,33 +71,73 @@ __all__ = ["Delivery", "Hub", "Subscription"]
 QUEUE_LIMIT = 64
 QUEUE_BYTES = 32 << 20
 ACTIVE_BLOCK_MS = 250  # a group's BLOCK before it parks
-# Read-ahead at count=1 (one stream, no latest, no max_fps): the group asks Redis for
-# up to READ_AHEAD_MAX small entries at once (about READ_AHEAD_BYTES a read) and a
-# pull sends them one frame per entry: a round trip per entry is most of the work.
-READ_AHEAD_MAX = 64
-READ_AHEAD_BYTES = 256 * 1024
+# A group's tail read asks for up to TAIL_ENTRIES entries per stream, about TAIL_BYTES
+# at most (and never more than --max-read-bytes): a round trip per small entry would be
+# most of the work, and `count` shapes each subscriber's frames, not the read.
+TAIL_ENTRIES = 10_000
+TAIL_BYTES = 2 << 20
 # A catch-up read (a subscriber behind the tail, one read prefetched while the last is
-# sent) asks for about this much: 2 entries of 1 MB, not 1 per round trip.
+# sent) asks for about this much, or for its `count` entries when they are more: 2
+# entries of 1 MB, not 1 per round trip. A slow subscriber holds two of them at most.
 CATCH_UP_BYTES = 2 << 20
-
-Frame = tuple[str | None, list[Any]]  # (header text or None, binary messages)
-Ids = dict[str, str]
-
-
-def _redis_count(batch: StreamBatch, budget: int = READ_AHEAD_BYTES) -> int:
-    """Entries to ask Redis for next at count=1, from the entry size in `batch`."""
-    n = len(batch)
-    if n == 0:
-        return 1
-    return max(1, min(budget // max(1, batch.nbytes // n), READ_AHEAD_MAX))
+CATCH_UP_ENTRIES = 64  # ... and this many entries at least, when a read may read ahead
 
 
 def _kept_bytes(result: tuple[Delivery, bool]) -> int:
     """What a kept catch-up read holds: its batch, and a copy of the payloads once the
-    one frame of several entries is packed (read-ahead frames are views)."""
-    delivery = result[0]
-    batch = delivery.batch
-    return batch.nbytes * (2 if len(batch) > 1 and delivery._sid_json is None else 1)
+    one frame of several entries is packed."""
+    batch = result[0].batch
+    return batch.nbytes * (2 if len(batch) > 1 else 1)
+
+
+def _first_ids(batch: StreamBatch) -> dict[str, str]:
+    """The first id of each stream in `batch`."""
+    if not len(batch):
+        return {}
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in batch.streams]
+    if len(names) == 1:
+        return {names[0]: format_id(*batch.id_at(0))}
+    firsts: dict[str, str] = {}
+    for i, index in enumerate(batch.offsets()["entry_stream"].tolist()):
+        if names[index] not in firsts:
+            firsts[names[index]] = format_id(*batch.id_at(i))
+            if len(firsts) == len(names):
+                break
+    return firsts
+
+
+async def _states_first(
+    hub: Hub, sids: Sequence[str], before: Ids, resume: bool
+) -> tuple[dict[str, StreamState] | None, list[list[Any]] | None]:
+    """For a reader that resumes: the commands reading the streams' states, to send
+    with its read (states, None on a cluster: read first, by themselves)."""
+    if not resume:
+        return None, None
+    if hub.cluster:
+        return await hub.starts.states(sids, before), None
+    return None, state_commands(sids, before)
+
+
+def _gaps(
+    cursor: StreamCursor,
+    before: Ids,
+    states: dict[str, StreamState] | None,
+    batch: StreamBatch,
+    epochs: dict[str, str | None],
+) -> list[Gap]:
+    """What a read from `before` lost (`states`: read just before it; None: not a
+    reader that resumes). A stream with nothing left after its lost entries moves its
+    cursor past them, so the loss is told once."""
+    if states is None:
+        return []
+    gaps = find_gaps(before, states, _first_ids(batch), epochs)
+    moved = dict(cursor.ids)
+    for gap in gaps:
+        if gap.next is None and gap.to is not None and _key(moved, gap.sid) < parse_id(gap.to):
+            moved[gap.sid] = gap.to
+    if moved != cursor.ids:
+        cursor.move_to(moved)
+    return gaps
 
 
 def _key(ids: Ids, sid: str) -> EntryId:
@@ -101,74 +155,6 @@ def _compare(mine: Ids, group: Ids) -> int:
             return -1
         result = 1
     return result
-
-
-class Delivery:
-    """One batch for subscribers: shared by all of them, never mutated. `cursor` is where
-    a subscriber is after it (one id per stream); a group's deliveries also have `before`
-    (the cursor it follows), `seq` (its place in the group) and `start` (the bytes the
-    group published before it)."""
-
-    __slots__ = (
-        "_frame", "_frames", "_payload_bytes", "_sid_json", "batch", "before", "cursor", "seq",
-        "start",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        batch: StreamBatch,
-        cursor: Ids,
-        sid_json: str | None = None,
-        before: Ids | None = None,
-        seq: int = -1,
-        start: int = 0,
-    ) -> None:
-        self.batch = batch
-        self.cursor = cursor
-        self.before = before
-        self.seq = seq
-        self.start = start
-        self._sid_json = sid_json  # set for read-ahead: one frame per entry
-        self._frame: tuple[str, Any] | None = None
-        self._frames: list[Frame] | None = None
-        self._payload_bytes = -1
-
-    def sent(self, via: str) -> None:
-        """Count the delivery as sent to one client over `via` (the metrics); its payload
-        size is summed once, not per client."""
-        if self._payload_bytes < 0:
-            self._payload_bytes = metrics.payload_bytes(self.batch)
-        metrics.pulled(via, len(self.batch), self._payload_bytes)
-
-    def frame(self) -> tuple[str, Any]:
-        """(header text, payload) of the whole batch as one pull frame, packed once."""
-        if self._frame is None:
-            batch = self.batch
-            # One entry: a view into the batch instead of a copy (~0.5 ms per MB).
-            payload = pull_views(batch)[0] if len(batch) == 1 else pull_payload(batch)
-            self._frame = (pull_header(batch).decode(), payload)
-        return self._frame
-
-    def frames(self, header: bool = True) -> list[Frame]:
-        """What a pull sends: one frame, or one per entry after a read-ahead; with
-        `header` False, the payloads alone (views into the batch)."""
-        batch = self.batch
-        if not header:
-            views = pull_views(batch)
-            if self._sid_json is not None:
-                return [(None, [view]) for view in views]
-            return [(None, views)] if views else []
-        if self._frames is None:
-            if self._sid_json is not None and len(batch) > 1:
-                sid = self._sid_json
-                self._frames = [
-                    (f'[[{sid},"{eid.decode()}",0]]', [view])  # type: ignore[union-attr]
-                    for eid, view in zip(batch.ids(), pull_views(batch), strict=True)
-                ]
-            else:
-                text, payload = self.frame()
-                self._frames = [(text, [payload])]
-        return self._frames
 
 
 class _Turns:
@@ -213,24 +199,34 @@ class Subscription:
         max_fps: float | None,
         read_ahead: bool,
         via: str = "pull",
+        resume: bool = False,
+        epochs: Sequence[str | None] | None = None,
+        opened_ms: int | None = None,
     ) -> None:
         self.hub = hub
         self.sids = list(sids)
         self.latest = latest
         self.via = via  # who reads (pull, graphql, mjpeg, rest): for the metrics
         self._drop_reason = "max_fps" if max_fps else "latest"
-        self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest)
-        self.read_ahead = (
-            read_ahead and count == 1 and len(self.sids) == 1 and not latest and not max_fps
-        )
-        self.key = (tuple(self.sids), count, latest, self.read_ahead)
-        self._sid_json = json_string(self.sids[0]).decode() if self.read_ahead else None
-        self._read_count = count
+        self._starts = list(start_ids)
+        self.count = count
+        self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest, hub.sizes)
+        # its catch-up reads may read more than `count` (a pull; not a REST GET)
+        self.read_ahead = read_ahead and not latest
+        # resume: its gaps are found (`fastredis.server.reads.resume`); the group and
+        # catch-up reads of readers that resume are their own
+        self.resume = resume
+        self._seen_epochs = list(epochs) if epochs is not None else None
+        self.epochs: dict[str, str | None] = {}  # per stream, the epoch it reads
+        self.resumed: Resume | None = None  # with resume: the answer to its cursor
+        self._opened_ms = opened_ms
+        # subscribers that differ only in count share a group: count shapes frames
+        self.key = (tuple(self.sids), count if latest else 0, latest, resume)
         self._interval = 1.0 / max_fps if max_fps else 0.0
         self._next_at = 0.0
         self._group: _Group | None = None
         self._joined = False  # in the group's subscribers (else pending or catching up)
-        self._pos = 0  # joined: the seq of the next delivery to take from the group
+        self.pos = 0  # joined: the seq of the next delivery to take from the group
         self._left: _Group | None = None  # the group it fell behind, while catching up
         # catching up: the next read, already under way while a batch is being sent
         self._prefetch: asyncio.Task[tuple[Delivery, bool]] | None = None
@@ -243,7 +239,24 @@ class Subscription:
         self._error: BaseException | None = None
 
     async def __aenter__(self) -> Subscription:
-        await self.cursor.resolve()
+        """Fix the cursor (`$` is the streams' newest ids now): call it before the client
+        can see its connection as open."""
+        starts = self.hub.starts
+        wanted = [s for s, start in zip(self.sids, self._starts, strict=True) if start == "$"]
+        if self.resume:
+            given = {
+                s: "0-0" if start == "0" else start
+                for s, start in zip(self.sids, self._starts, strict=True)
+                if start not in ("$", "*")
+            }
+            states = await starts.states(self.sids, given)
+            newest = {s: resolve_start("$", states[s]) for s in wanted}
+            await self.cursor.resolve(self._opened(newest))
+            self.resumed = check_resume(self.sids, self.cursor.ids, states, self._seen_epochs)
+            self.epochs = {s: states[s].epoch for s in self.sids}
+        else:
+            newest = await starts.newest(wanted) if wanted else {}
+            await self.cursor.resolve(self._opened(newest))
         self._ids = dict(self.cursor.ids)
         self._since = time.monotonic()
         members = self.hub.members
@@ -265,6 +278,39 @@ class Subscription:
             with contextlib.suppress(BaseException):
                 await prefetch
 
+    def _opened(self, newest: dict[str, str]) -> dict[str, str]:
+        """`newest`, but no later than just before the client's socket opened (when it
+        opened before the streams were known: a GraphQL subscription)."""
+        if self._opened_ms is None:
+            return newest
+        limit = previous_id(self._opened_ms, 0)
+        return {s: min(i, limit, key=parse_id) for s, i in newest.items()}
+
+    @property
+    def joined(self) -> bool:
+        """Whether it takes the deliveries of a shared tail read (else it reads by its
+        own cursor, or waits for the group to reach it)."""
+        return self._joined
+
+    @property
+    def group(self) -> _Group | None:
+        """The shared tail read it is in or waits for (None: catching up by itself)."""
+        return self._group
+
+    async def pace(self) -> None:
+        """With `max_fps`: wait until the next frame may go (a subscriber with `latest`
+        waits in `next`; others call it before each frame, a delivery may hold several)."""
+        if self._interval:
+            now = asyncio.get_running_loop().time()
+            if now < self._next_at:
+                await asyncio.sleep(self._next_at - now)
+            self._next_at = max(now, self._next_at) + self._interval
+
+    def frames(self, delivery: Delivery, header: bool = True, views: bool = False) -> list[Frame]:
+        """The frames this subscriber sends of `delivery` (at most `count` entries per
+        stream each; `views`: see `Delivery.frames`)."""
+        return delivery.frames(self.count, header, views)
+
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
         return "+".join(self._ids[s] for s in self.sids)
@@ -273,11 +319,8 @@ class Subscription:
         """The next delivery; None when `timeout` seconds pass with nothing (0: do not
         wait beyond one read of what is there)."""
         loop = asyncio.get_running_loop()
-        if self._interval:
-            now = loop.time()
-            if now < self._next_at:
-                await asyncio.sleep(self._next_at - now)
-            self._next_at = max(now, self._next_at) + self._interval
+        if self.latest:  # the newest when it is time for the next frame
+            await self.pace()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._error is not None:
@@ -290,9 +333,9 @@ class Subscription:
                     return None
                 continue
             if self._joined:
-                delivery = self._group.take(self._pos)
+                delivery = self._group.take(self.pos)
                 if delivery is not None:
-                    self._pos += 1
+                    self.pos += 1
                     return self._hand_out(delivery)
             self._wake.clear()
             if deadline is None:
@@ -306,6 +349,8 @@ class Subscription:
 
     def _hand_out(self, delivery: Delivery) -> Delivery:
         self._ids = delivery.cursor
+        for gap in delivery.gaps:
+            self.epochs[gap.sid] = gap.epoch
         return delivery
 
     async def _catch_up(self, join: bool) -> Delivery | None:
@@ -320,14 +365,20 @@ class Subscription:
             delivery, full = await self._read_own()
         else:
             delivery, full = await prefetch
+        if delivery.gaps and not len(delivery.batch):
+            return delivery  # what was lost, said before what comes next
         if len(delivery.batch):
             group = self.hub.groups.get(self.key)
             # entries just read: what the group has after them is the same stream
             joined = join and group is not None and self._join_kept(group, delivery.cursor)
-            if full and join and not joined and not self.latest:
+            small = delivery.batch.nbytes <= CATCH_UP_BYTES
+            if full and join and not joined and not self.latest and small:
                 # far behind (a full batch): read the next while this one is sent (a
                 # catch-up of large entries would otherwise wait for Redis and the
-                # socket in turn); near the tail the shared read is about to take over
+                # socket in turn); near the tail the shared read is about to take over.
+                # Not after a batch larger than that: a slow socket would make the
+                # subscriber hold a third one (the one sent, its copy in the socket's
+                # buffer, and the next), and one round trip per such batch is little.
                 self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
             return delivery
         if join:
@@ -339,16 +390,30 @@ class Subscription:
         subscriber at the same cursor: `fastredis.server.reads.catch_up`) as a delivery, and
         whether it is full (as many entries as asked: more are likely there)."""
         hub, cursor = self.hub, self.cursor
-        asked = self._read_count
+        asked, budget = self.count, None
+        if self.read_ahead:  # whole frames of `count`, but for the stream's end
+            asked = self.count * max(1, CATCH_UP_ENTRIES // self.count)
+            per = sum(hub.sizes.get(s) for s in self.sids)
+            budget = max(CATCH_UP_BYTES, self.count * per)
 
         made = False
 
         async def read() -> tuple[Delivery, bool]:
             nonlocal made
             made = True
+            # a reader that resumes learns what Redis lost just before reading
+            before = dict(cursor.ids)
+            resume = self.resume and not self.latest  # latest skips: no gaps to tell
+            states, prelude = await _states_first(hub, self.sids, before, resume)
             async with hub.catch_up.take() as conn:
-                batch = await cursor.read(conn, None, asked)
-            return Delivery(batch, dict(cursor.ids), self._sid_json), len(batch) >= asked
+                batch = await cursor.read(conn, None, asked, budget, self.count, prelude)
+            if prelude:
+                states = states_of(self.sids, cursor.prelude_replies)
+            cut = cursor.cut
+            gaps = _gaps(cursor, before, states, batch, self.epochs)
+            delivery = Delivery(batch, dict(cursor.ids), before)
+            delivery.gaps, delivery.cut = gaps, cut
+            return delivery, cut or len(batch) >= asked
 
         where = (self.key, tuple(cursor.ids[s] for s in self.sids))
         delivery, full = await hub.catch_ups.read(
@@ -359,9 +424,7 @@ class Subscription:
             keep=hub.members.get(self.key, 0) > 1 and not self.latest,
         )
         metrics.stream_read("catch_up" if made else "shared")
-        cursor.ids = dict(delivery.cursor)
-        if len(delivery.batch) and self.read_ahead:
-            self._read_count = _redis_count(delivery.batch, CATCH_UP_BYTES)
+        cursor.move_to(delivery.cursor)
         return delivery, full
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
@@ -376,7 +439,7 @@ class Subscription:
 
     def _try_join(self) -> None:
         """At the end of the stream (a read came back empty): join the tail group."""
-        group = self.hub._group(self)
+        group = self.hub.group_for(self)
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
@@ -398,9 +461,9 @@ class Subscription:
         group.pending.discard(self)
         group.subs.add(self)
         self._joined = True
-        self._pos = seq
+        self.pos = seq
 
-    def _pending_seen(self, group_ids: Ids) -> None:
+    def pending_seen(self, group_ids: Ids) -> None:
         """The group delivered a batch while we wait for it to reach our cursor."""
         assert self._group is not None
         relation = _compare(self.cursor.ids, group_ids)
@@ -409,17 +472,17 @@ class Subscription:
         elif relation < 0:  # it went past us inside one batch: read the rest ourselves
             self._fall_back()
 
-    def _offer(self, delivery: Delivery) -> None:
+    def offer(self, delivery: Delivery) -> None:
         """The group published `delivery` (its newest)."""
         group = self._group
         assert group is not None
         if self.latest:
-            skipped = group.entries_between(self._pos, delivery.seq)
+            skipped = group.entries_between(self.pos, delivery.seq)
             if skipped:  # newer frames replace the ones this viewer had no time for
                 metrics.dropped(self.via, self._drop_reason, skipped)
-            self._pos = delivery.seq
+            self.pos = delivery.seq
         else:
-            count, nbytes = group.behind(self._pos)
+            count, nbytes = group.behind(self.pos)
             if count > 1 and (count > QUEUE_LIMIT or nbytes > QUEUE_BYTES):
                 self._fall_back()  # too slow for the tail: catch up by cursor, no loss
                 return
@@ -428,10 +491,10 @@ class Subscription:
     def _fall_back(self) -> None:
         self._left = self._group
         self._leave()
-        self.cursor.ids = dict(self._ids)
+        self.cursor.move_to(self._ids)
         self._wake.set()
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         self._error = exc
         self._wake.set()
 
@@ -450,12 +513,11 @@ class _Group:
     def __init__(self, hub: Hub, first: Subscription) -> None:
         self.hub = hub
         self.key = first.key
-        self.cursor = StreamCursor(
-            hub.client, first.sids, [], first.cursor.count, first.cursor.latest
-        )
-        self.cursor.ids = dict(first.cursor.ids)
-        self._sid_json = first._sid_json
-        self._read_count = first.cursor.count
+        self.cursor = StreamCursor(hub.client, first.sids, [], first.count, first.latest, hub.sizes)
+        self.cursor.move_to(first.cursor.ids)
+        self.latest = first.latest
+        self.resume = first.resume
+        self.epochs = dict(first.epochs)
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
         self.history: deque[Delivery] = deque()
@@ -481,17 +543,26 @@ class _Group:
                 before = dict(self.cursor.ids)
                 self._reading = True
                 try:
+                    sids = self.cursor.sids
+                    resume = self.resume and not self.latest
+                    states, prelude = await _states_first(hub, sids, before, resume)
                     async with hub.tail.take() as conn:
-                        batch = await self.cursor.read(conn, block, self._read_count)
+                        batch = await self._read(conn, block, prelude)
+                    if prelude:
+                        states = states_of(sids, self.cursor.prelude_replies)
                 finally:
                     self._reading = False
                 self.reads += 1
                 metrics.stream_read("tail")
                 if self._rewound is not None:  # read from before the rewind: read again
-                    self.cursor.ids, self._rewound = self._rewound, None
+                    self.cursor.move_to(self._rewound)
+                    self._rewound = None
                     continue
-                if len(batch):
-                    self._publish(batch, before)
+                gaps = _gaps(self.cursor, before, states, batch, self.epochs)
+                for gap in gaps:
+                    self.epochs[gap.sid] = gap.epoch
+                if len(batch) or gaps:
+                    self._publish(batch, before, gaps)
                     block = ACTIVE_BLOCK_MS
                 elif self.subs or self.pending:
                     await hub.parking.wait(self)
@@ -499,11 +570,18 @@ class _Group:
             raise
         except Exception as exc:
             for sub in list(self.subs | self.pending):
-                sub._fail(exc)
+                sub.fail(exc)
         finally:
             self.history.clear()  # a subscriber that fell behind may still hold the group
             if hub.groups.get(self.key) is self:
                 del hub.groups[self.key]
+
+    async def _read(
+        self, conn: HeldConnection, block: int | None, prelude: list[list[Any]] | None
+    ) -> StreamBatch:
+        if self.latest:  # the newest `count`: the cursor's own
+            return await self.cursor.read(conn, block, prelude=prelude)
+        return await self.cursor.read(conn, block, TAIL_ENTRIES, TAIL_BYTES, prelude=prelude)
 
     def rewind(self, ids: Ids) -> None:
         """Move the cursor back to `ids` where it is past them (a subscriber found nothing
@@ -513,30 +591,29 @@ class _Group:
         for sid, eid in ids.items():
             if _key(ids, sid) < _key(cursor, sid):
                 cursor[sid] = eid
-        self.cursor.ids = cursor
+        self.cursor.move_to(cursor)
         if self._reading:
             self._rewound = dict(cursor)
         self.hub.parking.wake(self)
 
-    def _publish(self, batch: StreamBatch, before: Ids) -> None:
-        if self._sid_json is not None:
-            self._read_count = _redis_count(batch)
+    def _publish(self, batch: StreamBatch, before: Ids, gaps: list[Gap]) -> None:
         ids = dict(self.cursor.ids)
-        delivery = Delivery(batch, ids, self._sid_json, before, self.next_seq, self.published_bytes)
+        delivery = Delivery(batch, ids, before, self.next_seq, self.published_bytes)
+        delivery.gaps, delivery.cut = gaps, self.cursor.cut
         self.history.append(delivery)
         self.next_seq += 1
         self.published_bytes += batch.nbytes
         joined = list(self.subs)  # before the pending ones that this batch brings in
         for sub in list(self.pending):
-            sub._pending_seen(ids)
+            sub.pending_seen(ids)
         for sub in joined:
-            sub._offer(delivery)
+            sub.offer(delivery)
         self._trim()
         self.maybe_close()
 
     def _trim(self) -> None:
         """Forget the deliveries every member has taken (keeping the newest)."""
-        keep = min((sub._pos for sub in self.subs), default=self.next_seq)
+        keep = min((sub.pos for sub in self.subs), default=self.next_seq)
         keep = min(keep, self.next_seq - 1)
         history = self.history
         while history and history[0].seq < keep:
@@ -580,15 +657,23 @@ class Hub:
     """Shared reads for every subscriber of the server (``app.state.hub``)."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, tail_connections: int = 16, catch_up_connections: int = 4
+        self,
+        client: redis.asyncio.Redis,
+        tail_connections: int = 16,
+        catch_up_connections: int = 4,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
     ) -> None:
         self.client = client
+        self.sizes = EntrySizes(client, max_read_bytes)  # every read's reply fits this
+        # answers not shared (REST GETs): one of the largest at a time, smaller beside it
+        self.answers = ByteTurns(max_read_bytes * 3 // 2)
         self.cluster = is_cluster(client)
         self.tail = _Turns(client, tail_connections)
         self.catch_up = _Turns(client, catch_up_connections)
         self.groups: dict[tuple[Any, ...], _Group] = {}
         self.members: dict[tuple[Any, ...], int] = {}  # subscribers per key
         self.catch_ups: SharedReads[tuple[Delivery, bool]] = SharedReads()
+        self.starts = Starts(client)  # `$` and stream states, shared by opens at once
         self.parking = Parking(self)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -602,16 +687,26 @@ class Hub:
         max_fps: float | None = None,
         read_ahead: bool = True,
         via: str = "pull",
+        resume: bool = False,
+        epochs: Sequence[str | None] | None = None,
+        opened_ms: int | None = None,
     ) -> Subscription:
         """A subscription to `sids` from `start_ids` (``$``, ``0``, ``*`` or an id, one
-        per stream); enter it with ``async with``. `count`: entries per stream per
-        delivery; `latest`: only the newest, nothing queued; `max_fps`: deliveries a
-        second at most; `read_ahead` (count=1, one stream): a delivery may hold several
-        entries, sent one frame each by `Delivery.frames`; `via` names the reader in the
-        metrics (frames dropped)."""
-        return Subscription(self, sids, start_ids, count, latest, max_fps, read_ahead, via)
+        per stream); enter it with ``async with``. `count`: entries per stream per frame
+        (`Subscription.frames`; a delivery may hold several frames); `latest`: only the
+        newest `count`, nothing queued; `max_fps`: deliveries a second at most;
+        `read_ahead`: its own reads (behind the tail) may read more than `count` (a REST
+        GET says False); `via` names the reader in the metrics (frames dropped).
+        `resume`: check the start (``sub.resumed``, given the `epochs` the reader
+        saw) and find gaps (``delivery.gaps``); `opened_ms`: the Redis time (ms) the
+        client's connection opened, when that was before the streams were known: `$`
+        is then no later than it."""
+        return Subscription(
+            self, sids, start_ids, count, latest, max_fps, read_ahead, via,
+            resume, epochs, opened_ms,
+        )  # fmt: skip
 
-    def _group(self, sub: Subscription) -> _Group:
+    def group_for(self, sub: Subscription) -> _Group:
         group = self.groups.get(sub.key)
         if group is None or group.task.done():
             group = self.groups[sub.key] = _Group(self, sub)

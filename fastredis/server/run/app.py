@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
+from fastredis.server.edge.drain import Drain
 from fastredis.server.edge.proxy import ProxyMiddleware
 from fastredis.server.edge.rawpath import RawPathGuard
 from fastredis.server.endpoints.foxglove import foxglove_endpoint
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pool_wait=REDIS_POOL_WAIT_S,
             cluster_requests=budget.other,
         )
-        app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up)
+        app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up, settings.max_read_bytes)
         app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)
         app.state.embedded = embedded
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
@@ -144,7 +145,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["entry-offset", "last-entry-id", "x-offsets", "x-last-entry-id"],
+                expose_headers=[
+                    "entry-offset",
+                    "last-entry-id",
+                    "more-entries",
+                    "x-offsets",
+                    "x-last-entry-id",
+                ],
             )
         )
     # inside CORS: preflights are answered without a token, refusals carry CORS headers
@@ -152,5 +159,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware.append(Middleware(AccessMiddleware, checker, settings.cors_origins))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
+    app.state.drain = Drain(settings.drain_seconds)  # run on SIGTERM (run.process)
     app.state.sse_events = EventCache()  # SSE events encoded once for every viewer
     return app

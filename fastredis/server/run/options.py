@@ -72,6 +72,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _window(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:  # also refuses nan
+        raise ValueError(f"must be 0 to 3600 seconds: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -133,6 +143,7 @@ SECONDS = Kind("seconds > 0", _seconds, lambda v: f"{v:g}")
 SWITCH = Kind("switch", str)  # a flag without a value
 ADDRESSES = Kind("IP addresses / networks, comma-separated", parse_addresses, ",".join)
 ROOT_PATH = Kind("URL path", parse_root_path)
+WINDOW = Kind("seconds, 0-3600", _window, lambda v: f"{v:g}")
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,27 @@ OPTIONS: tuple[Option, ...] = (
         env="FASTREDIS_MAX_HEADER_SIZE",
         setting="max_header_size",
         metavar="BYTES",
+    ),
+    Option(
+        "--max-read-bytes",
+        SIZE,
+        16 * 2**20,
+        "about the most one Redis reply of a read may hold, for every face and the "
+        "shared reads (Redis bounds reads by entries only); a REST GET cut short by it "
+        "says more-entries: 1",
+        env="FASTREDIS_MAX_READ_BYTES",
+        setting="max_read_bytes",
+        metavar="BYTES",
+    ),
+    Option(
+        "--drain-seconds",
+        WINDOW,
+        5.0,
+        "on SIGTERM: pushes get their acks, then pulls are closed with 1012 and a retry "
+        "hint, spread over this many seconds",
+        env="FASTREDIS_DRAIN_SECONDS",
+        setting="drain_seconds",
+        metavar="SECONDS",
     ),
     Option(
         "--cors-origin",

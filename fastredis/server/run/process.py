@@ -47,6 +47,18 @@ def bind_port(host: str, port: int, balance: str) -> socket.socket:
 def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: str) -> None:
     import uvicorn
 
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, stopped by draining first (`fastredis.server.edge.drain`): no new
+        connections, then pushes acked and pulls closed with 1012 over the window."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            drain = getattr(getattr(app, "state", None), "drain", None)
+            if drain is not None:
+                await drain.run()
+            await super().shutdown(sockets)
+
     from fastredis.server.edge.uvicorn_guard import uvicorn_options
 
     config = uvicorn.Config(
@@ -61,4 +73,4 @@ def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: st
         log_level=log_level,
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    DrainingServer(config).run(sockets=[sock])

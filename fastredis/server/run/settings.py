@@ -101,6 +101,9 @@ class Settings:
       atomic script, so this bounds how long it holds Redis.
     * ``max_header_size``: the largest push header (its JSON text), in bytes; a
       larger one closes the socket with 1009.
+    * ``max_read_bytes``: about the most one Redis reply of a read may hold (REST GET,
+      pull, GraphQL, MJPEG, the hub's shared reads); a REST GET cut short by it says
+      ``more-entries: 1``.
     * ``max_sockets``: the most long-lived sockets (websockets, MJPEG streams) open at
       once; past it a websocket is closed with 1013 (try again later), MJPEG gets 503.
     * ``redis_max_connections``: the most Redis connections the process opens (see
@@ -114,6 +117,8 @@ class Settings:
     * ``pull_block_ms``: the default ``block`` of a websocket pull.
     * ``producer_ttl``: seconds a producer's state (``producer=`` pushes) is kept after
       its last write.
+    * ``drain_seconds``: on SIGTERM, pulls are closed (1012, with a retry hint) spread
+      over this many seconds, after pushes have had their acks.
     * ``offsets``: what the pull header and REST GET put as each entry's offset by
       default: ``start`` (the specification) or ``end`` (the Redis Streamer protocol's
       deployed clients; REST then also names its headers ``x-offsets`` and
@@ -135,6 +140,7 @@ class Settings:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_entries_per_message: int = DEFAULT_MAX_ENTRIES
     max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    max_read_bytes: int = option("--max-read-bytes").default
     max_sockets: int = DEFAULT_MAX_SOCKETS
     redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     handshake_timeout: float = 10.0
@@ -142,6 +148,7 @@ class Settings:
     redis_params: dict[str, Any] = field(default_factory=dict)
     pull_block_ms: int = 5000
     producer_ttl: float = option("--producer-ttl").default
+    drain_seconds: float = option("--drain-seconds").default
     offsets: str = "start"
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
@@ -158,6 +165,7 @@ class Settings:
             "max_message_size",
             "max_entries_per_message",
             "max_header_size",
+            "max_read_bytes",
             "max_sockets",
         ):
             if getattr(self, name) < 1:
@@ -173,6 +181,8 @@ class Settings:
             raise ValueError(f"producer_ttl must be > 0 seconds, not {self.producer_ttl}")
         if self.offsets not in ("start", "end"):
             raise ValueError(f"offsets must be start or end, not {self.offsets!r}")
+        if not 0 <= self.drain_seconds <= 3600:
+            raise ValueError(f"drain_seconds must be 0 to 3600, not {self.drain_seconds}")
         if self.pull_block_ms < 0:
             raise ValueError(f"pull_block_ms must be >= 0, not {self.pull_block_ms}")
         if self.ssl_keyfile and not self.ssl_certfile:

@@ -1,10 +1,14 @@
 """Writing pushed entries to Redis: every message all or none, pipelined.
 
-One entry is one ``XADD sid MAXLEN ~ N <id> d <payload>``, atomic by itself. A
+One entry is one ``XADD sid MAXLEN ~ N <id> d <payload>`` (in `ADD_ONE_LUA`). A
 message of several entries runs as one Lua script (`ADD_ENTRIES_LUA`, in
 `fastredis.redis_io.stream_scripts`) that first checks everything Redis could
 refuse, and only then writes. A producer's message (``producer=``) is one
-`fastredis.redis_io.producers.PRODUCE_LUA`: its entries and the producer's count.
+`fastredis.redis_io.producers.PRODUCE_LUA`: its entries and the producer's count
+(it stores no epoch: a stream a producer creates gets one when a reader first asks).
+
+A write that creates a stream also stores its epoch (`fastredis.server.edge.epoch`)
+in the same script, so one entry is a small script too (`ADD_ONE_LUA`), not a bare XADD.
 
 The commands are sent by the write lanes (`fastredis.server.writes.write_lanes`), a few
 pipelined connections shared by every push socket and REST POST.
@@ -19,11 +23,34 @@ from fastredis.ids import parse_add_id
 from fastredis.redis_io import is_cluster
 from fastredis.redis_io.producers import ProducerEntry
 from fastredis.redis_io.stream_scripts import ADD_ENTRIES_LUA
+from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.edge.protocol import CLOSE_INVALID_DATA, CLOSE_POLICY, BadInput
 
-__all__ = ["ADD_ENTRIES_LUA", "Entry", "entry_commands", "one_slot_key", "producer_entries"]
+__all__ = [
+    "ADD_ENTRIES_LUA",
+    "ADD_ONE_LUA",
+    "Entry",
+    "entry_commands",
+    "one_slot_key",
+    "producer_entries",
+]
 
 Entry = tuple[str, str, Any]  # (sid, id or "*", payload buffer)
+
+# KEYS[1]: the stream, KEYS[2]: its epoch key. ARGV: MAXLEN (0: no trimming), id,
+# payload, a new epoch (stored when this XADD creates the stream).
+ADD_ONE_LUA = r"""
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local id
+if ARGV[1] ~= '0' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2], 'd', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[1], ARGV[2], 'd', ARGV[3])
+end
+if created then redis.call('SET', KEYS[2], ARGV[4]) end
+return id
+"""
+_ONE_BYTES = ADD_ONE_LUA.encode()
 
 _LUA_BYTES = ADD_ENTRIES_LUA.encode()
 
@@ -40,16 +67,20 @@ def _canonical_id(eid: Any) -> str:
 
 
 def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
-    """The one command that writes `entries` atomically: XADD for one, EVAL for more."""
+    """The one command that writes `entries` atomically (an EVAL; a stream it creates
+    gets its epoch in the same step)."""
     if len(entries) == 1:
         sid, eid, payload = entries[0]
         if eid != "*":
             eid = _canonical_id(eid)
-        if maxlen:
-            return [b"XADD", sid, b"MAXLEN", b"~", maxlen, eid, b"d", payload]
-        return [b"XADD", sid, eid, b"d", payload]
+        key = epoch_key(sid)
+        if key is None:  # a sid that cannot have an epoch: a bare XADD
+            if maxlen:
+                return [b"XADD", sid, b"MAXLEN", b"~", maxlen, eid, b"d", payload]
+            return [b"XADD", sid, eid, b"d", payload]
+        return [b"EVAL", _ONE_BYTES, 2, sid, key, maxlen, eid, payload, new_epoch()]
     keys: dict[str, int] = {}
-    argv: list[Any] = [maxlen]
+    argv: list[Any] = [maxlen, new_epoch()]
     for sid, eid, payload in entries:
         index = keys.get(sid)
         if index is None:
@@ -57,7 +88,9 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
         argv.append(index)
         argv.append(eid if eid == "*" else _canonical_id(eid))
         argv.append(payload)
-    return [b"EVAL", _LUA_BYTES, len(keys), *keys, *argv]
+    return [
+        b"EVAL", _LUA_BYTES, 2 * len(keys), *keys, *(epoch_key(k) or k for k in keys), *argv
+    ]  # fmt: skip
 
 
 def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:

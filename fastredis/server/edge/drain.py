@@ -1,0 +1,90 @@
+"""SIGTERM drains: the server stops accepting, then closes its sockets in an order its
+clients ride through.
+
+* Pushes are told first: what they sent in full is written and acked, then they are
+  closed with 1012 ("server restarting; retry in N ms").
+* Pulls are closed with 1012 and the same kind of reason, spread evenly over
+  `Drain.seconds` (``--drain-seconds``), each with a retry hint drawn at random from that
+  window: ten thousand viewers do not all reconnect in the same millisecond.
+* What no endpoint registered (GraphQL, HTTP) is left to uvicorn's own shutdown, which
+  runs next.
+
+Endpoints `register` a closer per socket (called once, with the close reason) and
+unregister when the socket ends; `fastredis.server.run.process` runs `Drain.run` when
+the process is told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+
+from fastredis.server.run.options import option
+
+__all__ = ["CLOSE_RESTART", "DEFAULT_DRAIN_SECONDS", "Drain"]
+
+CLOSE_RESTART = 1012  # RFC 6455 (IANA): the service is restarted
+DEFAULT_DRAIN_SECONDS: float = option("--drain-seconds").default
+GRACE_SECONDS = 2.0  # after the window, sockets still open are left to uvicorn
+
+Closer = Callable[[str], None]
+
+
+def restart_reason(window: float) -> str:
+    """A close reason with a retry hint drawn from `window` seconds."""
+    return f"server restarting; retry in {int(random.uniform(0, window) * 1000)} ms"
+
+
+class Drain:
+    """The sockets to close when the server stops (see the module docstring)."""
+
+    def __init__(self, seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+        self.seconds = seconds
+        self.started = False
+        self._pulls: dict[int, Closer] = {}
+        self._pushes: dict[int, Closer] = {}
+        self._next = 0
+        self._empty = asyncio.Event()
+
+    def register(self, closer: Closer, *, push: bool = False) -> Callable[[], None]:
+        """Add a socket's `closer`; returns the function that removes it. A socket
+        opened while draining is closed at once."""
+        if self.started:
+            closer(restart_reason(self.seconds))
+            return _nothing
+        key, self._next = self._next, self._next + 1
+        table = self._pushes if push else self._pulls
+        table[key] = closer
+        self._empty.clear()
+
+        def unregister() -> None:
+            table.pop(key, None)
+            if not self._pulls and not self._pushes:
+                self._empty.set()
+
+        return unregister
+
+    async def run(self) -> None:
+        """Close the pushes (after their acks), then the pulls spread over `seconds`;
+        return once all are gone, or `GRACE_SECONDS` after the window."""
+        self.started = True
+        loop = asyncio.get_running_loop()
+        for closer in list(self._pushes.values()):
+            closer(restart_reason(self.seconds))
+        pulls = list(self._pulls.values())
+        start = loop.time()
+        for i, closer in enumerate(pulls):
+            delay = start + self.seconds * i / len(pulls) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            closer(restart_reason(self.seconds))
+        if self._pulls or self._pushes:
+            remaining = start + self.seconds + GRACE_SECONDS - loop.time()
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), max(0.0, remaining))
+
+
+def _nothing() -> None:
+    pass
