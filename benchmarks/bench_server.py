@@ -790,6 +790,85 @@ def test_yardsticks() -> None:
     _print_yardsticks(doc)
 
 
+LATENCY_TARGETS = ("server", "bare", "bare-ws", "direct")
+
+
+def _server_argv(port: int, redis_url: str, base: str | None = None) -> list[str]:
+    """`fastredis serve` of this checkout, or of the checkout `base` (an A/B target)."""
+    args = ["serve", "--port", str(port), "--redis-url", redis_url, "--maxlen", str(MAXLEN),
+            "--log-level", "warning"]  # fmt: skip
+    if base is None:
+        return ["-m", "fastredis", *args]
+    code = (f"import sys; sys.path.insert(0, {base!r}); "
+            "from fastredis.cli import main; sys.exit(main())")  # fmt: skip
+    return ["-c", code, *args]
+
+
+def latency_rounds(runs: int = 5, seconds: float = LATENCY_S) -> dict[str, Any]:
+    """`runs` interleaved rounds of the latency case (one pusher of 300 KB at 30 fps, one
+    puller, receive minus send) against `fastredis serve`, the two bare servers and
+    redis-py direct (XADD, XREAD BLOCK), plus `server-base` with
+    FASTREDIS_BENCH_BASE_TREE; p50/p99 per round, medians and spreads over rounds."""
+    from abrounds import loadavg, spread
+
+    size, fps = LATENCY
+    load_before = loadavg()
+    targets = (*LATENCY_TARGETS, "server-base") if BASE_TREE else LATENCY_TARGETS
+    started: list[subprocess.Popen[bytes]] = []
+    rounds: list[dict[str, dict[str, float]]] = []
+    with EmbeddedRedis() as valkey:
+        try:
+            ports = {t: free_port() for t in targets}
+            argv = {
+                "server": _server_argv(ports["server"], valkey.url),
+                "bare": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare"])],
+                "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
+                            "--impl", "websockets"],
+            }  # fmt: skip
+            if BASE_TREE:
+                argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)
+            for target in argv:
+                started.append(spawn_server(argv[target], ports[target]))
+            for r in range(runs + 1):  # the first round warms up
+                k = r % len(targets)
+                one: dict[str, dict[str, float]] = {}
+                for target in targets[k:] + targets[:k]:
+                    sid = f"lat:{target}:{r}"
+                    if target == "direct":
+                        coro = direct_latency(valkey.url, sid, size, fps, seconds)
+                    else:
+                        url = f"ws://127.0.0.1:{ports[target]}"
+                        coro = loadtool.latency(url, sid, size, fps, seconds)
+                    res = asyncio.run(coro)
+                    if not res.ok or res.lost:
+                        raise RuntimeError(f"{target}: {res.text()}")
+                    one[target] = dict(res.latency_ms)
+                if r:
+                    rounds.append(one)
+        finally:
+            for proc in started:
+                stop_server(proc)
+    summary = {t: {q: spread([r[t][q] for r in rounds]) for q in ("p50", "p99")} for t in targets}
+    bare_p99 = [max(r["bare"]["p99"], r["bare-ws"]["p99"]) for r in rounds]
+    summary["server p99 - higher bare p99 (ms)"] = spread(
+        [r["server"]["p99"] - b for r, b in zip(rounds, bare_p99, strict=True)]
+    )
+    return {"size": size, "fps": fps, "seconds": seconds, "runs": runs,
+            "load_before": load_before, "load_after": loadavg(), "rounds": rounds,
+            "summary": summary}  # fmt: skip
+
+
+if __name__ == "__main__" and "--latency" in sys.argv:
+    from abrounds import write
+
+    short = "--short" in sys.argv
+    result = latency_rounds(runs=2 if short else 5, seconds=2.0 if short else LATENCY_S)
+    print(json.dumps(result["summary"], indent=1))
+    print("load", result["load_before"], "->", result["load_after"])
+    print("written to", write("server-latency", result))
+    sys.exit(0)
+
+
 if __name__ == "__main__" and "--yardsticks" in sys.argv:
     from abrounds import write
 

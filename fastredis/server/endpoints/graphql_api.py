@@ -52,7 +52,6 @@ from typing import Any, NewType, overload
 
 import strawberry
 from graphql.error import GraphQLError
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -64,6 +63,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types import Info
 
 from fastredis.ids import id_datetime
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.server.edge.auth import FULL_ACCESS, Grant, grant_of, require_read, require_write
 from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import BadInput, ReadOptions, parse_query
@@ -105,7 +105,7 @@ _LONG = strawberry.scalar(
 # -- helpers ---------------------------------------------------------------------
 
 
-def _redis(info: Info) -> AsyncRedis:
+def _redis(info: Info) -> AnyAsyncRedis:
     return info.context["redis"]
 
 
@@ -353,13 +353,13 @@ class Data:
 # -- resolvers -------------------------------------------------------------------
 
 
-async def list_sids(client: AsyncRedis, grant: Grant = FULL_ACCESS) -> list[str]:
+async def list_sids(client: AnyAsyncRedis, grant: Grant = FULL_ACCESS) -> list[str]:
     """Every stream key (SCAN TYPE stream) that `grant` may read, sorted; keys named
     like metadata (XMETA:...) are not streams."""
     return [k for k in await stream_keys(client) if not is_meta_key(k) and grant.may_read(k)]
 
 
-async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> list[Stream]:
+async def stream_infos(client: AnyAsyncRedis, sids: Sequence[str]) -> list[Stream]:
     """XINFO STREAM and the metadata of each sid, in one round trip."""
     if not sids:
         return []
@@ -530,7 +530,7 @@ schema = _Schema(
 )
 
 
-async def _redis_ms(client: AsyncRedis) -> int | None:
+async def _redis_ms(client: AnyAsyncRedis) -> int | None:
     """Redis's clock now, in ms (None: Redis could not say; `$` is then fixed when the
     subscription starts)."""
     try:
@@ -546,7 +546,7 @@ async def _redis_ms(client: AsyncRedis) -> int | None:
 class FastredisGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the Redis client in the context."""
 
-    def __init__(self, *args: Any, redis: AsyncRedis | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, redis: AnyAsyncRedis | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._redis = redis
         self._hub: Hub | None = None
@@ -612,7 +612,7 @@ class FastredisGraphQL(GraphQL[dict[str, Any], None]):
 
 
 def make_graphql_app(
-    redis: AsyncRedis | None = None,
+    redis: AnyAsyncRedis | None = None,
     *,
     allowed_origins: Sequence[str] = (),
     graphql_ide: str | None = "graphiql",

@@ -46,6 +46,13 @@ class SharedReads(Generic[T]):
         self._running: dict[Hashable, tuple[asyncio.Future[T | None], float]] = {}
         self.made = 0  # reads made (for tests and metrics)
         self.shared = 0  # reads taken from another subscriber's
+        self._running_loop: asyncio.AbstractEventLoop | None = None
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # looked up once: get_running_loop() is a getpid() system call on Python 3.11
+        if self._running_loop is None:
+            self._running_loop = asyncio.get_running_loop()
+        return self._running_loop
 
     async def read(
         self,
@@ -74,7 +81,7 @@ class SharedReads(Generic[T]):
             # the read it waited for was cut off (its subscriber left): try again
         if key in self._running:  # beside a read it may not take: its own
             return await make()
-        done: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[T | None] = self._loop().create_future()
         issued = time.monotonic()
         self._running[key] = (done, issued)
         result: T | None = None

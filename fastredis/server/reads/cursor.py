@@ -14,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio
-
 from fastredis._resp import READ, StreamBatch
 from fastredis.ids import parse_id, previous_id
-from fastredis.redis_io import HeldConnection, aslot_groups, is_cluster, xread_command
+from fastredis.redis_io import (
+    AnyAsyncRedis,
+    HeldConnection,
+    aslot_groups,
+    is_cluster,
+    xread_command,
+)
 from fastredis.server.reads.sizes import EntrySizes, redis_count
 
 __all__ = ["NEWEST_LUA", "StreamCursor", "oldest_of_newest"]
@@ -38,7 +42,7 @@ return out
 
 
 async def oldest_of_newest(
-    client: redis.asyncio.Redis, sids: Sequence[str], bounds: Sequence[str], n: int
+    client: AnyAsyncRedis, sids: Sequence[str], bounds: Sequence[str], n: int
 ) -> list[Any]:
     """Per stream, the id of the oldest of its newest `n` entries above its bound ("-"
     or "(id"), None when there are none: one round trip (on a cluster, one per slot)."""
@@ -68,7 +72,7 @@ class StreamCursor:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AnyAsyncRedis,
         sids: Sequence[str],
         starts: Sequence[str],
         count: int = 1,

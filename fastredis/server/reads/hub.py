@@ -38,11 +38,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import redis.asyncio
-
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, format_id, parse_id, previous_id
-from fastredis.redis_io import HeldConnection, is_cluster
+from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.server.reads.catch_up import SharedReads
 from fastredis.server.reads.cursor import StreamCursor
 from fastredis.server.reads.delivery import Delivery, Frame, Ids
@@ -160,7 +158,7 @@ def _compare(mine: Ids, group: Ids) -> int:
 class _Turns:
     """A few held connections, taken in turns (a waiting caller queues; never an error)."""
 
-    def __init__(self, client: redis.asyncio.Redis, size: int) -> None:
+    def __init__(self, client: AnyAsyncRedis, size: int) -> None:
         self.client = client
         self.size = size
         self._sem = asyncio.Semaphore(size)
@@ -301,7 +299,7 @@ class Subscription:
         """With `max_fps`: wait until the next frame may go (a subscriber with `latest`
         waits in `next`; others call it before each frame, a delivery may hold several)."""
         if self._interval:
-            now = asyncio.get_running_loop().time()
+            now = self.hub.loop.time()
             if now < self._next_at:
                 await asyncio.sleep(self._next_at - now)
             self._next_at = max(now, self._next_at) + self._interval
@@ -318,7 +316,7 @@ class Subscription:
     async def next(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery; None when `timeout` seconds pass with nothing (0: do not
         wait beyond one read of what is there)."""
-        loop = asyncio.get_running_loop()
+        loop = self.hub.loop
         if self.latest:  # the newest when it is time for the next frame
             await self.pace()
         deadline = None if timeout is None else loop.time() + timeout
@@ -379,7 +377,7 @@ class Subscription:
                 # Not after a batch larger than that: a slow socket would make the
                 # subscriber hold a third one (the one sent, its copy in the socket's
                 # buffer, and the next), and one round trip per such batch is little.
-                self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
+                self._prefetch = self.hub.loop.create_task(self._read_own())
             return delivery
         if join:
             self._try_join()
@@ -526,7 +524,7 @@ class _Group:
         self.reads = 0
         self._reading = False
         self._rewound: Ids | None = None  # set by `rewind` while a read is under way
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task = hub.loop.create_task(self._run())
 
     def maybe_close(self) -> None:
         if not self.subs and not self.pending:
@@ -658,7 +656,7 @@ class Hub:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AnyAsyncRedis,
         tail_connections: int = 16,
         catch_up_connections: int = 4,
         max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
@@ -676,6 +674,16 @@ class Hub:
         self.starts = Starts(client)  # `$` and stream states, shared by opens at once
         self.parking = Parking(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the hub runs on, looked up once (`asyncio.get_running_loop()` is a
+        getpid() system call per call on Python 3.11; a hub lives on one loop)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def subscribe(
         self,
@@ -717,7 +725,7 @@ class Hub:
         return sum(g.reads for g in self.groups.values())
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 

@@ -19,11 +19,9 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
-import redis.asyncio
-
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id
-from fastredis.redis_io import HeldConnection
+from fastredis.redis_io import AnyAsyncRedis, HeldConnection
 from fastredis.server.reads.cursor import StreamCursor
 
 __all__ = ["CLUSTER_POLL_S", "PARK_BLOCK_MS", "Parked", "Parking", "ParkingOwner"]
@@ -46,7 +44,7 @@ class ParkingOwner(Protocol):
     """What parking needs of its hub: the Redis client, whether it is a cluster, and a
     way to run a task it does not await."""
 
-    client: redis.asyncio.Redis
+    client: AnyAsyncRedis
     cluster: bool
 
     def spawn(self, coro: Any) -> None: ...

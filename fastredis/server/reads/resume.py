@@ -41,9 +41,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio
-
 from fastredis.ids import parse_id, previous_id
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.reads.cursor import oldest_of_newest
 
@@ -203,7 +202,7 @@ class Starts:
     """Each stream's newest id and state, read once for every caller of the same moment
     (see the module docstring). ``hub.starts`` of the server."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: AnyAsyncRedis) -> None:
         self.client = client
         self._newest = _Shared(self._fetch_newest)
         self._states = _Shared(self._fetch_states)

@@ -28,9 +28,8 @@ import asyncio
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 
-import redis.asyncio
-
 from fastredis._resp import StreamBatch
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.server.run.options import option
 
 __all__ = ["DEFAULT_MAX_READ_BYTES", "ByteTurns", "EntrySizes", "redis_count"]
@@ -46,7 +45,7 @@ UNKNOWN_ENTRY_BYTES = 1 << 20  # assumed of a stream that could not be measured
 class EntrySizes:
     """Bytes per entry of each stream, from what was read (see the module)."""
 
-    def __init__(self, client: redis.asyncio.Redis, max_read_bytes: int) -> None:
+    def __init__(self, client: AnyAsyncRedis, max_read_bytes: int) -> None:
         self.client = client
         self.max_read_bytes = max_read_bytes
         self._sizes: OrderedDict[str, int] = OrderedDict()

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis as AsyncRedis
-
 from fastredis.ids import parse_id
+from fastredis.redis_io import AnyAsyncRedis
 
 __all__ = [
     "GroupInfo",
@@ -40,14 +39,14 @@ def pairs(reply: Any) -> dict[str, Any]:
     return {str(text(k)): v for k, v in zip(it, it, strict=False)}
 
 
-async def list_sids(client: AsyncRedis, limit: int | None = None) -> list[str]:
+async def list_sids(client: AnyAsyncRedis, limit: int | None = None) -> list[str]:
     """Every stream key (SCAN TYPE stream), sorted; the first `limit` of them when given."""
     keys = {text(k) async for k in client.scan_iter(count=1000, _type="stream")}
     sids = sorted(k for k in keys if k is not None)
     return sids if limit is None else sids[:limit]
 
 
-async def first_sids(client: AsyncRedis, limit: int) -> list[str]:
+async def first_sids(client: AnyAsyncRedis, limit: int) -> list[str]:
     """At most `limit` stream keys (SCAN TYPE stream, stopping once it has them), sorted."""
     found: set[str] = set()
     async for key in client.scan_iter(count=1000, _type="stream"):
@@ -57,7 +56,9 @@ async def first_sids(client: AsyncRedis, limit: int) -> list[str]:
     return sorted(found)
 
 
-async def stream_infos(client: AsyncRedis, sids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+async def stream_infos(
+    client: AnyAsyncRedis, sids: Sequence[str]
+) -> dict[str, dict[str, Any] | None]:
     """XINFO STREAM of each stream (None: no such key), in one round trip."""
     async with client.pipeline(transaction=False) as pipe:
         for sid in sids:
@@ -123,7 +124,7 @@ class GroupInfo:
 
 
 async def consumer_groups(
-    client: AsyncRedis, sids: Sequence[str]
+    client: AnyAsyncRedis, sids: Sequence[str]
 ) -> dict[str, list[GroupInfo] | Exception]:
     """The consumer groups of each stream, in one round trip; a key that is missing or
     not a stream maps to Redis's error."""

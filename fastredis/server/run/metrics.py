@@ -36,7 +36,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,6 +44,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fastredis._resp import StreamBatch
+from fastredis.redis_io import AnyAsyncRedis
 from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, list_sids
 
 __all__ = [
@@ -274,7 +274,7 @@ class _GroupsCollector(Collector):
         return [pending, lag, consumers]
 
 
-async def render(client: AsyncRedis) -> bytes:
+async def render(client: AnyAsyncRedis) -> bytes:
     """The Prometheus text of the process's counters and of the consumer groups."""
     text = generate_latest(REGISTRY)
     try:

@@ -13,8 +13,9 @@ import json
 import re
 from typing import Any
 
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ResponseError
+
+from fastredis.redis_io import AnyAsyncRedis
 
 __all__ = [
     "MAX_META_BYTES",
@@ -64,7 +65,7 @@ def meta_key(sid: str) -> str:
     return META_PREFIX + sid
 
 
-async def set_meta(client: AsyncRedis, sid: str, meta: Any) -> None:
+async def set_meta(client: AnyAsyncRedis, sid: str, meta: Any) -> None:
     """Store `meta` (JSON-serialisable) for `sid`, unless its key holds other data."""
     key = meta_key(sid)
     text = json.dumps(meta, separators=(",", ":"))
@@ -76,12 +77,12 @@ async def set_meta(client: AsyncRedis, sid: str, meta: Any) -> None:
     await _run(client, key, text)
 
 
-async def delete_meta(client: AsyncRedis, sid: str) -> None:
+async def delete_meta(client: AnyAsyncRedis, sid: str) -> None:
     """Delete the metadata of `sid`, unless its key holds other data."""
     await _run(client, meta_key(sid))
 
 
-async def _run(client: AsyncRedis, key: str, *args: str) -> None:
+async def _run(client: AnyAsyncRedis, key: str, *args: str) -> None:
     try:
         await client.eval(_SET_META_LUA, 1, key, *args)
     except ResponseError as exc:

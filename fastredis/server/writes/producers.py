@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio
-
-from fastredis.redis_io import is_cluster
+from fastredis.redis_io import AnyAsyncRedis, is_cluster
 from fastredis.redis_io.producers import hash_tag, parse_state, produce_command, producer_keys
 from fastredis.server.edge.protocol import BadInput
 from fastredis.server.writes.entries import Entry, producer_entries
@@ -34,7 +32,7 @@ class ProducerSession:
 
     @classmethod
     async def open(
-        cls, client: redis.asyncio.Redis, sids: Sequence[str], producer: str, ttl: float
+        cls, client: AnyAsyncRedis, sids: Sequence[str], producer: str, ttl: float
     ) -> tuple[ProducerSession, dict[str, Any]]:
         """The session and the hello frame to send, from the state in Redis."""
         braces = "{" in sids[0] or "}" in sids[0]

@@ -27,11 +27,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
-from fastredis.redis_io import HeldConnection, is_cluster
+from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.server.edge.errors import refused
 from fastredis.server.run import metrics
 from fastredis.server.writes.entries import Entry, entry_commands, one_slot_key
@@ -315,7 +314,7 @@ class PushWriter:
 class WriteLanes:
     """The write lanes of one server process (``app.state.writers``)."""
 
-    def __init__(self, client: redis.asyncio.Redis, size: int, maxlen: int) -> None:
+    def __init__(self, client: AnyAsyncRedis, size: int, maxlen: int) -> None:
         if size < 1:
             raise ValueError(f"the write lanes need at least one connection, not {size}")
         self.client = client
