@@ -342,8 +342,13 @@ class Subscription:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+            # a timer that wakes it, not wait_for: that would make a task per frame and
+            # take three turns of the loop to hand the frame on
+            timer = loop.call_later(remaining, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                timer.cancel()
 
     def _hand_out(self, delivery: Delivery) -> Delivery:
         self._ids = delivery.cursor
@@ -562,6 +567,10 @@ class _Group:
                 if len(batch) or gaps:
                     self._publish(batch, before, gaps)
                     block = ACTIVE_BLOCK_MS
+                    if len(batch) < TAIL_ENTRIES and not self.cursor.cut:
+                        # at the tail: the subscribers it woke send before the next
+                        # read is issued (its command is off the frame's path)
+                        await asyncio.sleep(0)
                 elif self.subs or self.pending:
                     await hub.parking.wait(self)
         except asyncio.CancelledError:
