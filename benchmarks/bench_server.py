@@ -858,13 +858,25 @@ def latency_rounds(runs: int = 5, seconds: float = LATENCY_S) -> dict[str, Any]:
             "summary": summary}  # fmt: skip
 
 
+def _print_latency(doc: dict[str, Any]) -> None:
+    from abrounds import fmt
+
+    print(f"latency, {doc['runs']} rounds of {doc['seconds']:g} s, "
+          f"load {doc['load_before']} -> {doc['load_after']}")  # fmt: skip
+    for name, row in doc["summary"].items():
+        if "p50" in row:
+            p50, p99 = fmt(row["p50"], digits=2), fmt(row["p99"], digits=2)
+            print(f"  {name:12s} p50 {p50}  p99 {p99} ms")
+        else:
+            print(f"  {name}: {fmt(row, digits=2)}")
+
+
 if __name__ == "__main__" and "--latency" in sys.argv:
     from abrounds import write
 
     short = "--short" in sys.argv
     result = latency_rounds(runs=2 if short else 5, seconds=2.0 if short else LATENCY_S)
-    print(json.dumps(result["summary"], indent=1))
-    print("load", result["load_before"], "->", result["load_after"])
+    _print_latency(result)
     print("written to", write("server-latency", result))
     sys.exit(0)
 
