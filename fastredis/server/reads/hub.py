@@ -237,6 +237,9 @@ class Subscription:
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
+        # resumed at the end of every stream (its states said so): it joins the tail
+        # group with no catch-up read, and a group it starts parks before reading
+        self._at_end = False
 
     async def __aenter__(self) -> Subscription:
         """Fix the cursor (`$` is the streams' newest ids now): call it before the client
@@ -253,6 +256,9 @@ class Subscription:
             newest = {s: resolve_start("$", states[s]) for s in wanted}
             await self.cursor.resolve(self._opened(newest))
             self.resumed = check_resume(self.sids, self.cursor.ids, states, self._seen_epochs)
+            self._at_end = not self.latest and all(
+                resolve_start("$", states[s]) == self.cursor.ids[s] for s in self.sids
+            )
             self.epochs = {s: states[s].epoch for s in self.sids}
         else:
             newest = await starts.newest(wanted) if wanted else {}
@@ -362,6 +368,8 @@ class Subscription:
             # made anew can repeat the cursors of an old history.
             if self._left is not None and self._join_kept(self._left, cursor.ids):
                 return None
+            if self._at_end and join and self._join_at_end():
+                return None
             delivery, full = await self._read_own()
         else:
             delivery, full = await prefetch
@@ -380,9 +388,11 @@ class Subscription:
                 # subscriber hold a third one (the one sent, its copy in the socket's
                 # buffer, and the next), and one round trip per such batch is little.
                 self._prefetch = asyncio.get_running_loop().create_task(self._read_own())
+            # a reader that resumes and read to the end joins next without a read
+            self._at_end = self.resume and not full and not joined and not self.latest
             return delivery
         if join:
-            self._try_join()
+            self._try_join(park_first=self.resume)
         return None
 
     async def _read_own(self) -> tuple[Delivery, bool]:
@@ -415,17 +425,43 @@ class Subscription:
             delivery.gaps, delivery.cut = gaps, cut
             return delivery, cut or len(batch) >= asked
 
-        where = (self.key, tuple(cursor.ids[s] for s in self.sids))
+        where: tuple[Any, ...] = (self.key, tuple(cursor.ids[s] for s in self.sids))
+        since = None if self.latest else self._since
+        if self.resume and not self.latest:
+            # Readers that resume share by cursor and the epochs they know: a read
+            # states what Redis lost since that cursor in the same step (its gaps), so
+            # one issued before this reader began (a storm reconnecting at the same
+            # cursors) tells it no less than its own would.
+            where += (tuple(self.epochs.get(s) for s in self.sids),)
+            since = 0.0
+        # kept for the others of its key (readers that resume: for those yet to come)
+        keep = not self.latest and (self.resume or hub.members.get(self.key, 0) > 1)
         delivery, full = await hub.catch_ups.read(
             where,
             read,
             _kept_bytes,
-            since=None if self.latest else self._since,
-            keep=hub.members.get(self.key, 0) > 1 and not self.latest,
+            since=since,
+            keep=keep,
         )
         metrics.stream_read("catch_up" if made else "shared")
         cursor.move_to(delivery.cursor)
         return delivery, full
+
+    def _join_at_end(self) -> bool:
+        """A reader that resumed at the end of its streams joins the tail group without
+        a read of its own (a storm of reconnecting idle viewers costs no XREAD each):
+        when there is none it starts one that parks first (the parking read, from this
+        cursor, wakes it for anything added since the states were read); one at its
+        cursor or behind it takes it as after an empty read. One ahead (entries added
+        since, or gone) is left to the read by cursor."""
+        self._at_end = False
+        group = self.hub.groups.get(self.key)
+        if group is None or group.task.done():
+            group = self.hub.group_for(self, park_first=True)
+        elif _compare(self.cursor.ids, group.cursor.ids) < 0:
+            return False
+        self._try_join(park_first=True)
+        return True
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
         """Join `group` at the delivery after cursor `ids` if it still has it."""
@@ -437,9 +473,10 @@ class Subscription:
         self._join(group, seq)
         return True
 
-    def _try_join(self) -> None:
-        """At the end of the stream (a read came back empty): join the tail group."""
-        group = self.hub.group_for(self)
+    def _try_join(self, park_first: bool = False) -> None:
+        """At the end of the stream (a read came back empty): join the tail group (one
+        it starts parks first, with `park_first`: see `_join_at_end`)."""
+        group = self.hub.group_for(self, park_first)
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
@@ -510,8 +547,9 @@ class Subscription:
 class _Group:
     """The shared tail read of one (streams, count, latest) for its subscribers."""
 
-    def __init__(self, hub: Hub, first: Subscription) -> None:
+    def __init__(self, hub: Hub, first: Subscription, park_first: bool = False) -> None:
         self.hub = hub
+        self._park_first = park_first  # its first read is the parking read (see _run)
         self.key = first.key
         self.cursor = StreamCursor(hub.client, first.sids, [], first.count, first.latest, hub.sizes)
         self.cursor.move_to(first.cursor.ids)
@@ -539,6 +577,8 @@ class _Group:
         # queue for the tail connections); an empty read parks it.
         block: int | None = None
         try:
+            if self._park_first and (self.subs or self.pending):
+                await hub.parking.wait(self)
             while self.subs or self.pending:
                 before = dict(self.cursor.ids)
                 self._reading = True
@@ -706,10 +746,10 @@ class Hub:
             resume, epochs, opened_ms,
         )  # fmt: skip
 
-    def group_for(self, sub: Subscription) -> _Group:
+    def group_for(self, sub: Subscription, park_first: bool = False) -> _Group:
         group = self.groups.get(sub.key)
         if group is None or group.task.done():
-            group = self.groups[sub.key] = _Group(self, sub)
+            group = self.groups[sub.key] = _Group(self, sub, park_first)
         return group
 
     def tail_reads(self) -> int:
