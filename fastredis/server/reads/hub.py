@@ -456,9 +456,8 @@ class Subscription:
         since, or gone) is left to the read by cursor."""
         self._at_end = False
         group = self.hub.groups.get(self.key)
-        if group is None or group.task.done():
-            group = self.hub.group_for(self, park_first=True)
-        elif _compare(self.cursor.ids, group.cursor.ids) < 0:
+        alive = group is not None and not group.task.done()
+        if alive and _compare(self.cursor.ids, group.cursor.ids) < 0:  # type: ignore[union-attr]
             return False
         self._try_join(park_first=True)
         return True
