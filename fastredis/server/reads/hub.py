@@ -456,8 +456,8 @@ class Subscription:
         since, or gone) is left to the read by cursor."""
         self._at_end = False
         group = self.hub.groups.get(self.key)
-        alive = group is not None and not group.task.done()
-        if alive and _compare(self.cursor.ids, group.cursor.ids) < 0:  # type: ignore[union-attr]
+        ahead = group is not None and _compare(self.cursor.ids, group.cursor.ids) < 0
+        if ahead and group is not None and not group.task.done():
             return False
         self._try_join(park_first=True)
         return True
