@@ -9,6 +9,7 @@ from typing import Any
 from streamz import Stream
 from streamz.core import RefCounter
 
+from fastredis.streamz.acks import Acker, AckRef
 from fastredis.streamz.connection import log
 from fastredis.streamz.message import Message
 
@@ -18,17 +19,19 @@ YIELD_EVERY = 1024  # per-item emission lets the loop run (acks, heartbeats) thi
 async def emit_each(
     source: Stream,
     items: list[Any],
-    ref_for: Callable[[Any], RefCounter] | None = None,
+    acker: Acker | None = None,
     failed: Callable[[Any, Exception], None] | None = None,
 ) -> int:
     """Emit items one by one, as ``source._emit`` would, and return how many got through.
 
     Cheaper than ``_emit`` per item: the downstream nodes are looked up once per
     YIELD_EVERY items (at each yield to the loop); a node connected from inside a
-    downstream callback gets items from the next yield on. ``ref_for(item)`` gives an
-    item's reference count (count 1, held by us until what the emit returned is done;
-    released here then). When downstream raises, the failure is logged, ``failed(item,
-    exc)`` is called and emission goes on with the next item.
+    downstream callback gets items from the next yield on. With an `acker`, the items are
+    (stream, id, ...) entries of a consumer group: each carries an AckRef (count 1, held
+    by us until what its emit returned is done); those finished then are handed to the
+    acker together before the loop runs anything else. When downstream raises, the
+    failure is logged, ``failed(item, exc)`` is called and emission goes on with the
+    next item.
     """
     gather = asyncio.gather
     n = len(items)
@@ -38,8 +41,9 @@ async def emit_each(
         downstreams = list(source.downstreams)
         single = downstreams[0].update if len(downstreams) == 1 else None
         end = min(n, i + YIELD_EVERY)
+        finished: list[Any] = []
         for x in items[i:end]:
-            ref = ref_for(x) if ref_for is not None else None
+            ref = AckRef(acker, x) if acker is not None else None
             md = [{"ref": ref}] if ref is not None else []
             try:
                 if single is not None:
@@ -49,23 +53,34 @@ async def emit_each(
                     source.current_metadata = md
                     r = single(x, who=source, metadata=md)
                     if r:
+                        finished = _hand_over(acker, finished)
                         await (gather(*r) if type(r) is list else gather(r))
                 else:
                     r = source._emit(x, md)
                     if r:
+                        finished = _hand_over(acker, finished)
                         await gather(*r)
             except Exception as exc:
                 downstream_failed(source, x, exc)
                 if failed is not None:
                     failed(x, exc)
                 continue
-            if ref is not None:
-                ref.release()
+            if ref is not None and ref.emitted():
+                finished.append(x)
             emitted += 1
+        _hand_over(acker, finished)
         i = end
         if i < n:
             await asyncio.sleep(0)
     return emitted
+
+
+def _hand_over(acker: Acker | None, finished: list[Any]) -> list[Any]:
+    """Give the acker the entries finished so far (before anything else may run)."""
+    if finished and acker is not None:
+        acker.finished(finished)
+        return []
+    return finished
 
 
 async def emit_one(source: Stream, x: Any, ref: RefCounter | None = None) -> Exception | None:
