@@ -85,16 +85,16 @@ class Deliverer:
     async def room(self, count: int | None) -> int | None:
         """How many entries the next read may ask for: `count`, lowered so that emitted-
         and-unfinished plus read-and-unemitted entries stay within max_in_flight (waiting
-        for a tenth of it, or `count`, to free up), and to half of max_in_flight."""
+        for a tenth of it, or `count`, to free up), and to a quarter of max_in_flight."""
         limit = self.max_in_flight
         if limit is None:
             return count
         assert self.acker is not None
         needed = max(1, min(count or limit, limit // 10))
         room = await self.acker.wait_for_room(limit, needed, self._outside)
-        # At most half the bound per read: then the next read fits beside the one being
-        # emitted, and Redis prepares it meanwhile.
-        room = min(room, max(1, limit // 2))
+        # At most a quarter of the bound per read: the next read then fits beside the one
+        # being emitted and the acks of the one before, and Redis prepares it meanwhile.
+        room = min(room, max(1, limit // 4))
         return room if count is None else min(count, room)
 
     def reserve(self, n: int) -> None:
