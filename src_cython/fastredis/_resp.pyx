@@ -492,6 +492,7 @@ cdef class Reader:
     cdef const char* shape_msg
     cdef Py_ssize_t hint_p, hint_end    # token left incomplete at hint_p: searched up to hint_end
     cdef Py_ssize_t want_end            # a bulk string left incomplete ends there (0: none)
+    cdef Py_ssize_t batch_hint          # bytes of the last stream batch reply (0: none yet)
     cdef bint want_last                 # ... and it is the last token of the reply
     cdef object perr                    # sticky protocol error message
 
@@ -527,6 +528,7 @@ cdef class Reader:
         self.hint_end = 0
         self.want_end = 0
         self.want_last = 0
+        self.batch_hint = 0
         self.depth = 0
         self.mode = M_GENERIC
         self.clear_after = 0
@@ -642,13 +644,17 @@ cdef class Reader:
         once to hold all of it, exactly when it ends the reply (the buffer then
         becomes the StreamBatch's as it is), with some room for what follows
         otherwise. Without such a hint, or past it, double (only a buffer that holds
-        pending bytes: a new reply starts from what it needs)."""
+        pending bytes: a new reply starts from what it needs). A stream batch reply
+        starts as large as the last one was: reading loops get replies alike, which
+        then arrive in one buffer, never copied to a bigger one."""
         cdef Py_ssize_t cap = need
         cdef Py_ssize_t hint = self.want_end
         if hint >= need:
             if self.want_last:
                 return hint
             cap = hint + (hint >> 3)
+        if self.want_kind >= 0 and self.batch_hint > cap:
+            cap = self.batch_hint
         if live and cap < self.ocap * 2:
             cap = self.ocap * 2
         if cap < MIN_BUF:
@@ -1305,6 +1311,7 @@ cdef class Reader:
         cdef Py_ssize_t i
         cdef object buf
         b.field_first[b.n_entries] = b.n_fields
+        self.batch_hint = end - start
         if (start == 0 and end == self.rlen and self._ext is not None
                 and self.rbuf == PyBytes_AS_STRING(self._ext)
                 and end == PyBytes_GET_SIZE(self._ext)):
