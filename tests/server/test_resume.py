@@ -174,6 +174,27 @@ async def test_a_stream_made_anew_by_a_producer_has_a_new_epoch(
     assert all(e not in epochs for e in info["epoch"].split("+"))
 
 
+async def test_a_deleted_streams_epoch_goes_when_the_server_looks(
+    live: LiveServer, r: redis.Redis
+) -> None:
+    """Epoch keys do not outlive their stream: the server removes one when it finds its
+    stream gone, so a stream made anew by other tools gets a fresh epoch."""
+    first = r.xadd("gone", {"d": "x"})
+    url = f"{live.ws_url}/data/gone/pull?resume=1&last_entry_id=0"
+    async with websockets.connect(url) as ws:
+        old = (await resumed(ws))["epoch"]
+    assert old and r.get("XEPOCH:{gone}") == old
+    r.delete("gone")
+    url = f"{live.ws_url}/data/gone/pull?resume=1&last_entry_id={first}&epoch={old}"
+    async with websockets.connect(url) as ws:
+        assert (await resumed(ws))["recovered"] is False
+    assert r.exists("XEPOCH:{gone}") == 0
+    r.xadd("gone", {"d": "y"})  # made anew by another tool, ids above the cursor
+    async with websockets.connect(url) as ws:
+        info = await resumed(ws)
+    assert info["recovered"] is False and info["epoch"] not in (None, old)
+
+
 async def test_a_stream_written_by_others_gets_one_epoch(live: LiveServer, r: redis.Redis) -> None:
     r.xadd("other", {"d": "x"})
     epochs = []

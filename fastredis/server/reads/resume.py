@@ -62,11 +62,13 @@ __all__ = [
 
 # KEYS[1]: a stream, KEYS[2]: its epoch key (the stream's own key: it has none);
 # ARGV[1]: an epoch to store when it has none yet, ARGV[2]: a cursor ("": none).
+# A missing stream's epoch is removed (see `fastredis.server.edge.epoch`).
 # Reply: {type} when not a stream, else {'stream', last-generated-id, first entry id,
 # max-deleted-entry-id, epoch, length, entries-added, whether the cursor's entry is
 # there}.
 STATE_LUA = r"""
 local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' and KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
 if t ~= 'stream' then return {t} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local out = {'stream', false, false, false, false, 0, false, 0}
