@@ -18,6 +18,9 @@ for browsers' ``EventSource``; several streams are joined with '+' as on the pul
   comes before the entries that follow a loss, at the start or while the viewer
   reads (it fell behind a trim, the stream was made anew). Neither has an ``id:``.
 * A comment every `PING_S` seconds keeps proxies from closing an idle stream.
+* On SIGTERM the stream ends within the drain window (`fastredis.server.edge.drain`),
+  after a ``retry:`` field holding the hint: EventSource comes back then, with
+  ``Last-Event-ID``.
 * ``latest=1`` sends only the newest entry each time the viewer is ready for one;
   ``max_fps`` caps the events a second (each the newest: entries between are skipped).
   Every viewer reads through the hub's shared read, the one the pulls of the same
@@ -44,6 +47,7 @@ from starlette.responses import Response
 from fastredis._frames import pull_views
 from fastredis.ids import parse_id
 from fastredis.server.edge.auth import require_read
+from fastredis.server.edge.drain import retry_ms
 from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import (
     BadInput,
@@ -129,6 +133,10 @@ def delivery_events(
     return out
 
 
+class Drained(Exception):
+    """The server drains (SIGTERM): the viewer's stream ends, with this reason."""
+
+
 def _resumes(starts: Sequence[str]) -> bool:
     """Whether a viewer resumes: it starts after an entry id it was given."""
     return any(start not in ("$", "*", "0") for start in starts)
@@ -150,6 +158,7 @@ async def _events(
     skipping = isinstance(source, Newest)
     sub = source.sub if isinstance(source, Newest) else source
     cache: EventCache = request.app.state.sse_events
+    unregister = request.app.state.drain.register(lambda why: sub.fail(Drained(why)))
     try:
         resumed = sub.resumed
         if resumed is not None and _resumes(asked) and not resumed.recovered:
@@ -161,7 +170,12 @@ async def _events(
             for sid, a in zip(sids, asked, strict=True)
         }
         while True:
-            delivery = await source.next()
+            try:
+                delivery = await source.next()
+            except Drained as drained:  # SIGTERM: come back after the hint, resuming
+                why = str(drained)
+                yield ServerSentEvent(comment=why, retry=retry_ms(why)).encode()
+                return
             if delivery is None:
                 continue
             for gap in delivery.gaps:  # before the entries that follow the loss
@@ -173,6 +187,7 @@ async def _events(
             for event in delivery_events(delivery, sids, before, opts, cache, newest):
                 yield event
     finally:
+        unregister()
         await source.__aexit__(None, None, None)
 
 
