@@ -23,9 +23,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from fastredis._frames import pull_views
-from fastredis.server.edge.auth import require_read
-from fastredis.server.edge.errors import explain, failure
-from fastredis.server.edge.protocol import BadInput, parse_sids
+from fastredis.server.edge.protocol import BadInput
+from fastredis.server.endpoints.answering import answer, refuse_other_types
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["BOUNDARY", "IDLE_BLOCK_MS", "mjpeg_endpoint", "newest_frames"]
@@ -198,20 +197,13 @@ def _max_fps(request: Request) -> float:
 
 async def mjpeg_endpoint(request: Request) -> Response | MJPEGStream:
     """GET /mjpeg/{sid}?max_fps=..."""
-    sids: list[str] = []
-    try:
-        sids = parse_sids(request.path_params["sid"])
-        if len(sids) != 1:
-            raise BadInput(f"MJPEG shows one stream, not {len(sids)}: ask for each by itself")
-        require_read(request, sids)
-        max_fps = _max_fps(request)
-        # a key of another type is refused before the multipart answer starts
-        kind = await request.app.state.redis.type(sids[0])
-    except BadInput as exc:
-        return failure(exc).response()
-    except RedisError as exc:
-        return (await explain(exc, request.app.state.redis, sids)).response()
-    if kind not in (b"stream", b"none", "stream", "none"):
-        name = kind.decode() if isinstance(kind, bytes) else kind
-        return failure(BadInput(f"{sids[0]!r} holds a {name}, not a stream", status=409)).response()
+    return await answer(request, "read", lambda sids: _mjpeg(request, sids))
+
+
+async def _mjpeg(request: Request, sids: list[str]) -> MJPEGStream:
+    if len(sids) != 1:
+        raise BadInput(f"MJPEG shows one stream, not {len(sids)}: ask for each by itself")
+    max_fps = _max_fps(request)
+    # a key of another type is refused before the multipart answer starts
+    await refuse_other_types(request.app.state.redis, sids)
     return MJPEGStream(request, sids[0], max_fps)

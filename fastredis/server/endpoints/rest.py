@@ -25,23 +25,20 @@ import logging
 from collections.abc import AsyncGenerator, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fastredis.server.edge.auth import require_read, require_write
-from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import (
     BadInput,
     PushOptions,
     ReadOptions,
     end_offsets,
     parse_query,
-    parse_sids,
     query_items,
 )
+from fastredis.server.endpoints.answering import answer
 
 __all__ = ["get_data", "post_data"]
 
@@ -54,25 +51,22 @@ DRAIN_SECONDS = 30.0  # a refused POST's body is read (and dropped) this long at
 
 
 async def get_data(request: Request) -> Response:
-    sids: list[str] = []
+    return await answer(request, "read", lambda sids: _get(request, sids))
+
+
+async def _get(request: Request, sids: list[str]) -> Response:
+    opts = parse_query(
+        "get", query_items(request.query_params), len(sids),
+        default_offsets=request.app.state.settings.offsets,
+    )  # fmt: skip
+    assert isinstance(opts, ReadOptions)
+    hub = request.app.state.hub
+    sub = hub.subscribe(
+        sids, opts.last_entry_ids, count=opts.count, latest=opts.latest, read_ahead=False,
+        via="rest",
+    )  # fmt: skip
     give_back = _nothing
     try:
-        sids = parse_sids(request.path_params["sid"])
-        require_read(request, sids)
-        opts = parse_query(
-            "get", query_items(request.query_params), len(sids),
-            default_offsets=request.app.state.settings.offsets,
-        )  # fmt: skip
-        assert isinstance(opts, ReadOptions)
-        hub = request.app.state.hub
-        sub = hub.subscribe(
-            sids,
-            opts.last_entry_ids,
-            count=opts.count,
-            latest=opts.latest,
-            read_ahead=False,
-            via="rest",
-        )
         async with sub:
             if opts.block is None:
                 # a read of its own, held until sent: GETs take turns by bytes
@@ -81,12 +75,6 @@ async def get_data(request: Request) -> Response:
             else:
                 wait = opts.block / 1000 if opts.block else None
                 delivery = await _unless_gone(request, sub.next(timeout=wait))
-    except BadInput as exc:
-        give_back()
-        return failure(exc).response()
-    except RedisError as exc:
-        give_back()
-        return (await explain(exc, request.app.state.redis, sids)).response()
     except ClientGone:
         return Response(status_code=499)  # nobody reads it; the read is released
     except BaseException:
@@ -247,26 +235,22 @@ async def _entries(request: Request, limit: int, max_parts: int) -> list[bytes]:
 
 
 async def post_data(request: Request) -> Response:
+    return await answer(
+        request, "write", lambda sids: _post(request, sids), lambda: _drain(request)
+    )
+
+
+async def _post(request: Request, sids: list[str]) -> Response:
     settings = request.app.state.settings
-    sids: list[str] = []
-    try:
-        sids = parse_sids(request.path_params["sid"])
-        require_write(request, sids)
-        opts = parse_query("post", query_items(request.query_params), len(sids))
-        assert isinstance(opts, PushOptions)
-        max_entries = settings.max_entries_per_message
-        data = await _entries(request, settings.max_message_size, max_entries // len(sids))
-        if len(data) * len(sids) > max_entries:
-            raise BadInput(
-                f"{len(data)} parts to {len(sids)} streams make {len(data) * len(sids)} "
-                f"entries, over the limit of {max_entries} (max_entries_per_message)",
-                status=413,
-            )
-        entries = [(sid, "*", payload) for payload in data for sid in sids]
-        ids = await request.app.state.writers.add(entries)
-    except BadInput as exc:
-        await _drain(request)  # so the client reads the answer
-        return failure(exc).response()
-    except RedisError as exc:
-        return (await explain(exc, request.app.state.redis, sids)).response()
-    return JSONResponse(ids)
+    opts = parse_query("post", query_items(request.query_params), len(sids))
+    assert isinstance(opts, PushOptions)
+    max_entries = settings.max_entries_per_message
+    data = await _entries(request, settings.max_message_size, max_entries // len(sids))
+    if len(data) * len(sids) > max_entries:
+        raise BadInput(
+            f"{len(data)} parts to {len(sids)} streams make {len(data) * len(sids)} "
+            f"entries, over the limit of {max_entries} (max_entries_per_message)",
+            status=413,
+        )
+    entries = [(sid, "*", payload) for payload in data for sid in sids]
+    return JSONResponse(await request.app.state.writers.add(entries))

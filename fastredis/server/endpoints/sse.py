@@ -38,7 +38,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -46,16 +45,13 @@ from starlette.responses import Response
 
 from fastredis._frames import pull_views
 from fastredis.ids import parse_id
-from fastredis.server.edge.auth import require_read
 from fastredis.server.edge.drain import retry_ms
-from fastredis.server.edge.errors import explain, failure
 from fastredis.server.edge.protocol import (
-    BadInput,
     SSEOptions,
-    parse_sids,
     parse_sse_query,
     query_items,
 )
+from fastredis.server.endpoints.answering import answer, refuse_other_types
 from fastredis.server.reads.hub import Delivery, Subscription
 from fastredis.server.reads.newest import Newest
 
@@ -191,35 +187,19 @@ async def _events(
         await source.__aexit__(None, None, None)
 
 
-async def _only_streams(request: Request, sids: Sequence[str]) -> None:
-    """A key of another type is refused before the event stream starts (409)."""
-    async with request.app.state.redis.pipeline(transaction=False) as pipe:
-        for sid in sids:
-            pipe.type(sid)
-        kinds = await pipe.execute()
-    for sid, kind in zip(sids, kinds, strict=True):
-        name = kind.decode() if isinstance(kind, bytes) else str(kind)
-        if name not in ("stream", "none"):
-            raise BadInput(f"{sid!r} holds a {name}, not a stream", status=409)
-
-
 async def sse_endpoint(request: Request) -> Response:
     """GET /sse/{sid}?data=text|base64&latest=&max_fps=&lastEventID="""
-    sids: list[str] = []
-    try:
-        sids = parse_sids(request.path_params["sid"])
-        require_read(request, sids)
-        opts = parse_sse_query(
-            query_items(request.query_params), len(sids), request.headers.get("last-event-id")
-        )
-        await _only_streams(request, sids)
-        source = _subscribe(request, sids, opts)
-        sub = source.sub if isinstance(source, Newest) else source
-        await sub.__aenter__()  # the start is fixed (and checked) before the headers go
-    except BadInput as exc:
-        return failure(exc).response()
-    except RedisError as exc:
-        return (await explain(exc, request.app.state.redis, sids)).response()
+    return await answer(request, "read", lambda sids: _sse(request, sids))
+
+
+async def _sse(request: Request, sids: list[str]) -> Response:
+    opts = parse_sse_query(
+        query_items(request.query_params), len(sids), request.headers.get("last-event-id")
+    )
+    await refuse_other_types(request.app.state.redis, sids)
+    source = _subscribe(request, sids, opts)
+    sub = source.sub if isinstance(source, Newest) else source
+    await sub.__aenter__()  # the start is fixed (and checked) before the headers go
     return EventSourceResponse(
         _events(request, sids, opts, source), ping=PING_S, background=BackgroundTask(_leave, source)
     )
