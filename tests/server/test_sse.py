@@ -17,6 +17,7 @@ import pytest
 import redis
 from support.live_server import LiveServer, server_fixture  # noqa: F401
 from support.waiting import wait_until
+from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.ids import parse_id
@@ -243,6 +244,52 @@ def test_many_viewers_share_one_read(
         t.join(10)
     xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
     assert xreads <= frames + 4  # one read per entry, not one per viewer (120)
+
+
+def test_sse_and_pulls_with_and_without_resume_share_one_read(
+    server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    """SSE viewers (told of gaps), pulls with resume=1 and plain pulls of one stream:
+    one XREAD per entry for all of them, and no gap frame for the plain pulls."""
+    frames = 20
+    plain_redis.xadd("mix", {"d": b"first"})
+    last: dict[str, str] = {}
+    opened = threading.Barrier(7)
+
+    def sse_viewer(name: str) -> None:
+        with httpx.stream("GET", f"{server.http_url}/sse/mix", timeout=20) as resp:
+            opened.wait()
+            events = Events(resp)
+            while last.get(name) != str(frames - 1):
+                last[name] = events.next()["data"]
+
+    def pull(name: str, query: str) -> None:
+        with connect(f"{server.ws_url}/data/mix/pull?header=0{query}", open_timeout=20) as ws:
+            if query:
+                assert json.loads(ws.recv(20))["resume"]["recovered"] is True
+            opened.wait()
+            while last.get(name) != str(frames - 1):
+                message = ws.recv(20)
+                assert isinstance(message, bytes), f"{name} got a text frame: {message!r}"
+                last[name] = message.decode()
+
+    viewers = [
+        *(threading.Thread(target=sse_viewer, args=(f"sse{i}",)) for i in range(2)),
+        *(threading.Thread(target=pull, args=(f"plain{i}", "")) for i in range(2)),
+        *(threading.Thread(target=pull, args=(f"resume{i}", "&resume=1")) for i in range(2)),
+    ]
+    for t in viewers:
+        t.start()
+    opened.wait()
+    plain_redis.config_resetstat()
+    for n in range(frames):
+        plain_redis.xadd("mix", {"d": str(n)})
+        wait_until(lambda n=n: len(last) == 6 and all(v == str(n) for v in last.values()), 10,
+                   what="every viewer to get the entry")  # fmt: skip
+    for t in viewers:
+        t.join(10)
+    xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+    assert xreads <= frames + 4  # one read per entry, not one per kind of viewer
 
 
 def test_bad_requests_get_a_reason(http: httpx.Client, plain_redis: redis.Redis) -> None:

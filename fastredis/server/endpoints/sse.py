@@ -174,7 +174,7 @@ async def _events(
                 return
             if delivery is None:
                 continue
-            for gap in delivery.gaps:  # before the entries that follow the loss
+            for gap in delivery.gaps if sub.resume else ():  # before what follows it
                 yield _event("gap", gap.as_dict())
             if not len(delivery.batch):
                 continue
