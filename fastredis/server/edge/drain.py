@@ -104,8 +104,9 @@ def retry_ms(reason: str) -> int:
 
 
 class DrainedWebSocket:
-    """A websocket ASGI `app` the drain closes: 1012 with the retry hint, then the app
-    hears the client leave (what it sends after is dropped). HTTP passes through."""
+    """A websocket ASGI `app` the drain closes: 1012 with the retry hint (what the app
+    sends after it is dropped; the client's answering close ends the app as a client
+    leaving does). HTTP passes through."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -116,16 +117,19 @@ class DrainedWebSocket:
             await self.app(scope, receive, send)
             return
         lock = asyncio.Lock()
-        stop = asyncio.Event()
         accepted = closed = False
-        reason = ""
+        reason: str | None = None
+        tasks: set[asyncio.Task[None]] = set()
 
         async def close() -> None:
             nonlocal closed
             async with lock:
-                if accepted and not closed:
+                if accepted and not closed and reason is not None:
                     closed = True
-                    await send({"type": "websocket.close", "code": CLOSE_RESTART, "reason": reason})
+                    with contextlib.suppress(Exception):  # the client went already
+                        await send(
+                            {"type": "websocket.close", "code": CLOSE_RESTART, "reason": reason}
+                        )
 
         async def guarded_send(message: Any) -> None:
             nonlocal accepted, closed
@@ -135,29 +139,18 @@ class DrainedWebSocket:
                 await send(message)
                 accepted = accepted or message["type"] == "websocket.accept"
                 closed = message["type"] == "websocket.close"
-            if stop.is_set():
+            if reason is not None:  # drained before it was accepted
                 await close()
-
-        async def guarded_receive() -> Any:
-            if stop.is_set():
-                return {"type": "websocket.disconnect", "code": CLOSE_RESTART}
-            got = asyncio.ensure_future(receive())
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({got, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if got.done():
-                return got.result()
-            got.cancel()
-            await close()
-            return {"type": "websocket.disconnect", "code": CLOSE_RESTART}
 
         def closer(why: str) -> None:
             nonlocal reason
             reason = why
-            stop.set()
+            task = asyncio.get_running_loop().create_task(close())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         unregister = drain.register(closer)
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, receive, guarded_send)
         finally:
             unregister()
