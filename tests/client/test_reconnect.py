@@ -153,12 +153,45 @@ def test_reconnecting_pull_resumes_through_cuts_and_a_kill(
     assert gaps == []
 
 
-async def test_a_pull_opened_at_dollar_says_it_may_have_missed_entries(
+async def test_a_pull_opened_at_dollar_resumes_where_the_server_fixed_it(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    """The server fixes `$` when the socket opens and says where (resume=1's first
+    frame), so a cut before any entry was seen resumes there: what was added
+    meanwhile arrives, and no gap is reported."""
+    with CutProxy(server.port) as proxy:
+        async with AsyncClient(f"127.0.0.1:{proxy.port}") as c:
+            puller = c.pull("s", reconnect=True, block=100)  # at $, nothing seen yet
+            assert await asyncio.wait_for(puller.recv_batch(), 30) == []  # idle: alive
+            proxy.cut()
+            plain_redis.xadd("s", {"d": b"after"})
+            first = await asyncio.wait_for(puller.__aiter__().__anext__(), 30)
+            assert not isinstance(first, Gap), first
+            assert first[0] == "s" and bytes(first[2]) == b"after"
+            await puller.close()
+
+
+async def test_a_pull_cut_before_it_read_anything_says_it_may_have_missed_entries(
     server: ServeProcess, plain_redis: redis.Redis
 ) -> None:
     with CutProxy(server.port) as proxy:
         async with AsyncClient(f"127.0.0.1:{proxy.port}") as c:
-            puller = c.pull("s", reconnect=True)  # at $, nothing seen yet
+            puller = c.pull("s", reconnect=True)  # at $, not even its first frame read
+            await puller.connect()
+            proxy.cut()
+            plain_redis.xadd("s", {"d": b"after"})
+            first = await asyncio.wait_for(puller.__aiter__().__anext__(), 30)
+            assert isinstance(first, Gap) and first.sid == "s"
+            assert "before any entry was seen" in first.reason
+            await puller.close()
+
+
+async def test_a_pull_at_dollar_without_resume_says_it_may_have_missed_entries(
+    server: ServeProcess, plain_redis: redis.Redis
+) -> None:
+    with CutProxy(server.port) as proxy:
+        async with AsyncClient(f"127.0.0.1:{proxy.port}") as c:
+            puller = c.pull("s", reconnect=True, resume=False)  # as before resume=1
             await puller.connect()
             proxy.cut()
             plain_redis.xadd("s", {"d": b"after"})

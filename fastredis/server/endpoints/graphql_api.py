@@ -455,7 +455,7 @@ class Subscription:
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
-                    for gap in delivery.gaps:
+                    for gap in delivery.gaps if resume else ():  # told to resumers only
                         yield Data(
                             sid=gap.sid, time=gap.after, payload=b"", kind="gap",
                             gap=GapInfo(

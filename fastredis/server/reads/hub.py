@@ -1,12 +1,14 @@
 """The shared-read hub: one Redis read per stream set at the tail, shared by every
 subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
 
-* A **tail group** exists per streams (and, with ``latest``, per ``count``; readers that
-  resume have their own) with subscribers. Its task reads the next batch after the
-  group's cursor, over one of a few held connections taken in turns, and hands the same
-  `Delivery` to every subscriber of the group; each sends it as frames of its own
-  ``count`` (`fastredis.server.reads.delivery`). Every read's reply is bounded in bytes
-  (`fastredis.server.reads.sizes`).
+* A **tail group** exists per streams (and, with ``latest``, per ``count``) with
+  subscribers; readers that resume share it with those that do not (while one that
+  resumes is in it, each read is preceded by the streams' states and its deliveries
+  carry the gaps found, which only readers that resume tell). Its task reads the next
+  batch after the group's cursor, over one of a few held connections taken in turns,
+  and hands the same `Delivery` to every subscriber of the group; each sends it as
+  frames of its own ``count`` (`fastredis.server.reads.delivery`). Every read's reply
+  is bounded in bytes (`fastredis.server.reads.sizes`).
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
@@ -131,6 +133,9 @@ def _gaps(
     if states is None:
         return []
     gaps = find_gaps(before, states, _first_ids(batch), epochs)
+    for sid, state in states.items():  # an epoch first seen: known from now on
+        if epochs.get(sid) is None:
+            epochs[sid] = state.epoch
     moved = dict(cursor.ids)
     for gap in gaps:
         if gap.next is None and gap.to is not None and _key(moved, gap.sid) < parse_id(gap.to):
@@ -213,15 +218,15 @@ class Subscription:
         self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest, hub.sizes)
         # its catch-up reads may read more than `count` (a pull; not a REST GET)
         self.read_ahead = read_ahead and not latest
-        # resume: its gaps are found (`fastredis.server.reads.resume`); the group and
-        # catch-up reads of readers that resume are their own
+        # resume: its gaps are found (`fastredis.server.reads.resume`); its catch-up
+        # reads are shared only with readers that resume
         self.resume = resume
         self._seen_epochs = list(epochs) if epochs is not None else None
         self.epochs: dict[str, str | None] = {}  # per stream, the epoch it reads
         self.resumed: Resume | None = None  # with resume: the answer to its cursor
         self._opened_ms = opened_ms
         # subscribers that differ only in count share a group: count shapes frames
-        self.key = (tuple(self.sids), count if latest else 0, latest, resume)
+        self.key = (tuple(self.sids), count if latest else 0, latest)
         self._interval = 1.0 / max_fps if max_fps else 0.0
         self._next_at = 0.0
         self._group: _Group | None = None
@@ -425,7 +430,7 @@ class Subscription:
             delivery.gaps, delivery.cut = gaps, cut
             return delivery, cut or len(batch) >= asked
 
-        where: tuple[Any, ...] = (self.key, tuple(cursor.ids[s] for s in self.sids))
+        where: tuple[Any, ...] = (self.key, self.resume, tuple(cursor.ids[s] for s in self.sids))
         since = None if self.latest else self._since
         if self.resume and not self.latest:
             # Readers that resume share by cursor and the epochs they know: a read
@@ -553,7 +558,6 @@ class _Group:
         self.cursor = StreamCursor(hub.client, first.sids, [], first.count, first.latest, hub.sizes)
         self.cursor.move_to(first.cursor.ids)
         self.latest = first.latest
-        self.resume = first.resume
         self.epochs = dict(first.epochs)
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
@@ -564,6 +568,10 @@ class _Group:
         self._reading = False
         self._rewound: Ids | None = None  # set by `rewind` while a read is under way
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def resuming(self) -> bool:
+        """Whether a reader that resumes is in the group (its reads then find gaps)."""
+        return any(sub.resume for sub in self.subs) or any(s.resume for s in self.pending)
 
     def maybe_close(self) -> None:
         if not self.subs and not self.pending:
@@ -583,7 +591,7 @@ class _Group:
                 self._reading = True
                 try:
                     sids = self.cursor.sids
-                    resume = self.resume and not self.latest
+                    resume = not self.latest and self.resuming()
                     states, prelude = await _states_first(hub, sids, before, resume)
                     async with hub.tail.take() as conn:
                         batch = await self._read(conn, block, prelude)
