@@ -3,6 +3,7 @@ Valkey (AOF on), while servers are killed, stopped, cut off and Redis is restart
 
     python benchmarks/bench_chaos.py                 # short: 10 faults, < 2 min
     python benchmarks/bench_chaos.py --faults 100    # the long run
+    python benchmarks/bench_chaos.py --cluster       # on a 3+3 Redis Cluster
 
 Load: one producer pushing 30 fps of 1 MB frames (stream ``cam``) plus 5,000 msg/s
 of 100 B (``tele``: 100 messages of 50 entries a second), both with ``producer=``;
@@ -16,6 +17,13 @@ number, over what each viewer saw), entries acked but never seen by a viewer and
 covered by a Gap it was told of, and the stall per fault kind: the longest time a
 viewer went without a frame around the fault (its reconnect and resume; p50, p99 over
 viewers x faults; 10 ms is the normal spacing of ``tele`` messages).
+
+``--cluster``: the same load and faults on a real Redis Cluster of 3 primaries with a
+replica each (`EmbeddedCluster`, no persistence), but for Valkey restarted: a
+**failover** in its place (kill -9 of the primary serving ``cam``, then of the one
+serving ``telemetry``, in turn; its replica takes over; the killed node is started
+again and rejoins as a replica). The short run has 2. ``tele`` is named ``telemetry``
+there, so that the two streams are served by two shards: a viewer's pull reads both.
 """
 
 from __future__ import annotations
@@ -42,25 +50,31 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: ServeProcess
 from support.serve_process import ServeProcess  # noqa: E402
 
 from fastredis.client import AsyncClient, Gap  # noqa: E402
-from fastredis.embedded import EmbeddedRedis  # noqa: E402
+from fastredis.embedded import EmbeddedCluster, EmbeddedRedis  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 FAULTS = ["kill9", "sigterm", "cut", "redis", "trim"]
+CLUSTER_FAULTS = ["kill9", "sigterm", "cut", "failover", "trim"]
+STREAMS = ("cam", "tele")
+# on a cluster, in two shards of the three (slots 1835 and 5926): a failover of each
+CLUSTER_STREAMS = ("cam", "telemetry")
+FAILOVER_S = 60.0  # at most, for a replica to take over (about 3-5 s here)
+Valkey = EmbeddedRedis | EmbeddedCluster
 
 
 class Viewer:
     """One reconnecting pull of cam+tele, recording what it saw and when."""
 
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
-        self.ids: dict[str, list[str]] = {"cam": [], "tele": []}
-        self.numbers: dict[str, list[int]] = {"cam": [], "tele": []}
+    def __init__(self, urls: list[str], sids: tuple[str, str] = STREAMS) -> None:
+        self.urls, self.sids = urls, sids
+        self.ids: dict[str, list[str]] = {s: [] for s in sids}
+        self.numbers: dict[str, list[int]] = {s: [] for s in sids}
         self.gaps: list[Gap] = []
         self.times: list[float] = []
 
     async def run(self) -> None:
         async with AsyncClient(self.urls) as c:
-            puller = c.pull("cam+tele", last_entry_id="0", count=50, reconnect=True)
+            puller = c.pull("+".join(self.sids), last_entry_id="0", count=50, reconnect=True)
             async for batch in puller.batches():
                 if isinstance(batch, Gap):
                     self.gaps.append(batch)
@@ -72,9 +86,17 @@ class Viewer:
 
 
 class Producer:
-    def __init__(self, urls: list[str], frame_bytes: int, fps: float, small_rate: int) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        frame_bytes: int,
+        fps: float,
+        small_rate: int,
+        sids: tuple[str, str] = STREAMS,
+    ) -> None:
         self.urls, self.frame_bytes, self.fps, self.small_rate = urls, frame_bytes, fps, small_rate
-        self.acked: dict[str, list[str]] = {"cam": [], "tele": []}
+        self.cam, self.tele = sids
+        self.acked: dict[str, list[str]] = {s: [] for s in sids}
         self.running = True
 
     async def frames(self) -> None:
@@ -83,8 +105,8 @@ class Producer:
             k = 0
             while self.running:
                 start = time.monotonic()
-                ids = await c.push("cam", b"%012d" % k + body[12:], producer="cam")
-                self.acked["cam"].extend(ids or [])
+                ids = await c.push(self.cam, b"%012d" % k + body[12:], producer="cam")
+                self.acked[self.cam].extend(ids or [])
                 k += 1
                 await asyncio.sleep(max(0.0, 1 / self.fps - (time.monotonic() - start)))
 
@@ -96,8 +118,8 @@ class Producer:
             while self.running:
                 start = time.monotonic()
                 msg = [b"%012d" % (k + j) + pad for j in range(per_message)]
-                ids = await c.push("tele", msg, producer="tele")
-                self.acked["tele"].extend(ids or [])
+                ids = await c.push(self.tele, msg, producer="tele")
+                self.acked[self.tele].extend(ids or [])
                 k += per_message
                 wait = per_message / self.small_rate - (time.monotonic() - start)
                 await asyncio.sleep(max(0.0, wait))
@@ -107,7 +129,29 @@ def _cut(port: int) -> None:
     subprocess.run(["ss", "-K", "sport", "=", f":{port}"], capture_output=True, check=False)
 
 
-async def _fault(kind: str, k: int, servers: list[ServeProcess], valkey: EmbeddedRedis) -> str:
+def _failover(cluster: EmbeddedCluster, key: str) -> None:
+    """kill -9 the primary serving `key`; when its replica has taken over, start the
+    killed node again (it rejoins as a replica, and syncs in the background: a full
+    sync of these streams takes longer than the faults are apart)."""
+    killed = cluster.kill_primary(key)
+    cluster.wait_failover(key, killed, FAILOVER_S)
+    killed.start()
+
+
+def _trim(valkey: Valkey, sids: tuple[str, str]) -> None:
+    client: Any
+    if isinstance(valkey, EmbeddedCluster):
+        client = redis.RedisCluster.from_url(valkey.url)
+    else:
+        client = redis.Redis.from_url(valkey.url)
+    with client as r:
+        for sid in sids:
+            r.xtrim(sid, maxlen=2000, approximate=True)
+
+
+async def _fault(
+    kind: str, k: int, servers: list[ServeProcess], valkey: Valkey, sids: tuple[str, str]
+) -> str:
     """Inflict one fault; return when what it broke is back. The server it hit, if any."""
     server = servers[k % len(servers)]
     if kind in ("kill9", "sigterm"):
@@ -117,12 +161,12 @@ async def _fault(kind: str, k: int, servers: list[ServeProcess], valkey: Embedde
         await asyncio.to_thread(server.start)
     elif kind == "cut":
         await asyncio.to_thread(_cut, server.port)
-    elif kind == "redis":
+    elif kind == "redis" and isinstance(valkey, EmbeddedRedis):
         await asyncio.to_thread(valkey.restart)
+    elif kind == "failover" and isinstance(valkey, EmbeddedCluster):
+        await asyncio.to_thread(_failover, valkey, sids[k % 2])
     elif kind == "trim":
-        with redis.Redis.from_url(valkey.url) as r:
-            r.xtrim("cam", maxlen=2000, approximate=True)
-            r.xtrim("tele", maxlen=2000, approximate=True)
+        await asyncio.to_thread(_trim, valkey, sids)
     return kind
 
 
@@ -167,23 +211,25 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _chaos(args: argparse.Namespace, valkey: EmbeddedRedis) -> dict[str, Any]:
+async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
     servers = [ServeProcess(valkey.url, "--maxlen", "0") for _ in range(2)]
     for s in servers:
         await asyncio.to_thread(s.start)
     urls = [s.ws_url for s in servers]
-    producer = Producer(urls, args.frame_bytes, args.fps, args.small_rate)
-    viewers = [Viewer(urls if k % 2 else urls[::-1]) for k in range(args.viewers)]
+    sids = CLUSTER_STREAMS if args.cluster else STREAMS
+    producer = Producer(urls, args.frame_bytes, args.fps, args.small_rate, sids)
+    viewers = [Viewer(urls if k % 2 else urls[::-1], sids) for k in range(args.viewers)]
     tasks = [asyncio.ensure_future(t) for t in (producer.frames(), producer.small())]
     tasks += [asyncio.ensure_future(v.run()) for v in viewers]
     stalls: dict[str, list[float]] = {}
     done: Counter[str] = Counter()
     try:
         await asyncio.sleep(args.settle)
+        faults = CLUSTER_FAULTS if args.cluster else FAULTS
         for k in range(args.faults):
-            kind = FAULTS[k % len(FAULTS)]
+            kind = faults[k % len(faults)]
             start = time.monotonic()
-            await _fault(kind, k // len(FAULTS), servers, valkey)
+            await _fault(kind, k // len(faults), servers, valkey, sids)
             done[kind] += 1
             await asyncio.sleep(args.between)
             for v in viewers:
@@ -223,6 +269,7 @@ def _summary(
     unreported = sum(_unreported(v, s, producer.acked[s]) for v in viewers for s in producer.acked)
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "redis": "Redis Cluster, 3 primaries + 3 replicas" if args.cluster else "Valkey, AOF",
         "machine": f"{platform.node()} (2 cores shared with other work: noisy)",
         "faults": dict(done),
         "viewers": len(viewers),
@@ -243,6 +290,10 @@ def _summary(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cluster:
+        with EmbeddedCluster() as cluster:
+            result = asyncio.run(_chaos(args, cluster))
+        return _record(result, "chaos_cluster")
     with (
         tempfile.TemporaryDirectory(prefix="chaos-") as data,
         EmbeddedRedis(
@@ -250,8 +301,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ) as valkey,
     ):
         result = asyncio.run(_chaos(args, valkey))
+    return _record(result, "chaos")
+
+
+def _record(result: dict[str, Any], name: str) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"chaos_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(
+    (RESULTS / f"{name}_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(
         json.dumps(result, indent=1) + "\n"
     )
     return result
@@ -267,6 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--between", type=float, default=4.0, help="seconds between faults")
     p.add_argument("--settle", type=float, default=3.0, help="seconds before the first fault")
     p.add_argument("--drain", type=float, default=30.0, help="most seconds to catch up")
+    p.add_argument("--cluster", action="store_true", help="on a 3+3 Redis Cluster")
     return p.parse_args(argv)
 
 

@@ -215,7 +215,9 @@ def _instructions(data: bytes, parser: str, times: int) -> int:
         out = os.path.join(tmp, "cg.out")
         here = os.path.dirname(os.path.abspath(__file__))
         path_ = os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")])
-        env = dict(os.environ, PYTHONPATH=path_)
+        # one OpenBLAS thread: numpy's idle pool threads spin, and their instructions
+        # (tens of millions, varying) would be counted as the parse's
+        env = dict(os.environ, PYTHONPATH=path_, OPENBLAS_NUM_THREADS="1")
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
              sys.executable, "-c", _PARSE_CHILD, path, parser, str(times)],

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from typing import Any
 
 import pytest
 import redis
+from record import write_run
 from streamz import Stream
 
 from fastredis.embedded import EmbeddedRedis
@@ -50,6 +52,8 @@ POISON_EVERY = 100  # 1% poison entries in the poison case
 
 RESULTS: dict[str, float] = {}  # variant -> best msgs/s
 EXTRA: dict[str, float] = {}
+CPU: dict[str, list[float]] = {}  # variant -> this process's CPU seconds per round
+_cpu_rounds: list[float] = []  # of the variant running now
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +92,22 @@ class Counter:
             raise TimeoutError(f"only {self.n} of {self.target} arrived")
 
 
+def _cpu_timed(target: Callable[[], None]) -> Callable[[], None]:
+    """`target`, noting this process's CPU time (every thread: the sources' loop too)."""
+
+    def timed() -> None:
+        c0 = time.process_time()
+        target()
+        _cpu_rounds.append(time.process_time() - c0)
+
+    return timed
+
+
 def _record(benchmark: Any, name: str) -> None:
     best = benchmark.stats.stats.min
     RESULTS[name] = N / best
+    CPU[name] = list(_cpu_rounds)
+    _cpu_rounds.clear()
     benchmark.extra_info["entries"] = N
     benchmark.extra_info["msgs_per_s"] = round(N / best)
 
@@ -112,7 +129,7 @@ def _run_source(
             after()
 
     try:
-        benchmark.pedantic(target, setup=setup, rounds=ROUNDS, iterations=1)
+        benchmark.pedantic(_cpu_timed(target), setup=setup, rounds=ROUNDS, iterations=1)
     finally:
         if "source" in state:
             state["source"].stop()
@@ -138,7 +155,7 @@ def test_streamz_emit_ceiling(benchmark: Any, server: EmbeddedRedis, variant: st
             emit(m)
         counter.wait()
 
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(_cpu_timed(target), rounds=ROUNDS, iterations=1)
     _record(benchmark, "ceiling")
 
 
@@ -158,7 +175,7 @@ def test_source_emission_floor(benchmark: Any, server: EmbeddedRedis, variant: s
         asyncio.run(emit_each(source, msgs))
         counter.wait()
 
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(_cpu_timed(target), rounds=ROUNDS, iterations=1)
     _record(benchmark, "floor")
 
 
@@ -308,7 +325,7 @@ def test_handwritten_xread_loop(benchmark: Any, server: EmbeddedRedis, variant: 
             last = out[-1][1]
         counter.wait()
 
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(_cpu_timed(target), rounds=ROUNDS, iterations=1)
     client.close()
     _record(benchmark, "handwritten")
 
@@ -370,9 +387,10 @@ def summary() -> Iterator[None]:
     yield
     if not RESULTS:
         return
-    print("\n\nstreamz, 100,000 entries of 3 small fields (best of rounds):")
+    print("\n\nstreamz, 100,000 entries of 3 small fields (best of rounds; CPU: median):")
     for name, rate in RESULTS.items():
-        print(f"  {name:28s} {rate:>12,.0f} msgs/s")
+        cpu = statistics.median(CPU[name]) * 1e3 if CPU.get(name) else float("nan")
+        print(f"  {name:28s} {rate:>12,.0f} msgs/s  {cpu:6.0f} ms CPU")
     if "ceiling" in RESULTS and "streams" in RESULTS:
         ratio = RESULTS["streams"] / RESULTS["ceiling"]
         print(f"  per-message / ceiling         {ratio:.2f}  (goal >= 0.75)")
@@ -407,3 +425,19 @@ def summary() -> Iterator[None]:
                 f"{EXTRA[f'{key}-acked'] * 1e3:.0f} ms, worst ratio {EXTRA[f'{key}-ratio']:.2f}"
                 "  (goal <= 1.2)"
             )
+    _write_results()
+
+
+def _write_results() -> None:
+    """The run's table and every round's figures to benchmarks/results/."""
+    lines = ["| variant | best msgs/s | x ceiling | CPU ms per round, median (min-max) |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    ceiling = RESULTS.get("ceiling")
+    for name, rate in RESULTS.items():
+        x = f"{rate / ceiling:.2f}" if ceiling else "-"
+        cpu = [c * 1e3 for c in CPU.get(name, [])]
+        spread = f"{statistics.median(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f})" if cpu else "-"
+        lines.append(f"| {name} | {rate:,.0f} | {x} | {spread} |")
+    rows = {"results_msgs_per_s": RESULTS, "cpu_s_per_round": CPU, "extra": EXTRA}
+    path = write_run("streamz", "\n".join(lines), rows)
+    print(f"  written to {path}")

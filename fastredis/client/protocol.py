@@ -230,9 +230,10 @@ class PullSocket(_Servers):
         )
 
     def _opening(self) -> None:
-        """A socket is being opened: a reconnect without resume= may have missed entries
-        of streams nothing was seen of yet."""
-        if self._opened and not self._resume and not self._query["latest"]:
+        """A socket is being opened: a reconnect may have missed entries of streams
+        opened at $ of which nothing was seen yet, not even where the server fixed $
+        (resume=1's first frame)."""
+        if self._opened and not self._query["latest"]:
             for sid in self.cursor.blind():
                 self._gaps.append(
                     Gap(sid, None, None, "reconnected at $ before any entry was seen")

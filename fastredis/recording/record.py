@@ -20,7 +20,8 @@ from mcap.writer import CompressionType, Writer
 from fastredis.ids import parse_id, previous_id
 from fastredis.recording.files import RecordingError, stamp_of
 from fastredis.redis_io import xread_batch
-from fastredis.server.reads.stream_info import lost_after, pairs, text
+from fastredis.server.reads.resume import lost_reason, state_commands, states_of
+from fastredis.server.reads.stream_info import pairs, text
 
 __all__ = ["COMPRESSION", "Recorder", "infos_of", "record"]
 
@@ -129,20 +130,26 @@ class Recorder:
 
     def resume(self) -> None:
         """After Redis came back: note what can no longer be read, and go on."""
-        infos = infos_of(self.client, list(self.cursors))
-        for sid in list(self.cursors):
-            reason = lost_after(self.cursors[sid], infos[sid])
+        sids = list(self.cursors)
+        pipe = self.client.pipeline(transaction=False)
+        for command in state_commands(sids, self.cursors):
+            pipe.execute_command(*command)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, _LOST):
+                raise reply
+        states = states_of(sids, replies)
+        for sid in sids:
+            reason = lost_reason(self.cursors[sid], states[sid])
             if reason is None:
                 continue
-            info = infos[sid] or {}
-            first = info.get("first-entry")
             self.writer.add_metadata(
                 "gap",
                 {
                     "stream": sid,
                     "after": self.cursors[sid],
                     "reason": reason,
-                    "first_id": str(text(first[0])) if first else "",
+                    "first_id": states[sid].first_id or "",
                     "noticed_at_ms": str(int(time.time() * 1000)),
                 },
             )

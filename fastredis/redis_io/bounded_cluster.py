@@ -37,6 +37,17 @@ __all__ = ["BoundedRedisCluster"]
 _IN_TURN: ContextVar[bool] = ContextVar("fastredis_cluster_turn", default=False)
 
 
+@contextlib.asynccontextmanager
+async def _unreachable_is_connection_error() -> AsyncIterator[None]:
+    """redis-py raises RedisClusterUnreachableError (not a RedisError) when no node
+    answers while it refreshes the topology (during a failover): callers catch
+    RedisError, so it is a ConnectionError here, Redis being unavailable for now."""
+    try:
+        yield
+    except rexc.RedisClusterUnreachableError as exc:
+        raise rexc.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+
+
 class BoundedRedisCluster(AsyncRedisCluster):
     """`AsyncRedisCluster` with turns for commands and pipelines (`bound`)."""
 
@@ -73,7 +84,7 @@ class BoundedRedisCluster(AsyncRedisCluster):
             turns.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.turn():
+        async with self.turn(), _unreachable_is_connection_error():
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(
@@ -90,8 +101,13 @@ class _TurnPipeline(ClusterPipeline):
     # declared by redis-py's CommandsProtocol: for the type checker only
     _event_dispatcher: EventDispatcherInterface
 
+    async def __aenter__(self) -> _TurnPipeline:
+        async with _unreachable_is_connection_error():
+            await super().__aenter__()  # the cluster's topology, when not known yet
+        return self
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client
         assert isinstance(client, BoundedRedisCluster)
-        async with client.turn():
+        async with client.turn(), _unreachable_is_connection_error():
             return await super().execute(raise_on_error, allow_redirections)

@@ -55,7 +55,9 @@ class FastParser(_HiredisParser):
         sock, reader = self._sock, self._fast
         if sock is None or reader is None:  # disconnected by another thread
             raise rexc.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR)
-        custom_timeout = timeout is not SENTINEL
+        # redis-py passes the socket's own timeout too: setting it again would cost two
+        # system calls per receive (the socket is left at _socket_timeout between calls)
+        custom_timeout = timeout is not SENTINEL and timeout != self._socket_timeout
         try:
             if custom_timeout:
                 sock.settimeout(timeout)

@@ -55,9 +55,12 @@ _PRODUCER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
 ProducerEntry = tuple[int, str, Sequence[Any]]  # (stream index from 1, id, field/value list)
 
 # KEYS[1]: the producer's state hash, KEYS[2]: the stream set's index of producers,
-# KEYS[3..]: the streams. ARGV: producer id, the message's number, ttl (ms), window,
-# most producers, trimming ('~' or '=') and MAXLEN (0: none), then per entry: stream
-# index (1 = KEYS[3]), id, number of fields, field, value, ...
+# KEYS[3..]: the streams, then (when ARGV[8] is an epoch) their epoch keys in the same
+# order (a stream's own key where it cannot have one). ARGV: producer id, the
+# message's number, ttl (ms), window, most producers, trimming ('~' or '=') and MAXLEN
+# (0: none), a new epoch stored for each stream the message creates ('': none, and no
+# epoch keys), then per entry: stream index (1 = KEYS[3]), id, number of fields,
+# field, value, ...
 # Message k's ids are kept in field r<k % window> as "k id id ...".
 _PRODUCE_HEAD = r"""
 local state, index = KEYS[1], KEYS[2]
@@ -101,12 +104,14 @@ return ids
 PRODUCE_ONE_LUA = (
     _PRODUCE_HEAD
     + r"""
+local created = ARGV[8] ~= '' and KEYS[4] ~= KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0
 local ids
 if ARGV[7] ~= '0' then
-  ids = {redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], ARGV[7], ARGV[9], ARGV[11], ARGV[12])}
+  ids = {redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], ARGV[7], ARGV[10], ARGV[12], ARGV[13])}
 else
-  ids = {redis.call('XADD', KEYS[3], ARGV[9], ARGV[11], ARGV[12])}
+  ids = {redis.call('XADD', KEYS[3], ARGV[10], ARGV[12], ARGV[13])}
 end
+if created then redis.call('SET', KEYS[4], ARGV[8]) end
 """
     + _PRODUCE_TAIL
 )
@@ -115,14 +120,23 @@ PRODUCE_LUA = (
     CHECK_IDS_LUA
     + _PRODUCE_HEAD
     + r"""
-local streams, entries, at = {}, {}, 8
-for i = 3, #KEYS do streams[#streams + 1] = KEYS[i] end
+local streams, entries, at = {}, {}, 9
+local n = ARGV[8] ~= '' and (#KEYS - 2) / 2 or #KEYS - 2
+for i = 3, 2 + n do streams[#streams + 1] = KEYS[i] end
 while at <= #ARGV do
   entries[#entries + 1] = {tonumber(ARGV[at]), ARGV[at + 1], at + 3, tonumber(ARGV[at + 2])}
   at = at + 3 + 2 * tonumber(ARGV[at + 2])
 end
 local bad = check_ids(streams, entries)
 if bad then return bad end
+if ARGV[8] ~= '' then
+  for i = 1, n do
+    local key = KEYS[2 + n + i]
+    if key ~= streams[i] and redis.call('EXISTS', streams[i]) == 0 then
+      redis.call('SET', key, ARGV[8])
+    end
+  end
+end
 local ids = {}
 for _, e in ipairs(entries) do
   local args = {streams[e[1]]}
@@ -182,8 +196,13 @@ def produce_command(
     ttl: float,
     maxlen: int = 0,
     approximate: bool = True,
+    epochs: tuple[Sequence[str], str] | None = None,
 ) -> list[Any]:
-    """The EVAL that writes message `seq` of `producer` (its `entries`) once."""
+    """The EVAL that writes message `seq` of `producer` (its `entries`) once.
+    `epochs`: (each stream's epoch key, or the stream's own key where it has none; a
+    new epoch), stored for each stream the message creates (the server's pushes; None:
+    no epoch is stored, the stream gets one when a reader first asks)."""
+    epoch_keys, epoch = epochs if epochs is not None else ((), "")
     argv: list[Any] = [
         producer,
         seq,
@@ -192,6 +211,7 @@ def produce_command(
         MAX_PRODUCERS,
         "~" if approximate else "=",
         maxlen,
+        epoch,
     ]
     for index, eid, fields in entries:
         argv.append(index)
@@ -199,7 +219,10 @@ def produce_command(
         argv.append(len(fields) // 2)
         argv.extend(fields)
     one = len(entries) == 1 and len(entries[0][2]) == 2
-    return [b"EVAL", _ONE_BYTES if one else _ANY_BYTES, 2 + len(sids), *keys, *sids, *argv]
+    return [
+        b"EVAL", _ONE_BYTES if one else _ANY_BYTES, 2 + len(sids) + len(epoch_keys),
+        *keys, *sids, *epoch_keys, *argv,
+    ]  # fmt: skip
 
 
 def parse_state(raw: dict[Any, Any]) -> tuple[int, dict[int, list[str]]]:

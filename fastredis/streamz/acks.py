@@ -22,6 +22,7 @@ from streamz.core import RefCounter
 from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.streamz.batching import Batch, BatchSender, count
 from fastredis.streamz.connection import log
+from fastredis.streamz.entries import message_ids
 
 __all__ = ["AckRef", "Acker", "BatchAckRef"]
 
@@ -33,11 +34,12 @@ class _AckRefCounter(RefCounter):
     what the emit returned, so an entry is never acked before everything downstream is done.
     """
 
+    # No RefCounter.__init__: it would look up (and maybe start) streamz's IO loop.
+    cb = None
+    loop = None
+
     def __init__(self, acker: Acker) -> None:
-        # No RefCounter.__init__: it would look up (and maybe start) streamz's IO loop.
         self.count = 1
-        self.cb = None
-        self.loop = None
         self.acker: Acker | None = acker
 
     def retain(self, n: int = 1) -> None:
@@ -54,19 +56,33 @@ class _AckRefCounter(RefCounter):
 
 
 class AckRef(_AckRefCounter):
-    """The reference count of one entry; at zero the entry is acknowledged (once)."""
+    """The reference count of one entry, a (stream, id, ...) tuple, made by the emitter;
+    at zero the entry is acknowledged (once)."""
 
-    def __init__(self, acker: Acker, stream: Any, entry_id: Any) -> None:
-        super().__init__(acker)
-        self.stream = stream
-        self.entry_id = entry_id
-        acker.inflight_add(stream, entry_id)
+    def __init__(self, acker: Acker, entry: Any) -> None:
+        self.count = 1  # _AckRefCounter.__init__ inlined: one is made per entry
+        self.acker = acker
+        self.entry = entry
+
+    def emitted(self) -> bool:
+        """Release the emitter's reference. True when that finished the entry: the emitter
+        then hands it to ``Acker.finished`` with others (cheaper than one by one). An entry
+        held downstream is in flight until it is released there."""
+        self.count -= 1
+        acker = self.acker
+        if acker is None:
+            return False
+        if self.count <= 0:
+            self.acker = None
+            return True
+        acker.inflight_add(self.entry[0], self.entry[1])
+        return False
 
     def _done(self, acker: Acker) -> None:
-        acker.done(self.stream, self.entry_id)
+        acker.done(self.entry[0], self.entry[1])
 
     def __repr__(self) -> str:
-        return f"<AckRef {self.stream!r} {self.entry_id!r} count={self.count}>"
+        return f"<AckRef {self.entry[0]!r} {self.entry[1]!r} count={self.count}>"
 
 
 class BatchAckRef(_AckRefCounter):
@@ -181,6 +197,13 @@ class Acker(BatchSender):
         if self._room is not None:
             self._room.set()
         self._add(stream, entry_id)
+
+    def finished(self, entries: list[Any]) -> None:
+        """(stream, id, ...) entries the emitter saw finished (never in flight): ack them
+        with the next flush."""
+        for stream, ids in message_ids(entries).items():
+            self._add_many(stream, ids)
+        self.freed()
 
     def done_many(self, stream: Any, ids: list[Any]) -> None:
         if get_ident() != self._thread:

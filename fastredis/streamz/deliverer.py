@@ -10,7 +10,7 @@ from typing import Any
 from streamz import Stream
 
 from fastredis.redis_io import AnyAsyncRedis, axclaim_batch
-from fastredis.streamz.acks import Acker, AckRef, BatchAckRef
+from fastredis.streamz.acks import Acker, BatchAckRef
 from fastredis.streamz.batch_modes import WHOLE, messages_item, read_item
 from fastredis.streamz.connection import as_str
 from fastredis.streamz.deadletters import DeadLetters, describe_error
@@ -85,13 +85,16 @@ class Deliverer:
     async def room(self, count: int | None) -> int | None:
         """How many entries the next read may ask for: `count`, lowered so that emitted-
         and-unfinished plus read-and-unemitted entries stay within max_in_flight (waiting
-        for a tenth of it, or `count`, to free up)."""
+        for a tenth of it, or `count`, to free up), and to a quarter of max_in_flight."""
         limit = self.max_in_flight
         if limit is None:
             return count
         assert self.acker is not None
         needed = max(1, min(count or limit, limit // 10))
         room = await self.acker.wait_for_room(limit, needed, self._outside)
+        # At most a quarter of the bound per read: the next read then fits beside the one
+        # being emitted and the acks of the one before, and Redis prepares it meanwhile.
+        room = min(room, max(1, limit // 4))
         return room if count is None else min(count, room)
 
     def reserve(self, n: int) -> None:
@@ -167,12 +170,7 @@ class Deliverer:
         acker = self.acker
         assert acker is not None
         if not self.batch:
-            return await emit_each(
-                self.source,
-                msgs,
-                ref_for=lambda m: AckRef(acker, m[0], m[1]),  # count 1: ours until emitted
-                failed=self._failed,
-            )
+            return await emit_each(self.source, msgs, acker=acker, failed=self._failed)
         # A list of Messages (also in batch=True mode for claimed or replayed entries);
         # retried entries come one per list, so one poison entry condemns no other.
         for part in ([m] for m in msgs) if one_by_one else (msgs,):

@@ -9,6 +9,7 @@ from typing import Any
 from streamz import Stream
 from streamz.core import RefCounter
 
+from fastredis.streamz.acks import Acker, AckRef
 from fastredis.streamz.connection import log
 from fastredis.streamz.message import Message
 
@@ -18,21 +19,23 @@ YIELD_EVERY = 1024  # per-item emission lets the loop run (acks, heartbeats) thi
 async def emit_each(
     source: Stream,
     items: list[Any],
-    ref_for: Callable[[Any], RefCounter] | None = None,
+    acker: Acker | None = None,
     failed: Callable[[Any, Exception], None] | None = None,
 ) -> int:
     """Emit items one by one, as ``source._emit`` would, and return how many got through.
 
     Cheaper than ``_emit`` per item: the downstream nodes are looked up once per
     YIELD_EVERY items (at each yield to the loop); a node connected from inside a
-    downstream callback gets items from the next yield on. ``ref_for(item)`` gives an
-    item's reference count (count 1, held by us until what the emit returned is done;
-    released here then). When downstream raises, the failure is logged, ``failed(item,
-    exc)`` is called and emission goes on with the next item. Once the source is
-    stopped, no further item is emitted: ``stop()`` returns after the item under way (or
-    at once, when a step downstream returned a future: that item counts as not emitted,
-    so it is delivered again), and the caller keeps the rest (a group leaves them
-    pending, a stream reader rewinds, a list reader puts them back).
+    downstream callback gets items from the next yield on. With an `acker`, the items are
+    (stream, id, ...) entries of a consumer group: each carries an AckRef (count 1, held
+    by us until what its emit returned is done); those finished then are handed to the
+    acker together before the loop runs anything else. When downstream raises, the
+    failure is logged, ``failed(item, exc)`` is called and emission goes on with the
+    next item. Once the source is stopped, no further item is emitted: ``stop()``
+    returns after the item under way (or at once, when a step downstream returned a
+    future: that item counts as not emitted, so it is delivered again), and the caller
+    keeps the rest (a group leaves them pending, a stream reader rewinds, a list reader
+    puts them back).
     """
     gather = asyncio.gather
     n = len(items)
@@ -42,10 +45,12 @@ async def emit_each(
         downstreams = list(source.downstreams)
         single = downstreams[0].update if len(downstreams) == 1 else None
         end = min(n, i + YIELD_EVERY)
+        finished: list[Any] = []
         for x in items[i:end]:
             if source.stopped:
+                _hand_over(acker, finished)
                 return emitted
-            ref = ref_for(x) if ref_for is not None else None
+            ref = AckRef(acker, x) if acker is not None else None
             md = [{"ref": ref}] if ref is not None else []
             try:
                 if single is not None:
@@ -55,13 +60,16 @@ async def emit_each(
                     source.current_metadata = md
                     r = single(x, who=source, metadata=md)
                     if r:
+                        finished = _hand_over(acker, finished)
                         await _finished(source, gather(*r) if type(r) is list else gather(r))
                 else:
                     r = source._emit(x, md)
                     if r:
+                        finished = _hand_over(acker, finished)
                         await _finished(source, gather(*r))
             except asyncio.CancelledError:
                 if source.stopped:  # stop() while a step downstream was under way
+                    _hand_over(acker, finished)
                     return emitted  # x is delivered again after the next start
                 raise
             except Exception as exc:
@@ -69,9 +77,10 @@ async def emit_each(
                 if failed is not None:
                     failed(x, exc)
                 continue
-            if ref is not None:
-                ref.release()
+            if ref is not None and ref.emitted():
+                finished.append(x)
             emitted += 1
+        _hand_over(acker, finished)
         i = end
         if i < n:
             await asyncio.sleep(0)
@@ -86,6 +95,14 @@ async def _finished(source: Stream, fut: Any) -> None:
         await fut
     else:
         await wait(asyncio.shield(fut))
+
+
+def _hand_over(acker: Acker | None, finished: list[Any]) -> list[Any]:
+    """Give the acker the entries finished so far (before anything else may run)."""
+    if finished and acker is not None:
+        acker.finished(finished)
+        return []
+    return finished
 
 
 async def emit_one(source: Stream, x: Any, ref: RefCounter | None = None) -> Exception | None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gc
+from operator import itemgetter
 from typing import Any
 
 from fastredis.streamz.message import Message, messages_from
+
+_stream_of = itemgetter(0)
+_id_of = itemgetter(1)
 
 
 def batch_messages(batch: Any, stream: Any = None) -> list[Message]:
@@ -39,8 +43,12 @@ def ids_by_stream(batch: Any) -> dict[Any, list[Any]]:
     return out
 
 
-def message_ids(msgs: list[Message]) -> dict[Any, list[Any]]:
-    """The ids of a list of Messages per stream."""
+def message_ids(msgs: list[Any]) -> dict[Any, list[Any]]:
+    """The ids of a list of Messages (or (stream, id, ...) tuples) per stream."""
+    if not msgs:
+        return {}
+    if len(set(map(_stream_of, msgs))) == 1:  # the usual case, at C speed
+        return {msgs[0][0]: list(map(_id_of, msgs))}
     out: dict[Any, list[Any]] = {}
     for m in msgs:
         try:

@@ -240,7 +240,7 @@ cdef inline bint fast_pair_header(const Cursor* c, Py_ssize_t p) noexcept nogil:
 cdef int _fields_room(StreamBatch b, Py_ssize_t nf, Py_ssize_t pairs, Py_ssize_t left,
                       int64_t entries_left) noexcept:
     """Grow the field arrays before an entry of `pairs` pairs: room for every
-    remaining entry having as many (bounded by the `left` bytes buffered: a pair
+    remaining entry having as many (bounded by the `left` bytes expected: a pair
     takes at least 12 bytes). -1 when out of memory."""
     cdef Py_ssize_t bound = nf + pairs + left // 12
     cdef Py_ssize_t target
@@ -253,12 +253,14 @@ cdef int _fields_room(StreamBatch b, Py_ssize_t nf, Py_ssize_t pairs, Py_ssize_t
 
 
 cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32_t stream,
-                             int64_t max_entries, int64_t* done) noexcept:
+                             int64_t max_entries, Py_ssize_t expect_end,
+                             int64_t* done) noexcept:
     """Parse up to `max_entries` whole canonical entries ``*2 $id *2K ($k $v)*K``
     from p straight into the batch arrays; stops at the first entry that is not
     canonical or not complete (left to the generic path; nothing of it is
-    committed). Sets *done and returns the index after the last entry parsed, or
-    -2 when out of memory."""
+    committed). `expect_end`: where the reply is expected to end (the last batch
+    reply's size; only sizes the arrays). Sets *done and returns the index after the
+    last entry parsed, or -2 when out of memory."""
     cdef Py_ssize_t q, nf, ne
     cdef long long cnt = 0, j
     cdef int64_t id_off = 0, id_len = 0
@@ -282,7 +284,7 @@ cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32
         if q < 0 or (cnt & 1) or cnt > 4294967295LL:
             break
         if nf + (cnt >> 1) > b.cap_fields:
-            if _fields_room(b, nf, cnt >> 1, c.end - q, max_entries - k) < 0:
+            if _fields_room(b, nf, cnt >> 1, expect_end - q, max_entries - k) < 0:
                 return -2
             ko = b.key_off
             kl = b.key_len
@@ -492,6 +494,7 @@ cdef class Reader:
     cdef const char* shape_msg
     cdef Py_ssize_t hint_p, hint_end    # token left incomplete at hint_p: searched up to hint_end
     cdef Py_ssize_t want_end            # a bulk string left incomplete ends there (0: none)
+    cdef Py_ssize_t batch_hint          # bytes of the last stream batch reply (0: none yet)
     cdef bint want_last                 # ... and it is the last token of the reply
     cdef object perr                    # sticky protocol error message
 
@@ -527,6 +530,7 @@ cdef class Reader:
         self.hint_end = 0
         self.want_end = 0
         self.want_last = 0
+        self.batch_hint = 0
         self.depth = 0
         self.mode = M_GENERIC
         self.clear_after = 0
@@ -642,13 +646,17 @@ cdef class Reader:
         once to hold all of it, exactly when it ends the reply (the buffer then
         becomes the StreamBatch's as it is), with some room for what follows
         otherwise. Without such a hint, or past it, double (only a buffer that holds
-        pending bytes: a new reply starts from what it needs)."""
+        pending bytes: a new reply starts from what it needs). A stream batch reply
+        starts as large as the last one was: reading loops get replies alike, which
+        then arrive in one buffer, never copied to a bigger one."""
         cdef Py_ssize_t cap = need
         cdef Py_ssize_t hint = self.want_end
         if hint >= need:
             if self.want_last:
                 return hint
             cap = hint + (hint >> 3)
+        if self.want_kind >= 0 and self.batch_hint > cap:
+            cap = self.batch_hint
         if live and cap < self.ocap * 2:
             cap = self.ocap * 2
         if cap < MIN_BUF:
@@ -1040,13 +1048,18 @@ cdef class Reader:
         cdef int r, newrole
         cdef bint nocrlf = 0
         cdef const char* err = NULL
+        cdef Py_ssize_t expect_end          # arrays are sized for this much (bytes)
         c.base = self.rbuf + self.rpos
         c.end = self.rlen - self.rpos
         self.want_end = 0
+        # a batch reply is sized like the last one (bounded by bytes really received
+        # then): its arrays grow once, not as each piece arrives
+        expect_end = self.batch_hint if self.batch_hint > c.end else c.end
         while cur_check(&c, p, 1):
             if d > 0 and self.mode == M_BATCH and self.role[d - 1] == R_ENTRIES:
                 # fast path: whole canonical entries, no per-token bookkeeping
-                p = fast_entries(self.cur, &c, p, self.cur_stream, self.rem[d - 1], &done)
+                p = fast_entries(self.cur, &c, p, self.cur_stream, self.rem[d - 1], expect_end,
+                                 &done)
                 if p == -2:
                     return S_NOMEM
                 self.rem[d - 1] -= done
@@ -1082,8 +1095,8 @@ cdef class Reader:
                 return S_NOMEM
             p = t.end
             if newrole == R_ENTRIES and t.count > 0 and self.mode == M_BATCH:
-                # reserve the entries (bounded by the bytes buffered: >= 15 each)
-                if self._reserve_entries((c.end - p) // 15 + 1, t.count) < 0:
+                # reserve the entries (bounded by the bytes expected: >= 15 each)
+                if self._reserve_entries((expect_end - p) // 15 + 1, t.count) < 0:
                     return S_NOMEM
             if t.kind == T_AGG and t.count > 0:
                 self.rem[d] = t.count
@@ -1305,6 +1318,7 @@ cdef class Reader:
         cdef Py_ssize_t i
         cdef object buf
         b.field_first[b.n_entries] = b.n_fields
+        self.batch_hint = end - start
         if (start == 0 and end == self.rlen and self._ext is not None
                 and self.rbuf == PyBytes_AS_STRING(self._ext)
                 and end == PyBytes_GET_SIZE(self._ext)):

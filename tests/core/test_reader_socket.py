@@ -117,6 +117,32 @@ def test_batch_buffer_is_the_reply_when_it_ends_with_a_large_bulk() -> None:
     assert batch.nbytes == len(data) and batch.buf == data
 
 
+def test_batch_replies_of_changing_sizes_on_one_reader() -> None:
+    """A batch reply starts in a buffer as large as the previous one: smaller and larger
+    replies after it, and generic ones in between, still come out whole, each batch
+    holding exactly its own reply."""
+    a, b = socket.socketpair()
+    r = Reader()
+    try:
+        for n in (2000, 50, 5000, 1, 3000):
+            entries = [(b"1-%d" % i, {b"k": b"v" * (i % 7)}) for i in range(n)]
+            reply = xread_reply(b"s", entries)
+            sender = threading.Thread(target=b.sendall, args=(reply + b"+OK\r\n",))
+            sender.start()
+            r.expect_batch(READ, None)
+            got: list = []
+            while len(got) < 2:
+                assert r.recv_from(a) > 0
+                got += drain(r)
+            sender.join()
+            batch, ok = got
+            assert batch.to_messages() == [(b"s", i, f) for i, f in entries]
+            assert batch.buf == reply and ok == b"OK"
+    finally:
+        a.close()
+        b.close()
+
+
 def test_eof_returns_zero_and_keeps_pending_bytes() -> None:
     a, b = socket.socketpair()
     r = Reader()

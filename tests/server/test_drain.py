@@ -1,6 +1,7 @@
 """SIGTERM drains (issue 17.6): a real `fastredis serve` stops accepting, lets a push get
 the acks of what it sent, and closes pulls with 1012 and a retry hint, spread over
-``--drain-seconds``; then it exits cleanly."""
+``--drain-seconds``; SSE, MJPEG, Foxglove and GraphQL end the same way, each in its
+own terms; then it exits cleanly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 import websockets
@@ -19,6 +21,8 @@ from support.serve_process import Serve, started
 DEADLINE = 30.0
 WINDOW = 2.0
 PULLS = 20
+FOXGLOVE = "foxglove.websocket.v1"
+GQL = "graphql-transport-ws"
 
 
 @pytest.fixture
@@ -71,3 +75,73 @@ async def test_sigterm_drains_pushes_then_pulls(server: Serve, redis_url: str) -
     # the push got the acks of everything written, and nothing acked is missing
     r = redis.Redis.from_url(redis_url)
     assert [eid.decode() for eid, _ in r.xrange("d")] == acked
+
+
+HINT = re.compile(r"server restarting; retry in (\d+) ms")
+
+
+async def test_sigterm_ends_every_other_face_within_the_window(server: Serve) -> None:
+    """SSE ends after a ``retry:`` field with the hint, MJPEG ends its multipart body,
+    Foxglove and GraphQL websockets close 1012 with the hint: each by the drain, not
+    cut by uvicorn's own shutdown."""
+    server.wait_ready()
+    ws_url = server.http_url.replace("http", "ws")
+    opened: list[str] = []
+
+    async def sse(http: httpx.AsyncClient) -> list[str]:
+        async with http.stream("GET", "/sse/d") as resp:
+            assert resp.status_code == 200
+            opened.append("sse")
+            return [line async for line in resp.aiter_lines()]
+
+    async def mjpeg(http: httpx.AsyncClient) -> bytes:
+        async with http.stream("GET", "/mjpeg/d") as resp:
+            assert resp.status_code == 200
+            opened.append("mjpeg")
+            return b"".join([chunk async for chunk in resp.aiter_bytes()])
+
+    async def ended(ws: websockets.ClientConnection) -> tuple[int, str]:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                await asyncio.wait_for(ws.recv(), DEADLINE)
+        assert info.value.rcvd is not None
+        return info.value.rcvd.code, info.value.rcvd.reason
+
+    async def foxglove() -> tuple[int, str]:
+        url = f"{ws_url}/foxglove"
+        async with websockets.connect(url, subprotocols=[FOXGLOVE]) as ws:  # type: ignore[list-item]
+            assert json.loads(await ws.recv())["op"] == "serverInfo"
+            opened.append("foxglove")
+            return await ended(ws)
+
+    async def graphql() -> tuple[int, str]:
+        url = f"{ws_url}/graphql"
+        async with websockets.connect(url, subprotocols=[GQL]) as ws:  # type: ignore[list-item]
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            query = 'subscription { data(sids: ["d"]) { sid } }'
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+            opened.append("graphql")
+            return await ended(ws)
+
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=DEADLINE) as http:
+        faces = [
+            asyncio.create_task(sse(http)),
+            asyncio.create_task(mjpeg(http)),
+            asyncio.create_task(foxglove()),
+            asyncio.create_task(graphql()),
+        ]
+        while len(opened) < len(faces):
+            await asyncio.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        lines, body, fox, gql = await asyncio.wait_for(asyncio.gather(*faces), DEADLINE)
+    assert server.wait_exit() == 0, "".join(server.output)
+
+    comment = [HINT.search(line) for line in lines if line.startswith(":")]
+    retry = [line for line in lines if line.startswith("retry:")]
+    assert any(comment) and retry == [f"retry: {next(m for m in comment if m)[1]}"]
+    assert int(retry[0].split()[1]) <= WINDOW * 1000  # EventSource waits that, then resumes
+    assert body.endswith(b"\r\n--fastredis-frame--\r\n")  # the multipart ended, not cut
+    for code, reason in (fox, gql):
+        match = HINT.fullmatch(reason)
+        assert code == 1012 and match and int(match[1]) <= WINDOW * 1000

@@ -138,6 +138,63 @@ async def test_a_stream_made_anew_has_a_new_epoch(live: LiveServer, r: redis.Red
     assert info["recovered"] is False and info["epoch"] not in (None, old)
 
 
+async def produce(url: str, path: str, header: list[Any], payload: bytes) -> list[str]:
+    """One message pushed with ``producer=`` (exactly-once), acked: its ids."""
+    async with websockets.connect(f"{url}/data/{path}/push?producer=p1") as ws:
+        json.loads(await recv(ws))  # the producer's hello
+        await ws.send(json.dumps(header))
+        await ws.send(payload)
+        ids: list[str] = json.loads(await recv(ws))
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("path", "header"),
+    [("ps", [2]), ("pa+pb", [["pa", 1], ["pb", 2]])],  # one entry; a message of several
+)
+async def test_a_stream_made_anew_by_a_producer_has_a_new_epoch(
+    live: LiveServer, r: redis.Redis, path: str, header: list[Any]
+) -> None:
+    sids = path.split("+")
+    ids = await produce(live.ws_url, path, header, b"xy")
+    epochs = [r.get(f"XEPOCH:{{{sid}}}") for sid in sids]
+    assert all(epochs)  # stored by the write that created the streams
+    url = f"{live.ws_url}/data/{path}/pull?resume=1&last_entry_id=0"
+    async with websockets.connect(url) as ws:
+        old = (await resumed(ws))["epoch"]
+    assert old == "+".join(epochs)  # type: ignore[arg-type]
+    r.delete(*sids)  # the epoch keys stay
+    r.delete(*(k for k in r.keys("XPROD*")))  # a producer starting over
+    await produce(live.ws_url, path, header, b"xy")  # ids above the cursor
+    cursor = "+".join(ids[: len(sids)])
+    url = f"{live.ws_url}/data/{path}/pull?resume=1&last_entry_id={cursor}&epoch={old}"
+    async with websockets.connect(url) as ws:
+        info = await resumed(ws)
+    assert info["recovered"] is False
+    assert all(e not in epochs for e in info["epoch"].split("+"))
+
+
+async def test_a_deleted_streams_epoch_goes_when_the_server_looks(
+    live: LiveServer, r: redis.Redis
+) -> None:
+    """Epoch keys do not outlive their stream: the server removes one when it finds its
+    stream gone, so a stream made anew by other tools gets a fresh epoch."""
+    first = r.xadd("gone", {"d": "x"})
+    url = f"{live.ws_url}/data/gone/pull?resume=1&last_entry_id=0"
+    async with websockets.connect(url) as ws:
+        old = (await resumed(ws))["epoch"]
+    assert old and r.get("XEPOCH:{gone}") == old
+    r.delete("gone")
+    url = f"{live.ws_url}/data/gone/pull?resume=1&last_entry_id={first}&epoch={old}"
+    async with websockets.connect(url) as ws:
+        assert (await resumed(ws))["recovered"] is False
+    assert r.exists("XEPOCH:{gone}") == 0
+    r.xadd("gone", {"d": "y"})  # made anew by another tool, ids above the cursor
+    async with websockets.connect(url) as ws:
+        info = await resumed(ws)
+    assert info["recovered"] is False and info["epoch"] not in (None, old)
+
+
 async def test_a_stream_written_by_others_gets_one_epoch(live: LiveServer, r: redis.Redis) -> None:
     r.xadd("other", {"d": "x"})
     epochs = []

@@ -17,8 +17,10 @@ import pytest
 import redis
 from support.live_server import LiveServer, server_fixture  # noqa: F401
 from support.waiting import wait_until
+from websockets.sync.client import connect
 
 from fastredis.embedded import EmbeddedRedis
+from fastredis.ids import parse_id
 from fastredis.server import Settings, create_app
 from fastredis.server.endpoints import sse
 
@@ -132,21 +134,64 @@ def test_resume_with_last_event_id_and_the_query(
         assert Events(r).next() == {"id": ids[3], "data": "3"}
 
 
-def test_a_resume_past_trimmed_entries_says_gap_first(
+def test_a_resume_past_trimmed_entries_says_so_first(
     http: httpx.Client, plain_redis: redis.Redis
 ) -> None:
     ids = [plain_redis.xadd("g", {"d": str(i)}).decode() for i in range(5)]
     plain_redis.xtrim("g", maxlen=2, approximate=False)
     with http.stream("GET", f"/sse/g?lastEventID={ids[0]}") as resp:
         events = Events(resp)
-        gap = events.next()
-        assert gap["event"] == "gap"
+        resume, gap = events.take(2)
+        assert resume["event"] == "resume" and "id" not in resume
+        assert json.loads(resume["data"])["recovered"] is False
+        assert gap["event"] == "gap" and "id" not in gap  # notes do not move the cursor
         detail = json.loads(gap["data"])
-        assert detail["stream"] == "g" and detail["after"] == ids[0]
-        assert "trimmed" in detail["reason"]
+        assert detail["sid"] == "g" and detail["from"] == ids[0]
+        assert detail["next"] == ids[3] and detail["recreated"] is False
         assert [e["data"] for e in events.take(2)] == ["3", "4"]  # then what is there
     with http.stream("GET", f"/sse/g?lastEventID={ids[3]}") as resp:
-        assert Events(resp).next() == {"id": ids[4], "data": "4"}  # nothing lost: no gap
+        assert Events(resp).next() == {"id": ids[4], "data": "4"}  # nothing lost: no notes
+
+
+def test_a_deleted_stream_is_not_recovered(http: httpx.Client, plain_redis: redis.Redis) -> None:
+    old = plain_redis.xadd("del", {"d": b"x"}).decode()
+    plain_redis.delete("del")
+    with http.stream("GET", f"/sse/del?lastEventID={old}") as resp:
+        events = Events(resp)
+        resume = events.next()
+        assert resume["event"] == "resume"
+        assert json.loads(resume["data"])["recovered"] is False
+        later(lambda: plain_redis.xadd("del", {"d": b"new"}))
+        assert events.next()["data"] == "new"
+
+
+def test_a_viewer_that_falls_behind_a_trim_hears_the_gap_live(
+    server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    """A connected viewer that stops reading while its next entries are trimmed: a gap
+    event comes before the entries that follow, and every id is delivered or in it."""
+    ids = [plain_redis.xadd("slow", {"d": b"x" * (512 << 10)}).decode() for _ in range(80)]
+    got: list[str] = []
+    gaps: list[dict[str, str]] = []
+    url = f"{server.http_url}/sse/slow?last_entry_id=0"
+    with httpx.stream("GET", url, timeout=30) as resp:
+        events = Events(resp)
+        got.append(events.next()["id"])  # connected, and reading; then it stalls
+        plain_redis.xtrim("slow", minid=ids[75], approximate=False)  # 40 MB: not all sent
+        while got[-1] != ids[-1]:
+            event = events.next()
+            if event.get("event") == "gap":
+                gaps.append(json.loads(event["data"]))
+                assert "id" not in event
+            else:
+                got.append(event["id"])
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert gap["sid"] == "slow" and gap["next"] == ids[75]
+    assert got[got.index(gap["next"]) - 1] == gap["from"]  # told just before what follows
+    lost = [i for i in ids if i not in got]
+    assert lost and all(parse_id(gap["from"]) < parse_id(i) <= parse_id(gap["to"]) for i in lost)
+    assert got == sorted(got, key=parse_id) and len(set(got)) == len(got)
 
 
 def test_latest_starts_at_the_newest(http: httpx.Client, plain_redis: redis.Redis) -> None:
@@ -199,6 +244,52 @@ def test_many_viewers_share_one_read(
         t.join(10)
     xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
     assert xreads <= frames + 4  # one read per entry, not one per viewer (120)
+
+
+def test_sse_and_pulls_with_and_without_resume_share_one_read(
+    server: LiveServer, plain_redis: redis.Redis
+) -> None:
+    """SSE viewers (told of gaps), pulls with resume=1 and plain pulls of one stream:
+    one XREAD per entry for all of them, and no gap frame for the plain pulls."""
+    frames = 20
+    plain_redis.xadd("mix", {"d": b"first"})
+    last: dict[str, str] = {}
+    opened = threading.Barrier(7)
+
+    def sse_viewer(name: str) -> None:
+        with httpx.stream("GET", f"{server.http_url}/sse/mix", timeout=20) as resp:
+            opened.wait()
+            events = Events(resp)
+            while last.get(name) != str(frames - 1):
+                last[name] = events.next()["data"]
+
+    def pull(name: str, query: str) -> None:
+        with connect(f"{server.ws_url}/data/mix/pull?header=0{query}", open_timeout=20) as ws:
+            if query:
+                assert json.loads(ws.recv(20))["resume"]["recovered"] is True
+            opened.wait()
+            while last.get(name) != str(frames - 1):
+                message = ws.recv(20)
+                assert isinstance(message, bytes), f"{name} got a text frame: {message!r}"
+                last[name] = message.decode()
+
+    viewers = [
+        *(threading.Thread(target=sse_viewer, args=(f"sse{i}",)) for i in range(2)),
+        *(threading.Thread(target=pull, args=(f"plain{i}", "")) for i in range(2)),
+        *(threading.Thread(target=pull, args=(f"resume{i}", "&resume=1")) for i in range(2)),
+    ]
+    for t in viewers:
+        t.start()
+    opened.wait()
+    plain_redis.config_resetstat()
+    for n in range(frames):
+        plain_redis.xadd("mix", {"d": str(n)})
+        wait_until(lambda n=n: len(last) == 6 and all(v == str(n) for v in last.values()), 10,
+                   what="every viewer to get the entry")  # fmt: skip
+    for t in viewers:
+        t.join(10)
+    xreads = plain_redis.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+    assert xreads <= frames + 4  # one read per entry, not one per kind of viewer
 
 
 def test_bad_requests_get_a_reason(http: httpx.Client, plain_redis: redis.Redis) -> None:

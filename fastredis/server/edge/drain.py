@@ -6,8 +6,13 @@ clients ride through.
 * Pulls are closed with 1012 and the same kind of reason, spread evenly over
   `Drain.seconds` (``--drain-seconds``), each with a retry hint drawn at random from that
   window: ten thousand viewers do not all reconnect in the same millisecond.
-* What no endpoint registered (GraphQL, HTTP) is left to uvicorn's own shutdown, which
-  runs next.
+* Every other long-lived reader is closed the same way, in the same spread: SSE
+  (the event stream ends after a ``retry:`` field with the hint, and ``EventSource``
+  comes back with ``Last-Event-ID``), MJPEG (the multipart body ends), and the
+  Foxglove and GraphQL websockets (1012 with the hint; `DrainedWebSocket` does it for
+  any websocket ASGI app).
+* What is left (HTTP requests under way) ends with uvicorn's own shutdown, which runs
+  next.
 
 Endpoints `register` a closer per socket (called once, with the close reason) and
 unregister when the socket ends; `fastredis.server.run.process` runs `Drain.run` when
@@ -19,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import Callable
+from typing import Any
 
 from fastredis.server.run.options import option
 
-__all__ = ["CLOSE_RESTART", "DEFAULT_DRAIN_SECONDS", "Drain"]
+__all__ = ["CLOSE_RESTART", "DEFAULT_DRAIN_SECONDS", "Drain", "DrainedWebSocket", "retry_ms"]
 
 CLOSE_RESTART = 1012  # RFC 6455 (IANA): the service is restarted
 DEFAULT_DRAIN_SECONDS: float = option("--drain-seconds").default
@@ -88,3 +95,62 @@ class Drain:
 
 def _nothing() -> None:
     pass
+
+
+def retry_ms(reason: str) -> int:
+    """The retry hint (ms) of a `restart_reason`."""
+    match = re.search(r"retry in (\d+) ms", reason)
+    return int(match[1]) if match else 1000
+
+
+class DrainedWebSocket:
+    """A websocket ASGI `app` the drain closes: 1012 with the retry hint (what the app
+    sends after it is dropped; the client's answering close ends the app as a client
+    leaving does). HTTP passes through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        drain = getattr(getattr(scope.get("app"), "state", None), "drain", None)
+        if scope["type"] != "websocket" or drain is None:
+            await self.app(scope, receive, send)
+            return
+        lock = asyncio.Lock()
+        accepted = closed = False
+        reason: str | None = None
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def close() -> None:
+            nonlocal closed
+            async with lock:
+                if accepted and not closed and reason is not None:
+                    closed = True
+                    with contextlib.suppress(Exception):  # the client went already
+                        await send(
+                            {"type": "websocket.close", "code": CLOSE_RESTART, "reason": reason}
+                        )
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal accepted, closed
+            async with lock:
+                if closed:
+                    return
+                await send(message)
+                accepted = accepted or message["type"] == "websocket.accept"
+                closed = message["type"] == "websocket.close"
+            if reason is not None:  # drained before it was accepted
+                await close()
+
+        def closer(why: str) -> None:
+            nonlocal reason
+            reason = why
+            task = asyncio.get_running_loop().create_task(close())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        unregister = drain.register(closer)
+        try:
+            await self.app(scope, receive, guarded_send)
+        finally:
+            unregister()

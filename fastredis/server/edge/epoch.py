@@ -10,9 +10,20 @@ entry. A sid with a hash tag of its own (``{cam1}:rgb``) keeps it: ``XEPOCH:{cam
 A sid that has no tag but holds a ``}`` cannot be tagged this way: it has no epoch
 (`epoch_key` is None, and readers report ``epoch: null``).
 
-The server's writer sets the epoch when its write creates the stream
-(`fastredis.server.writes.entries`); a stream written by others gets one the first
-time the server looks at it (SET NX, `fastredis.server.reads.resume`).
+The server's writers set the epoch when their write creates the stream
+(`fastredis.server.writes.entries`, and ``producer=`` pushes); a stream written by
+others gets one the first time the server looks at it (SET NX,
+`fastredis.server.reads.resume`).
+
+When a stream is deleted (the server never deletes one: others do, with DEL, UNLINK
+or an expiry), its epoch key is removed the next time the server looks at the stream
+and finds it missing (in the same script). No TTL: an epoch that expired beside a
+live stream would be made anew, and every resuming reader told of a recreation that
+never happened (keeping it alive would cost a write per entry). Removing it on sight
+also helps detection: a stream deleted and made anew by other tools gets a fresh
+epoch, provided the server looked while it was gone (a reader resuming then, or any
+resuming reader of it: they look before each read). Epoch keys of streams deleted and
+never looked at again stay; each is one short string.
 """
 
 from __future__ import annotations

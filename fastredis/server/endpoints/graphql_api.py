@@ -5,8 +5,8 @@ metadata, and a data subscription.
 over both ``graphql-transport-ws`` and ``graphql-ws``). Mount it at ``/graphql`` for
 HTTP and websocket, e.g. ``Route("/graphql", gql)`` plus ``WebSocketRoute("/graphql",
 gql)``. Redis comes from ``app.state.redis`` of the Starlette app it runs under
-(a ``redis.asyncio.Redis`` made by `fastredis.redis_io.make_async_client`), or from
-the ``redis=`` argument.
+(a redis-py async client, `fastredis.redis_io.AnyAsyncRedis`, made by
+`fastredis.redis_io.make_async_client`), or from the ``redis=`` argument.
 
 Schema::
 
@@ -455,7 +455,7 @@ class Subscription:
                 while True:
                     delivery = await sub.next()
                     assert delivery is not None
-                    for gap in delivery.gaps:
+                    for gap in delivery.gaps if resume else ():  # told to resumers only
                         yield Data(
                             sid=gap.sid, time=gap.after, payload=b"", kind="gap",
                             gap=GapInfo(

@@ -87,27 +87,38 @@ class MJPEGStream:
 
     def __init__(self, request: Request, sid: str, max_fps: float) -> None:
         self.request, self.sid, self.max_fps = request, sid, max_fps
+        self.started = False  # the response headers are sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         main = asyncio.current_task()
         assert main is not None
+        drained = False  # SIGTERM: the multipart body ends (`fastredis.server.edge.drain`)
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
             main.cancel()
 
+        def drain(_reason: str) -> None:
+            nonlocal drained
+            if not drained:
+                drained = True
+                main.cancel()
+
         watcher = asyncio.get_running_loop().create_task(watch())
+        unregister = self.request.app.state.drain.register(drain)
         try:
             # where it starts is fixed before the headers say the stream is open
             async with _subscribe(self.request, self.sid) as sub:
                 await self._stream(send, sub)
         except asyncio.CancelledError:
-            if not watcher.done():
-                raise  # cancelled from outside, not by the client leaving
+            if not watcher.done() and not drained:
+                raise  # cancelled from outside, not by the client leaving or the drain
             uncancel = getattr(main, "uncancel", None)  # Python >= 3.11's bookkeeping
             if uncancel is not None:
                 uncancel()
+            if not watcher.done():
+                await self._end(send)
         except RedisError:
             # the headers are sent: ending the body is all that is left to say
             with contextlib.suppress(OSError, RuntimeError):
@@ -115,9 +126,21 @@ class MJPEGStream:
         except OSError:
             pass  # the client went away while a frame was being sent
         finally:
+            unregister()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+    async def _end(self, send: Send) -> None:
+        """End the answer cleanly (the server drains): the multipart's closing
+        boundary, or, before the headers went, 503 (the client tries again)."""
+        with contextlib.suppress(OSError, RuntimeError):
+            if not self.started:
+                await send({"type": "http.response.start", "status": 503, "headers": []})
+                await send({"type": "http.response.body", "body": b"server restarting"})
+                return
+            closing = f"\r\n--{BOUNDARY}--\r\n".encode()
+            await send({"type": "http.response.body", "body": closing, "more_body": False})
 
     async def _stream(self, send: Send, sub: Subscription) -> None:
         await send(
@@ -131,6 +154,7 @@ class MJPEGStream:
                 ],
             }
         )
+        self.started = True
         await send({"type": "http.response.body", "body": PART_START[2:], "more_body": True})
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.max_fps if self.max_fps else 0.0

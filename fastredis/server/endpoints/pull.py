@@ -177,8 +177,9 @@ async def _pull_loop(
                 await send({"type": "websocket.send", "text": "[]"})
                 await send({"type": "websocket.send", "bytes": b""})
             continue
-        for gap in delivery.gaps:  # only readers that resume are told of gaps
-            await send({"type": "websocket.send", "text": gap.frame()})
+        if opts.resume:  # only readers that resume are told of gaps
+            for gap in delivery.gaps:
+                await send({"type": "websocket.send", "text": gap.frame()})
         if not len(delivery.batch):
             continue
         delivery.sent("ws")

@@ -10,10 +10,17 @@ for browsers' ``EventSource``; several streams are joined with '+' as on the pul
 * The event name is ``message`` (``onmessage``) for one stream; with several, the
   stream id (``addEventListener(sid, ...)``), and ``SID:binary`` for base64 in text mode.
 * Where it starts: ``Last-Event-ID`` (sent by a reconnecting EventSource), else
-  ``?lastEventID=``, else ``?last_entry_id=`` (as the pull), else ``$``. When entries
-  after a resumed id are gone (trimmed, deleted, the stream made anew), one ``gap``
-  event says so first: ``{"stream", "after", "reason"}``.
+  ``?lastEventID=``, else ``?last_entry_id=`` (as the pull), else ``$``; fixed before
+  the response headers go. The delivery contract's checks
+  (`fastredis.server.reads.resume`, through the hub, as a pull with ``resume=1``): when
+  entries after a resumed id may be gone, a ``resume`` event (the pull's resume
+  object, ``recovered`` false) comes first; a ``gap`` event (the pull's gap object)
+  comes before the entries that follow a loss, at the start or while the viewer
+  reads (it fell behind a trim, the stream was made anew). Neither has an ``id:``.
 * A comment every `PING_S` seconds keeps proxies from closing an idle stream.
+* On SIGTERM the stream ends within the drain window (`fastredis.server.edge.drain`),
+  after a ``retry:`` field holding the hint: EventSource comes back then, with
+  ``Last-Event-ID``.
 * ``latest=1`` sends only the newest entry each time the viewer is ready for one;
   ``max_fps`` caps the events a second (each the newest: entries between are skipped).
   Every viewer reads through the hub's shared read, the one the pulls of the same
@@ -32,22 +39,23 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fastredis._frames import pull_views
 from fastredis.ids import parse_id
+from fastredis.server.edge.drain import retry_ms
 from fastredis.server.edge.protocol import (
     SSEOptions,
     parse_sse_query,
     query_items,
 )
 from fastredis.server.endpoints.answering import answer, refuse_other_types
-from fastredis.server.reads.hub import Delivery
+from fastredis.server.reads.hub import Delivery, Subscription
 from fastredis.server.reads.newest import Newest
-from fastredis.server.reads.stream_info import lost_after, stream_infos
 
-__all__ = ["PING_S", "EventCache", "resume_gaps", "sse_endpoint"]
+__all__ = ["PING_S", "EventCache", "sse_endpoint"]
 
 PING_S = 15.0  # a comment this often keeps proxies from closing an idle stream
 CACHE_EVENTS = 64  # encoded events kept for other viewers of the same entries
@@ -121,52 +129,62 @@ def delivery_events(
     return out
 
 
-async def resume_gaps(
-    request: Request, sids: Sequence[str], starts: Sequence[str]
-) -> list[dict[str, str]]:
-    """One ``gap`` per stream whose entries after the resumed id are gone.
-    The one place a resumed SSE asks about gaps (checked when it opens)."""
-    resumed = [
-        (s, start) for s, start in zip(sids, starts, strict=True) if start not in ("$", "*", "0")
-    ]
-    if not resumed:
-        return []
-    infos = await stream_infos(request.app.state.redis, [s for s, _ in resumed])
-    gaps = []
-    for sid, start in resumed:
-        reason = lost_after(start, infos[sid])
-        if reason is not None:
-            gaps.append({"stream": sid, "after": start, "reason": reason})
-    return gaps
+class Drained(Exception):
+    """The server drains (SIGTERM): the viewer's stream ends, with this reason."""
+
+
+def _resumes(starts: Sequence[str]) -> bool:
+    """Whether a viewer resumes: it starts after an entry id it was given."""
+    return any(start not in ("$", "*", "0") for start in starts)
+
+
+def _event(name: str, detail: dict[str, Any]) -> bytes:
+    """A named event of notes (no id: where the viewer stands does not move)."""
+    return ServerSentEvent(json.dumps(detail, separators=(",", ":")), event=name).encode()
+
+
+Source = Subscription | Newest
 
 
 async def _events(
-    request: Request, sids: list[str], opts: SSEOptions, gaps: list[dict[str, str]]
+    request: Request, sids: list[str], opts: SSEOptions, source: Source
 ) -> AsyncIterator[bytes]:
-    for gap in gaps:
-        yield ServerSentEvent(json.dumps(gap), event="gap").encode()
-    # the ordinary group of the streams (the one pulls read): latest / max_fps are
-    # applied here, so every kind of viewer shares one read
+    """The events of an open viewer; its subscription is entered (its start fixed)."""
     asked = opts.last_entry_ids
-    skipping = opts.latest or bool(opts.max_fps)
-    # skipping starts at the newest entry (what is older than the asked id is dropped)
-    starts = [s if s == "$" or not skipping else "*" for s in asked]
-    sub = request.app.state.hub.subscribe(sids, starts, count=1, via="sse")
-    source = Newest(sub, opts.max_fps or None, "sse") if skipping else sub
+    skipping = isinstance(source, Newest)
+    sub = source.sub if isinstance(source, Newest) else source
     cache: EventCache = request.app.state.sse_events
-    async with source:
+    unregister = request.app.state.drain.register(lambda why: sub.fail(Drained(why)))
+    try:
+        resumed = sub.resumed
+        if resumed is not None and _resumes(asked) and not resumed.recovered:
+            yield _event("resume", resumed.as_dict())  # something after the id may be gone
+        if isinstance(source, Newest):
+            source.start()
         before = {
             sid: sub.cursor.ids[sid] if a in ("$", "*") else ("0-0" if a == "0" else a)
             for sid, a in zip(sids, asked, strict=True)
         }
         while True:
-            delivery = await source.next()
-            if delivery is None or not len(delivery.batch):
+            try:
+                delivery = await source.next()
+            except Drained as drained:  # SIGTERM: come back after the hint, resuming
+                why = str(drained)
+                yield ServerSentEvent(comment=why, retry=retry_ms(why)).encode()
+                return
+            if delivery is None:
+                continue
+            for gap in delivery.gaps if sub.resume else ():  # before what follows it
+                yield _event("gap", gap.as_dict())
+            if not len(delivery.batch):
                 continue
             delivery.sent("sse")
             newest = skipping and len(sids) == 1  # one stream: its newest entry only
             for event in delivery_events(delivery, sids, before, opts, cache, newest):
                 yield event
+    finally:
+        unregister()
+        await source.__aexit__(None, None, None)
 
 
 async def sse_endpoint(request: Request) -> Response:
@@ -179,5 +197,26 @@ async def _sse(request: Request, sids: list[str]) -> Response:
         query_items(request.query_params), len(sids), request.headers.get("last-event-id")
     )
     await refuse_other_types(request.app.state.redis, sids)
-    gaps = await resume_gaps(request, sids, opts.last_entry_ids)
-    return EventSourceResponse(_events(request, sids, opts, gaps), ping=PING_S)
+    source = _subscribe(request, sids, opts)
+    sub = source.sub if isinstance(source, Newest) else source
+    await sub.__aenter__()  # the start is fixed (and checked) before the headers go
+    return EventSourceResponse(
+        _events(request, sids, opts, source), ping=PING_S, background=BackgroundTask(_leave, source)
+    )
+
+
+def _subscribe(request: Request, sids: list[str], opts: SSEOptions) -> Source:
+    """The viewer's read of the hub (not entered). Every viewer resumes
+    (`fastredis.server.reads.resume`: gaps are found at its start and while it reads)
+    but one that skips entries (latest, max_fps): it starts at the newest, and rides
+    the ordinary group of the streams (the one other viewers read) through `Newest`."""
+    skipping = opts.latest or bool(opts.max_fps)
+    # skipping starts at the newest entry (what is older than the asked id is dropped)
+    starts = [s if s == "$" or not skipping else "*" for s in opts.last_entry_ids]
+    sub = request.app.state.hub.subscribe(sids, starts, count=1, via="sse", resume=not skipping)
+    return Newest(sub, opts.max_fps or None, "sse") if skipping else sub
+
+
+async def _leave(source: Source) -> None:
+    """The read ends with the response, even one whose events never began."""
+    await source.__aexit__(None, None, None)

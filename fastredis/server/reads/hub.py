@@ -1,12 +1,14 @@
 """The shared-read hub: one Redis read per stream set at the tail, shared by every
 subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
 
-* A **tail group** exists per streams (and, with ``latest``, per ``count``; readers that
-  resume have their own) with subscribers. Its task reads the next batch after the
-  group's cursor, over one of a few held connections taken in turns, and hands the same
-  `Delivery` to every subscriber of the group; each sends it as frames of its own
-  ``count`` (`fastredis.server.reads.delivery`). Every read's reply is bounded in bytes
-  (`fastredis.server.reads.sizes`).
+* A **tail group** exists per streams (and, with ``latest``, per ``count``) with
+  subscribers; readers that resume share it with those that do not (while one that
+  resumes is in it, each read is preceded by the streams' states and its deliveries
+  carry the gaps found, which only readers that resume tell). Its task reads the next
+  batch after the group's cursor, over one of a few held connections taken in turns,
+  and hands the same `Delivery` to every subscriber of the group; each sends it as
+  frames of its own ``count`` (`fastredis.server.reads.delivery`). Every read's reply
+  is bounded in bytes (`fastredis.server.reads.sizes`).
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
@@ -129,6 +131,9 @@ def _gaps(
     if states is None:
         return []
     gaps = find_gaps(before, states, _first_ids(batch), epochs)
+    for sid, state in states.items():  # an epoch first seen: known from now on
+        if epochs.get(sid) is None:
+            epochs[sid] = state.epoch
     moved = dict(cursor.ids)
     for gap in gaps:
         if gap.next is None and gap.to is not None and _key(moved, gap.sid) < parse_id(gap.to):
@@ -211,15 +216,15 @@ class Subscription:
         self.cursor = StreamCursor(hub.client, self.sids, start_ids, count, latest, hub.sizes)
         # its catch-up reads may read more than `count` (a pull; not a REST GET)
         self.read_ahead = read_ahead and not latest
-        # resume: its gaps are found (`fastredis.server.reads.resume`); the group and
-        # catch-up reads of readers that resume are their own
+        # resume: its gaps are found (`fastredis.server.reads.resume`); its catch-up
+        # reads are shared only with readers that resume
         self.resume = resume
         self._seen_epochs = list(epochs) if epochs is not None else None
         self.epochs: dict[str, str | None] = {}  # per stream, the epoch it reads
         self.resumed: Resume | None = None  # with resume: the answer to its cursor
         self._opened_ms = opened_ms
         # subscribers that differ only in count share a group: count shapes frames
-        self.key = (tuple(self.sids), count if latest else 0, latest, resume)
+        self.key = (tuple(self.sids), count if latest else 0, latest)
         self._interval = 1.0 / max_fps if max_fps else 0.0
         self._next_at = 0.0
         self._group: _Group | None = None
@@ -235,6 +240,9 @@ class Subscription:
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
+        # resumed at the end of every stream (its states said so): it joins the tail
+        # group with no catch-up read, and a group it starts parks before reading
+        self._at_end = False
 
     async def __aenter__(self) -> Subscription:
         """Fix the cursor (`$` is the streams' newest ids now): call it before the client
@@ -251,6 +259,9 @@ class Subscription:
             newest = {s: resolve_start("$", states[s]) for s in wanted}
             await self.cursor.resolve(self._opened(newest))
             self.resumed = check_resume(self.sids, self.cursor.ids, states, self._seen_epochs)
+            self._at_end = not self.latest and all(
+                resolve_start("$", states[s]) == self.cursor.ids[s] for s in self.sids
+            )
             self.epochs = {s: states[s].epoch for s in self.sids}
         else:
             newest = await starts.newest(wanted) if wanted else {}
@@ -365,6 +376,8 @@ class Subscription:
             # made anew can repeat the cursors of an old history.
             if self._left is not None and self._join_kept(self._left, cursor.ids):
                 return None
+            if self._at_end and join and self._join_at_end():
+                return None
             delivery, full = await self._read_own()
         else:
             delivery, full = await prefetch
@@ -383,9 +396,11 @@ class Subscription:
                 # subscriber hold a third one (the one sent, its copy in the socket's
                 # buffer, and the next), and one round trip per such batch is little.
                 self._prefetch = self.hub.loop.create_task(self._read_own())
+            # a reader that resumes and read to the end joins next without a read
+            self._at_end = self.resume and not full and not joined and not self.latest
             return delivery
         if join:
-            self._try_join()
+            self._try_join(park_first=self.resume)
         return None
 
     async def _read_own(self) -> tuple[Delivery, bool]:
@@ -418,17 +433,42 @@ class Subscription:
             delivery.gaps, delivery.cut = gaps, cut
             return delivery, cut or len(batch) >= asked
 
-        where = (self.key, tuple(cursor.ids[s] for s in self.sids))
+        where: tuple[Any, ...] = (self.key, self.resume, tuple(cursor.ids[s] for s in self.sids))
+        since = None if self.latest else self._since
+        if self.resume and not self.latest:
+            # Readers that resume share by cursor and the epochs they know: a read
+            # states what Redis lost since that cursor in the same step (its gaps), so
+            # one issued before this reader began (a storm reconnecting at the same
+            # cursors) tells it no less than its own would.
+            where += (tuple(self.epochs.get(s) for s in self.sids),)
+            since = 0.0
+        # kept for the others of its key (readers that resume: for those yet to come)
+        keep = not self.latest and (self.resume or hub.members.get(self.key, 0) > 1)
         delivery, full = await hub.catch_ups.read(
             where,
             read,
             _kept_bytes,
-            since=None if self.latest else self._since,
-            keep=hub.members.get(self.key, 0) > 1 and not self.latest,
+            since=since,
+            keep=keep,
         )
         metrics.stream_read("catch_up" if made else "shared")
         cursor.move_to(delivery.cursor)
         return delivery, full
+
+    def _join_at_end(self) -> bool:
+        """A reader that resumed at the end of its streams joins the tail group without
+        a read of its own (a storm of reconnecting idle viewers costs no XREAD each):
+        when there is none it starts one that parks first (the parking read, from this
+        cursor, wakes it for anything added since the states were read); one at its
+        cursor or behind it takes it as after an empty read. One ahead (entries added
+        since, or gone) is left to the read by cursor."""
+        self._at_end = False
+        group = self.hub.groups.get(self.key)
+        ahead = group is not None and _compare(self.cursor.ids, group.cursor.ids) < 0
+        if ahead and group is not None and not group.task.done():
+            return False
+        self._try_join(park_first=True)
+        return True
 
     def _join_kept(self, group: _Group, ids: Ids) -> bool:
         """Join `group` at the delivery after cursor `ids` if it still has it."""
@@ -440,9 +480,10 @@ class Subscription:
         self._join(group, seq)
         return True
 
-    def _try_join(self) -> None:
-        """At the end of the stream (a read came back empty): join the tail group."""
-        group = self.hub.group_for(self)
+    def _try_join(self, park_first: bool = False) -> None:
+        """At the end of the stream (a read came back empty): join the tail group (one
+        it starts parks first, with `park_first`: see `_join_at_end`)."""
+        group = self.hub.group_for(self, park_first)
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
@@ -513,13 +554,13 @@ class Subscription:
 class _Group:
     """The shared tail read of one (streams, count, latest) for its subscribers."""
 
-    def __init__(self, hub: Hub, first: Subscription) -> None:
+    def __init__(self, hub: Hub, first: Subscription, park_first: bool = False) -> None:
         self.hub = hub
+        self._park_first = park_first  # its first read is the parking read (see _run)
         self.key = first.key
         self.cursor = StreamCursor(hub.client, first.sids, [], first.count, first.latest, hub.sizes)
         self.cursor.move_to(first.cursor.ids)
         self.latest = first.latest
-        self.resume = first.resume
         self.epochs = dict(first.epochs)
         self.subs: set[Subscription] = set()
         self.pending: set[Subscription] = set()
@@ -530,6 +571,10 @@ class _Group:
         self._reading = False
         self._rewound: Ids | None = None  # set by `rewind` while a read is under way
         self.task = hub.loop.create_task(self._run())
+
+    def resuming(self) -> bool:
+        """Whether a reader that resumes is in the group (its reads then find gaps)."""
+        return any(sub.resume for sub in self.subs) or any(s.resume for s in self.pending)
 
     def maybe_close(self) -> None:
         if not self.subs and not self.pending:
@@ -542,12 +587,14 @@ class _Group:
         # queue for the tail connections); an empty read parks it.
         block: int | None = None
         try:
+            if self._park_first and (self.subs or self.pending):
+                await hub.parking.wait(self)
             while self.subs or self.pending:
                 before = dict(self.cursor.ids)
                 self._reading = True
                 try:
                     sids = self.cursor.sids
-                    resume = self.resume and not self.latest
+                    resume = not self.latest and self.resuming()
                     states, prelude = await _states_first(hub, sids, before, resume)
                     async with hub.tail.take() as conn:
                         batch = await self._read(conn, block, prelude)
@@ -723,10 +770,10 @@ class Hub:
             resume, epochs, opened_ms,
         )  # fmt: skip
 
-    def group_for(self, sub: Subscription) -> _Group:
+    def group_for(self, sub: Subscription, park_first: bool = False) -> _Group:
         group = self.groups.get(sub.key)
         if group is None or group.task.done():
-            group = self.groups[sub.key] = _Group(self, sub)
+            group = self.groups[sub.key] = _Group(self, sub, park_first)
         return group
 
     def tail_reads(self) -> int:

@@ -38,8 +38,13 @@ class Newest:
 
     async def __aenter__(self) -> Newest:
         await self.sub.__aenter__()
-        self._task = asyncio.get_running_loop().create_task(self._take())
+        self.start()
         return self
+
+    def start(self) -> None:
+        """Begin taking deliveries of `sub`, entered already (``__aexit__`` leaves it)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._take())
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:

@@ -10,7 +10,8 @@ Every read face calls these before the client can see its connection as open:
   than the caller's request, so ``$`` fixed from it misses nothing added after the
   socket opened.
 * `resolve_start` turns a start (``$``, ``0``, an id) into a cursor from a state.
-* `check_resume` answers a reader that comes back with a cursor (and the epochs it saw):
+* `lost_reason` says why entries after a cursor may be gone (None: none are);
+  `check_resume` answers a reader that comes back with a cursor (and the epochs it saw):
   the `Resume` it gets first, ``recovered`` false when an entry after its cursor is gone
   (trimmed or deleted: XINFO ``max-deleted-entry-id``), the stream is gone, or it was
   made anew (its epoch changed, or its ids are now below the cursor).
@@ -54,6 +55,7 @@ __all__ = [
     "StreamState",
     "check_resume",
     "find_gaps",
+    "lost_reason",
     "resolve_start",
     "state_commands",
     "states_of",
@@ -61,11 +63,13 @@ __all__ = [
 
 # KEYS[1]: a stream, KEYS[2]: its epoch key (the stream's own key: it has none);
 # ARGV[1]: an epoch to store when it has none yet, ARGV[2]: a cursor ("": none).
+# A missing stream's epoch is removed (see `fastredis.server.edge.epoch`).
 # Reply: {type} when not a stream, else {'stream', last-generated-id, first entry id,
 # max-deleted-entry-id, epoch, length, entries-added, whether the cursor's entry is
 # there}.
 STATE_LUA = r"""
 local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' and KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
 if t ~= 'stream' then return {t} end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local out = {'stream', false, false, false, false, 0, false, 0}
@@ -268,17 +272,21 @@ def resolve_start(start: str, state: StreamState) -> str:
     return start
 
 
-def _lost(cursor: str, state: StreamState, epoch: str | None) -> bool:
-    """Whether entries after `cursor` may be gone from a stream now in `state`."""
+def lost_reason(cursor: str, state: StreamState, epoch: str | None = None) -> str | None:
+    """Why entries after `cursor` may be gone from a stream now in `state` (`epoch`:
+    the one the reader saw, None: unknown), in a user's words; None: nothing is."""
     if not state.exists:
-        return cursor != "0-0"
+        return None if cursor == "0-0" else "the stream no longer exists"
     if epoch is not None and state.epoch is not None and epoch != state.epoch:
-        return True  # made anew
+        return "the stream was made anew (its epoch changed)"
     if _before(state.last_id, cursor):
-        return True  # its ids are below the cursor: made anew (or another stream's cursor)
+        return "the stream was made anew (its newest id is below the resumed one)"
     if state.max_deleted is not None and _before(cursor, state.max_deleted):
-        return True  # deleted by XDEL after the cursor
-    return state.trimmed_after(cursor)
+        return f"entries after {cursor} were deleted"
+    if state.trimmed_after(cursor):
+        where = f"now starts at {state.first_id}" if state.first_id else "is empty"
+        return f"entries after {cursor} were trimmed (the stream {where})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -324,7 +332,8 @@ def check_resume(
     `epochs` (one per stream, None: unknown) on streams now in `states`."""
     seen = list(epochs) if epochs is not None else [None] * len(sids)
     recovered = not any(
-        _lost(cursor[sid], states[sid], epoch) for sid, epoch in zip(sids, seen, strict=True)
+        lost_reason(cursor[sid], states[sid], epoch) is not None
+        for sid, epoch in zip(sids, seen, strict=True)
     )
     return Resume(
         tuple(sids),

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastredis.ids import parse_id
 from fastredis.redis_io import AnyAsyncRedis
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "consumer_groups",
     "first_sids",
     "list_sids",
-    "lost_after",
     "pairs",
     "stream_infos",
     "text",
@@ -68,33 +66,6 @@ async def stream_infos(
         sid: None if isinstance(reply, Exception) else pairs(reply)
         for sid, reply in zip(sids, replies, strict=True)
     }
-
-
-def lost_after(cursor: str, info: dict[str, Any] | None) -> str | None:
-    """Why entries after `cursor` (an entry id) may no longer be read, from the
-    stream's XINFO STREAM `info` (None: the key is gone), or None when none are lost.
-
-    Redis keeps no record of what a trim removed: when the stream now starts past the
-    entry right after `cursor` and it lost entries, some of them may have come after
-    `cursor` (the answer errs towards saying so)."""
-    after = parse_id(cursor)
-    if after == (0, 0):
-        return None
-    if info is None:
-        return "the stream no longer exists"
-    newest = parse_id(str(text(info.get("last-generated-id")) or "0-0"))
-    if newest < after:
-        return "the stream was made anew (its newest id is below the resumed one)"
-    deleted = text(info.get("max-deleted-entry-id"))
-    if deleted is not None and parse_id(deleted) > after:
-        return f"entries after {cursor} were deleted"
-    removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
-    first = info.get("first-entry")
-    start = parse_id(str(text(first[0]))) if first else None
-    if removed and newest > after and (start is None or start > (after[0], after[1] + 1)):
-        where = f"now starts at {text(first[0])}" if first else "is empty"
-        return f"entries after {cursor} were trimmed (the stream {where})"
-    return None
 
 
 @dataclass(frozen=True)

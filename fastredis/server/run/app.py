@@ -14,11 +14,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute, websocket_session
 
 from fastredis.redis_io import make_async_client
 from fastredis.server.edge.auth import AccessMiddleware, TokenChecker, install_log_redaction
-from fastredis.server.edge.drain import Drain
+from fastredis.server.edge.drain import Drain, DrainedWebSocket
 from fastredis.server.edge.proxy import ProxyMiddleware
 from fastredis.server.edge.rawpath import RawPathGuard
 from fastredis.server.endpoints.foxglove import foxglove_endpoint
@@ -48,7 +48,10 @@ def _graphql_routes() -> list[BaseRoute]:
     from fastredis.server.endpoints.graphql_api import make_graphql_app
 
     gql = make_graphql_app()
-    return [Route("/graphql", gql, methods=["GET", "POST"]), WebSocketRoute("/graphql", gql)]
+    return [
+        Route("/graphql", gql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", DrainedWebSocket(gql)),  # closed 1012 on SIGTERM
+    ]
 
 
 async def index(request: Request) -> Response:
@@ -126,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/sse/{sid}", sse_endpoint),
         WebSocketRoute("/data/{sid}/push", push_endpoint),
         WebSocketRoute("/data/{sid}/pull", pull_endpoint),
-        WebSocketRoute("/foxglove", foxglove_endpoint),
+        WebSocketRoute("/foxglove", DrainedWebSocket(websocket_session(foxglove_endpoint))),
         Route("/data/{sid}", get_data, methods=["GET"]),
         Route("/data/{sid}", post_data, methods=["POST"]),
         *_graphql_routes(),

@@ -57,7 +57,14 @@ def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: st
             drain = getattr(getattr(app, "state", None), "drain", None)
             if drain is not None:
                 await drain.run()
+            AppStatus.should_exit = True  # SSE streams still open end now
             await super().shutdown(sockets)
+
+    from sse_starlette.sse import AppStatus
+
+    # sse-starlette would end every SSE stream at the signal, all at once: the drain
+    # ends them instead, spread over its window
+    AppStatus.disable_automatic_graceful_drain()
 
     from fastredis.server.edge.uvicorn_guard import uvicorn_options
 

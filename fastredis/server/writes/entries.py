@@ -5,7 +5,7 @@ message of several entries runs as one Lua script (`ADD_ENTRIES_LUA`, in
 `fastredis.redis_io.stream_scripts`) that first checks everything Redis could
 refuse, and only then writes. A producer's message (``producer=``) is one
 `fastredis.redis_io.producers.PRODUCE_LUA`: its entries and the producer's count
-(it stores no epoch: a stream a producer creates gets one when a reader first asks).
+(and, from the server, the epoch of a stream it creates, as here).
 
 A write that creates a stream also stores its epoch (`fastredis.server.edge.epoch`)
 in the same script, so one entry is a small script too (`ADD_ONE_LUA`), not a bare XADD.

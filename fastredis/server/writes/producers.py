@@ -5,7 +5,8 @@ stream set (``{"producer": ID, "committed": N, "recent": {...}}``); the k-th mes
 after that is the producer's message N+k. `recent` holds the ids of the last few
 committed messages (the numbers as strings), so a client that lost an ack learns them.
 The table and its script live in `fastredis.redis_io.producers` (the streamz sink
-uses them too).
+uses them too). Like every write of the server, a message that creates a stream
+stores its epoch in the same step (`fastredis.server.edge.epoch`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from fastredis.redis_io import AnyAsyncRedis, is_cluster
 from fastredis.redis_io.producers import hash_tag, parse_state, produce_command, producer_keys
+from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.edge.protocol import BadInput
 from fastredis.server.writes.entries import Entry, producer_entries
 
@@ -57,6 +59,7 @@ class ProducerSession:
         streams, items = producer_entries(entries)
         seq = self.next_seq
         self.next_seq += 1
+        epochs = ([epoch_key(s) or s for s in streams], new_epoch())
         return produce_command(
-            self.keys, streams, self.producer, seq, items, self.ttl, maxlen, approximate=True
+            self.keys, streams, self.producer, seq, items, self.ttl, maxlen, True, epochs
         )
