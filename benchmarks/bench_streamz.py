@@ -170,7 +170,8 @@ def test_source_emission_floor(benchmark: Any, server: EmbeddedRedis, variant: s
 
     def target() -> None:
         counter = Counter()
-        source = Stream.from_redis_streams(STREAM, url=server.url)  # never started
+        source = Stream.from_redis_streams(STREAM, url=server.url)  # never started:
+        source.stopped = False  # emits as a running source would (a stopped one stops)
         source.sink(counter.one)
         asyncio.run(emit_each(source, msgs))
         counter.wait()
