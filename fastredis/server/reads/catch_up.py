@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 __all__ = ["KEEP_BYTES", "KEEP_S", "SharedReads"]
 
 KEEP_BYTES = 64 << 20  # kept reads, all keys together
-KEEP_S = 2.0  # a kept read is used this long after it was made, at most
+KEEP_S = 15.0  # a kept read is used this long after it was made, at most
 
 T = TypeVar("T")
 
