@@ -144,9 +144,17 @@ def _trim(valkey: Valkey, sids: tuple[str, str]) -> None:
         client = redis.RedisCluster.from_url(valkey.url)
     else:
         client = redis.Redis.from_url(valkey.url)
+    deadline = time.monotonic() + 120
     with client as r:
         for sid in sids:
-            r.xtrim(sid, maxlen=2000, approximate=True)
+            while True:
+                try:
+                    r.xtrim(sid, maxlen=2000, approximate=True)
+                    break
+                except redis.BusyLoadingError:  # right after a restart: still loading its AOF
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
 
 
 async def _fault(
