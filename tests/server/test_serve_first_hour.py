@@ -33,6 +33,7 @@ def test_every_interface_without_access_control_warns(serve: type[Serve]) -> Non
     [warning] = [line for line in s.output if "warning" in line]
     assert warning.startswith("fastredis serve: warning: listening on 0.0.0.0 with no access")
     assert "--api-key" in warning
+    s.wait_ready()  # stopped once serving, not while it starts
     s.proc.send_signal(signal.SIGTERM)
     assert s.wait_exit() == 0
 
@@ -41,6 +42,7 @@ def test_no_warning_with_access_control_or_on_loopback(serve: type[Serve]) -> No
     for args in (("--host", "0.0.0.0", "--api-key", "k-1234567890"), ("--host", "127.0.0.1")):
         s = serve(*args)
         s.wait_line("GraphQL playground: ")
+        s.wait_ready()
         s.proc.send_signal(signal.SIGTERM)
         assert s.wait_exit() == 0
         assert "warning" not in "".join(s.output), args
