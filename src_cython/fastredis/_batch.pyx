@@ -54,15 +54,32 @@ cdef object take_spare(Py_ssize_t at_least, Py_ssize_t at_most):
     return obj
 
 
+cdef Py_ssize_t _smallest_spare() noexcept:
+    """The index of the smallest kept buffer (the pool is not empty)."""
+    cdef Py_ssize_t i, best = 0
+    for i in range(1, len(_spares)):
+        if PyBytes_GET_SIZE(_spares[i]) < PyBytes_GET_SIZE(_spares[best]):
+            best = i
+    return best
+
+
 cdef void _keep_spare(object buf) noexcept:
     """Keep `buf` (the dropping batch's, referenced by it alone) for reuse."""
     global _spare_bytes
-    cdef Py_ssize_t size
+    cdef Py_ssize_t size, i
     if _spares is None or type(buf) is not bytes:
         return
     size = PyBytes_GET_SIZE(buf)
-    if size < SPARE_MIN or len(_spares) >= SPARE_MAX_N or _spare_bytes + size > SPARE_MAX_BYTES:
+    if size < SPARE_MIN or size > SPARE_MAX_BYTES:
         return
+    # full: smaller kept buffers make room, smallest first (a bigger one costs more
+    # pages to fault in again; refusing it let a cluster read's 48 MB join buffer be
+    # made afresh every time while its eight 8 MB parts were kept)
+    while len(_spares) >= SPARE_MAX_N or _spare_bytes + size > SPARE_MAX_BYTES:
+        i = _smallest_spare()
+        if PyBytes_GET_SIZE(_spares[i]) >= size:
+            return
+        _spare_bytes -= PyBytes_GET_SIZE(_spares.pop(i))
     _spares.append(buf)
     _spare_bytes += size
 

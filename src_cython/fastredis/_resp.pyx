@@ -87,7 +87,6 @@ cdef extern from "Python.h":
     ctypedef struct PyMemoryViewObject:
         _PyManagedBufferObject* mbuf
         Py_ssize_t exports
-    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from *:
     """
@@ -680,8 +679,10 @@ cdef class Reader:
         cdef PyObject* prev
         if need > self.ocap:
             cap = self._target(need, ext is None and pend > 0)
-            # a batch reply growing big: a dropped big batch's buffer if one is kept
-            spare = take_spare(cap, PY_SSIZE_T_MAX) if (
+            # a batch reply growing big: a dropped big batch's buffer if one is kept,
+            # at most twice as big (the buffer is cut to the reply: a much bigger
+            # one would lose its pages, and the join of a cluster read its buffer)
+            spare = take_spare(cap, 2 * cap) if (
                 self.want_kind >= 0 and cap >= SPARE_FROM) else None
             if spare is not None:
                 ob = PyBytes_AS_STRING(spare)
@@ -826,7 +827,7 @@ cdef class Reader:
         """Make room to receive into; the size of the free tail to offer."""
         cdef Py_ssize_t pend = self.rlen - self.rpos
         cdef Py_ssize_t room = RECV_MIN
-        cdef Py_ssize_t rest, size
+        cdef Py_ssize_t rest, size, upto = RECV_MAX
         if self.want_end > pend:           # a checked bulk length: its end is known
             rest = self.want_end - pend
             if rest > RECV_MAX:
@@ -835,10 +836,14 @@ cdef class Reader:
             # reply and becomes the StreamBatch's as it is); else at least RECV_MIN
             if self.want_last or rest > room:
                 room = rest
+            # and no further than the string's end (plus RECV_MIN, for what follows
+            # it): a free tail larger than that (a spare buffer) would take the next
+            # pipelined reply's bytes too, and the reply is then copied out of it
+            upto = rest if self.want_last else rest + RECV_MIN
         self._reserve(room)
         size = self.ocap - self.rlen
-        if size > RECV_MAX:
-            size = RECV_MAX
+        if size > upto:
+            size = upto
         return size
 
     cdef bint _release_view(self, view) except -1:
