@@ -828,6 +828,7 @@ cdef class Reader:
         cdef Py_ssize_t pend = self.rlen - self.rpos
         cdef Py_ssize_t room = RECV_MIN
         cdef Py_ssize_t rest, size, upto = RECV_MAX
+        cdef Py_ssize_t rest_hint = self.batch_hint - pend if self.want_kind >= 0 else 0
         if self.want_end > pend:           # a checked bulk length: its end is known
             rest = self.want_end - pend
             if rest > RECV_MAX:
@@ -836,10 +837,13 @@ cdef class Reader:
             # reply and becomes the StreamBatch's as it is); else at least RECV_MIN
             if self.want_last or rest > room:
                 room = rest
-            # and no further than the string's end (plus RECV_MIN, for what follows
-            # it): a free tail larger than that (a spare buffer) would take the next
-            # pipelined reply's bytes too, and the reply is then copied out of it
-            upto = rest if self.want_last else rest + RECV_MIN
+            if self.want_last:
+                upto = rest
+        if upto > rest_hint > 0:
+            # a stream batch no further than the last one's size: the next pipelined
+            # reply's bytes received with it would make this one's copy out of the
+            # buffer (a spare's free tail is big) instead of the buffer handed over
+            upto = rest_hint
         self._reserve(room)
         size = self.ocap - self.rlen
         if size > upto:

@@ -7,7 +7,7 @@ import socket
 import threading
 
 from fastredis._batch import spare_buffers
-from fastredis._resp import READ, Reader
+from fastredis._resp import READ, Reader, batch_from_reply
 
 MB = 1 << 20
 
@@ -63,3 +63,39 @@ def test_small_batches_are_not_kept() -> None:
     batch = _received(b"x" * 1000)
     del batch
     assert spare_buffers()[0] == count
+
+
+def test_a_full_pool_keeps_a_bigger_buffer_in_place_of_a_smaller_one() -> None:
+    small = [batch_from_reply(_reply(bytes([65 + i]) * MB), READ) for i in range(8)]
+    del small  # eight 1 MB buffers: the pool (8 at most) is full
+    count, kept = spare_buffers()
+    assert count == 8
+    big = batch_from_reply(_reply(b"z" * (6 * MB)), READ)
+    del big
+    assert spare_buffers()[0] == 8
+    assert spare_buffers()[1] > kept  # the 6 MB buffer is kept, a smaller one went
+
+
+def test_pipelined_batch_replies_are_received_one_at_a_time() -> None:
+    """A reader that got a batch of this size stops receiving at its end: the next
+    reply's bytes stay in the socket, so the buffer becomes the batch's as it is."""
+    value = b"p" * (3 * MB)
+    _received(value)
+    a, b = socket.socketpair()
+    sender = threading.Thread(target=b.sendall, args=(_reply(value) * 3,))
+    sender.start()
+    reader = Reader()
+    try:
+        batches = []
+        for _ in range(3):
+            reader.expect_batch(READ, None)
+            while (batch := reader.gets()) is False:
+                assert reader.recv_from(a) > 0
+            assert not reader.has_data()  # nothing of the next reply taken with it
+            batches.append(batch)
+    finally:
+        sender.join()
+        a.close()
+        b.close()
+    assert [x[0][2] for x in batches] == [{b"d": value}] * 3
+    assert all(len(x.buf) == len(_reply(value)) for x in batches)
