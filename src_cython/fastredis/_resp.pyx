@@ -828,7 +828,9 @@ cdef class Reader:
         cdef Py_ssize_t pend = self.rlen - self.rpos
         cdef Py_ssize_t room = RECV_MIN
         cdef Py_ssize_t rest, size, upto = RECV_MAX
-        cdef Py_ssize_t rest_hint = self.batch_hint - pend if self.want_kind >= 0 else 0
+        cdef Py_ssize_t rest_hint = 0
+        if self.want_kind >= 0 and self.batch_hint >= SPARE_FROM:
+            rest_hint = self.batch_hint - pend
         if self.want_end > pend:           # a checked bulk length: its end is known
             rest = self.want_end - pend
             if rest > RECV_MAX:
@@ -840,9 +842,10 @@ cdef class Reader:
             if self.want_last:
                 upto = rest
         if upto > rest_hint > 0:
-            # a stream batch no further than the last one's size: the next pipelined
-            # reply's bytes received with it would make this one's copy out of the
-            # buffer (a spare's free tail is big) instead of the buffer handed over
+            # a big stream batch no further than the last one's size: the next
+            # pipelined reply's bytes received with it would make this one's copy out
+            # of the buffer (a spare's free tail is big) instead of the buffer handed
+            # over (small replies: one receive for several is cheaper than a copy)
             upto = rest_hint
         self._reserve(room)
         size = self.ocap - self.rlen

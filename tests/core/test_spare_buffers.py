@@ -99,3 +99,24 @@ def test_pipelined_batch_replies_are_received_one_at_a_time() -> None:
         b.close()
     assert [x[0][2] for x in batches] == [{b"d": value}] * 3
     assert all(len(x.buf) == len(_reply(value)) for x in batches)
+
+
+def test_small_pipelined_batch_replies_share_receives() -> None:
+    """Replies far below a spare's size are still received several at a time."""
+    one = _reply(b"s" * 100)
+    a, b = socket.socketpair()
+    reader = Reader()
+    receives = 0
+    try:
+        for _ in range(2):  # the second round has the last batch's size as a hint
+            b.sendall(one * 20)
+            for _ in range(20):
+                reader.expect_batch(READ, None)
+                while (batch := reader.gets()) is False:
+                    assert reader.recv_from(a) > 0
+                    receives += 1
+                assert batch[0][2] == {b"d": b"s" * 100}
+    finally:
+        a.close()
+        b.close()
+    assert receives <= 4
