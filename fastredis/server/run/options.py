@@ -101,8 +101,6 @@ def _port(text: str) -> int:
     return value
 
 
-
-
 def parse_addresses(text: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses and networks (10.0.0.0/8), or ``*``."""
     items = tuple(item.strip() for item in text.split(",") if item.strip())
