@@ -78,6 +78,9 @@ class Viewer:
         self.gaps: list[Gap] = []
         self.times: list[float] = []
         self.events: list[tuple[float, str, str, str, int, float]] = []
+        # an id received twice: (sid, id, time, server, time again, server)
+        self.seen_at: dict[tuple[str, str], tuple[float, str]] = {}
+        self.doubles: list[tuple[str, str, float, str, float, str]] = []
 
     async def run(self) -> None:
         async with AsyncClient(self.urls) as c:
@@ -87,10 +90,14 @@ class Viewer:
                 if isinstance(batch, Gap):
                     self.gaps.append(batch)
                     continue
-                self.times.append(time.monotonic())
+                now = time.monotonic()
+                self.times.append(now)
                 for sid, eid, data in batch:
                     self.ids[sid].append(eid)
                     self.numbers[sid].append(int(data[:12]))
+                    first = self.seen_at.setdefault((sid, eid), (now, puller.base))
+                    if first[0] != now and len(self.doubles) < 100:
+                        self.doubles.append((sid, eid, *first, now, puller.base))
 
     def _record(self, puller: Any) -> None:
         """Log the puller's sockets: (time, "open"/"fail", server, error, attempt, wait)."""
@@ -98,15 +105,19 @@ class Viewer:
 
         async def logged_connect() -> Any:
             if puller._ws is None:
-                self.events.append((time.monotonic(), "open", puller.base, "", puller._attempt, 0))
+                self.events.append(
+                    (time.monotonic(), "open", puller.base, "", puller.backoff.rounds, 0)
+                )
             return await connect()
 
         def logged_retry_delay(exc: Exception) -> float | None:
             base = puller.base
             delay = retry_delay(exc)
-            error = f"{type(exc).__name__}: {exc}"[:120]
+            code = getattr(exc, "code", None)
+            error = f"{code}: {exc.reason}" if code else f"{type(exc).__name__}: {exc}"
+            error = error[:160]
             self.events.append(
-                (time.monotonic(), "fail", base, error, puller._attempt, delay or 0.0)
+                (time.monotonic(), "fail", base, error, puller.backoff.rounds, delay or 0.0)
             )
             return delay
 
@@ -194,9 +205,15 @@ def _trim(valkey: Valkey, sids: tuple[str, str]) -> None:
 
 
 async def _fault(
-    kind: str, k: int, servers: list[ServeProcess], valkey: Valkey, sids: tuple[str, str]
+    kind: str,
+    k: int,
+    servers: list[ServeProcess],
+    valkey: Valkey,
+    sids: tuple[str, str],
+    redis_down: float = 0.0,
 ) -> str:
-    """Inflict one fault; return when what it broke is back. The server it hit, if any."""
+    """Inflict one fault; return when what it broke is back (a Valkey restarted: once it
+    loaded its AOF, after `redis_down` seconds stopped)."""
     server = servers[k % len(servers)]
     if kind in ("kill9", "sigterm"):
         sig = signal.SIGKILL if kind == "kill9" else signal.SIGTERM
@@ -206,7 +223,9 @@ async def _fault(
     elif kind == "cut":
         await asyncio.to_thread(_cut, server.port)
     elif kind == "redis" and isinstance(valkey, EmbeddedRedis):
-        await asyncio.to_thread(valkey.restart)
+        await asyncio.to_thread(valkey.stop)
+        await asyncio.sleep(redis_down)
+        await asyncio.to_thread(valkey.start)
         await asyncio.to_thread(_loaded, valkey)
     elif kind == "failover" and isinstance(valkey, EmbeddedCluster):
         await asyncio.to_thread(_failover, valkey, sids[k % 2])
@@ -265,6 +284,21 @@ def _timeline(v: Viewer, start: float, end: float) -> list[list[Any]]:
     return [["last frame before", *last], *rows, ["first frame after", *first]]
 
 
+def _doubles(viewers: list[Viewer], starts: list[tuple[float, str]]) -> list[list[Any]]:
+    """Ids a viewer received twice: when (seconds after the last fault) and from which
+    server, each time."""
+
+    def at(t: float) -> str:
+        before = [(t - s, kind) for s, kind in starts if s <= t][-1:]
+        return f"{before[0][0]:.3f} s after {before[0][1]}" if before else "before any fault"
+
+    return [
+        [i, sid, eid, at(t1), base1, at(t2), base2]
+        for i, v in enumerate(viewers)
+        for sid, eid, t1, base1, t2, base2 in v.doubles
+    ]
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -285,6 +319,7 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
     stalls: dict[str, list[float]] = {}
     resumes: dict[str, list[float]] = {}
     slow: list[dict[str, Any]] = []
+    starts: list[tuple[float, str]] = []
     done: Counter[str] = Counter()
     try:
         await asyncio.sleep(args.settle)
@@ -292,11 +327,12 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
         for k in range(args.faults):
             kind = faults[k % len(faults)]
             start = time.monotonic()
-            await _fault(kind, k // len(faults), servers, valkey, sids)
+            await _fault(kind, k // len(faults), servers, valkey, sids, args.redis_down)
             back = time.monotonic()
             done[kind] += 1
             await asyncio.sleep(args.between)
             end = time.monotonic()
+            starts.append((start, kind))
             for i, v in enumerate(viewers):
                 stall = _stall(v.times, start, end)
                 stalls.setdefault(kind, []).append(stall)
@@ -324,6 +360,7 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
     result = _summary(args, producer, viewers, stalls, done)
     result["resume_s"] = {kind: _quantiles(v) for kind, v in resumes.items()}
     result["slow_stalls"] = slow
+    result["doubled_detail"] = _doubles(viewers, starts)
     return result
 
 
@@ -407,6 +444,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: text.split(","),
         help="the faults to inflict in turn, comma-separated (default: every kind): "
         f"{', '.join(FAULTS)}; with --cluster {', '.join(CLUSTER_FAULTS)}",
+    )
+    p.add_argument(
+        "--redis-down", type=float, default=0.0, help="seconds Valkey stays stopped when restarted"
     )
     p.add_argument("--slow", type=float, default=2.0, help="record the timeline of longer stalls")
     args = p.parse_args(argv)
