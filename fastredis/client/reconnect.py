@@ -29,6 +29,7 @@ __all__ = [
     "ProducerLog",
     "PullCursor",
     "backoff_delay",
+    "redis_down",
     "retry_hint",
     "retryable",
 ]
@@ -38,7 +39,7 @@ BACKOFF_MAX = 20.0  # seconds: the cap of every later wait
 # seconds: the cap while the servers answer but their Redis does not (1011): they are up,
 # so a client comes back within this of Redis, at about one try a second per client
 REDIS_DOWN_MAX = 2.0
-CLOSE_INTERNAL, CLOSE_RESTART = 1011, 1012
+CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_LATER = 1011, 1012, 1013
 _HINT = re.compile(r"retry in (\d+) ms")
 # going away, lost, server error (Redis down), restarting, try later
 RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
@@ -68,6 +69,14 @@ def retry_hint(exc: BaseException) -> float | None:
     return None
 
 
+def redis_down(exc: BaseException) -> bool:
+    """The server is up but its Redis is not (1011), or is loading its data (1013 with
+    "loading"; not 1013 for a server out of connections, which wants the longer wait)."""
+    if not isinstance(exc, ServerClosed):
+        return False
+    return exc.code == CLOSE_INTERNAL or (exc.code == CLOSE_TRY_LATER and "loading" in exc.reason)
+
+
 class Backoff:
     """How long a reconnecting socket waits before its next try, over `servers` servers.
 
@@ -76,7 +85,8 @@ class Backoff:
     the next one within 0.5 s, however many faults came before. A server that answered
     (a socket opened and its first frame read) starts afresh. When the round is done:
     a server restarting (1012) is tried again after its retry hint, and while Redis is
-    unavailable (1011: the servers are up) the cap stays at `REDIS_DOWN_MAX`.
+    unavailable or loading (`redis_down`: the servers are up) the cap stays at
+    `REDIS_DOWN_MAX`.
     """
 
     def __init__(self, servers: int) -> None:
@@ -89,7 +99,7 @@ class Backoff:
 
     def failed(self, exc: BaseException) -> float:
         """The socket failed with `exc` (retryable): seconds until the next server's."""
-        cap = REDIS_DOWN_MAX if getattr(exc, "code", None) == CLOSE_INTERNAL else BACKOFF_MAX
+        cap = REDIS_DOWN_MAX if redis_down(exc) else BACKOFF_MAX
         delay = backoff_delay(self.rounds, cap)
         self.tried += 1
         if self.tried < self.servers:

@@ -103,6 +103,10 @@ def test_redis_unavailable_and_a_restart_hint_bound_the_wait() -> None:
     down = ServerClosed("ws://a", 1011, "Redis unavailable: Connection refused")
     assert max(backoff.failed(down) for _ in range(400)) <= REDIS_DOWN_MAX
     assert backoff.rounds == 200  # still counted: any other failure waits its full cap
+    loading = ServerClosed("ws://a", 1013, "Redis is busy (Valkey is loading the dataset): ...")
+    assert max(backoff.failed(loading) for _ in range(100)) <= REDIS_DOWN_MAX
+    full = ServerClosed("ws://a", 1013, "every Redis connection is in use: try again")
+    assert max(backoff.failed(full) for _ in range(100)) > REDIS_DOWN_MAX  # overloaded
     alone = Backoff(servers=1)
     for _ in range(10):
         alone.failed(LOST)
@@ -364,4 +368,36 @@ async def test_a_pull_resumes_soon_after_redis_is_back_however_long_it_was_down(
             batch = await asyncio.wait_for(task, REDIS_DOWN_MAX + 10)  # < 16 s: the old cap
             assert isinstance(batch, list) and batch[0][2] == b"after"
             assert max(waits) <= REDIS_DOWN_MAX and len(waits) >= 10
+            await puller.close()
+
+
+async def test_a_pull_whose_server_answered_goes_to_the_next_at_the_first_wait(
+    redis_url: str, plain_redis: redis.Redis
+) -> None:
+    """Both servers down for rounds of tries (the waits grow), then back: the socket
+    that answered starts the count again, so a kill -9 right after sends the pull to
+    the other server within the first cap, not after a wait grown by the outage."""
+    with ServeProcess(redis_url) as a, ServeProcess(redis_url) as b:
+        plain_redis.xadd("s", {"d": b"0"})
+        async with AsyncClient([a.ws_url, b.ws_url]) as c:
+            puller = c.pull("s", last_entry_id="0", reconnect=True)
+            assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"0"  # type: ignore[index]
+            waits: list[float] = []
+            failed = puller.backoff.failed
+            puller.backoff.failed = lambda exc: waits.append(failed(exc)) or waits[-1]  # type: ignore[method-assign]
+            a.stop(signal.SIGKILL)
+            b.stop(signal.SIGKILL)
+            task = asyncio.ensure_future(puller.recv_batch())
+            while puller.backoff.rounds < 3:
+                await asyncio.sleep(0.05)
+            await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+            plain_redis.xadd("s", {"d": b"1"})
+            assert (await asyncio.wait_for(task, 60))[0][2] == b"1"  # type: ignore[index]
+            assert puller.backoff.rounds == 0  # it answered
+            del waits[:]
+            on = a if puller.base == a.ws_url else b
+            on.stop(signal.SIGKILL)
+            plain_redis.xadd("s", {"d": b"2"})
+            assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"2"  # type: ignore[index]
+            assert len(waits) == 1 and waits[0] <= BACKOFF_FIRST
             await puller.close()
