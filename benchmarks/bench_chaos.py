@@ -137,10 +137,35 @@ class Producer:
         self.cam, self.tele = sids
         self.acked: dict[str, list[str]] = {s: [] for s in sids}
         self.running = True
+        # the pushers' reconnects: (time, "fail", server, error, rounds, wait)
+        self.events: list[tuple[float, str, str, str, int, float]] = []
+
+    def _record(self, client: AsyncClient, sid: str) -> None:
+        """Log the producer pusher of `sid`'s failed sockets (as `Viewer._record`)."""
+        pusher = client.pusher(sid, producer=sid)
+        client._pushers[(sid, False, sid)] = pusher
+        failed = pusher._failed
+
+        def logged(exc: BaseException) -> float:
+            base, delay = pusher.base, failed(exc)
+            self.events.append(
+                (
+                    time.monotonic(),
+                    "fail",
+                    base,
+                    f"{sid}: {exc}"[:160],
+                    pusher.backoff.rounds,
+                    delay,
+                )
+            )
+            return delay
+
+        pusher._failed = logged  # type: ignore[method-assign]
 
     async def frames(self) -> None:
         body = bytes(self.frame_bytes)
         async with AsyncClient(self.urls) as c:
+            self._record(c, self.cam)
             k = 0
             while self.running:
                 start = time.monotonic()
@@ -153,6 +178,7 @@ class Producer:
         per_message = 50
         pad = b"x" * 88
         async with AsyncClient(self.urls) as c:
+            self._record(c, self.tele)
             k = 0
             while self.running:
                 start = time.monotonic()
@@ -341,7 +367,9 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
                     slow.append(
                         {"fault": k, "kind": kind, "viewer": i, "stall_s": round(stall, 3),
                          "back_s": round(back - start, 3),
-                         "timeline": _timeline(v, start, end)}
+                         "timeline": _timeline(v, start, end),
+                         "producer": [[round(e[0] - start, 3), *e[1:]] for e in producer.events
+                                      if start - 1 <= e[0] <= end]}
                     )  # fmt: skip
         producer.running = False
         await asyncio.sleep(1.0)
