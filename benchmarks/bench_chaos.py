@@ -66,6 +66,9 @@ STREAMS = ("cam", "tele")
 CLUSTER_STREAMS = ("cam", "telemetry")
 FAILOVER_S = 60.0  # at most, for a replica to take over (about 3-5 s here)
 Valkey = EmbeddedRedis | EmbeddedCluster
+# seconds each Valkey restart's SIGTERM took to end it (it saves its RDB too; at 10 s
+# EmbeddedRedis.stop kills it instead, and the AOF may miss the last second)
+VALKEY_STOPS: list[float] = []
 
 
 class Viewer:
@@ -249,7 +252,9 @@ async def _fault(
     elif kind == "cut":
         await asyncio.to_thread(_cut, server.port)
     elif kind == "redis" and isinstance(valkey, EmbeddedRedis):
-        await asyncio.to_thread(valkey.stop)
+        stopping = time.monotonic()
+        await asyncio.to_thread(valkey.stop)  # SIGTERM; SIGKILL after 10 s
+        VALKEY_STOPS.append(round(time.monotonic() - stopping, 2))
         await asyncio.sleep(redis_down)
         await asyncio.to_thread(valkey.start)
         await asyncio.to_thread(_loaded, valkey)
@@ -389,6 +394,7 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
     result["resume_s"] = {kind: _quantiles(v) for kind, v in resumes.items()}
     result["slow_stalls"] = slow
     result["doubled_detail"] = _doubles(viewers, starts)
+    result["valkey_stop_s"] = list(VALKEY_STOPS)
     return result
 
 
