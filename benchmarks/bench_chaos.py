@@ -4,6 +4,7 @@ Valkey (AOF on), while servers are killed, stopped, cut off and Redis is restart
     python benchmarks/bench_chaos.py                 # short: 10 faults, < 2 min
     python benchmarks/bench_chaos.py --faults 100    # the long run
     python benchmarks/bench_chaos.py --cluster       # on a 3+3 Redis Cluster
+    python benchmarks/bench_chaos.py --kinds kill9   # one kind of fault only
 
 Load: one producer pushing 30 fps of 1 MB frames (stream ``cam``) plus 5,000 msg/s
 of 100 B (``tele``: 100 messages of 50 entries a second), both with ``producer=``;
@@ -16,7 +17,11 @@ Result (benchmarks/results/chaos_<date>.json): entries written twice (by payload
 number, over what each viewer saw), entries acked but never seen by a viewer and not
 covered by a Gap it was told of, and the stall per fault kind: the longest time a
 viewer went without a frame around the fault (its reconnect and resume; p50, p99 over
-viewers x faults; 10 ms is the normal spacing of ``tele`` messages).
+viewers x faults; 10 ms is the normal spacing of ``tele`` messages), and the
+resume: from when what the fault broke is back (the server answers /healthz, Valkey
+has loaded its AOF) to the viewer's next frame. Each viewer's reconnects are recorded
+(socket opened, failed: server, error, the attempt count and the wait drawn); the
+timeline of every stall longer than ``--slow`` seconds is in the results.
 
 ``--cluster``: the same load and faults on a real Redis Cluster of 3 primaries with a
 replica each (`EmbeddedCluster`, no persistence), but for Valkey restarted: a
@@ -32,6 +37,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -60,6 +66,9 @@ STREAMS = ("cam", "tele")
 CLUSTER_STREAMS = ("cam", "telemetry")
 FAILOVER_S = 60.0  # at most, for a replica to take over (about 3-5 s here)
 Valkey = EmbeddedRedis | EmbeddedCluster
+# seconds each Valkey restart's SIGTERM took to end it (it saves its RDB too; at 10 s
+# EmbeddedRedis.stop kills it instead, and the AOF may miss the last second)
+VALKEY_STOPS: list[float] = []
 
 
 class Viewer:
@@ -71,18 +80,51 @@ class Viewer:
         self.numbers: dict[str, list[int]] = {s: [] for s in sids}
         self.gaps: list[Gap] = []
         self.times: list[float] = []
+        self.events: list[tuple[float, str, str, str, int, float]] = []
+        # an id received twice: (sid, id, time, server, time again, server)
+        self.seen_at: dict[tuple[str, str], tuple[float, str]] = {}
+        self.doubles: list[tuple[str, str, float, str, float, str]] = []
 
     async def run(self) -> None:
         async with AsyncClient(self.urls) as c:
             puller = c.pull("+".join(self.sids), last_entry_id="0", count=50, reconnect=True)
+            self._record(puller)
             async for batch in puller.batches():
                 if isinstance(batch, Gap):
                     self.gaps.append(batch)
                     continue
-                self.times.append(time.monotonic())
+                now = time.monotonic()
+                self.times.append(now)
                 for sid, eid, data in batch:
                     self.ids[sid].append(eid)
                     self.numbers[sid].append(int(data[:12]))
+                    first = self.seen_at.setdefault((sid, eid), (now, puller.base))
+                    if first[0] != now and len(self.doubles) < 100:
+                        self.doubles.append((sid, eid, *first, now, puller.base))
+
+    def _record(self, puller: Any) -> None:
+        """Log the puller's sockets: (time, "open"/"fail", server, error, attempt, wait)."""
+        connect, retry_delay = puller.connect, puller._retry_delay
+
+        async def logged_connect() -> Any:
+            if puller._ws is None:
+                self.events.append(
+                    (time.monotonic(), "open", puller.base, "", puller.backoff.rounds, 0)
+                )
+            return await connect()
+
+        def logged_retry_delay(exc: Exception) -> float | None:
+            base = puller.base
+            delay = retry_delay(exc)
+            code = getattr(exc, "code", None)
+            error = f"{code}: {exc.reason}" if code else f"{type(exc).__name__}: {exc}"
+            error = error[:160]
+            self.events.append(
+                (time.monotonic(), "fail", base, error, puller.backoff.rounds, delay or 0.0)
+            )
+            return delay
+
+        puller.connect, puller._retry_delay = logged_connect, logged_retry_delay
 
 
 class Producer:
@@ -98,10 +140,35 @@ class Producer:
         self.cam, self.tele = sids
         self.acked: dict[str, list[str]] = {s: [] for s in sids}
         self.running = True
+        # the pushers' reconnects: (time, "fail", server, error, rounds, wait)
+        self.events: list[tuple[float, str, str, str, int, float]] = []
+
+    def _record(self, client: AsyncClient, sid: str) -> None:
+        """Log the producer pusher of `sid`'s failed sockets (as `Viewer._record`)."""
+        pusher = client.pusher(sid, producer=sid)
+        client._pushers[(sid, False, sid)] = pusher
+        failed = pusher._failed
+
+        def logged(exc: BaseException) -> float:
+            base, delay = pusher.base, failed(exc)
+            self.events.append(
+                (
+                    time.monotonic(),
+                    "fail",
+                    base,
+                    f"{sid}: {exc}"[:160],
+                    pusher.backoff.rounds,
+                    delay,
+                )
+            )
+            return delay
+
+        pusher._failed = logged  # type: ignore[method-assign]
 
     async def frames(self) -> None:
         body = bytes(self.frame_bytes)
         async with AsyncClient(self.urls) as c:
+            self._record(c, self.cam)
             k = 0
             while self.running:
                 start = time.monotonic()
@@ -114,6 +181,7 @@ class Producer:
         per_message = 50
         pad = b"x" * 88
         async with AsyncClient(self.urls) as c:
+            self._record(c, self.tele)
             k = 0
             while self.running:
                 start = time.monotonic()
@@ -138,6 +206,14 @@ def _failover(cluster: EmbeddedCluster, key: str) -> None:
     killed.start()
 
 
+def _loaded(valkey: EmbeddedRedis) -> None:
+    """Wait until a restarted Valkey has loaded its AOF (it answers PING before)."""
+    deadline = time.monotonic() + 300
+    with redis.Redis.from_url(valkey.url) as r:
+        while r.info("persistence").get("loading") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def _trim(valkey: Valkey, sids: tuple[str, str]) -> None:
     client: Any
     if isinstance(valkey, EmbeddedCluster):
@@ -158,9 +234,15 @@ def _trim(valkey: Valkey, sids: tuple[str, str]) -> None:
 
 
 async def _fault(
-    kind: str, k: int, servers: list[ServeProcess], valkey: Valkey, sids: tuple[str, str]
+    kind: str,
+    k: int,
+    servers: list[ServeProcess],
+    valkey: Valkey,
+    sids: tuple[str, str],
+    redis_down: float = 0.0,
 ) -> str:
-    """Inflict one fault; return when what it broke is back. The server it hit, if any."""
+    """Inflict one fault; return when what it broke is back (a Valkey restarted: once it
+    loaded its AOF, after `redis_down` seconds stopped)."""
     server = servers[k % len(servers)]
     if kind in ("kill9", "sigterm"):
         sig = signal.SIGKILL if kind == "kill9" else signal.SIGTERM
@@ -170,7 +252,12 @@ async def _fault(
     elif kind == "cut":
         await asyncio.to_thread(_cut, server.port)
     elif kind == "redis" and isinstance(valkey, EmbeddedRedis):
-        await asyncio.to_thread(valkey.restart)
+        stopping = time.monotonic()
+        await asyncio.to_thread(valkey.stop)  # SIGTERM; SIGKILL after 10 s
+        VALKEY_STOPS.append(round(time.monotonic() - stopping, 2))
+        await asyncio.sleep(redis_down)
+        await asyncio.to_thread(valkey.start)
+        await asyncio.to_thread(_loaded, valkey)
     elif kind == "failover" and isinstance(valkey, EmbeddedCluster):
         await asyncio.to_thread(_failover, valkey, sids[k % 2])
     elif kind == "trim":
@@ -212,6 +299,37 @@ def _stall(times: list[float], start: float, end: float) -> float:
     return max(b - a for a, b in itertools.pairwise(edges))
 
 
+def _resume(times: list[float], back: float, end: float) -> float:
+    """From `back` (what the fault broke answers again) to the viewer's next frame."""
+    after = [t for t in times if back <= t <= end][:1]
+    return (after[0] if after else end) - back
+
+
+def _timeline(v: Viewer, start: float, end: float) -> list[list[Any]]:
+    """The viewer's reconnects around a stall, times relative to the fault's start."""
+    before = [t for t in v.times if t < start][-1:]
+    since = min([start, *before]) - 1.0
+    rows = [[round(e[0] - start, 3), *e[1:]] for e in v.events if since <= e[0] <= end]
+    last = [round(t - start, 3) for t in before]
+    first = [round(t - start, 3) for t in v.times if start <= t <= end][:1]
+    return [["last frame before", *last], *rows, ["first frame after", *first]]
+
+
+def _doubles(viewers: list[Viewer], starts: list[tuple[float, str]]) -> list[list[Any]]:
+    """Ids a viewer received twice: when (seconds after the last fault) and from which
+    server, each time."""
+
+    def at(t: float) -> str:
+        before = [(t - s, kind) for s, kind in starts if s <= t][-1:]
+        return f"{before[0][0]:.3f} s after {before[0][1]}" if before else "before any fault"
+
+    return [
+        [i, sid, eid, at(t1), base1, at(t2), base2]
+        for i, v in enumerate(viewers)
+        for sid, eid, t1, base1, t2, base2 in v.doubles
+    ]
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -230,18 +348,34 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
     tasks = [asyncio.ensure_future(t) for t in (producer.frames(), producer.small())]
     tasks += [asyncio.ensure_future(v.run()) for v in viewers]
     stalls: dict[str, list[float]] = {}
+    resumes: dict[str, list[float]] = {}
+    slow: list[dict[str, Any]] = []
+    starts: list[tuple[float, str]] = []
     done: Counter[str] = Counter()
     try:
         await asyncio.sleep(args.settle)
-        faults = CLUSTER_FAULTS if args.cluster else FAULTS
+        faults = args.kinds or (CLUSTER_FAULTS if args.cluster else FAULTS)
         for k in range(args.faults):
             kind = faults[k % len(faults)]
             start = time.monotonic()
-            await _fault(kind, k // len(faults), servers, valkey, sids)
+            await _fault(kind, k // len(faults), servers, valkey, sids, args.redis_down)
+            back = time.monotonic()
             done[kind] += 1
             await asyncio.sleep(args.between)
-            for v in viewers:
-                stalls.setdefault(kind, []).append(_stall(v.times, start, time.monotonic()))
+            end = time.monotonic()
+            starts.append((start, kind))
+            for i, v in enumerate(viewers):
+                stall = _stall(v.times, start, end)
+                stalls.setdefault(kind, []).append(stall)
+                resumes.setdefault(kind, []).append(_resume(v.times, back, end))
+                if stall > args.slow:
+                    slow.append(
+                        {"fault": k, "kind": kind, "viewer": i, "stall_s": round(stall, 3),
+                         "back_s": round(back - start, 3),
+                         "timeline": _timeline(v, start, end),
+                         "producer": [[round(e[0] - start, 3), *e[1:]] for e in producer.events
+                                      if start - 1 <= e[0] <= end]}
+                    )  # fmt: skip
         producer.running = False
         await asyncio.sleep(1.0)
         deadline = time.monotonic() + args.drain
@@ -256,7 +390,12 @@ async def _chaos(args: argparse.Namespace, valkey: Valkey) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
         for s in servers:
             await asyncio.to_thread(s.stop, signal.SIGKILL)
-    return _summary(args, producer, viewers, stalls, done)
+    result = _summary(args, producer, viewers, stalls, done)
+    result["resume_s"] = {kind: _quantiles(v) for kind, v in resumes.items()}
+    result["slow_stalls"] = slow
+    result["doubled_detail"] = _doubles(viewers, starts)
+    result["valkey_stop_s"] = list(VALKEY_STOPS)
+    return result
 
 
 def _summary(
@@ -280,6 +419,8 @@ def _summary(
         "redis": "Redis Cluster, 3 primaries + 3 replicas" if args.cluster else "Valkey, AOF",
         "machine": f"{platform.node()} (2 cores shared with other work: noisy)",
         "faults": dict(done),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "argv": sys.argv[1:],
         "viewers": len(viewers),
         "frame_bytes": args.frame_bytes,
         "fps": args.fps,
@@ -290,11 +431,12 @@ def _summary(
         "lost_not_reported": unreported,
         "gaps_reported": sum(len(v.gaps) for v in viewers),
         # per fault kind, over viewers x faults: the longest time without a frame
-        "stall_s": {
-            kind: {"p50": _percentile(v, 0.5), "p99": _percentile(v, 0.99), "n": len(v)}
-            for kind, v in stalls.items()
-        },
+        "stall_s": {kind: _quantiles(v) for kind, v in stalls.items()},
     }
+
+
+def _quantiles(values: list[float]) -> dict[str, Any]:
+    return {"p50": _percentile(values, 0.5), "p99": _percentile(values, 0.99), "n": len(values)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -331,7 +473,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=3.0, help="seconds before the first fault")
     p.add_argument("--drain", type=float, default=30.0, help="most seconds to catch up")
     p.add_argument("--cluster", action="store_true", help="on a 3+3 Redis Cluster")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--kinds",
+        type=lambda text: text.split(","),
+        help="the faults to inflict in turn, comma-separated (default: every kind): "
+        f"{', '.join(FAULTS)}; with --cluster {', '.join(CLUSTER_FAULTS)}",
+    )
+    p.add_argument(
+        "--redis-down", type=float, default=0.0, help="seconds Valkey stays stopped when restarted"
+    )
+    p.add_argument("--slow", type=float, default=2.0, help="record the timeline of longer stalls")
+    args = p.parse_args(argv)
+    known = CLUSTER_FAULTS if args.cluster else FAULTS
+    if args.kinds and not set(args.kinds) <= set(known):
+        p.error(f"--kinds: not among {', '.join(known)}: {', '.join(set(args.kinds) - set(known))}")
+    return args
 
 
 def test_chaos_short() -> None:

@@ -38,7 +38,7 @@ from fastredis.client.protocol import (
     base_urls,
     push_frame,
 )
-from fastredis.client.reconnect import Gap, Pending, backoff_delay, retryable
+from fastredis.client.reconnect import Gap, Pending, retryable
 
 __all__ = ["AsyncClient", "AsyncPuller", "AsyncPusher"]
 
@@ -73,6 +73,7 @@ class AsyncPusher(PushSocket):
             if self.log is not None:
                 try:
                     self.log.hello(await ws.recv())
+                    self.backoff.answered()
                 except ConnectionClosed as exc:
                     raise _closed(self.url, exc) from exc
             self._ws = ws
@@ -108,9 +109,7 @@ class AsyncPusher(PushSocket):
                 if not retryable(exc):
                     log.unacked.clear()  # refused: none of them can be written
                     raise
-                self.next_server()
-                self._attempt += 1
-                await asyncio.sleep(backoff_delay(self._attempt - 1))
+                await asyncio.sleep(self._failed(exc))
             except BaseException:
                 # Cancelled mid-exchange: what this socket owes is unknown, so the next
                 # push opens a new one, whose hello settles it (the message is kept).
@@ -136,7 +135,7 @@ class AsyncPusher(PushSocket):
                 log.acked(json.loads(await ws.recv()))
         except ConnectionClosed as exc:
             raise _closed(self.url, exc) from exc
-        self._attempt = 0
+        self.backoff.answered()
 
     async def _drop(self) -> None:
         ws, self._ws = self._ws, None
@@ -197,7 +196,7 @@ class AsyncPuller(PullSocket):
             if self._header is None:
                 text = await ws.recv()
                 while isinstance(text, str) and text[:1] == "{":
-                    gap = self.cursor.frame(text)
+                    gap = self._object(text)
                     if gap is not None:
                         return gap
                     text = await ws.recv()

@@ -15,10 +15,10 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from fastredis.client.errors import ClientError
 from fastredis.client.reconnect import (
+    Backoff,
     Gap,
     ProducerLog,
     PullCursor,
-    backoff_delay,
     retryable,
     unknown_resume,
 )
@@ -124,6 +124,7 @@ class _Servers:
     def __init__(self, url: str | Sequence[str]) -> None:
         self._bases = base_urls(url)
         self._at = 0
+        self.backoff = Backoff(len(self._bases))
 
     @property
     def base(self) -> str:
@@ -131,6 +132,12 @@ class _Servers:
 
     def next_server(self) -> None:
         self._at = (self._at + 1) % len(self._bases)
+
+    def _failed(self, exc: BaseException) -> float:
+        """A retryable failure of the socket: go to the next server; the wait first."""
+        delay = self.backoff.failed(exc)
+        self.next_server()
+        return delay
 
 
 class PushSocket(_Servers):
@@ -158,7 +165,6 @@ class PushSocket(_Servers):
         self._open_timeout = open_timeout
         self._headers = auth_headers(token)
         self._ws = None
-        self._attempt = 0
 
     @property
     def url(self) -> str:
@@ -213,7 +219,6 @@ class PullSocket(_Servers):
         self._owe_ack = False
         self._header: Any = None  # a frame's header whose payload was not read yet
         self._opened = 0  # sockets opened so far
-        self._attempt = 0
         self._gaps: list[Gap] = []
         self.closed = False
 
@@ -251,9 +256,12 @@ class PullSocket(_Servers):
             return 0.0
         if not retryable(exc):
             return None
-        self.next_server()
-        self._attempt += 1
-        return backoff_delay(self._attempt - 1)
+        return self._failed(exc)
+
+    def _object(self, text: str) -> Gap | None:
+        """A JSON object frame (resume=1's first, a gap): the server answered."""
+        self.backoff.answered()
+        return self.cursor.frame(text)
 
     def _frame(self, header: list[Any], payload: bytes | str) -> list[Entry]:
         """The entries of a received frame; with ack, it is owed an ack from now on."""
@@ -262,5 +270,5 @@ class PullSocket(_Servers):
         self._owe_ack = self.ack
         entries = split_frame(header, payload)
         self.cursor.seen(entries)
-        self._attempt = 0
+        self.backoff.answered()
         return entries

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -22,15 +23,24 @@ from fastredis.client.errors import ClientError, ServerClosed, ServerUnreachable
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
+    "REDIS_DOWN_MAX",
+    "Backoff",
     "Gap",
     "ProducerLog",
     "PullCursor",
     "backoff_delay",
+    "redis_down",
+    "retry_hint",
     "retryable",
 ]
 
 BACKOFF_FIRST = 0.5  # seconds: the cap of the first wait
 BACKOFF_MAX = 20.0  # seconds: the cap of every later wait
+# seconds: the cap while the servers answer but their Redis does not (1011): they are up,
+# so a client comes back within this of Redis, at about one try a second per client
+REDIS_DOWN_MAX = 2.0
+CLOSE_INTERNAL, CLOSE_RESTART, CLOSE_TRY_LATER = 1011, 1012, 1013
+_HINT = re.compile(r"retry in (\d+) ms")
 # going away, lost, server error (Redis down), restarting, try later
 RETRY_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
 
@@ -45,9 +55,61 @@ class Gap(NamedTuple):
     reason: str
 
 
-def backoff_delay(attempt: int) -> float:
-    """Full jitter: uniform in [0, min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)]."""
-    return random.uniform(0, min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 16)))
+def backoff_delay(attempt: int, cap: float = BACKOFF_MAX) -> float:
+    """Full jitter: uniform in [0, min(cap, BACKOFF_FIRST * 2**attempt)]."""
+    return random.uniform(0, min(cap, BACKOFF_FIRST * 2 ** min(attempt, 16)))
+
+
+def retry_hint(exc: BaseException) -> float | None:
+    """The seconds a server restarting (1012, "retry in N ms") asked to wait."""
+    if isinstance(exc, ServerClosed) and exc.code == CLOSE_RESTART:
+        match = _HINT.search(exc.reason)
+        if match:
+            return min(BACKOFF_MAX, int(match[1]) / 1000)
+    return None
+
+
+def redis_down(exc: BaseException) -> bool:
+    """The server is up but its Redis is not (1011), or is loading its data (1013 with
+    "loading"; not 1013 for a server out of connections, which wants the longer wait)."""
+    if not isinstance(exc, ServerClosed):
+        return False
+    return exc.code == CLOSE_INTERNAL or (exc.code == CLOSE_TRY_LATER and "loading" in exc.reason)
+
+
+class Backoff:
+    """How long a reconnecting socket waits before its next try, over `servers` servers.
+
+    A round tries each server once, and the full-jitter cap (0.5 s, doubled up to 20 s)
+    grows only once a whole round failed: a server that goes away sends its clients to
+    the next one within 0.5 s, however many faults came before. A server that answered
+    (a socket opened and its first frame read) starts afresh. When the round is done:
+    a server restarting (1012) is tried again after its retry hint, and while Redis is
+    unavailable or loading (`redis_down`: the servers are up) the cap stays at
+    `REDIS_DOWN_MAX`.
+    """
+
+    def __init__(self, servers: int) -> None:
+        self.servers = servers
+        self.rounds = 0  # whole rounds failed since a server last answered
+        self.tried = 0  # servers that failed in this round
+
+    def answered(self) -> None:
+        self.rounds = self.tried = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """The socket failed with `exc` (retryable): seconds until the next server's."""
+        cap = REDIS_DOWN_MAX if redis_down(exc) else BACKOFF_MAX
+        delay = backoff_delay(self.rounds, cap)
+        self.tried += 1
+        if self.tried < self.servers:
+            return delay  # a server of the list not tried yet in this round
+        self.tried = 0
+        hint = retry_hint(exc)
+        if hint is not None:  # the server said when: the next round is no longer
+            return hint
+        self.rounds += 1
+        return delay
 
 
 def retryable(exc: BaseException) -> bool:

@@ -37,7 +37,7 @@ from fastredis.client.protocol import (
     base_urls,
     push_frame,
 )
-from fastredis.client.reconnect import Gap, Pending, backoff_delay, retryable
+from fastredis.client.reconnect import Gap, Pending, retryable
 
 __all__ = ["Client", "Puller", "Pusher"]
 
@@ -75,6 +75,7 @@ class Pusher(PushSocket):
             if self.log is not None:
                 try:
                     self.log.hello(ws.recv())
+                    self.backoff.answered()
                 except ConnectionClosed as exc:
                     raise _closed(self.url, exc) from exc
             self._ws = ws
@@ -109,9 +110,7 @@ class Pusher(PushSocket):
                 if not retryable(exc):
                     log.unacked.clear()  # refused: none of them can be written
                     raise
-                self.next_server()
-                self._attempt += 1
-                time.sleep(backoff_delay(self._attempt - 1))
+                time.sleep(self._failed(exc))
             except BaseException:
                 # Interrupted mid-exchange: what this socket owes is unknown, so the next
                 # push opens a new one, whose hello settles it (the message is kept).
@@ -135,7 +134,7 @@ class Pusher(PushSocket):
                 log.acked(json.loads(ws.recv()))
         except ConnectionClosed as exc:
             raise _closed(self.url, exc) from exc
-        self._attempt = 0
+        self.backoff.answered()
 
     def _drop(self) -> None:
         ws, self._ws = self._ws, None
@@ -193,7 +192,7 @@ class Puller(PullSocket):
                 self._owe_ack = False
             text = ws.recv(timeout)
             while isinstance(text, str) and text[:1] == "{":
-                gap = self.cursor.frame(text)
+                gap = self._object(text)
                 if gap is not None:
                     return gap
                 text = ws.recv(timeout)

@@ -20,8 +20,16 @@ from support.serve_process import ServeProcess
 from support.waiting import wait_until
 
 from fastredis.client import AsyncClient, Client, Gap, ServerClosed
-from fastredis.client.reconnect import BACKOFF_MAX, PullCursor, backoff_delay
-from fastredis.embedded import free_port
+from fastredis.client.errors import ServerUnreachable
+from fastredis.client.reconnect import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    REDIS_DOWN_MAX,
+    Backoff,
+    PullCursor,
+    backoff_delay,
+)
+from fastredis.embedded import EmbeddedRedis, free_port
 
 
 @pytest.fixture
@@ -59,6 +67,58 @@ def test_backoff_is_full_jitter_capped() -> None:
     assert all(0 <= backoff_delay(0) <= 0.5 for _ in range(100))
     assert all(0 <= backoff_delay(30) <= BACKOFF_MAX for _ in range(100))
     assert max(backoff_delay(10) for _ in range(200)) > 10  # spread, not fixed
+
+
+LOST = ServerClosed("ws://a", 1006, "connection lost without a close frame")
+
+
+def test_a_server_that_answered_resets_the_backoff_however_long_the_outage_was() -> None:
+    """A server lost after a long outage (the waits grown to 20 s) sends its clients to
+    the next one within the first cap: the socket in between answered."""
+    backoff = Backoff(servers=2)
+    for _ in range(30):  # both servers down for minutes
+        backoff.failed(LOST)
+    assert max(backoff.failed(LOST) for _ in range(200)) > 10  # grown
+    waits = []
+    for _ in range(200):
+        backoff.answered()  # one came back: a socket opened and read its first frame
+        waits.append(backoff.failed(LOST))  # killed: to the next server
+    assert max(waits) <= BACKOFF_FIRST
+
+
+def test_the_wait_grows_only_once_every_server_of_the_list_failed() -> None:
+    backoff = Backoff(servers=2)
+    refused = ServerUnreachable("ws://a", ConnectionRefusedError())
+    caps = []
+    for _ in range(8):
+        caps.append(max(Backoff.failed(_copy(backoff), refused) for _ in range(300)))
+        backoff.failed(refused)
+    # two tries (one round) at each cap: 0.5, 0.5, 1, 1, 2, 2, 4, 4
+    assert [c <= BACKOFF_FIRST * 2 ** (k // 2) for k, c in enumerate(caps)] == [True] * 8
+    assert caps[6] > BACKOFF_FIRST * 2  # and it grows
+
+
+def test_redis_unavailable_and_a_restart_hint_bound_the_wait() -> None:
+    backoff = Backoff(servers=2)
+    down = ServerClosed("ws://a", 1011, "Redis unavailable: Connection refused")
+    assert max(backoff.failed(down) for _ in range(400)) <= REDIS_DOWN_MAX
+    assert backoff.rounds == 200  # still counted: any other failure waits its full cap
+    loading = ServerClosed("ws://a", 1013, "Redis is busy (Valkey is loading the dataset): ...")
+    assert max(backoff.failed(loading) for _ in range(100)) <= REDIS_DOWN_MAX
+    full = ServerClosed("ws://a", 1013, "every Redis connection is in use: try again")
+    assert max(backoff.failed(full) for _ in range(100)) > REDIS_DOWN_MAX  # overloaded
+    alone = Backoff(servers=1)
+    for _ in range(10):
+        alone.failed(LOST)
+    restarting = ServerClosed("ws://a", 1012, "server restarting; retry in 1234 ms")
+    assert alone.failed(restarting) == 1.234  # the server's own (jittered) hint
+    assert alone.rounds == 10
+
+
+def _copy(backoff: Backoff) -> Backoff:
+    twin = Backoff(backoff.servers)
+    twin.rounds, twin.tried = backoff.rounds, backoff.tried
+    return twin
 
 
 async def test_async_producer_push_through_cut_sockets_and_a_kill(
@@ -279,3 +339,65 @@ async def test_a_pull_cancelled_between_header_and_payload_loses_nothing(
         await puller.close()
     assert cancelled > 0
     assert got == [b"%08d" % i for i in range(n)]
+
+
+async def test_a_pull_resumes_soon_after_redis_is_back_however_long_it_was_down(
+    private_redis: EmbeddedRedis,
+) -> None:
+    """While Redis is down both servers answer 1011, round after round; the waits stay
+    within `REDIS_DOWN_MAX` (they grew to 20 s before), so once Redis is back the pull
+    resumes well before a deadline a grown wait would miss."""
+    with (
+        ServeProcess(private_redis.url) as a,
+        ServeProcess(private_redis.url) as b,
+        redis.Redis.from_url(private_redis.url) as r,
+    ):
+        r.xadd("s", {"d": b"before"})
+        async with AsyncClient([a.ws_url, b.ws_url]) as c:
+            puller = c.pull("s", last_entry_id="0", reconnect=True)
+            assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"before"  # type: ignore[index]
+            waits: list[float] = []
+            failed = puller.backoff.failed
+            puller.backoff.failed = lambda exc: waits.append(failed(exc)) or waits[-1]  # type: ignore[method-assign]
+            private_redis.stop()
+            task = asyncio.ensure_future(puller.recv_batch())
+            while puller.backoff.rounds < 5:  # both servers refused, 5 times over
+                await asyncio.sleep(0.05)
+            private_redis.start()
+            r.xadd("s", {"d": b"after"})
+            batch = await asyncio.wait_for(task, REDIS_DOWN_MAX + 10)  # < 16 s: the old cap
+            assert isinstance(batch, list) and batch[0][2] == b"after"
+            assert max(waits) <= REDIS_DOWN_MAX and len(waits) >= 10
+            await puller.close()
+
+
+async def test_a_pull_whose_server_answered_goes_to_the_next_at_the_first_wait(
+    redis_url: str, plain_redis: redis.Redis
+) -> None:
+    """Both servers down for rounds of tries (the waits grow), then back: the socket
+    that answered starts the count again, so a kill -9 right after sends the pull to
+    the other server within the first cap, not after a wait grown by the outage."""
+    with ServeProcess(redis_url) as a, ServeProcess(redis_url) as b:
+        plain_redis.xadd("s", {"d": b"0"})
+        async with AsyncClient([a.ws_url, b.ws_url]) as c:
+            puller = c.pull("s", last_entry_id="0", reconnect=True)
+            assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"0"  # type: ignore[index]
+            waits: list[float] = []
+            failed = puller.backoff.failed
+            puller.backoff.failed = lambda exc: waits.append(failed(exc)) or waits[-1]  # type: ignore[method-assign]
+            a.stop(signal.SIGKILL)
+            b.stop(signal.SIGKILL)
+            task = asyncio.ensure_future(puller.recv_batch())
+            while puller.backoff.rounds < 3:
+                await asyncio.sleep(0.05)
+            await asyncio.gather(asyncio.to_thread(a.start), asyncio.to_thread(b.start))
+            plain_redis.xadd("s", {"d": b"1"})
+            assert (await asyncio.wait_for(task, 60))[0][2] == b"1"  # type: ignore[index]
+            assert puller.backoff.rounds == 0  # it answered
+            del waits[:]
+            on = a if puller.base == a.ws_url else b
+            on.stop(signal.SIGKILL)
+            plain_redis.xadd("s", {"d": b"2"})
+            assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"2"  # type: ignore[index]
+            assert len(waits) == 1 and waits[0] <= BACKOFF_FIRST
+            await puller.close()
