@@ -1,0 +1,129 @@
+"""A subscriber that reaches the end of a stream while the shared tail read moves on:
+no entry reaches anyone twice (the race behind issue #17's doubled ids), and a stream
+made anew below the shared read's cursor still reaches everybody."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from fastredis.redis_io import make_async_client
+from fastredis.server.reads.hub import Hub, Subscription
+
+DEADLINE = 15.0
+
+
+@pytest.fixture
+async def hub(redis_url: str) -> AsyncIterator[Hub]:
+    client = make_async_client({"client_name": "fastredis-rewind-tests"}, url=redis_url)
+    hub = Hub(client)
+    try:
+        yield hub
+    finally:
+        await hub.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Any:
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+async def _ids(sub: Subscription, timeout: float = DEADLINE) -> list[str]:
+    delivery = await sub.next(timeout=timeout)
+    return [] if delivery is None else [e[1].decode() for e in delivery.batch]
+
+
+async def _drain(sub: Subscription) -> list[str]:
+    """What `sub` has to take now (its group's deliveries already published)."""
+    got: list[str] = []
+    while ids := await _ids(sub, timeout=0):
+        got += ids
+    return got
+
+
+def _after_empty_read(sub: Subscription, meanwhile: Callable[[], Awaitable[None]]) -> None:
+    """Run `meanwhile` once, right after `sub`'s first read by its own cursor came back
+    empty and before `sub` acts on it (the turn of the loop where the race happens)."""
+    real = sub._read_own
+    done = False
+
+    async def read_own() -> Any:
+        nonlocal done
+        result = await real()
+        if not done and not len(result[0].batch):
+            done = True
+            await meanwhile()
+        return result
+
+    sub._read_own = read_own  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+async def test_an_entry_the_group_read_during_an_empty_catch_up_read_comes_once(
+    hub: Hub, r: redis.Redis, resume: bool
+) -> None:
+    """S's read at the end comes back empty; a tail subscriber then comes, an entry is
+    added, and the tail read delivers it before S goes on: S gets it once (reading it
+    by itself), and the tail subscriber does not get it again."""
+    sid = f"race-{resume}"
+    first = r.xadd(sid, {"d": b"a"}).decode()
+    # count=1: its read of `first` is full, so it reads again (and finds nothing)
+    late = hub.subscribe([sid], ["0"], read_ahead=False, resume=resume)
+    tail = hub.subscribe([sid], ["$"], read_ahead=False, resume=resume)
+    added: list[str] = []
+
+    async def tail_joins_and_gets_an_entry() -> None:
+        await tail.__aenter__()
+        assert await tail.next(timeout=0.2) is None  # at the tail: on the shared read
+        assert tail.joined
+        added.append(r.xadd(sid, {"d": b"E"}).decode())
+        assert await _ids(tail) == added  # the group read and published it
+
+    _after_empty_read(late, tail_joins_and_gets_an_entry)
+    async with late:
+        try:
+            assert await _ids(late) == [first]
+            got = await _ids(late)
+            assert added and got == added  # read by itself, once
+            then = r.xadd(sid, {"d": b"F"}).decode()
+            while then not in got:
+                got += await _ids(late)
+            assert got == [*added, then]
+            seen = await _ids(tail)
+            while then not in seen:
+                seen += await _ids(tail)
+            assert seen == [then], "the tail subscriber got an entry again"
+            assert await _drain(tail) == [] and await _drain(late) == []
+            assert late.joined and late.group is tail.group
+        finally:
+            await tail.__aexit__(None, None, None)
+
+
+async def test_a_stream_made_anew_below_the_tail_reaches_every_subscriber_once(
+    hub: Hub, r: redis.Redis
+) -> None:
+    """Two tail subscribers of a stream deleted and made anew with lower ids, and one
+    that reads the new stream from 0: the new entries reach each of them once."""
+    r.xadd("below", {"d": b"old"}, id="90-1")
+    tails = [hub.subscribe(["below"], ["$"], read_ahead=False) for _ in range(2)]
+    async with tails[0], tails[1]:
+        for sub in tails:
+            assert await sub.next(timeout=0.2) is None
+        r.delete("below")
+        r.xadd("below", {"d": b"new"}, id="1-1")
+        fresh = hub.subscribe(["below"], ["0"], read_ahead=False)
+        async with fresh:
+            assert await _ids(fresh) == ["1-1"]
+            assert await fresh.next(timeout=0.2) is None  # at the end: joins
+            for n in (2, 3):
+                r.xadd("below", {"d": b"x"}, id=f"{n}-1")
+                for sub in (fresh, *tails):
+                    assert await _ids(sub) == [f"{n}-1"]
+            for sub in (fresh, *tails):
+                assert await _drain(sub) == []
+            assert fresh.group is tails[0].group is tails[1].group
