@@ -15,9 +15,11 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   (`fastredis.server.reads.catch_up`). After a read it joins the group at the delivery
   that follows what it read, when the group still has it; when a read comes back empty
   it is at the end of the stream: it joins the group if its cursor equals the group's,
-  waits for the group to reach its cursor if the group is behind, or, if the group is
-  ahead (what it passed is gone: deleted, or the stream made anew), moves the group
-  back to its cursor and joins. No entry is skipped or repeated.
+  or waits for the group to reach its cursor if the group is behind. If the group is
+  ahead, it reads again, with the streams' states: the group may have read entries
+  added since (this read finds them), or what it passed is gone (deleted: the
+  subscriber moves past it; the stream made anew below the group's cursor: the group
+  moves back, having sent nothing of the new stream). No entry is skipped or repeated.
 * The group keeps its recent deliveries (its history), and each subscriber a place in
   it: memory is per group, however many subscribers. With ``latest`` a subscriber takes
   only the newest; otherwise, when it is `QUEUE_LIMIT` deliveries or `QUEUE_BYTES`
@@ -107,13 +109,14 @@ def _first_ids(batch: StreamBatch) -> dict[str, str]:
 
 
 async def _states_first(
-    hub: Hub, sids: Sequence[str], before: Ids, resume: bool
+    hub: Hub, sids: Sequence[str], before: Ids, resume: bool, pipelined: bool = True
 ) -> tuple[dict[str, StreamState] | None, list[list[Any]] | None]:
     """For a reader that resumes: the commands reading the streams' states, to send
-    with its read (states, None on a cluster: read first, by themselves)."""
+    with its read (states, None on a cluster or not `pipelined`: read first, by
+    themselves)."""
     if not resume:
         return None, None
-    if hub.cluster:
+    if hub.cluster or not pipelined:
         return await hub.starts.states(sids, before), None
     return None, state_commands(sids, before)
 
@@ -243,6 +246,11 @@ class Subscription:
         # resumed at the end of every stream (its states said so): it joins the tail
         # group with no catch-up read, and a group it starts parks before reading
         self._at_end = False
+        # an empty read found the group ahead: the next read also reads the streams'
+        # states (`_settle`), and notes the group's cursor when it was issued
+        self._confirm = False
+        self._confirmed: dict[str, StreamState] | None = None
+        self._seen: tuple[_Group | None, Ids] = (None, {})
 
     async def __aenter__(self) -> Subscription:
         """Fix the cursor (`$` is the streams' newest ids now): call it before the client
@@ -381,6 +389,7 @@ class Subscription:
             delivery, full = await self._read_own()
         else:
             delivery, full = await prefetch
+        states, self._confirmed = self._confirmed, None
         if delivery.gaps and not len(delivery.batch):
             return delivery  # what was lost, said before what comes next
         if len(delivery.batch):
@@ -399,7 +408,9 @@ class Subscription:
             # a reader that resumes and read to the end joins next without a read
             self._at_end = self.resume and not full and not joined and not self.latest
             return delivery
-        if join:
+        if join and states is not None:
+            self._settle(states)
+        elif join:
             self._try_join(park_first=self.resume)
         return None
 
@@ -415,6 +426,7 @@ class Subscription:
             budget = max(CATCH_UP_BYTES, self.count * per)
 
         made = False
+        confirm, self._confirm = self._confirm, False
 
         async def read() -> tuple[Delivery, bool]:
             nonlocal made
@@ -422,13 +434,21 @@ class Subscription:
             # a reader that resumes learns what Redis lost just before reading
             before = dict(cursor.ids)
             resume = self.resume and not self.latest  # latest skips: no gaps to tell
-            states, prelude = await _states_first(hub, self.sids, before, resume)
+            if confirm:
+                group = hub.groups.get(self.key)
+                self._seen = (group, dict(group.cursor.ids) if group else {})
+            # (a `latest` read sends no prelude: its states are read first)
+            states, prelude = await _states_first(
+                hub, self.sids, before, resume or confirm, pipelined=not self.latest
+            )
             async with hub.catch_up.take() as conn:
                 batch = await cursor.read(conn, None, asked, budget, self.count, prelude)
             if prelude:
                 states = states_of(self.sids, cursor.prelude_replies)
+            if confirm:
+                self._confirmed = states
             cut = cursor.cut
-            gaps = _gaps(cursor, before, states, batch, self.epochs)
+            gaps = _gaps(cursor, before, states if resume else None, batch, self.epochs)
             delivery = Delivery(batch, dict(cursor.ids), before)
             delivery.gaps, delivery.cut = gaps, cut
             return delivery, cut or len(batch) >= asked
@@ -444,6 +464,8 @@ class Subscription:
             since = 0.0
         # kept for the others of its key (readers that resume: for those yet to come)
         keep = not self.latest and (self.resume or hub.members.get(self.key, 0) > 1)
+        if confirm:  # its own read, issued now: its states are what it reads them for
+            since, keep = None, False
         delivery, full = await hub.catch_ups.read(
             where,
             read,
@@ -487,17 +509,43 @@ class Subscription:
         mine = self.cursor.ids
         relation = _compare(mine, group.cursor.ids)
         if relation < 0:
-            # The group is ahead, yet nothing is past our cursor: the entries up to the
-            # group's are gone (deleted, or the stream was made anew with lower ids).
-            # What comes next is past our cursor either way: the group reads on from it
-            # (moving us up instead would skip a recreated stream's entries).
-            group.rewind(mine)
-            relation = _compare(mine, group.cursor.ids)
+            # The group is ahead, yet our read found nothing past our cursor: either the
+            # group read entries added since our read (ours to read: moving the group
+            # back would send them again to its subscribers), or what it passed is gone
+            # (deleted, or the stream made anew below its cursor). Read again, with the
+            # streams' states, to tell (`_settle`).
+            self._confirm = True
+            return
         if relation == 0:
             self._join(group, group.next_seq)
         else:
             self._group = group
             group.pending.add(self)
+
+    def _settle(self, states: dict[str, StreamState]) -> None:
+        """A read that also read the streams' `states` (just before it) found nothing
+        past our cursor. Nothing is between our cursor and a stream's last generated id
+        (entries to come are past it): we move to it. Where the group is past it too, the
+        stream was made anew below the group's cursor: unless the group read on since
+        our read was issued (entries since made anew: the group has them, and nothing
+        can come below them), it moves back to that id, and since it has sent nothing
+        past it of the stream as it is now, none of its subscribers gets anything
+        twice. Then we join as after any empty read."""
+        ids = {sid: states[sid].last_id for sid in self.sids}
+        group = self.hub.groups.get(self.key)
+        seen, seen_ids = self._seen
+        self._seen = (None, {})
+        if group is not None and group is seen and not group.task.done():
+            now = group.cursor.ids
+            below = {
+                sid: eid
+                for sid, eid in ids.items()
+                if _key(ids, sid) < _key(now, sid) and now[sid] == seen_ids.get(sid)
+            }
+            if below:
+                group.rewind(below)
+        self.cursor.move_to(ids)
+        self._try_join(park_first=self.resume)
 
     def _join(self, group: _Group, seq: int) -> None:
         self._group = group
@@ -638,9 +686,9 @@ class _Group:
         return await self.cursor.read(conn, block, TAIL_ENTRIES, TAIL_BYTES, prelude=prelude)
 
     def rewind(self, ids: Ids) -> None:
-        """Move the cursor back to `ids` where it is past them (a subscriber found nothing
-        after `ids`: what the group had passed is gone) and read from there: a parked
-        group is woken, a read under way is read again."""
+        """Move the cursor back to `ids` (some of its streams) where it is past them (the
+        stream was made anew below it: `Subscription._settle`) and read from there: a
+        parked group is woken, a read under way is read again."""
         cursor = dict(self.cursor.ids)
         for sid, eid in ids.items():
             if _key(ids, sid) < _key(cursor, sid):
