@@ -79,6 +79,18 @@ class HeldConnection:
             self._conn = conn
         return self
 
+    def closed_by_server(self) -> bool:
+        """Whether the connection held was closed by Redis (EOF or an error seen while
+        it sat idle, as after a restart): a command sent on it would fail."""
+        conn = self._conn
+        if conn is None:
+            return False
+        receiver = getattr(conn._parser, "_receiver", None)
+        if receiver is not None:
+            return receiver.closed is not None
+        reader = getattr(conn, "_reader", None)
+        return reader is not None and reader.at_eof()
+
     async def _give_back(self, conn: Any) -> None:
         if is_cluster(self.client):
             self._node.release(conn)

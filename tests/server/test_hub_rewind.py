@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io import make_async_client
 from fastredis.server.reads.hub import Hub, Subscription
 
@@ -127,3 +128,33 @@ async def test_a_stream_made_anew_below_the_tail_reaches_every_subscriber_once(
             for sub in (fresh, *tails):
                 assert await _drain(sub) == []
             assert fresh.group is tails[0].group is tails[1].group
+
+
+async def test_reads_after_redis_restarted_do_not_fail_on_idle_connections(
+    private_redis: EmbeddedRedis,
+) -> None:
+    """Redis restarted while the hub's read connections sat idle: the next reads take
+    fresh connections (no "Connection closed by server" for the first one)."""
+    with redis.Redis.from_url(private_redis.url) as plain:
+        plain.xadd("idle", {"d": b"a"}, id="1-1")
+    client = make_async_client({}, url=private_redis.url)
+    hub = Hub(client)
+    try:
+        before = hub.subscribe(["idle"], ["0"], read_ahead=False)
+        async with before:  # a catch-up read, then a tail read: their connections idle
+            assert await _ids(before) == ["1-1"]
+            assert await before.next(timeout=0.2) is None
+            assert before.joined
+        private_redis.restart()
+        with redis.Redis.from_url(private_redis.url) as plain:
+            plain.xadd("idle", {"d": b"b"}, id="2-1")
+        after = hub.subscribe(["idle"], ["1-1"], read_ahead=False)
+        async with after:
+            assert await _ids(after) == ["2-1"]
+            assert await after.next(timeout=0.2) is None  # at the end: the tail read
+            with redis.Redis.from_url(private_redis.url) as plain:
+                plain.xadd("idle", {"d": b"c"}, id="3-1")
+            assert await _ids(after) == ["3-1"]
+    finally:
+        await hub.close()
+        await client.aclose()

@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.exceptions
 
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, format_id, parse_id, previous_id
@@ -64,6 +67,8 @@ from fastredis.server.reads.sizes import DEFAULT_MAX_READ_BYTES, ByteTurns, Entr
 from fastredis.server.run import metrics
 
 __all__ = ["Delivery", "Hub", "Subscription"]
+
+T = TypeVar("T")
 
 # How far (deliveries, and their batches' bytes) a subscriber may be behind its group's
 # newest delivery; past either (and at least 1 behind) it catches up by itself. This is
@@ -172,19 +177,42 @@ class _Turns:
         self._sem = asyncio.Semaphore(size)
         self._free: list[HeldConnection] = []
 
-    @contextlib.asynccontextmanager
-    async def take(self) -> AsyncIterator[HeldConnection]:
+    async def read(self, command: Callable[[HeldConnection], Awaitable[T]]) -> T:
+        """`command` (a read: sending it twice is harmless) on a connection taken in
+        turns; once more on a new connection when one that sat idle fails as closed
+        (Redis restarted while it sat idle, and its close was not seen yet)."""
         async with self._sem:
-            conn = self._free.pop() if self._free else HeldConnection(self.client)
-            clean = False
-            try:
-                yield conn
-                clean = True
-            finally:
-                if clean:
-                    self._free.append(conn)
-                else:  # cut off mid-command: its reply may still come
-                    await conn.release(broken=True)
+            conn = await self._idle()
+            if conn is not None:
+                try:
+                    return await self._use(conn, command)
+                except redis.exceptions.ConnectionError:
+                    pass  # a new connection: the pool checks it (and Redis is there)
+            return await self._use(HeldConnection(self.client), command)
+
+    async def _use(
+        self, conn: HeldConnection, command: Callable[[HeldConnection], Awaitable[T]]
+    ) -> T:
+        clean = False
+        try:
+            result = await command(conn)
+            clean = True
+            return result
+        finally:
+            if clean:
+                self._free.append(conn)
+            else:  # cut off mid-command: its reply may still come
+                await conn.release(broken=True)
+
+    async def _idle(self) -> HeldConnection | None:
+        """A free connection (None: none); one Redis closed while it sat idle (it was
+        restarted) is dropped."""
+        while self._free:
+            conn = self._free.pop()
+            if not conn.closed_by_server():
+                return conn
+            await conn.release(broken=True)
+        return None
 
     async def close(self) -> None:
         free, self._free = self._free, []
@@ -441,8 +469,9 @@ class Subscription:
             states, prelude = await _states_first(
                 hub, self.sids, before, resume or confirm, pipelined=not self.latest
             )
-            async with hub.catch_up.take() as conn:
-                batch = await cursor.read(conn, None, asked, budget, self.count, prelude)
+            batch = await hub.catch_up.read(
+                lambda conn: cursor.read(conn, None, asked, budget, self.count, prelude)
+            )
             if prelude:
                 states = states_of(self.sids, cursor.prelude_replies)
             if confirm:
@@ -644,8 +673,8 @@ class _Group:
                     sids = self.cursor.sids
                     resume = not self.latest and self.resuming()
                     states, prelude = await _states_first(hub, sids, before, resume)
-                    async with hub.tail.take() as conn:
-                        batch = await self._read(conn, block, prelude)
+                    read = functools.partial(self._read, block=block, prelude=prelude)
+                    batch = await hub.tail.read(read)
                     if prelude:
                         states = states_of(sids, self.cursor.prelude_replies)
                 finally:
