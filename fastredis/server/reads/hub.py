@@ -582,6 +582,7 @@ class Subscription:
         group.pending.discard(self)
         group.subs.add(self)
         self._joined = True
+        self._confirm = False
         self.pos = seq
 
     def pending_seen(self, group_ids: Ids) -> None:
