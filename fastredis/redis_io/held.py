@@ -79,6 +79,11 @@ class HeldConnection:
             self._conn = conn
         return self
 
+    @property
+    def held(self) -> bool:
+        """Whether a connection is held (taken, and not released since)."""
+        return self._conn is not None
+
     def closed_by_server(self) -> bool:
         """Whether the connection held was closed by Redis (EOF or an error seen while
         it sat idle, as after a restart): a command sent on it would fail."""

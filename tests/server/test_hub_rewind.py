@@ -4,6 +4,7 @@ made anew below the shared read's cursor still reaches everybody."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,13 @@ def r(redis_url: str) -> Any:
 async def _ids(sub: Subscription, timeout: float = DEADLINE) -> list[str]:
     delivery = await sub.next(timeout=timeout)
     return [] if delivery is None else [e[1].decode() for e in delivery.batch]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
 
 
 async def _drain(sub: Subscription) -> list[str]:
@@ -133,18 +141,21 @@ async def test_a_stream_made_anew_below_the_tail_reaches_every_subscriber_once(
 async def test_reads_after_redis_restarted_do_not_fail_on_idle_connections(
     private_redis: EmbeddedRedis,
 ) -> None:
-    """Redis restarted while the hub's read connections sat idle: the next reads take
-    fresh connections (no "Connection closed by server" for the first one)."""
+    """Redis restarted while the hub's read connections sat idle (catch-up, tail and
+    parking): the next reads take new ones (no "Connection closed by server")."""
     with redis.Redis.from_url(private_redis.url) as plain:
         plain.xadd("idle", {"d": b"a"}, id="1-1")
     client = make_async_client({}, url=private_redis.url)
     hub = Hub(client)
     try:
         before = hub.subscribe(["idle"], ["0"], read_ahead=False)
-        async with before:  # a catch-up read, then a tail read: their connections idle
+        async with before:  # a catch-up read, a tail read, the parking read
             assert await _ids(before) == ["1-1"]
             assert await before.next(timeout=0.2) is None
             assert before.joined
+        parking = hub.parking
+        await _until(lambda: parking._task is not None and parking._task.done())
+        assert parking._conn.held  # all three connections idle now
         private_redis.restart()
         with redis.Redis.from_url(private_redis.url) as plain:
             plain.xadd("idle", {"d": b"b"}, id="2-1")

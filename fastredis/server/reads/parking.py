@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+import redis.exceptions
+
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id
 from fastredis.redis_io import AnyAsyncRedis, HeldConnection
@@ -111,19 +113,21 @@ class Parking:
 
     async def _run(self) -> None:
         conn = self._conn
+        # held since the last run: Redis may have closed it meanwhile (restarted)
+        idle = conn.held
+        if conn.closed_by_server():
+            await conn.release(broken=True)
+            self._client_id, idle = None, False
         try:
-            if self._client_id is None:
-                await conn.send_commands([[b"CLIENT", b"ID"]])
-                self._client_id = int(await conn.read_reply())
-            while self.parked:
-                streams = self._lowest()
-                self._blocked = True
-                try:
-                    batch = await conn.xread(streams, 1, PARK_BLOCK_MS)
-                finally:
-                    self._blocked = False
-                if len(batch):
-                    self._wake_readers(batch)
+            try:
+                await self._read(conn)
+            except redis.exceptions.ConnectionError:
+                if not idle:
+                    raise
+                # closed while idle (not seen yet): once more, on a new connection
+                await conn.release(broken=True)
+                self._client_id = None
+                await self._read(conn)
         except asyncio.CancelledError:
             await conn.release(broken=True)
             raise
@@ -131,6 +135,21 @@ class Parking:
             await conn.release(broken=True)
             self._client_id = None
             self._fail_all(exc)
+
+    async def _read(self, conn: HeldConnection) -> None:
+        """The parking read, again while groups are parked."""
+        if self._client_id is None:
+            await conn.send_commands([[b"CLIENT", b"ID"]])
+            self._client_id = int(await conn.read_reply())
+        while self.parked:
+            streams = self._lowest()
+            self._blocked = True
+            try:
+                batch = await conn.xread(streams, 1, PARK_BLOCK_MS)
+            finally:
+                self._blocked = False
+            if len(batch):
+                self._wake_readers(batch)
 
     async def _poll(self) -> None:
         """The cluster's parking: the parked streams read without BLOCK, every round."""
