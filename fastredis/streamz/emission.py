@@ -32,11 +32,11 @@ async def emit_each(
     acker together before the loop runs anything else. A finished entry's AckRef (and
     its metadata) then serves the next entry: nothing downstream holds it any more. When
     downstream raises, the failure is logged, ``failed(item, exc)`` is called and
-    emission goes on with the next item. Once the source is stopped, no further item is emitted: ``stop()``
-    returns after the item under way (or at once, when a step downstream returned a
-    future: that item counts as not emitted, so it is delivered again), and the caller
-    keeps the rest (a group leaves them pending, a stream reader rewinds, a list reader
-    puts them back).
+    emission goes on with the next item. Once the source is stopped, no further item is
+    emitted: ``stop()`` returns after the item under way (or at once, when a step
+    downstream returned a future: that item counts as not emitted, so it is delivered
+    again), and the caller keeps the rest (a group leaves them pending, a stream reader
+    rewinds, a list reader puts them back).
     """
     gather = asyncio.gather
     n = len(items)
