@@ -55,9 +55,6 @@ class Reader:
         """asyncio.BufferedProtocol.get_buffer: a writable view of the free tail (the
         room recv_from offers), pending until buffer_updated(n); any other call
         first releases a pending view, nothing accounted."""
-    def missing(self) -> int:
-        """Bytes still to come of a bulk string the last parse left incomplete, its
-        length known (0 otherwise)."""
     def buffer_updated(self, nbytes: int) -> None:
         """asyncio.BufferedProtocol.buffer_updated: account nbytes written to the
         get_buffer view and release it (BufferError if an export of it was kept,

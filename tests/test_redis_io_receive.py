@@ -70,25 +70,6 @@ async def test_the_async_client_receives_into_the_reader(
         await aclient.connection_pool.release(conn)
 
 
-async def test_a_big_bulk_is_waited_for_whole_then_small_replies_wake_at_once(
-    aclient: redis.asyncio.Redis, plain_redis: redis.Redis
-) -> None:
-    """While the rest of a big bulk is coming the socket's SO_RCVLOWAT is that rest; once
-    it is in, the mark is one byte again, so the next small reply is read as it comes."""
-    plain_redis.xadd("big", {"f": b"\x02" * BIG})
-    for _ in range(3):
-        batch = await axread_batch(aclient, {"big": 0}, encoding=None)
-        assert batch[0][2] == {b"f": b"\x02" * BIG}
-        assert await aclient.ping() is True
-    conn = await aclient.connection_pool.get_connection()
-    try:
-        receiver = conn._parser._receiver
-        assert receiver.sock is not None  # a TCP socket without TLS: the mark is used
-        assert receiver.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
-    finally:
-        await aclient.connection_pool.release(conn)
-
-
 @pytest.mark.parametrize("size", [0, 1, 100, 70_000])
 def test_a_real_reply_split_at_every_boundary(
     redis_url: str, plain_redis: redis.Redis, size: int

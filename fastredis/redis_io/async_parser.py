@@ -16,7 +16,6 @@ bytes received before the parser takes over, `asyncio.StreamReader._buffer`.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any, cast
 
 from redis import exceptions as rexc
@@ -27,11 +26,6 @@ from fastredis._resp import PushNotification, Reader
 from fastredis.redis_io.parser import reader_for
 
 __all__ = ["AsyncFastParser", "ReceiveProtocol"]
-
-# SO_RCVLOWAT: while the parser waits for the rest of a bulk string at least this large,
-# the socket reports readable only once that rest is in (the kernel caps it at half the
-# receive buffer): one wake for a 1 MB reply instead of one per piece that Redis sent.
-LOWAT_FROM = 128 * 1024
 
 
 class ReceiveProtocol(asyncio.BufferedProtocol):
@@ -55,8 +49,6 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
         self.fed = False  # bytes arrived since the parser last looked
         self.closed: BaseException | None = None  # EOF or the connection's error
         self.waiter: asyncio.Future[None] | None = None
-        self.sock: Any = None  # a TCP socket (no TLS): SO_RCVLOWAT is set on it
-        self.lowat = False  # SO_RCVLOWAT is above 1 until bytes arrive
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.reader.get_buffer(sizehint)
@@ -64,8 +56,6 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.reader.buffer_updated(nbytes)
         self.fed = True
-        if self.lowat:  # back to any byte: small replies are not held back
-            self._set_lowat(1)
         self._wake()
         # nobody is reading and a lot is pending: stop receiving until someone does
         if self.waiter is None and self.reader.len() > self.high_water:
@@ -93,27 +83,14 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
                 if self.paused and self.transport is not None:
                     self.paused = False
                     self.transport.resume_reading()
-                if self.sock is not None and self.reader.missing() >= LOWAT_FROM:
-                    self._set_lowat(self.reader.missing())
                 self.waiter = self.loop.create_future()
                 try:
                     await self.waiter
                 finally:
                     self.waiter = None
-                    if self.lowat:  # cancelled or closed before the rest came
-                        self._set_lowat(1)
             if not self.fed:
                 raise rexc.ConnectionError(SERVER_CLOSED_CONNECTION_ERROR) from self.closed
         self.fed = False
-
-    def _set_lowat(self, size: int) -> None:
-        # EOF and errors still wake the reader: tcp_poll reports them whatever the mark
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-        except OSError:
-            self.sock = None  # a socket that refuses it keeps waking per piece
-            return
-        self.lowat = size > 1
 
     def _pause(self) -> None:
         if self.transport is not None and not self.paused:
@@ -161,10 +138,6 @@ class AsyncFastParser(_AsyncHiredisParser):
         )
         receiver.fed = bool(reader.len())
         receiver.transport = transport
-        sock = transport.get_extra_info("socket")
-        tcp = getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6)
-        if tcp and transport.get_extra_info("sslcontext") is None:
-            receiver.sock = sock
         transport.set_protocol(receiver)
         self._receiver = receiver
 

@@ -938,13 +938,6 @@ cdef class Reader:
         buffer is compacted, as in hiredis)."""
         return self.rlen
 
-    def missing(self):
-        """Bytes still to come of a bulk string the last parse left incomplete, its
-        length known (0 otherwise): what a receiver may wait for before waking the
-        parser (SO_RCVLOWAT)."""
-        cdef Py_ssize_t pend = self.rlen - self.rpos
-        return self.want_end - pend if self.want_end > pend else 0
-
     # -- output ------------------------------------------------------------------
 
     def gets(self, decode=True):
