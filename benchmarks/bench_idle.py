@@ -35,11 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
-import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
@@ -52,7 +49,7 @@ import psutil
 import pytest
 import redis
 import websockets
-from procs import spawn_server, stop_server
+from procs import FD_SPARE, ClientProcs, next_command, raise_nofile, spawn_server, stop_server
 from record import write_run
 from websockets.protocol import State
 
@@ -65,27 +62,11 @@ PER_PROC = 2500  # sockets per client process, by default
 SCENARIOS = ("distinct", "shared")
 SHARED_STREAMS = 10
 CONCURRENCY = 64  # handshakes in flight per client process, by default
-FD_SPARE = 200  # descriptors a process needs besides its sockets
 SETTLE_S = 2.0
 CPU_WINDOW_S = 3.0
 QUIET_PCT = 10.0  # % of a core: the server has settled
 PROBES = 5
 GOAL_RSS = 1e9
-
-
-def raise_nofile(need: int) -> int:
-    """Raise this process's RLIMIT_NOFILE soft limit to `need` (never lowers it); the
-    new soft limit. RuntimeError when the hard limit is below `need`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and need > hard:
-        raise RuntimeError(
-            f"{need} file descriptors needed, the hard limit (ulimit -Hn) is {hard}: "
-            "use fewer sockets or more client processes"
-        )
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-        soft = need
-    return soft
 
 
 # -- the client processes ---------------------------------------------------------------
@@ -133,10 +114,9 @@ async def _close_all(socks: list[Any]) -> dict[str, Any]:
 
 
 async def _client_loop(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
     socks: list[Any] = []
     while True:
-        cmd, arg = await loop.run_in_executor(None, conn.recv)
+        cmd, arg = await next_command(conn)
         if cmd == "open":
             socks, summary = await _open_all(*arg)
             conn.send(summary)
@@ -147,37 +127,17 @@ async def _client_loop(conn: Connection) -> None:
             return
 
 
-def _client_main(conn: Connection, fds: int) -> None:
-    """A client process: opens and holds websockets when its parent says so."""
-    raise_nofile(fds)
-    asyncio.run(_client_loop(conn))
-
-
-class Clients:
-    """`n` client processes (forked before any event loop runs in the parent)."""
+class Clients(ClientProcs):
+    """`n` client processes, each holding up to `per_proc` websockets when told."""
 
     def __init__(self, n: int, per_proc: int) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.conns: list[Connection] = []
-        self.procs = []
-        for _ in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_client_main, args=(child, per_proc + FD_SPARE))
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-
-    def _ask(self, cmd: str, args: list[Any]) -> list[dict[str, Any]]:
-        for conn, arg in zip(self.conns, args, strict=True):
-            conn.send((cmd, arg))
-        return [conn.recv() for conn in self.conns]
+        super().__init__(n, per_proc, _client_loop)
 
     def open(self, uris: list[str], concurrency: int) -> dict[str, Any]:
         """Open `uris` spread over the processes, `concurrency` handshakes at a time in
         each; wait until all are open (or failed)."""
         n = len(self.conns)
-        parts = self._ask("open", [(uris[i::n], concurrency) for i in range(n)])
+        parts = self.ask("open", [(uris[i::n], concurrency) for i in range(n)])
         return {
             "opened": sum(p["opened"] for p in parts),
             "failed": sum(p["failed"] for p in parts),
@@ -186,22 +146,12 @@ class Clients:
         }
 
     def release(self) -> dict[str, Any]:
-        parts = self._ask("release", [None] * len(self.conns))
+        parts = self.ask("release", [None] * len(self.conns))
         codes: dict[str, int] = {}
         for p in parts:
             for k, v in p["closed_by_server"].items():
                 codes[k] = codes.get(k, 0) + v
         return {"still_open": sum(p["still_open"] for p in parts), "closed_by_server": codes}
-
-    def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("quit", None))
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
 
 
 # -- what is measured --------------------------------------------------------------------

@@ -1,11 +1,17 @@
 """What `producer=` costs: ack=1 pushes with and without it, in the same run.
 
     python benchmarks/bench_producer.py [--rounds 5] [--messages 2000] [--size 100]
+        [--base /path/to/other/checkout]
 
 One `fastredis serve` (subprocess) on a private Valkey; one websocket client sends a
 message and waits for its ack, `--messages` times per round. Rounds alternate plain and
-producer sockets so drift on a shared machine hits both. Writes the medians, spreads and
-the ratio to benchmarks/results/producer_<date>.json. The pytest entry runs a short round.
+producer sockets so drift on a shared machine hits both. Per round it records messages
+a second, the server process's CPU time per message and Valkey's (``INFO cpu``, all
+of Valkey's time in the round): the CPU figures hold up on a busy machine where wall
+time does not. ``--base``: a second server from another checkout (say the main
+branch) on the same Valkey, its rounds interleaved with this one's (rotated order), to
+compare two versions in one run. Writes medians, spreads and ratios to
+benchmarks/results/producer_<date>.json. The pytest entry runs a short round.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 import websockets
 from procs import ROOT, spawn_server, stop_server
@@ -25,6 +33,7 @@ from procs import ROOT, spawn_server, stop_server
 from fastredis.embedded import EmbeddedRedis, free_port
 
 RESULTS = ROOT / "benchmarks" / "results"
+KINDS = ("plain", "producer")
 
 
 async def _round(url: str, messages: int, size: int) -> float:
@@ -42,44 +51,102 @@ async def _round(url: str, messages: int, size: int) -> float:
         return messages / (time.perf_counter() - start)
 
 
-async def _measure(port: int, rounds: int, messages: int, size: int) -> dict[str, list[float]]:
-    base = f"ws://127.0.0.1:{port}/data/bench/push"
-    out: dict[str, list[float]] = {"plain": [], "producer": []}
-    await _round(f"{base}?ack=1", 200, size)  # warm up
+def _valkey_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _proc_cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+async def _measured(
+    url: str, messages: int, size: int, server: psutil.Process, r: redis.Redis
+) -> dict[str, float]:
+    """One round of one kind: rate, and server / Valkey CPU microseconds per message."""
+    s0, v0 = _proc_cpu(server), _valkey_cpu(r)
+    rate = await _round(url, messages, size)
+    s1, v1 = _proc_cpu(server), _valkey_cpu(r)
+    return {
+        "rate": rate,
+        "server_us": 1e6 * (s1 - s0) / messages,
+        "valkey_us": 1e6 * (v1 - v0) / messages,
+    }
+
+
+async def _measure(
+    ports: dict[str, int], pids: dict[str, int], r: redis.Redis, rounds: int, messages: int,
+    size: int,
+) -> dict[str, dict[str, dict[str, list[float]]]]:  # fmt: skip
+    """{tree: {kind: {rate|server_us|valkey_us: per round}}}."""
+    procs = {tree: psutil.Process(pid) for tree, pid in pids.items()}
+    out = {t: {k: {"rate": [], "server_us": [], "valkey_us": []} for k in KINDS} for t in ports}
+    trees = list(ports)
+    for tree, port in ports.items():  # warm up
+        await _round(f"ws://127.0.0.1:{port}/data/{tree}/push?ack=1", 200, size)
     for k in range(rounds):
-        out["plain"].append(await _round(f"{base}?ack=1", messages, size))
-        out["producer"].append(await _round(f"{base}?producer=bench{k}", messages, size))
+        for tree in trees[k % len(trees) :] + trees[: k % len(trees)]:
+            base = f"ws://127.0.0.1:{ports[tree]}/data/bench-{tree}/push"
+            urls = {"plain": f"{base}?ack=1", "producer": f"{base}?producer=bench{k}"}
+            for kind in KINDS:
+                got = await _measured(urls[kind], messages, size, procs[tree], r)
+                for name, value in got.items():
+                    out[tree][kind][name].append(value)
     return out
 
 
-def run(rounds: int = 5, messages: int = 2000, size: int = 100) -> dict[str, Any]:
-    """Start a server, measure both kinds, write and return the result."""
-    with EmbeddedRedis() as redis_server:
-        port = free_port()
-        args = ["-m", "fastredis", "serve", "--port", str(port), "--maxlen", "100000"]
-        proc = spawn_server([*args, "--redis-url", redis_server.url], port)
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def _summary(runs: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Medians and spreads of one tree, and the producer's cost per round (ratios of
+    rounds run moments apart)."""
+    plain, prod = runs["plain"], runs["producer"]
+    out: dict[str, Any] = {kind: {m: _spread(v) for m, v in runs[kind].items()} for kind in KINDS}
+    out["runs"] = runs
+    out["cost_pct_wall"] = _spread(
+        [100 * (a / b - 1) for a, b in zip(plain["rate"], prod["rate"], strict=True)]
+    )
+    for cpu in ("server_us", "valkey_us"):
+        out[f"cost_pct_{cpu}"] = _spread(
+            [100 * (b / a - 1) for a, b in zip(plain[cpu], prod[cpu], strict=True)]
+        )
+    return out
+
+
+def run(
+    rounds: int = 5, messages: int = 2000, size: int = 100, base: Path | None = None
+) -> dict[str, Any]:
+    """Start the server(s), measure both kinds, write and return the result."""
+    roots = {"new": ROOT, **({"base": base} if base is not None else {})}
+    with EmbeddedRedis() as redis_server, redis.Redis.from_url(redis_server.url) as r:
+        ports = {tree: free_port() for tree in roots}
+        procs = {}
         try:
-            rates = asyncio.run(_measure(port, rounds, messages, size))
+            for tree, root in roots.items():
+                args = ["-m", "fastredis", "serve", "--port", str(ports[tree])]
+                args += ["--maxlen", "100000", "--redis-url", redis_server.url]
+                procs[tree] = spawn_server(args, ports[tree], root=root)
+            pids = {tree: p.pid for tree, p in procs.items()}
+            measured = asyncio.run(_measure(ports, pids, r, rounds, messages, size))
         finally:
-            stop_server(proc)
-        with redis.Redis.from_url(redis_server.url) as r:
-            stats = r.info("commandstats")
-    # Redis CPU per message: a plain push is one XADD; a producer's is one EVAL (its
-    # XADD included in the EVAL's time too).
-    plain, producer = statistics.median(rates["plain"]), statistics.median(rates["producer"])
+            for p in procs.values():
+                stop_server(p)
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": f"{platform.node()} (2 cores shared with other work: noisy)",
+        "load_average": list(psutil.getloadavg()),
         "messages_per_round": messages,
         "payload_bytes": size,
         "rounds": rounds,
-        "plain_ack1_msgs_per_s": rates["plain"],
-        "producer_msgs_per_s": rates["producer"],
-        "plain_median": round(plain),
-        "producer_median": round(producer),
-        "producer_cost_pct": round(100 * (plain / producer - 1), 1),
-        "redis_usec_per_plain_push": stats["cmdstat_xadd"]["usec_per_call"],
-        "redis_usec_per_producer_push": stats["cmdstat_eval"]["usec_per_call"],
+        "trees": {tree: str(root) for tree, root in roots.items()},
+        **{tree: _summary(m) for tree, m in measured.items()},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"producer_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(
@@ -90,7 +157,25 @@ def run(rounds: int = 5, messages: int = 2000, size: int = 100) -> dict[str, Any
 
 def test_producer_push_cost() -> None:
     result = run(rounds=2, messages=300)
-    assert result["plain_median"] > 0 and result["producer_median"] > 0
+    assert result["new"]["plain"]["rate"]["median"] > 0
+    assert result["new"]["producer"]["server_us"]["median"] > 0
+
+
+def _line(tree: str, s: dict[str, Any]) -> str:
+    def m(kind: str, metric: str) -> float:
+        return float(s[kind][metric]["median"])
+
+    def c(name: str) -> str:
+        x = s[name]
+        return f"{x['median']:+.1f}% ({x['min']:+.1f}..{x['max']:+.1f})"
+
+    return (
+        f"{tree}: msg/s plain {m('plain', 'rate'):.0f} / producer {m('producer', 'rate'):.0f}"
+        f", cost {c('cost_pct_wall')}; server CPU us/msg {m('plain', 'server_us'):.0f} / "
+        f"{m('producer', 'server_us'):.0f}, cost {c('cost_pct_server_us')}; Valkey CPU "
+        f"us/msg {m('plain', 'valkey_us'):.1f} / {m('producer', 'valkey_us'):.1f}, cost "
+        f"{c('cost_pct_valkey_us')}"
+    )
 
 
 if __name__ == "__main__":
@@ -98,11 +183,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--base", type=Path, help="another checkout, measured alongside")
     a = parser.parse_args()
-    r = run(a.rounds, a.messages, a.size)
-    print(
-        f"plain ack=1: {r['plain_median']} msg/s, producer=: {r['producer_median']} msg/s "
-        f"(cost {r['producer_cost_pct']}%); Redis us/message {r['redis_usec_per_plain_push']}"
-        f" / {r['redis_usec_per_producer_push']}; spreads {r['plain_ack1_msgs_per_s']} / "
-        f"{r['producer_msgs_per_s']}"
-    )
+    res = run(a.rounds, a.messages, a.size, a.base)
+    for tree in res["trees"]:
+        print(_line(tree, res[tree]))

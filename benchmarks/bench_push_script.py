@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from fastredis.redis_io.lua import with_text
 from fastredis.server.writes.entries import entry_commands
 
 SIZES = [100, 1000, 10_000]
@@ -41,13 +42,14 @@ def _usec_per_call(r: redis.Redis, command: str) -> float:
 def test_atomic_script(benchmark: Any, client: redis.Redis, n: int) -> None:
     benchmark.group = f"entries-{n}"
     command = entry_commands([("s", "*", PAYLOAD)] * n, 1000)
+    client.execute_command(*with_text(command))  # loads the script: EVALSHA from here
 
     def write() -> Any:
         return client.execute_command(*command)
 
     ids = benchmark(write)
     assert len(ids) == n
-    benchmark.extra_info["redis_usec"] = _usec_per_call(client, "eval")
+    benchmark.extra_info["redis_usec"] = _usec_per_call(client, "evalsha")
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 
+from fastredis.redis_io.lua import with_text
 from fastredis.server.writes.entries import entry_commands
 
 BUDGET = 16 << 20
@@ -85,8 +86,9 @@ def test_write_one_with_epoch(benchmark: Any, client: redis.Redis) -> None:
     benchmark.group = "write-one"
     client.config_resetstat()
     command = entry_commands([("w2", "*", b"x" * 100)], 1000)
+    client.execute_command(*with_text(command))  # loads the script: EVALSHA from here
     benchmark(client.execute_command, *command)
-    benchmark.extra_info["redis_usec"] = _usec(client, "eval")
+    benchmark.extra_info["redis_usec"] = _usec(client, "evalsha")
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing
 import signal
 import statistics
 import sys
@@ -49,7 +48,7 @@ from typing import Any
 import httpx
 import redis
 import websockets
-from bench_idle import FD_SPARE, raise_nofile
+from procs import FD_SPARE, ClientProcs, next_command, raise_nofile
 from record import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,10 +147,9 @@ async def _wait_dropped(viewers: list[_Viewer]) -> int:
 
 
 async def _client_loop(conn: Connection) -> None:
-    loop = asyncio.get_running_loop()
     viewers: list[_Viewer] = []
     while True:
-        cmd, arg = await loop.run_in_executor(None, conn.recv)
+        cmd, arg = await next_command(conn)
         if cmd == "resume":
             specs, targets, concurrency = arg
             if specs is not None:
@@ -168,30 +166,11 @@ async def _client_loop(conn: Connection) -> None:
             return
 
 
-def _client_main(conn: Connection, fds: int) -> None:
-    raise_nofile(fds)
-    asyncio.run(_client_loop(conn))
-
-
-class Clients:
-    """Client processes holding the viewers (forked before any event loop runs here)."""
+class Clients(ClientProcs):
+    """Client processes holding the viewers (`per_proc` at most each)."""
 
     def __init__(self, n: int, per_proc: int) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.conns: list[Connection] = []
-        self.procs = []
-        for _ in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_client_main, args=(child, per_proc + FD_SPARE))
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-
-    def _ask(self, cmd: str, args: list[Any]) -> list[Any]:
-        for conn, arg in zip(self.conns, args, strict=True):
-            conn.send((cmd, arg))
-        return [conn.recv() for conn in self.conns]
+        super().__init__(n, per_proc, _client_loop)
 
     def resume(
         self,
@@ -205,7 +184,7 @@ class Clients:
         n = len(self.conns)
         args = [(None if specs is None else specs[i::n], targets or {}, concurrency)
                 for i in range(n)]  # fmt: skip
-        parts = self._ask("resume", args)
+        parts = self.ask("resume", args)
         return {
             "seconds": sorted(s for p in parts for s in p["seconds"]),
             "not_recovered": sum(p["not_recovered"] for p in parts),
@@ -214,17 +193,7 @@ class Clients:
         }
 
     def dropped(self) -> int:
-        return sum(self._ask("dropped", [None] * len(self.conns)))
-
-    def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("quit", None))
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        return sum(self.ask("dropped", [None] * len(self.conns)))
 
 
 # -- the streams, the cursors -----------------------------------------------------------

@@ -1,14 +1,23 @@
-"""Server subprocesses for the benchmarks and tests/test_loadtool.py: `fastredis serve`
-or benchmarks/bare_ws_server.py, started from the repository root and stopped again."""
+"""Processes for the benchmarks: server subprocesses (`fastredis serve` or
+benchmarks/bare_ws_server.py, started from a checkout's root and stopped again; also
+tests/test_loadtool.py's), and forked client processes that hold many websockets
+(`ClientProcs`: bench_idle.py's and bench_storm.py's)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
+import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +38,14 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
     raise RuntimeError(f"{proc.args} did not answer on port {port} within {timeout}s")
 
 
-def spawn_server(args: list[str], port: int, timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    """`python ARGS` (this checkout first on PYTHONPATH), once it answers HTTP on `port`;
-    killed again if it exits or does not answer within `timeout` s."""
+def spawn_server(
+    args: list[str], port: int, timeout: float = 30.0, root: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    """`python ARGS` (checkout `root`, this one by default, first on PYTHONPATH), once
+    it answers HTTP on `port`; killed again if it exits or does not answer in `timeout` s."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdin=subprocess.DEVNULL)
     try:
         _wait_http(port, proc, timeout)
     except BaseException:
@@ -53,3 +64,66 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+FD_SPARE = 200  # descriptors a process needs besides its sockets
+CommandLoop = Callable[[Connection], Coroutine[Any, Any, None]]
+
+
+def raise_nofile(need: int) -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to `need` (never lowers it); the
+    new soft limit. RuntimeError when the hard limit is below `need`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and need > hard:
+        raise RuntimeError(
+            f"{need} file descriptors needed, the hard limit (ulimit -Hn) is {hard}: "
+            "use fewer sockets or more client processes"
+        )
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        soft = need
+    return soft
+
+
+async def next_command(conn: Connection) -> tuple[str, Any]:
+    """A client process's next (command, argument) from its parent (the loop runs on)."""
+    cmd, arg = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    return cmd, arg
+
+
+def _client_main(conn: Connection, fds: int, loop: CommandLoop) -> None:
+    raise_nofile(fds)
+    asyncio.run(loop(conn))
+
+
+class ClientProcs:
+    """`n` client processes (forked before any event loop runs in the parent), each
+    running `loop` on the commands `ask` sends it, until ``quit`` (`close`)."""
+
+    def __init__(self, n: int, per_proc: int, loop: CommandLoop) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_client_main, args=(child, per_proc + FD_SPARE, loop))
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def ask(self, cmd: str, args: list[Any]) -> list[Any]:
+        """Send `cmd` with one argument per process; their replies, in order."""
+        for conn, arg in zip(self.conns, args, strict=True):
+            conn.send((cmd, arg))
+        return [conn.recv() for conn in self.conns]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("quit", None))
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()

@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from fastredis.redis_io.lua import LuaScript
 from fastredis.redis_io.stream_scripts import CHECK_IDS_LUA
 
 __all__ = [
@@ -152,8 +153,8 @@ end
 """
     + _PRODUCE_TAIL
 )
-_ONE_BYTES = PRODUCE_ONE_LUA.encode()
-_ANY_BYTES = PRODUCE_LUA.encode()
+_ONE = LuaScript(PRODUCE_ONE_LUA)
+_ANY = LuaScript(PRODUCE_LUA)
 
 
 def check_producer_id(producer: str) -> str:
@@ -198,7 +199,8 @@ def produce_command(
     approximate: bool = True,
     epochs: tuple[Sequence[str], str] | None = None,
 ) -> list[Any]:
-    """The EVAL that writes message `seq` of `producer` (its `entries`) once.
+    """The EVALSHA that writes message `seq` of `producer` (its `entries`) once (on
+    NOSCRIPT, send it again as `fastredis.redis_io.lua.with_text`).
     `epochs`: (each stream's epoch key, or the stream's own key where it has none; a
     new epoch), stored for each stream the message creates (the server's pushes; None:
     no epoch is stored, the stream gets one when a reader first asks)."""
@@ -219,10 +221,8 @@ def produce_command(
         argv.append(len(fields) // 2)
         argv.extend(fields)
     one = len(entries) == 1 and len(entries[0][2]) == 2
-    return [
-        b"EVAL", _ONE_BYTES if one else _ANY_BYTES, 2 + len(sids) + len(epoch_keys),
-        *keys, *sids, *epoch_keys, *argv,
-    ]  # fmt: skip
+    script = _ONE if one else _ANY
+    return script.command(2 + len(sids) + len(epoch_keys), *keys, *sids, *epoch_keys, *argv)
 
 
 def parse_state(raw: dict[Any, Any]) -> tuple[int, dict[int, list[str]]]:

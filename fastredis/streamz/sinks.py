@@ -40,6 +40,7 @@ from streamz import Stream
 from streamz.sinks import Sink
 
 from fastredis.redis_io import AnyAsyncRedis
+from fastredis.redis_io.lua import is_noscript, with_text
 from fastredis.redis_io.producers import (
     DEFAULT_PRODUCER_TTL,
     check_producer_id,
@@ -389,8 +390,9 @@ class sink_to_redis_stream(_RedisSink):
             f"not {type(x).__name__}"
         )
 
-    async def _produce(self, client: AnyAsyncRedis, items: list[Any]) -> None:
-        """Write `items` (the first queued) as the producer's next messages, once each."""
+    async def _produce(self, client: AnyAsyncRedis, items: list[Any], text: bool = False) -> None:
+        """Write `items` (the first queued) as the producer's next messages, once each
+        (by the script's hash; on NOSCRIPT, counted again and sent with its `text`)."""
         keys, producer = self._producer_keys, self.producer
         assert keys is not None and producer is not None
         skip = 0
@@ -407,22 +409,25 @@ class sink_to_redis_stream(_RedisSink):
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for k, fields in enumerate(items[skip:]):
-                    pipe.execute_command(
-                        *produce_command(
-                            keys,
-                            [self.key],
-                            producer,
-                            first + k,
-                            [(1, "*", fields)],
-                            self.producer_ttl,
-                            maxlen,
-                            self.approximate,
-                        )
+                    command = produce_command(
+                        keys,
+                        [self.key],
+                        producer,
+                        first + k,
+                        [(1, "*", fields)],
+                        self.producer_ttl,
+                        maxlen,
+                        self.approximate,
                     )
+                    pipe.execute_command(*(with_text(command) if text else command))
                 results = await pipe.execute(raise_on_error=False) if len(items) > skip else []
         except BaseException:
             self._recount = True
             raise
+        if not text and any(is_noscript(r) for r in results):
+            self._recount = True  # those before it were written
+            await self._produce(client, items, text=True)
+            return
         for r in results:
             if isinstance(r, Exception):
                 raise r

@@ -18,6 +18,7 @@ import websockets
 from support.live_server import LiveServer
 
 from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
+from fastredis.redis_io.lua import with_text
 from fastredis.redis_io.producers import (
     MAX_PRODUCER_ID,
     MAX_PRODUCERS,
@@ -195,18 +196,57 @@ async def test_plain_pushes_are_unchanged(url: str, r: redis.Redis) -> None:
     assert r.keys("XPROD*") == []
 
 
+@pytest.mark.parametrize("query", ["producer=p", "ack=1"])
+async def test_a_script_flush_between_pushes_loses_and_doubles_nothing(
+    url: str, r: redis.Redis, query: str
+) -> None:
+    # The lanes call their scripts by hash; Redis forgetting them (SCRIPT FLUSH, as on
+    # a restart) answers NOSCRIPT and the message is sent again with the script's text.
+    async def push(*entries: tuple[str, bytes]) -> None:  # [[sid, end], ...] headers
+        ends, total = [], 0
+        for sid, payload in entries:
+            total += len(payload)
+            ends.append([sid, total])
+        await ws.send(json.dumps(ends))
+        await ws.send(b"".join(p for _sid, p in entries))
+
+    def noscripts() -> int:
+        return int(r.info("errorstats").get("errorstat_NOSCRIPT", {}).get("count", 0))
+
+    before = noscripts()
+    async with connect(f"{url}/data/s+t/push?{query}") as ws:
+        if query.startswith("producer"):
+            await hello(ws)
+        acked = []
+        for message in ([("s", b"m1")], [("s", b"m2")], [("s", b"m3"), ("t", b"m4")]):
+            r.script_flush()
+            await push(*message)
+            acked.append(json.loads(await recv(ws)))
+        r.script_flush()
+        for message in ([("s", b"m5")], [("s", b"m6"), ("t", b"m7")], [("s", b"m8")]):
+            await push(*message)  # several on their way at once
+        for _ in range(3):
+            acked.append(json.loads(await recv(ws)))
+    assert payloads(r, "s") == [b"m1", b"m2", b"m3", b"m5", b"m6", b"m8"]
+    assert payloads(r, "t") == [b"m4", b"m7"]
+    assert [len(ids) for ids in acked] == [1, 1, 2, 1, 2, 1]
+    assert noscripts() - before >= 4  # each flush was met by a NOSCRIPT
+    if query.startswith("producer"):
+        state, _index = producer_keys(["s", "t"], "p")
+        assert parse_state(r.hgetall(state))[0] == 6
+
+
 def test_producers_per_stream_set_are_bounded(r: redis.Redis) -> None:
     def one(producer: str) -> Any:
         keys = producer_keys(["s"], producer)
         cmd = produce_command(keys, ["s"], producer, 1, [(1, "*", (b"d", b"x"))], 3600)
-        return r.execute_command(*cmd)
+        return r.execute_command(*with_text(cmd))
 
     pipe = r.pipeline(transaction=False)
     for k in range(MAX_PRODUCERS):
         keys = producer_keys(["s"], f"p{k}")
-        pipe.execute_command(
-            *produce_command(keys, ["s"], f"p{k}", 1, [(1, "*", (b"d", b"x"))], 3600)
-        )
+        cmd = produce_command(keys, ["s"], f"p{k}", 1, [(1, "*", (b"d", b"x"))], 3600)
+        pipe.execute_command(*with_text(cmd))
     pipe.execute()
     with pytest.raises(redis.ResponseError, match="producers already"):
         one("late")

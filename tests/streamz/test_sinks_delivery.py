@@ -140,3 +140,21 @@ def test_a_second_producer_sink_numbers_after_the_committed_count(
         sink.close()
     assert plain_redis.xlen("out") == 6
     assert parse_state(plain_redis.hgetall(producer_keys(["out"], "p")[0]))[0] == 6
+
+
+def test_producer_sink_after_a_script_flush_writes_each_item_once(
+    redis_url: str, plain_redis: redis.Redis
+) -> None:
+    # The sink calls its script by hash: after SCRIPT FLUSH (as on a Redis restart)
+    # the NOSCRIPT reply sends the rest again with the script's text.
+    source = Stream()
+    sink = source.sink_to_redis_stream("out", producer="p", url=redis_url)
+    for run in range(3):
+        plain_redis.script_flush()
+        for i in range(3):
+            source.emit(f"{run}-{i}")
+        sink.flush()
+    sink.close()
+    stored = [f[b"d"].decode() for _id, f in plain_redis.xrange("out")]
+    assert stored == [f"{run}-{i}" for run in range(3) for i in range(3)]
+    assert parse_state(plain_redis.hgetall(producer_keys(["out"], "p")[0]))[0] == 9

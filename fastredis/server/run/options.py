@@ -72,14 +72,23 @@ def _positive(text: str) -> int:
     return value
 
 
-def _window(text: str) -> float:
+def _seconds_in(text: str, ok: Callable[[float], bool], must: str) -> float:
+    """`text` as seconds for which `ok` holds, else ValueError saying what it `must` be."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 3600:  # also refuses nan
-        raise ValueError(f"must be 0 to 3600 seconds: {text!r}")
+    if not ok(value):  # nan fails every comparison
+        raise ValueError(f"must be {must}: {text!r}")
     return value
+
+
+def _window(text: str) -> float:
+    return _seconds_in(text, lambda v: 0 <= v <= 3600, "0 to 3600 seconds")
+
+
+def _seconds(text: str) -> float:
+    return _seconds_in(text, lambda v: 0 < v < 10**9, "> 0 seconds")  # inf refused too
 
 
 def _port(text: str) -> int:
@@ -89,16 +98,6 @@ def _port(text: str) -> int:
         value = -1
     if not 0 <= value <= 65535:
         raise ValueError(f"a TCP port is 0-65535 (0: any free port), not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 10**9:  # also refuses nan and inf
-        raise ValueError(f"must be > 0 seconds: {text!r}")
     return value
 
 

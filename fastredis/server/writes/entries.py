@@ -21,6 +21,7 @@ from typing import Any
 
 from fastredis.ids import parse_add_id
 from fastredis.redis_io import is_cluster
+from fastredis.redis_io.lua import LuaScript
 from fastredis.redis_io.producers import ProducerEntry
 from fastredis.redis_io.stream_scripts import ADD_ENTRIES_LUA
 from fastredis.server.edge.epoch import epoch_key, new_epoch
@@ -50,9 +51,8 @@ end
 if created then redis.call('SET', KEYS[2], ARGV[4]) end
 return id
 """
-_ONE_BYTES = ADD_ONE_LUA.encode()
-
-_LUA_BYTES = ADD_ENTRIES_LUA.encode()
+_ONE = LuaScript(ADD_ONE_LUA)
+_ANY = LuaScript(ADD_ENTRIES_LUA)
 
 
 def _canonical_id(eid: Any) -> str:
@@ -67,8 +67,8 @@ def _canonical_id(eid: Any) -> str:
 
 
 def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
-    """The one command that writes `entries` atomically (an EVAL; a stream it creates
-    gets its epoch in the same step)."""
+    """The one command that writes `entries` atomically (an EVALSHA, see
+    `fastredis.redis_io.lua`; a stream it creates gets its epoch in the same step)."""
     if len(entries) == 1:
         sid, eid, payload = entries[0]
         if eid != "*":
@@ -78,7 +78,7 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
             if maxlen:
                 return [b"XADD", sid, b"MAXLEN", b"~", maxlen, eid, b"d", payload]
             return [b"XADD", sid, eid, b"d", payload]
-        return [b"EVAL", _ONE_BYTES, 2, sid, key, maxlen, eid, payload, new_epoch()]
+        return _ONE.command(2, sid, key, maxlen, eid, payload, new_epoch())
     keys: dict[str, int] = {}
     argv: list[Any] = [maxlen, new_epoch()]
     for sid, eid, payload in entries:
@@ -88,9 +88,7 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
         argv.append(index)
         argv.append(eid if eid == "*" else _canonical_id(eid))
         argv.append(payload)
-    return [
-        b"EVAL", _LUA_BYTES, 2 * len(keys), *keys, *(epoch_key(k) or k for k in keys), *argv
-    ]  # fmt: skip
+    return _ANY.command(2 * len(keys), *keys, *(epoch_key(k) or k for k in keys), *argv)
 
 
 def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:

@@ -10,7 +10,15 @@ number of sockets costs that many Redis connections. A lane is one held connecti
   holds a lane up, and a refused write (a `BadInput`) ends only the writer it belongs
   to; the lane goes on for the others;
 * a lost connection fails the writers with a message owed on that lane; the next
-  message opens a new connection.
+  message opens a new connection;
+* scripts go by hash (EVALSHA, `fastredis.redis_io.lua`). A NOSCRIPT reply (Redis
+  flushed its scripts, or restarted) means that message was not written: the lane
+  sends nothing new until every reply owed is in, then loads every script again and
+  sends the refused messages as EVAL, in order, ahead of what was queued meanwhile.
+  Their commands are kept until replied (bytes already on their way to Redis). Should
+  a later message of the same writer have been written before that (another
+  connection loaded the scripts in between), its order is lost: that writer fails as
+  on a lost connection.
 
 Memory is bounded per writer (`max_pending` messages, `max_unsent_bytes`) and per lane
 (`LANE_UNSENT_BYTES`): a client faster than Redis waits, so its socket stops being read.
@@ -24,13 +32,15 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from fastredis._frames import pack_commands
 from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
+from fastredis.redis_io.lua import is_noscript, load_commands, with_text
 from fastredis.server.edge.errors import refused
 from fastredis.server.run import metrics
 from fastredis.server.writes.entries import Entry, entry_commands, one_slot_key
@@ -54,6 +64,7 @@ class _Message:
     nbytes: int  # payload bytes
     sid: str | None  # the stream of a one-entry message (its errors name none)
     queued_at: float
+    command: list[Any] | None  # an EVALSHA, kept until replied: sent again on NOSCRIPT
 
 
 def _decode_ids(reply: Any) -> list[str]:
@@ -71,8 +82,10 @@ class _Lane:
         self.room = asyncio.Event()
         self.room.set()
         self._queued: list[Any] = []  # packed buffers not sent yet
-        self._queued_msgs: list[_Message] = []
-        self._owed: deque[_Message] = deque()  # sent, reply not read yet
+        # None: a SCRIPT LOAD of `_resend` (its reply is no message's)
+        self._queued_msgs: list[_Message | None] = []
+        self._owed: deque[_Message | None] = deque()  # sent, reply not read yet
+        self._noscript: list[_Message] = []  # answered NOSCRIPT: to send again as EVAL
         self._flush_wanted = asyncio.Event()
         self._reply_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,8 +110,8 @@ class _Lane:
             while True:
                 await self._flush_wanted.wait()
                 self._flush_wanted.clear()
-                if not self._queued_msgs:
-                    continue
+                if not self._queued_msgs or self._noscript:
+                    continue  # on NOSCRIPT, nothing new is sent until `_resend`
                 await self.conn.acquire()  # before the reader may read from it
                 bufs, self._queued = self._queued, []
                 sent, self._queued_msgs = self._queued_msgs, []
@@ -108,6 +121,8 @@ class _Lane:
                 await self.conn.send(bufs)
                 del bufs
                 for message in sent:
+                    if message is None:
+                        continue
                     self.unsent -= message.packed
                     message.writer._taken(message.packed)
                 if not self.full():
@@ -128,13 +143,53 @@ class _Lane:
                 try:
                     reply: Any = await self.conn.read_reply()
                 except ResponseError as exc:
-                    reply = refused(exc, [message.sid] if message.sid is not None else [])
+                    reply = exc
+                if message is None:  # a SCRIPT LOAD of `_resend`
+                    self._owed.popleft()
+                    continue
                 self._owed.popleft()
-                message.writer._answered(message, reply)
+                if message is not None:
+                    self._answer(message, reply)
+                if self._noscript and not self._owed:
+                    self._resend()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             await self._broken(exc)
+
+    def _answer(self, message: _Message, reply: Any) -> None:
+        if message.command is not None and is_noscript(reply):
+            self._noscript.append(message)
+            return
+        if any(m.writer is message.writer for m in self._noscript):
+            reply = RedisConnectionError(
+                "Redis lost its scripts (SCRIPT FLUSH or a restart) while this socket's "
+                "messages were on their way, and wrote one out of order: try again"
+            )
+        elif isinstance(reply, ResponseError):
+            reply = refused(reply, [message.sid] if message.sid is not None else [])
+        message.writer._answered(message, reply)
+
+    def _resend(self) -> None:
+        """Queue the messages answered NOSCRIPT again, first, as EVAL, after loading
+        every script (so no EVALSHA after them meets NOSCRIPT, as one of another
+        script would if only theirs were loaded)."""
+        loads = load_commands()
+        bufs: list[Any] = pack_commands(loads)
+        again: list[_Message | None] = [None] * len(loads)
+        for message in self._noscript:
+            if message.writer.error is None and message.command is not None:
+                packed = pack_commands([with_text(message.command)])
+                # a new _Message: the flusher may still count the first send's bytes
+                resent = replace(message, packed=sum(map(len, packed)), command=None)
+                again.append(resent)
+                message.writer._unsent += resent.packed
+                self.unsent += resent.packed
+                bufs.extend(packed)
+        self._noscript = []
+        self._queued[:0] = bufs
+        self._queued_msgs[:0] = again
+        self._flush_wanted.set()
 
     async def _broken(self, exc: BaseException) -> None:
         """The connection failed: every writer with a message here fails; start over."""
@@ -143,12 +198,13 @@ class _Lane:
         for task in tasks:
             if task is not me:
                 task.cancel()
-        lost = [*self._owed, *self._queued_msgs]
+        lost = [*self._noscript, *self._owed, *self._queued_msgs]
         self._owed.clear()
+        self._noscript = []
         self._queued, self._queued_msgs = [], []
         self.unsent = 0
         self.room.set()
-        for writer in dict.fromkeys(m.writer for m in lost):
+        for writer in dict.fromkeys(m.writer for m in lost if m is not None):
             writer._fail(exc)
         await self.conn.release(broken=True)
 
@@ -233,7 +289,9 @@ class PushWriter:
         self._pending += 1
         self._unsent += packed
         self._done.clear()
-        lane.enqueue(bufs, _Message(self, packed, len(entries), nbytes, sid, time.perf_counter()))
+        script = command if command[0] == b"EVALSHA" else None
+        message = _Message(self, packed, len(entries), nbytes, sid, time.perf_counter(), script)
+        lane.enqueue(bufs, message)
 
     async def drain(self) -> None:
         """Wait until every message queued so far is written (or the writer failed)."""
