@@ -12,7 +12,9 @@ the payload into one frame (a memory copy of every pulled byte; 1 MB pulls were
 bound by the server's CPU on 2 cores). A message may also be given as several buffers
 (``{"type": "websocket.send", "fastredis.views": [...]}``, offered to the app by the
 ``fastredis.views`` scope extension): one binary message written from them as they are,
-so a pull of several large entries is never packed into one copy.
+so a pull of several large entries is never packed into one copy. Either may carry
+``"fastredis.text_first": str``, a text message (a pull's header) written with it in the
+same `write`: one system call and one wake of the client less per pulled frame.
 
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
@@ -45,7 +47,13 @@ from websockets.protocol import State
 
 from fastredis.server.run.settings import Settings
 
-__all__ = ["VIEWS_EXTENSION", "GuardedH11Protocol", "GuardedWebSocketProtocol", "uvicorn_options"]
+__all__ = [
+    "TEXT_FIRST",
+    "VIEWS_EXTENSION",
+    "GuardedH11Protocol",
+    "GuardedWebSocketProtocol",
+    "uvicorn_options",
+]
 
 DRAIN_SECONDS = 5.0  # at most this long a failed socket is read (and discarded)
 QUIET_SECONDS = 0.25  # ... and closed once the client has sent nothing for this long
@@ -54,6 +62,7 @@ FRAME_OVERHEAD = 64 * 1024  # ws_max_size above the largest message (framing)
 # smaller one is cheaper copied into one write.
 DIRECT_FRAME_BYTES = 64 * 1024
 VIEWS_EXTENSION = "fastredis.views"  # a send message of several buffers (see above)
+TEXT_FIRST = "fastredis.text_first"  # a text message to send just before (see above)
 
 
 _REQUEST_TIMEOUT = (
@@ -136,47 +145,50 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handle_events()
 
     async def send(self, message: Any) -> None:
-        views = message.get(VIEWS_EXTENSION) if message["type"] == "websocket.send" else None
-        if views is not None:
-            return await self._send_views(views)
-        data = message.get("bytes") if message["type"] == "websocket.send" else None
-        if data is None or self.close_sent or not self.handshake_complete:
+        if message["type"] != "websocket.send":
             return await super().send(message)
-        size = memoryview(data).nbytes
-        if size < DIRECT_FRAME_BYTES:
-            return await super().send(message)
+        views = message.get(VIEWS_EXTENSION)
+        data = message.get("bytes")
+        text = message.get(TEXT_FIRST)
         await self.writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
-        conn = self.conn
-        if conn.state is not State.OPEN or conn.expect_continuation_frame or conn.extensions:
-            # what websockets says of it; or an extension (permessage-deflate, when
-            # turned on) encodes the frame
+        if not self._direct(views, data):
+            if text is not None:
+                first: Any = {"type": "websocket.send", "text": text}
+                await super().send(first)
+            if views is not None:
+                joined: Any = {"type": "websocket.send", "bytes": b"".join(views)}
+                return await super().send(joined)
             return await super().send(message)
-        pending = conn.data_to_send()  # e.g. a pong websockets queued: it goes first
-        if pending:
-            self.transport.write(b"".join(pending))
-        self.transport.write(_binary_head(size))
+        head = list(self.conn.data_to_send())  # e.g. a pong websockets queued: it goes first
+        if text is not None:
+            encoded = text.encode()
+            head += (_frame_head(0x81, len(encoded)), encoded)
+        if views is not None:
+            return self._write_views(head, views)
+        head.append(_frame_head(0x82, memoryview(data).nbytes))
+        self.transport.write(b"".join(head))
         self.transport.write(data)
         return None
 
-    async def _send_views(self, views: list[Any]) -> None:
-        """One binary message from `views`, written as they are (small ones joined)."""
+    def _direct(self, views: list[Any] | None, data: Any) -> bool:
+        """Whether a binary message is written here rather than by websockets: a large
+        one or views, on an open socket without extensions (permessage-deflate, when
+        turned on, encodes the frame) and not inside a fragmented message."""
+        if views is None and (data is None or memoryview(data).nbytes < DIRECT_FRAME_BYTES):
+            return False
         if self.close_sent or not self.handshake_complete:
-            joined: Any = {"type": "websocket.send", "bytes": b"".join(views)}
-            return await super().send(joined)
-        await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
+            return False
         conn = self.conn
-        if conn.state is not State.OPEN or conn.expect_continuation_frame or conn.extensions:
-            joined = {"type": "websocket.send", "bytes": b"".join(views)}
-            return await super().send(joined)
-        pending = conn.data_to_send()
-        if pending:
-            self.transport.write(b"".join(pending))
-        self.transport.write(_binary_head(sum(memoryview(v).nbytes for v in views)))
-        small: list[Any] = []
+        return (
+            conn.state is State.OPEN and not conn.expect_continuation_frame and not conn.extensions
+        )
+
+    def _write_views(self, head: list[bytes], views: list[Any]) -> None:
+        """One binary message from `views`, written as they are (small ones joined)."""
+        head.append(_frame_head(0x82, sum(memoryview(v).nbytes for v in views)))
+        small: list[Any] = head
         for view in views:
             if memoryview(view).nbytes >= DIRECT_FRAME_BYTES:
                 if small:
@@ -187,7 +199,6 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
                 small.append(view)
         if small:
             self.transport.write(b"".join(small))
-        return None
 
     def _refuse_handshake(self) -> None:
         # websockets has queued its answer (414 or 431 with a one-line reason), or
@@ -227,13 +238,14 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
 
-def _binary_head(size: int) -> bytes:
-    """The head of a final, unmasked binary frame of `size` bytes (RFC 6455 5.2)."""
+def _frame_head(first: int, size: int) -> bytes:
+    """The head of an unmasked frame of `size` bytes whose first byte is `first` (0x81:
+    a final text frame, 0x82: a final binary frame; RFC 6455 5.2)."""
     if size < 126:
-        return bytes((0x82, size))
+        return bytes((first, size))
     if size < 1 << 16:
-        return bytes((0x82, 126)) + size.to_bytes(2, "big")
-    return bytes((0x82, 127)) + size.to_bytes(8, "big")
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
