@@ -14,7 +14,10 @@ bound by the server's CPU on 2 cores). A message may also be given as several bu
 ``fastredis.views`` scope extension): one binary message written from them as they are,
 so a pull of several large entries is never packed into one copy. Either may carry
 ``"fastredis.text_first": str``, a text message (a pull's header) written with it in the
-same `write`: one system call and one wake of the client less per pulled frame.
+same `write`: one system call and one wake of the client less per pulled frame. When
+nothing is queued in the transport, such a message goes out in one ``sendmsg`` of its
+buffers; what the socket does not take is queued by the transport as before (its
+high-water mark pauses the app's writes: a slow client holds a bounded buffer).
 
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
@@ -37,6 +40,7 @@ the app uses (`fastredis serve`, the tests' live server).
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import h11
@@ -168,8 +172,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if views is not None:
             return self._write_views(head, views)
         head.append(_frame_head(0x82, memoryview(data).nbytes))
-        self.transport.write(b"".join(head))
-        self.transport.write(data)
+        self._write([b"".join(head), data])
         return None
 
     def _direct(self, views: list[Any] | None, data: Any) -> bool:
@@ -188,17 +191,42 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     def _write_views(self, head: list[bytes], views: list[Any]) -> None:
         """One binary message from `views`, written as they are (small ones joined)."""
         head.append(_frame_head(0x82, sum(memoryview(v).nbytes for v in views)))
+        out: list[Any] = []
         small: list[Any] = head
         for view in views:
             if memoryview(view).nbytes >= DIRECT_FRAME_BYTES:
                 if small:
-                    self.transport.write(b"".join(small))
+                    out.append(b"".join(small))
                     small = []
-                self.transport.write(view)
+                out.append(view)
             else:
                 small.append(view)
         if small:
-            self.transport.write(b"".join(small))
+            out.append(b"".join(small))
+        self._write(out)
+
+    def _write(self, bufs: list[Any]) -> None:
+        """Write `bufs` in order: in one `sendmsg` when nothing is queued in the
+        transport (one system call and one wake of the client per message, not one per
+        buffer), the rest (what the socket did not take) through the transport, which
+        queues it and pauses the app's writes (`writable`) past its high-water mark."""
+        transport = self.transport
+        sock = _plain_socket(transport)
+        sent = 0
+        if sock is not None and not transport.get_write_buffer_size():
+            try:
+                sent = sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport's own write meets the error and reports it
+        for buf in bufs:
+            size = memoryview(buf).nbytes
+            if sent >= size:
+                sent -= size
+                continue
+            transport.write(memoryview(buf)[sent:] if sent else buf)
+            sent = 0
 
     def _refuse_handshake(self) -> None:
         # websockets has queued its answer (414 or 431 with a one-line reason), or
@@ -236,6 +264,16 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         super().connection_lost(exc)
+
+
+def _plain_socket(transport: Any) -> socket.socket | None:
+    """The socket under a plain (not TLS) selector transport that is open, else None.
+    asyncio hands out only a wrapper without send methods; its `_sock` is the socket."""
+    if transport.is_closing() or transport.get_extra_info("sslcontext") is not None:
+        return None
+    wrapper = transport.get_extra_info("socket")
+    sock = getattr(wrapper, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _frame_head(first: int, size: int) -> bytes:
