@@ -9,13 +9,19 @@ Groups (compare within a group):
       1,000 entries of three small fields each: 12,000 entries per read.
   cluster-1MB: 6 streams of 8 entries of one 1 MB field: 48 MB per read.
 Run: flock /tmp/fastredis-bench.lock pytest benchmarks/bench_cluster.py --benchmark-only
-Or, interleaved A/B rounds with wall and CPU time, medians and spreads, written to
+Or, A/B rounds with wall and CPU time, medians and spreads, written to
 benchmarks/results/cluster-*.json (one command, `--short` for 5 rounds):
     python benchmarks/bench_cluster.py [--short]
+It measures every variant in a fresh interpreter per case per round (rounds rotating the
+order; in each, one warm-up read and 5 timed ones), as a user's program runs one client:
+in one process the variants share malloc's state (glibc raises its mmap threshold when
+a big block is freed), so one's frees change the other's page faults. The former
+in-process rounds follow, labelled `in_process` in the file.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -228,6 +234,7 @@ def main(argv: list[str]) -> None:
         "method": f"separate: each variant in a fresh interpreter per case per round "
         f"(1 warm-up + {reads} timed reads, their median); in_process: all variants "
         "in one process, one read each per round (shares malloc state)",
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "load_before": load_before,
         "load_after": loadavg(),
         "cases": separate,
@@ -247,7 +254,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, __import__("os").path.dirname(__file__))
+    sys.path.insert(0, os.path.dirname(__file__))
     if sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
