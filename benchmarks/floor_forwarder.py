@@ -26,6 +26,8 @@ import struct
 import threading
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from replies import encode
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
 # the head of one entry's reply, up to its first field's value length (RESP2)
 _HEAD = re.compile(rb"\*1\r\n\*2\r\n\$\d+\r\n.*?\r\n\*1\r\n\*2\r\n\$\d+\r\n([0-9-]+)\r\n"
@@ -40,13 +42,6 @@ def _frame_head(opcode: int, size: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, size)
 
 
-def _resp(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
-
-
 class _Valkey:
     """One blocking connection; `next()` reads one entry into the reused buffer."""
 
@@ -58,7 +53,7 @@ class _Valkey:
 
     def next(self, sid: bytes, last: bytes) -> tuple[bytes, memoryview] | None:
         """The id and payload of the entry after `last`, or None at the stream's end."""
-        self.sock.sendall(_resp(b"XREAD", b"COUNT", b"1", b"STREAMS", sid, last))
+        self.sock.sendall(encode(b"XREAD", b"COUNT", b"1", b"STREAMS", sid, last))
         got = 0
         while True:
             n = self.sock.recv_into(self.view[got:])
