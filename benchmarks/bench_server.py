@@ -634,7 +634,7 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 # -- yardsticks: the 1 MB pull next to the simplest relay, CPU per MB next to bare ---------
 
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
-YARD_TARGETS = ("server", "relay", "bare-ws")
+YARD_TARGETS = ("server", "relay", "bare-ws", "floor")
 # FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
 BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
@@ -676,8 +676,10 @@ def _pull_round(urls: dict[str, str], procs: dict[str, psutil.Process], sid: str
 
 def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
     """`runs` interleaved rounds of the 1 MB pull against `fastredis serve`, the relay
-    (benchmarks/relay_yardstick.py) and the bare `websockets` server (the load tool's
-    own ceiling: no Redis), all read by loadtool.raw_pull; per-round ratios."""
+    (benchmarks/relay_yardstick.py), the bare `websockets` server (the load tool's
+    own ceiling: no Redis) and the floor (benchmarks/floor_forwarder.py: raw XREAD
+    COUNT 1 to one sendmsg, no library), all read by loadtool.raw_pull; per-round
+    ratios."""
     from abrounds import loadavg, spread
 
     load_before = loadavg()
@@ -696,6 +698,8 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                           "--redis-url", valkey.url],
                 "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
                             "--impl", "websockets"],
+                "floor": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor"]),
+                          "--redis-url", valkey.url],
             }  # fmt: skip
             if BASE_TREE:
                 code = (f"import sys; sys.path.insert(0, {BASE_TREE!r}); "
@@ -737,6 +741,20 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
         "server_cpu_per_mb_vs_bare_ws": spread(
             [
                 r["server"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
+        # the bare layers under the server (benchmarks/floor_forwarder.py): receiving
+        # every byte from Valkey too, which bare-ws never does
+        "server_cpu_per_mb_vs_floor": spread(
+            [
+                r["server"]["gateway_cpu_ms_per_mb"] / r["floor"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
+        "floor_cpu_per_mb_vs_bare_ws": spread(
+            [
+                r["floor"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
                 for r in rounds
             ]
         ),
@@ -824,6 +842,8 @@ def latency_rounds(runs: int = 5, seconds: float = LATENCY_S) -> dict[str, Any]:
                 "bare": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare"])],
                 "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
                             "--impl", "websockets"],
+                "floor": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor"]),
+                          "--redis-url", valkey.url],
             }  # fmt: skip
             if BASE_TREE:
                 argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)

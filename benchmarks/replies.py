@@ -31,11 +31,11 @@ def fill(url: str) -> None:
                 r.xadd(LARGE_STREAM, {"d": os.urandom(LARGE_SIZE)})
 
 
-def encode(*args: str | int) -> bytes:
+def encode(*args: str | int | bytes) -> bytes:
     """One command in RESP."""
     parts = [f"*{len(args)}\r\n".encode()]
     for arg in args:
-        data = str(arg).encode()
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 

@@ -31,6 +31,9 @@ def pull_views(batch: StreamBatch, field: bytes | str = b"d") -> list[memoryview
     """The same payload as views into the batch buffer, for writelines: one view per
     entry (empty for entries without the field), aligned with the batch."""
 
+def values_nbytes(batch: StreamBatch) -> int:
+    """The bytes of every field value of `batch` (offsets()["val_len"].sum())."""
+
 def push_entries(
     header: Any, payload: _Buffer, sids: list[str]
 ) -> list[tuple[str, str, memoryview]]:

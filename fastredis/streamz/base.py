@@ -100,6 +100,8 @@ class RedisSource(Source):
         self._finished.wait(self.start_timeout)
 
     def _interrupt(self) -> None:
+        if not self.stopped:  # started again meanwhile: its waits are not ours to cancel
+            return
         fut = self._wait_fut
         if fut is not None and not fut.done():
             fut.cancel()

@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 
 from fastredis.redis_io import AnyAsyncRedis, axautoclaim_batch, axclaim_batch
-from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log
+from fastredis.streamz.connection import TRANSIENT_ERRORS, Backoff, as_str, log, running_client
 
 __all__ = ["CLAIM_CHUNK", "Claims", "Deliver", "heartbeat_channel"]
 
@@ -76,9 +76,7 @@ class Claims:
 
     @property
     def client(self) -> AnyAsyncRedis:
-        client = self._client()
-        assert client is not None, "claims run only while their consumer runs"
-        return client
+        return running_client(self._client, "claims run")
 
     # -- heartbeats -----------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -43,6 +43,13 @@ async def close_client(client: AnyAsyncRedis | None) -> None:
         await client.aclose()
     elif client is not None:
         await client.aclose(close_connection_pool=True)
+
+
+def running_client(getter: Callable[[], AnyAsyncRedis | None], who: str) -> AnyAsyncRedis:
+    """The client `getter` gives while its source runs (`who` works only then)."""
+    client = getter()
+    assert client is not None, f"{who} only while the source runs"
+    return client
 
 
 def as_str(value: Any) -> Any:

@@ -29,17 +29,19 @@ async def emit_each(
     downstream callback gets items from the next yield on. With an `acker`, the items are
     (stream, id, ...) entries of a consumer group: each carries an AckRef (count 1, held
     by us until what its emit returned is done); those finished then are handed to the
-    acker together before the loop runs anything else. When downstream raises, the
-    failure is logged, ``failed(item, exc)`` is called and emission goes on with the
-    next item. Once the source is stopped, no further item is emitted: ``stop()``
-    returns after the item under way (or at once, when a step downstream returned a
-    future: that item counts as not emitted, so it is delivered again), and the caller
-    keeps the rest (a group leaves them pending, a stream reader rewinds, a list reader
-    puts them back).
+    acker together before the loop runs anything else. A finished entry's AckRef (and
+    its metadata) then serves the next entry: nothing downstream holds it any more. When
+    downstream raises, the failure is logged, ``failed(item, exc)`` is called and
+    emission goes on with the next item. Once the source is stopped, no further item is
+    emitted: ``stop()`` returns after the item under way (or at once, when a step
+    downstream returned a future: that item counts as not emitted, so it is delivered
+    again), and the caller keeps the rest (a group leaves them pending, a stream reader
+    rewinds, a list reader puts them back).
     """
     gather = asyncio.gather
     n = len(items)
     i = emitted = 0
+    ref, md = _new_ref(acker)
     source.current_metadata = None
     while i < n:
         downstreams = list(source.downstreams)
@@ -50,8 +52,8 @@ async def emit_each(
             if source.stopped:
                 _hand_over(acker, finished)
                 return emitted
-            ref = AckRef(acker, x) if acker is not None else None
-            md = [{"ref": ref}] if ref is not None else []
+            if ref is not None:
+                ref.entry = x
             try:
                 if single is not None:
                     # What Stream._emit does for one node, minus its retain/release pair
@@ -76,15 +78,30 @@ async def emit_each(
                 downstream_failed(source, x, exc)
                 if failed is not None:
                     failed(x, exc)
+                if ref is not None:  # never released by us: a new one for the next entry
+                    ref, md = _new_ref(acker)
                 continue
-            if ref is not None and ref.emitted():
-                finished.append(x)
+            if ref is not None:
+                if ref.count == 1:  # only ours: finished, and the ref is free again
+                    finished.append(x)
+                else:  # held downstream: in flight until released there
+                    ref.emitted()
+                    ref, md = _new_ref(acker)
             emitted += 1
         _hand_over(acker, finished)
         i = end
         if i < n:
             await asyncio.sleep(0)
     return emitted
+
+
+def _new_ref(acker: Acker | None) -> tuple[AckRef | None, list[Any]]:
+    """An entry's reference (with an acker) and the metadata that carries it. Without an
+    acker every item gets the same empty metadata (nothing downstream changes it)."""
+    if acker is None:
+        return None, []
+    ref = AckRef(acker, None)
+    return ref, [{"ref": ref}]
 
 
 async def _finished(source: Stream, fut: Any) -> None:

@@ -12,7 +12,7 @@ import redis.asyncio
 
 from fastredis.redis_io import AnyAsyncRedis, axread_batch, axreadgroup_batch
 from fastredis.streamz.claims import Claims
-from fastredis.streamz.connection import as_str, log
+from fastredis.streamz.connection import as_str, log, running_client
 from fastredis.streamz.deliverer import Deliverer
 from fastredis.streamz.descriptors import READ_IDS_SCRIPT, Descriptor, DescriptorRead
 
@@ -75,9 +75,7 @@ class GroupReader:
 
     @property
     def client(self) -> AnyAsyncRedis:
-        client = self._client()
-        assert client is not None, "a group reads only while its source runs"
-        return client
+        return running_client(self._client, "group reads")
 
     async def create_groups(self) -> None:
         """XGROUP CREATE ... MKSTREAM for each stream (a group that exists is kept)."""

@@ -435,6 +435,16 @@ def pull_views(StreamBatch batch not None, field=b"d") -> list:
     return out
 
 
+def values_nbytes(StreamBatch batch not None) -> int:
+    """The bytes of every field value of `batch` (what offsets()["val_len"].sum()
+    gives, without making numpy views per call: counted once per pulled batch)."""
+    cdef Py_ssize_t j
+    cdef int64_t total = 0
+    for j in range(batch.n_fields):
+        total += batch.val_len[j]
+    return total
+
+
 # --------------------------------------------------------------------------
 # Push side: header validation
 # --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -341,6 +342,19 @@ async def test_a_pull_cancelled_between_header_and_payload_loses_nothing(
     assert got == [b"%08d" % i for i in range(n)]
 
 
+def record_waits(puller: Any) -> list[float]:
+    """The waits `puller`'s backoff draws from now on, in order."""
+    waits: list[float] = []
+    failed = puller.backoff.failed
+
+    def recorded(exc: BaseException) -> float:
+        waits.append(failed(exc))
+        return waits[-1]
+
+    puller.backoff.failed = recorded
+    return waits
+
+
 async def test_a_pull_resumes_soon_after_redis_is_back_however_long_it_was_down(
     private_redis: EmbeddedRedis,
 ) -> None:
@@ -356,9 +370,7 @@ async def test_a_pull_resumes_soon_after_redis_is_back_however_long_it_was_down(
         async with AsyncClient([a.ws_url, b.ws_url]) as c:
             puller = c.pull("s", last_entry_id="0", reconnect=True)
             assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"before"  # type: ignore[index]
-            waits: list[float] = []
-            failed = puller.backoff.failed
-            puller.backoff.failed = lambda exc: waits.append(failed(exc)) or waits[-1]  # type: ignore[method-assign]
+            waits = record_waits(puller)
             private_redis.stop()
             task = asyncio.ensure_future(puller.recv_batch())
             while puller.backoff.rounds < 5:  # both servers refused, 5 times over
@@ -382,9 +394,7 @@ async def test_a_pull_whose_server_answered_goes_to_the_next_at_the_first_wait(
         async with AsyncClient([a.ws_url, b.ws_url]) as c:
             puller = c.pull("s", last_entry_id="0", reconnect=True)
             assert (await asyncio.wait_for(puller.recv_batch(), 30))[0][2] == b"0"  # type: ignore[index]
-            waits: list[float] = []
-            failed = puller.backoff.failed
-            puller.backoff.failed = lambda exc: waits.append(failed(exc)) or waits[-1]  # type: ignore[method-assign]
+            waits = record_waits(puller)
             a.stop(signal.SIGKILL)
             b.stop(signal.SIGKILL)
             task = asyncio.ensure_future(puller.recv_batch())

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from support.resp_compare import norm
+from support.resp_compare import DIVERGES, norm
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader
 
@@ -74,7 +74,10 @@ def check_feed_like_hiredis(data, kind, off, length):
     if wraps_in_hiredis(len(data), off, length):
         assert ours == ("feed", "ValueError", "input is larger than buffer size"), ours
         return
-    assert ours == outcome(hiredis.Reader(), buf, args)
+    theirs = outcome(hiredis.Reader(), buf, args)
+    if DIVERGES.search(bytes(data)) and "feed" not in (ours[0], theirs[0]):
+        return  # the arguments were taken alike; the replies differ on purpose
+    assert ours == theirs
 
 
 class Sock:

@@ -26,6 +26,7 @@ from fastredis._frames import (
     pull_payload,
     pull_views,
     push_entries,
+    values_nbytes,
 )
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
 from fastredis.ids import is_entry_id, parse_id
@@ -198,6 +199,8 @@ def test_pull_missing_field_nil_entry_and_other_fields() -> None:
     assert pull_payload(batch, "x") == b"not me1"
     assert pull_header(batch, "x") == pull_header(batch, b"x")
     assert pull_payload(batch, b"nope") == b""
+    # every field value counts (the pulled-bytes metric), not only `d`
+    assert values_nbytes(batch) == 2 + 6 + 1 + 3 + 1 + 5 + 4
 
 
 def test_pull_multi_stream_batch() -> None:
@@ -354,7 +357,10 @@ def test_pull_round_trip_random(raw: list) -> None:
     streams = [
         (name, [(b"%d-%d" % (ms, seq), fields) for ms, seq, fields in es]) for name, es in raw
     ]
-    check_round_trip(read_batch(streams), streams)
+    batch = read_batch(streams)
+    check_round_trip(batch, streams)
+    values = [len(v) for _, es in streams for _, fields in es for _, v in fields or []]
+    assert values_nbytes(batch) == sum(values)
 
 
 # --------------------------------------------------------------------------

@@ -6,13 +6,12 @@ and random stream replies parsed into StreamBatch."""
 from __future__ import annotations
 
 import os
-import re
 
 import hiredis
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.resp_compare import norm
+from support.resp_compare import DIVERGES, norm
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, Reader, StreamBatch
 
@@ -260,11 +259,6 @@ def no_crash(pieces, kind=None, **kw):
             if kind is not None:
                 r.expect_batch(kind)
     return r
-
-
-# hiredis diverges on purpose for: '!' (we accept blob errors), lengths over 512 MB
-# or counts it preallocates (long digit runs), duplicate/unhashable map keys ('%', '|')
-DIVERGES = re.compile(rb"[!%|]|\d{6}")
 
 
 @FUZZ

@@ -153,3 +153,19 @@ async def test_a_slow_pull_of_large_entries_holds_two_batches(
             await asyncio.sleep(2.0)  # the server sends and reads what it can meanwhile
     print(f"slow count=100 pull of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
     assert rss.growth <= 2 * 16 * MIB + 16 * MIB  # two batches, and the socket's buffer
+
+
+async def test_a_slow_count_1_pull_of_large_entries_is_bounded(
+    server: Serve, redis_url: str
+) -> None:
+    """A count=1 pull of 1 MB entries that stops reading (each read is one entry, read
+    when the last one's write returned): the server holds a few entries, not the stream."""
+    r = redis.Redis.from_url(redis_url)
+    fill(r, "large1", 1 << 20, 150)
+    url = f"{server.http_url.replace('http', 'ws')}/data/large1/pull?last_entry_id=0"
+    with PeakRss(server.proc.pid) as rss:
+        async with websockets.connect(url, max_queue=1, max_size=None) as ws:
+            await asyncio.wait_for(ws.recv(), DEADLINE)  # the first header; then it stalls
+            await asyncio.sleep(2.0)  # the server sends and reads what it can meanwhile
+    print(f"slow count=1 pull of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
+    assert rss.growth <= 16 * MIB  # an entry or two, and the socket's buffer

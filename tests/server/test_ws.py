@@ -29,7 +29,7 @@ from websockets.frames import Frame, Opcode
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.edge.uvicorn_guard import _binary_head
+from fastredis.server.edge.uvicorn_guard import _frame_head
 
 SOCKET_TIMEOUT = 1.0  # the server's Redis client socket_timeout, far below `block`
 MAX_MESSAGE = 1 << 20
@@ -355,10 +355,13 @@ def test_large_pull_payloads_are_compressed_when_permessage_deflate_is_on(
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 65537, 200_000])
-def test_direct_frame_head_is_the_one_websockets_writes(size: int) -> None:
-    data = os.urandom(size)
-    expected = Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])
-    assert _binary_head(size) + data == expected
+@pytest.mark.parametrize(("opcode", "first"), [(Opcode.BINARY, 0x82), (Opcode.TEXT, 0x81)])
+def test_direct_frame_head_is_the_one_websockets_writes(
+    size: int, opcode: Opcode, first: int
+) -> None:
+    data = os.urandom(size) if opcode is Opcode.BINARY else b"a" * size
+    expected = Frame(opcode, data).serialize(mask=False, extensions=[])
+    assert _frame_head(first, size) + data == expected
 
 
 async def test_pull_compares_ids_as_numbers(url: str, r: redis.Redis) -> None:

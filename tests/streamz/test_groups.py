@@ -98,6 +98,30 @@ def test_ack_only_when_downstream_is_done(
     wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks after the flush")
 
 
+def test_held_entries_stay_pending_between_finished_ones(
+    redis_url: str, plain_redis: redis.Redis, sources: list
+) -> None:
+    # One read where every other entry is held downstream: those finished at once are
+    # acknowledged, the held ones only when the hold ends.
+    for i in range(10):
+        plain_redis.xadd("s", {"i": i})
+    source = group_source(redis_url, "s", "c")
+    emitted = Collector()
+    source.sink(emitted)
+    held = source.filter(lambda m: int(m[2]["i"]) % 2 == 0).partition(6)
+    flushed = collect(source, sources, node=held)
+    emitted.wait_for(10)
+    evens = emitted.items[::2]
+    wait_until(lambda: pending_count(plain_redis, "s", "g") == 5, what="acks of the odd ones")
+    pending = plain_redis.xpending_range("s", "g", min="-", max="+", count=10)
+    assert [r["message_id"].decode() for r in pending] == [m[1] for m in evens]
+    assert source.acker.inflight["s"] == {m[1] for m in evens}
+    plain_redis.xadd("s", {"i": 10})  # the sixth even entry: the partition is flushed
+    flushed.wait_for(1)
+    assert flushed.items == [(*evens, emitted.items[10])]
+    wait_until(lambda: pending_count(plain_redis, "s", "g") == 0, what="acks after the flush")
+
+
 def test_acks_are_batched(redis_url: str, plain_redis: redis.Redis, sources: list) -> None:
     pipe = plain_redis.pipeline(transaction=False)
     for i in range(2000):

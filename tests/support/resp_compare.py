@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 
 import hiredis
+
+# hiredis diverges on purpose for: '!' (we accept blob errors), lengths over 512 MB
+# or counts it preallocates (long digit runs), duplicate/unhashable map keys ('%', '|')
+DIVERGES = re.compile(rb"[!%|]|\d{6}")
 
 
 def norm(x):

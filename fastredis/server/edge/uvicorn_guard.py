@@ -12,7 +12,12 @@ the payload into one frame (a memory copy of every pulled byte; 1 MB pulls were
 bound by the server's CPU on 2 cores). A message may also be given as several buffers
 (``{"type": "websocket.send", "fastredis.views": [...]}``, offered to the app by the
 ``fastredis.views`` scope extension): one binary message written from them as they are,
-so a pull of several large entries is never packed into one copy.
+so a pull of several large entries is never packed into one copy. Either may carry
+``"fastredis.text_first": str``, a text message (a pull's header) written with it in the
+same `write`: one system call and one wake of the client less per pulled frame. When
+nothing is queued in the transport, such a message goes out in one ``sendmsg`` of its
+buffers; what the socket does not take is queued by the transport as before (its
+high-water mark pauses the app's writes: a slow client holds a bounded buffer).
 
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
@@ -35,6 +40,7 @@ the app uses (`fastredis serve`, the tests' live server).
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import h11
@@ -45,7 +51,13 @@ from websockets.protocol import State
 
 from fastredis.server.run.settings import Settings
 
-__all__ = ["VIEWS_EXTENSION", "GuardedH11Protocol", "GuardedWebSocketProtocol", "uvicorn_options"]
+__all__ = [
+    "TEXT_FIRST",
+    "VIEWS_EXTENSION",
+    "GuardedH11Protocol",
+    "GuardedWebSocketProtocol",
+    "uvicorn_options",
+]
 
 DRAIN_SECONDS = 5.0  # at most this long a failed socket is read (and discarded)
 QUIET_SECONDS = 0.25  # ... and closed once the client has sent nothing for this long
@@ -54,6 +66,7 @@ FRAME_OVERHEAD = 64 * 1024  # ws_max_size above the largest message (framing)
 # smaller one is cheaper copied into one write.
 DIRECT_FRAME_BYTES = 64 * 1024
 VIEWS_EXTENSION = "fastredis.views"  # a send message of several buffers (see above)
+TEXT_FIRST = "fastredis.text_first"  # a text message to send just before (see above)
 
 
 _REQUEST_TIMEOUT = (
@@ -136,58 +149,84 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handle_events()
 
     async def send(self, message: Any) -> None:
-        views = message.get(VIEWS_EXTENSION) if message["type"] == "websocket.send" else None
-        if views is not None:
-            return await self._send_views(views)
-        data = message.get("bytes") if message["type"] == "websocket.send" else None
-        if data is None or self.close_sent or not self.handshake_complete:
+        if message["type"] != "websocket.send":
             return await super().send(message)
-        size = memoryview(data).nbytes
-        if size < DIRECT_FRAME_BYTES:
-            return await super().send(message)
+        views = message.get(VIEWS_EXTENSION)
+        data = message.get("bytes")
+        text = message.get(TEXT_FIRST)
         await self.writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
-        conn = self.conn
-        if conn.state is not State.OPEN or conn.expect_continuation_frame or conn.extensions:
-            # what websockets says of it; or an extension (permessage-deflate, when
-            # turned on) encodes the frame
+        if not self._direct(views, data):
+            if text is not None:
+                first: Any = {"type": "websocket.send", "text": text}
+                await super().send(first)
+            if views is not None:
+                joined: Any = {"type": "websocket.send", "bytes": b"".join(views)}
+                return await super().send(joined)
             return await super().send(message)
-        pending = conn.data_to_send()  # e.g. a pong websockets queued: it goes first
-        if pending:
-            self.transport.write(b"".join(pending))
-        self.transport.write(_binary_head(size))
-        self.transport.write(data)
+        head = list(self.conn.data_to_send())  # e.g. a pong websockets queued: it goes first
+        if text is not None:
+            encoded = text.encode()
+            head += (_frame_head(0x81, len(encoded)), encoded)
+        if views is not None:
+            return self._write_views(head, views)
+        head.append(_frame_head(0x82, memoryview(data).nbytes))
+        self._write([b"".join(head), data])
         return None
 
-    async def _send_views(self, views: list[Any]) -> None:
-        """One binary message from `views`, written as they are (small ones joined)."""
+    def _direct(self, views: list[Any] | None, data: Any) -> bool:
+        """Whether a binary message is written here rather than by websockets: a large
+        one or views, on an open socket without extensions (permessage-deflate, when
+        turned on, encodes the frame) and not inside a fragmented message."""
+        if views is None and (data is None or memoryview(data).nbytes < DIRECT_FRAME_BYTES):
+            return False
         if self.close_sent or not self.handshake_complete:
-            joined: Any = {"type": "websocket.send", "bytes": b"".join(views)}
-            return await super().send(joined)
-        await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
+            return False
         conn = self.conn
-        if conn.state is not State.OPEN or conn.expect_continuation_frame or conn.extensions:
-            joined = {"type": "websocket.send", "bytes": b"".join(views)}
-            return await super().send(joined)
-        pending = conn.data_to_send()
-        if pending:
-            self.transport.write(b"".join(pending))
-        self.transport.write(_binary_head(sum(memoryview(v).nbytes for v in views)))
-        small: list[Any] = []
+        return (
+            conn.state is State.OPEN and not conn.expect_continuation_frame and not conn.extensions
+        )
+
+    def _write_views(self, head: list[bytes], views: list[Any]) -> None:
+        """One binary message from `views`, written as they are (small ones joined)."""
+        head.append(_frame_head(0x82, sum(memoryview(v).nbytes for v in views)))
+        out: list[Any] = []
+        small: list[Any] = head
         for view in views:
             if memoryview(view).nbytes >= DIRECT_FRAME_BYTES:
                 if small:
-                    self.transport.write(b"".join(small))
+                    out.append(b"".join(small))
                     small = []
-                self.transport.write(view)
+                out.append(view)
             else:
                 small.append(view)
         if small:
-            self.transport.write(b"".join(small))
-        return None
+            out.append(b"".join(small))
+        self._write(out)
+
+    def _write(self, bufs: list[Any]) -> None:
+        """Write `bufs` in order: in one `sendmsg` when nothing is queued in the
+        transport (one system call and one wake of the client per message, not one per
+        buffer), the rest (what the socket did not take) through the transport, which
+        queues it and pauses the app's writes (`writable`) past its high-water mark."""
+        transport = self.transport
+        sock = _plain_socket(transport)
+        sent = 0
+        if sock is not None and not transport.get_write_buffer_size():
+            try:
+                sent = sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport's own write meets the error and reports it
+        for buf in bufs:
+            size = memoryview(buf).nbytes
+            if sent >= size:
+                sent -= size
+                continue
+            transport.write(memoryview(buf)[sent:] if sent else buf)
+            sent = 0
 
     def _refuse_handshake(self) -> None:
         # websockets has queued its answer (414 or 431 with a one-line reason), or
@@ -227,13 +266,24 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
 
-def _binary_head(size: int) -> bytes:
-    """The head of a final, unmasked binary frame of `size` bytes (RFC 6455 5.2)."""
+def _plain_socket(transport: Any) -> socket.socket | None:
+    """The socket under a plain (not TLS) selector transport that is open, else None.
+    asyncio hands out only a wrapper without send methods; its `_sock` is the socket."""
+    if transport.is_closing() or transport.get_extra_info("sslcontext") is not None:
+        return None
+    wrapper = transport.get_extra_info("socket")
+    sock = getattr(wrapper, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _frame_head(first: int, size: int) -> bytes:
+    """The head of an unmasked frame of `size` bytes whose first byte is `first` (0x81:
+    a final text frame, 0x82: a final binary frame; RFC 6455 5.2)."""
     if size < 126:
-        return bytes((0x82, size))
+        return bytes((first, size))
     if size < 1 << 16:
-        return bytes((0x82, 126)) + size.to_bytes(2, "big")
-    return bytes((0x82, 127)) + size.to_bytes(8, "big")
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.types import Message
@@ -43,7 +44,7 @@ from fastredis.server.edge.protocol import (
     parse_sids,
     query_items,
 )
-from fastredis.server.edge.uvicorn_guard import VIEWS_EXTENSION
+from fastredis.server.edge.uvicorn_guard import TEXT_FIRST, VIEWS_EXTENSION
 from fastredis.server.endpoints.websocket import close_with
 from fastredis.server.reads.delivery import Views, nbytes
 from fastredis.server.reads.hub import Subscription
@@ -186,14 +187,26 @@ async def _pull_loop(
         for header, payloads in sub.frames(delivery, opts.header, views):
             if not opts.latest:
                 await sub.pace()
+            first = None  # the header, when it goes out in the write of its payload
             if header is not None:
                 if opts.end_offsets:
                     header = end_offsets(header, sum(nbytes(p) for p in payloads))
-                await send({"type": "websocket.send", "text": header})
-            for payload in payloads:
-                if isinstance(payload, Views):  # several buffers, one binary message
-                    await send({"type": "websocket.send", VIEWS_EXTENSION: payload})
+                if views and len(payloads) == 1:
+                    first = header
                 else:
-                    await send({"type": "websocket.send", "bytes": payload})
+                    await send({"type": "websocket.send", "text": header})
+            for payload in payloads:
+                await send(_binary(payload, first))
+                first = None
             if opts.ack:
                 await acks.get()  # binary ones close the pull in the watcher
+
+
+def _binary(payload: Any, text: str | None) -> Message:
+    """The send message of one binary message (several buffers when `Views`), with
+    `text` sent just before it in the same write (the `fastredis.views` socket)."""
+    key = VIEWS_EXTENSION if isinstance(payload, Views) else "bytes"
+    message: Message = {"type": "websocket.send", key: payload}
+    if text is not None:
+        message[TEXT_FIRST] = text
+    return message

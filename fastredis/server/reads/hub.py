@@ -425,13 +425,18 @@ class Subscription:
             # entries just read: what the group has after them is the same stream
             joined = join and group is not None and self._join_kept(group, delivery.cursor)
             small = delivery.batch.nbytes <= CATCH_UP_BYTES
-            if full and join and not joined and not self.latest and small:
+            several = len(delivery.batch) > self.count  # more than one frame to send
+            if full and join and not joined and not self.latest and small and several:
                 # far behind (a full batch): read the next while this one is sent (a
                 # catch-up of large entries would otherwise wait for Redis and the
                 # socket in turn); near the tail the shared read is about to take over.
                 # Not after a batch larger than that: a slow socket would make the
                 # subscriber hold a third one (the one sent, its copy in the socket's
                 # buffer, and the next), and one round trip per such batch is little.
+                # Not for a batch of one frame: its write returns at once (the socket's
+                # buffer takes what the client has not read yet), so the next read,
+                # made then in the same turn, overlaps the sending as well, without a
+                # task and its three turns of the loop per read.
                 self._prefetch = self.hub.loop.create_task(self._read_own())
             # a reader that resumes and read to the end joins next without a read
             self._at_end = self.resume and not full and not joined and not self.latest

@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fastredis._frames import values_nbytes
 from fastredis._resp import StreamBatch
 from fastredis.redis_io import AnyAsyncRedis
 from fastredis.server.reads.stream_info import GroupInfo, consumer_groups, list_sids
@@ -88,7 +89,7 @@ COUNTS = _Counts()
 
 def payload_bytes(batch: StreamBatch) -> int:
     """The bytes of every field value of `batch` (its payloads)."""
-    return int(batch.offsets()["val_len"].sum()) if len(batch) else 0
+    return values_nbytes(batch) if len(batch) else 0  # no numpy per batch: ~14 us per call
 
 
 def pushed(via: str, entries: int, nbytes: int, seconds: float | None = None) -> None:
