@@ -842,8 +842,6 @@ def latency_rounds(runs: int = 5, seconds: float = LATENCY_S) -> dict[str, Any]:
                 "bare": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare"])],
                 "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
                             "--impl", "websockets"],
-                "floor": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor"]),
-                          "--redis-url", valkey.url],
             }  # fmt: skip
             if BASE_TREE:
                 argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)
