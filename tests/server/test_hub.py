@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +18,6 @@ from support.redis_clients import blocked_xreads, connections_named
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.redis_io import make_async_client
 from fastredis.server import Settings, create_app
 from fastredis.server.reads import hub as hub_module
 from fastredis.server.reads.hub import QUEUE_LIMIT, Hub
@@ -26,7 +25,7 @@ from fastredis.server.run import metrics
 
 DEADLINE = 15.0
 MAX_HUB_CONNECTIONS = 32  # Redis connections idle pulls may add, however many they are
-CLIENT_NAME = "fastredis-hub-tests"
+CLIENT_NAME = "fastredis-hub-tests"  # also the `hub` fixture's (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -126,17 +125,6 @@ async def test_catching_up_hands_over_without_gap_or_repeat(
         while not seen_by_tail or seen_by_tail[-1] != str(total - 1).encode():
             seen_by_tail += [p for _, p in await recv_entries(tail)]
     assert got == [str(i).encode() for i in range(total)]
-
-
-@pytest.fixture
-async def hub(redis_url: str) -> AsyncIterator[Hub]:
-    client = make_async_client({"client_name": CLIENT_NAME}, url=redis_url)
-    hub = Hub(client)
-    try:
-        yield hub
-    finally:
-        await hub.close()
-        await client.aclose()
 
 
 async def test_a_slow_subscriber_has_a_bounded_queue_and_loses_nothing(

@@ -5,7 +5,7 @@ made anew below the shared read's cursor still reaches everybody."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,17 +16,6 @@ from fastredis.redis_io import make_async_client
 from fastredis.server.reads.hub import Hub, Subscription
 
 DEADLINE = 15.0
-
-
-@pytest.fixture
-async def hub(redis_url: str) -> AsyncIterator[Hub]:
-    client = make_async_client({"client_name": "fastredis-rewind-tests"}, url=redis_url)
-    hub = Hub(client)
-    try:
-        yield hub
-    finally:
-        await hub.close()
-        await client.aclose()
 
 
 @pytest.fixture

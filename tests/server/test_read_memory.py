@@ -139,33 +139,30 @@ async def test_thirty_counts_share_one_read_and_never_reading_is_bounded(
     assert per_entry <= 1.2
 
 
-async def test_a_slow_pull_of_large_entries_holds_two_batches(
-    server: Serve, redis_url: str
+@pytest.mark.parametrize(
+    ("query", "bound"),
+    [
+        # count=100: about two of its batches (each within --max-read-bytes) and the
+        # socket's buffer
+        ("count=100&last_entry_id=0", 2 * 16 * MIB + 16 * MIB),
+        # count=1: each read is one entry, read when the last one's write returned: an
+        # entry or two and the socket's buffer
+        ("last_entry_id=0", 16 * MIB),
+    ],
+    ids=["count=100", "count=1"],
+)
+async def test_a_slow_pull_of_large_entries_holds_a_bounded_few(
+    server: Serve, redis_url: str, query: str, bound: int
 ) -> None:
-    """One count=100 pull of 1 MB entries that stops reading: the server holds about two
-    of its batches (each within --max-read-bytes), not more."""
+    """A pull of 1 MB entries that stops reading: the server holds a few of its batches,
+    not the stream."""
     r = redis.Redis.from_url(redis_url)
-    fill(r, "large", 1 << 20, 150)
-    url = f"{server.http_url.replace('http', 'ws')}/data/large/pull?count=100&last_entry_id=0"
+    sid = f"large-{bound}"  # a stream of its own per case
+    fill(r, sid, 1 << 20, 150)
+    url = f"{server.http_url.replace('http', 'ws')}/data/{sid}/pull?{query}"
     with PeakRss(server.proc.pid) as rss:
         async with websockets.connect(url, max_queue=1, max_size=None) as ws:
             await asyncio.wait_for(ws.recv(), DEADLINE)  # the first header; then it stalls
             await asyncio.sleep(2.0)  # the server sends and reads what it can meanwhile
-    print(f"slow count=100 pull of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
-    assert rss.growth <= 2 * 16 * MIB + 16 * MIB  # two batches, and the socket's buffer
-
-
-async def test_a_slow_count_1_pull_of_large_entries_is_bounded(
-    server: Serve, redis_url: str
-) -> None:
-    """A count=1 pull of 1 MB entries that stops reading (each read is one entry, read
-    when the last one's write returned): the server holds a few entries, not the stream."""
-    r = redis.Redis.from_url(redis_url)
-    fill(r, "large1", 1 << 20, 150)
-    url = f"{server.http_url.replace('http', 'ws')}/data/large1/pull?last_entry_id=0"
-    with PeakRss(server.proc.pid) as rss:
-        async with websockets.connect(url, max_queue=1, max_size=None) as ws:
-            await asyncio.wait_for(ws.recv(), DEADLINE)  # the first header; then it stalls
-            await asyncio.sleep(2.0)  # the server sends and reads what it can meanwhile
-    print(f"slow count=1 pull of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
-    assert rss.growth <= 16 * MIB  # an entry or two, and the socket's buffer
+    print(f"slow pull ({query}) of 1 MB entries: server RSS +{rss.growth / MIB:.1f} MiB")
+    assert rss.growth <= bound
