@@ -50,8 +50,19 @@ class Stop(KeyboardInterrupt):
         self.signum = signum
 
 
+# the signals that arrived (a Stop raised inside a library may come out as another
+# error: `stopped()` tells that the program is ending on a signal)
+_ARRIVED: list[int] = []
+
+
 def _raise_stop(signum: int, _frame: Any) -> None:
+    _ARRIVED.append(signum)
     raise Stop(signum)
+
+
+def stopped() -> bool:
+    """Whether SIGINT or SIGTERM arrived since `stop_on_signals`."""
+    return bool(_ARRIVED)
 
 
 def stop_on_signals() -> None:

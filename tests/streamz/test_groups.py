@@ -89,8 +89,10 @@ def test_ack_only_when_downstream_is_done(
     for i in range(5):
         plain_redis.xadd("s", {"i": i})
     emitted.wait_for(5)
-    # The partition holds the 5 entries: emitted, not finished, so not acknowledged.
-    assert source.acker.pending == {} and len(source.acker.inflight["s"]) == 5
+    # The partition holds the 5 entries: emitted, not finished, so not acknowledged (an
+    # entry is marked in flight once its emit returned, just after the sink saw it).
+    wait_until(lambda: len(source.acker.inflight.get("s", ())) == 5, what="5 in flight")
+    assert source.acker.pending == {}
     assert pending_count(plain_redis, "s", "g") == 5
     for i in range(5, 10):
         plain_redis.xadd("s", {"i": i})

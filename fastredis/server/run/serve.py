@@ -175,10 +175,18 @@ class _Valkey:
 def serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM (exit status 0), a startup failure or the
     embedded Valkey's death (1)."""
+    from fastredis.cli import stopped
+
     valkey = _Valkey()
     try:
         code = _serve(args, valkey)
     except KeyboardInterrupt:  # SIGINT/SIGTERM: a normal end, at any moment
+        code = 0
+    except Exception:
+        # the signal's KeyboardInterrupt, raised inside a library while it starts (e.g.
+        # logging's lock in uvicorn's log setup), can come out as another error
+        if not stopped():
+            raise
         code = 0
     return 1 if valkey.died else code
 
