@@ -39,9 +39,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -634,7 +636,9 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 # -- yardsticks: the 1 MB pull next to the simplest relay, CPU per MB next to bare ---------
 
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
-YARD_TARGETS = ("server", "relay", "bare-ws", "floor", "splice-floor")
+# "-unix": the same process reaching Valkey by its unix socket instead of loopback TCP
+YARD_TARGETS = ("server", "server-unix", "relay", "bare-ws", "floor", "floor-unix",
+                "splice-floor")  # fmt: skip
 # FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
 BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
@@ -652,6 +656,48 @@ def _fill_mb(url: str, sid: str, n: int) -> None:
             pipe.execute()
 
 
+def _scratch_file() -> str:
+    with tempfile.NamedTemporaryFile(prefix="perf-", delete=False) as f:
+        return f.name
+
+
+class _TaskClock:
+    """The CPU time (s) of each watched process from start to stop: `perf stat -e
+    task-clock` (ns, every thread, also those that ended) with FASTREDIS_BENCH_PERF=1,
+    else psutil (clock ticks: 10 ms, coarse for a floor's ~100 ms a pull)."""
+
+    def __init__(self, procs: dict[str, psutil.Process]) -> None:
+        self.procs = procs
+        self.perf = os.environ.get("FASTREDIS_BENCH_PERF") == "1"
+
+    def __enter__(self) -> _TaskClock:
+        if self.perf:
+            self._outs = {k: _scratch_file() for k in self.procs}
+            perf = ["perf", "stat", "-e", "task-clock", "-x,"]
+            self._perfs = [
+                subprocess.Popen([*perf, "-o", self._outs[k], "-p", str(p.pid)])
+                for k, p in self.procs.items()
+            ]
+            time.sleep(0.3)  # attached
+        else:
+            self._before = {k: sum(p.cpu_times()[:2]) for k, p in self.procs.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.perf:
+            self.used = {k: sum(p.cpu_times()[:2]) - self._before[k] for k, p in self.procs.items()}
+            return
+        for perf in self._perfs:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(30)
+        self.used = {}
+        for k, path in self._outs.items():
+            with open(path) as f:
+                line = next(x for x in f if "task-clock" in x)
+            os.unlink(path)
+            self.used[k] = float(line.split(",")[0]) / 1e3  # msec -> s
+
+
 def _pull_round(urls: dict[str, str], procs: dict[str, psutil.Process], sid: str, n: int,
                 order: list[str]) -> dict[str, dict[str, float]]:  # fmt: skip
     """One pull of `n` x 1 MB per target (in `order`), with the CPU each process used."""
@@ -659,11 +705,11 @@ def _pull_round(urls: dict[str, str], procs: dict[str, psutil.Process], sid: str
     me = psutil.Process()
     for target in order:
         watched = {"client": me, "gateway": procs[target], **({"valkey": procs["valkey"]})}
-        before = {k: sum(p.cpu_times()[:2]) for k, p in watched.items()}
-        res = loadtool.raw_pull(urls[target], sid, n, 1, size=MB)
+        with _TaskClock(watched) as clock:
+            res = loadtool.raw_pull(urls[target], sid, n, 1, size=MB)
         if not res.ok:
             raise RuntimeError(f"{target}: {res.text()}")
-        used = {k: sum(p.cpu_times()[:2]) - before[k] for k, p in watched.items()}
+        used = clock.used
         mb = res.payload_bytes / 1e6
         out[target] = {
             "mb_per_s": res.mb_per_s,
@@ -686,30 +732,27 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
     sid = "yard"
     targets = (*YARD_TARGETS, "server-base") if BASE_TREE else YARD_TARGETS
     started: list[subprocess.Popen[bytes]] = []
-    with EmbeddedRedis() as valkey:
+    with EmbeddedRedis(unix_socket=True) as valkey:
+        unix_url = valkey.unix_url or ""
         try:
             _fill_mb(valkey.url, sid, entries)
             ports = {t: free_port() for t in targets}
             argv = {
-                "server": ["-m", "fastredis", "serve", "--port", str(ports["server"]),
-                           "--redis-url", valkey.url, "--maxlen", str(MAXLEN),
-                           "--log-level", "warning"],
+                "server": _server_argv(ports["server"], valkey.url),
                 "relay": ["benchmarks/relay_yardstick.py", "--port", str(ports["relay"]),
                           "--redis-url", valkey.url],
                 "bare-ws": ["benchmarks/bare_ws_server.py", "--port", str(ports["bare-ws"]),
                             "--impl", "websockets"],
                 "floor": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor"]),
                           "--redis-url", valkey.url],
+                "floor-unix": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor-unix"]),
+                               "--redis-url", unix_url],
                 "splice-floor": ["benchmarks/floor_forwarder.py", "--splice",
                                  "--port", str(ports["splice-floor"]), "--redis-url", valkey.url],
             }  # fmt: skip
+            argv["server-unix"] = _server_argv(ports["server-unix"], unix_url)
             if BASE_TREE:
-                code = (f"import sys; sys.path.insert(0, {BASE_TREE!r}); "
-                        "from fastredis.cli import main; sys.exit(main())")  # fmt: skip
-                argv["server-base"] = ["-c", code, *argv["server"][2:]]
-                argv["server-base"][argv["server-base"].index("--port") + 1] = str(
-                    ports["server-base"]
-                )
+                argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)
             procs: dict[str, psutil.Process] = {"valkey": psutil.Process(valkey.pid)}
             for target in targets:
                 started.append(spawn_server(argv[target], ports[target]))
@@ -733,7 +776,18 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
         return [r[target][key] for r in rounds]
 
     summary = {t: {k: spread(col(t, k)) for k in rounds[0][t]} for t in targets}
+
+    def cpu_ratio(a: str, b: str) -> dict[str, float]:
+        return spread(
+            [r[a]["gateway_cpu_ms_per_mb"] / r[b]["gateway_cpu_ms_per_mb"] for r in rounds]
+        )
+
     summary["ratios"] = {
+        # Valkey by its unix socket instead of loopback TCP
+        "server_unix_cpu_per_mb_vs_server": cpu_ratio("server-unix", "server"),
+        "server_unix_cpu_per_mb_vs_bare_ws": cpu_ratio("server-unix", "bare-ws"),
+        "floor_unix_cpu_per_mb_vs_floor": cpu_ratio("floor-unix", "floor"),
+        "floor_unix_cpu_per_mb_vs_bare_ws": cpu_ratio("floor-unix", "bare-ws"),
         "server_vs_relay_mb_per_s": spread(
             [r["server"]["mb_per_s"] / r["relay"]["mb_per_s"] for r in rounds]
         ),

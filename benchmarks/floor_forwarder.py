@@ -4,8 +4,9 @@
 
 One blocking thread per websocket, no asyncio, no websocket library, no Redis client:
 a `WS /data/{sid}/pull?last_entry_id=ID` is answered by one raw `XREAD COUNT 1 STREAMS
-sid ID` at a time, the reply received with `recv_into` into one reused buffer, and the
-entry's first field sent as one binary message straight from that buffer, after its
+sid ID` at a time (over TCP, or a unix socket with `--redis-url unix:///path`), the
+reply received with `recv_into` into one reused buffer, and the entry's first field
+sent as one binary message straight from that buffer, after its
 text header `[[sid, id, 0]]`: header frame, binary frame head and payload go out in one
 `sendmsg`. Every byte is received from Valkey once and sent once, as the server must do;
 what `fastredis serve` spends per MB above this is its own (Python, asyncio, the
@@ -56,9 +57,13 @@ def _frame_head(opcode: int, size: int) -> bytes:
 class _Valkey:
     """One blocking connection; `next()` reads one entry into the reused buffer."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, address: str | tuple[str, int]) -> None:
+        if isinstance(address, str):  # a unix socket's path
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.connect(address)
+        else:
+            self.sock = socket.create_connection(address)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray(4 << 20)
         self.view = memoryview(self.buf)
 
@@ -138,9 +143,9 @@ def _pipe() -> tuple[int, int]:
     return read_end, write_end
 
 
-def _pull_spliced(conn: socket.socket, redis: tuple[str, int], sid: str, last: bytes,
+def _pull_spliced(conn: socket.socket, redis: str | tuple[str, int], sid: str, last: bytes,
                   pause: float) -> None:  # fmt: skip
-    valkey = _SpliceValkey(*redis)
+    valkey = _SpliceValkey(redis)
     pipe = _pipe()
     try:
         while True:
@@ -196,9 +201,9 @@ def _send_all(conn: socket.socket, views: list[memoryview]) -> None:
             views[0] = views[0][sent:]
 
 
-def _pull_copied(conn: socket.socket, redis: tuple[str, int], sid: str, last: bytes,
+def _pull_copied(conn: socket.socket, redis: str | tuple[str, int], sid: str, last: bytes,
                  pause: float) -> None:  # fmt: skip
-    valkey = _Valkey(*redis)
+    valkey = _Valkey(redis)
     try:
         while True:
             entry = valkey.next(sid.encode(), last)
@@ -215,7 +220,7 @@ def _pull_copied(conn: socket.socket, redis: tuple[str, int], sid: str, last: by
         valkey.sock.close()
 
 
-def _serve(conn: socket.socket, redis: tuple[str, int], splice: bool, pause: float) -> None:
+def _serve(conn: socket.socket, redis: str | tuple[str, int], splice: bool, pause: float) -> None:
     with conn:
         target = _handshake(conn)
         match = re.fullmatch(r"/data/([^/]+)/pull", urlsplit(target or "").path)
@@ -240,7 +245,9 @@ def main() -> None:
     parser.add_argument("--pause-us", type=int, default=0, help="sleep before each entry")
     args = parser.parse_args()
     url = urlsplit(args.redis_url)
-    redis = (url.hostname or "127.0.0.1", url.port or 6379)
+    redis: str | tuple[str, int] = (
+        url.path if url.scheme == "unix" else (url.hostname or "127.0.0.1", url.port or 6379)
+    )
     server = socket.create_server(("127.0.0.1", args.port))
     print(f"floor forwarder on ws://127.0.0.1:{args.port}", flush=True)
     while True:

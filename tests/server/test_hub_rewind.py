@@ -127,14 +127,19 @@ async def test_a_stream_made_anew_below_the_tail_reaches_every_subscriber_once(
             assert fresh.group is tails[0].group is tails[1].group
 
 
-async def test_reads_after_redis_restarted_do_not_fail_on_idle_connections(
-    private_redis: EmbeddedRedis,
-) -> None:
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-socket"])
+async def test_reads_after_redis_restarted_do_not_fail_on_idle_connections(unix: bool) -> None:
     """Redis restarted while the hub's read connections sat idle (catch-up, tail and
-    parking): the next reads take new ones (no "Connection closed by server")."""
+    parking): the next reads take new ones (no "Connection closed by server"), over
+    TCP and over a unix socket (how `fastredis serve` reaches its embedded Valkey)."""
+    with EmbeddedRedis(unix_socket=unix) as private_redis:
+        await _idle_through_a_restart(private_redis, private_redis.unix_url or private_redis.url)
+
+
+async def _idle_through_a_restart(private_redis: EmbeddedRedis, url: str) -> None:
     with redis.Redis.from_url(private_redis.url) as plain:
         plain.xadd("idle", {"d": b"a"}, id="1-1")
-    client = make_async_client({}, url=private_redis.url)
+    client = make_async_client({}, url=url)
     hub = Hub(client)
     try:
         before = hub.subscribe(["idle"], ["0"], read_ahead=False)

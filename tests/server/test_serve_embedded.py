@@ -104,3 +104,25 @@ def test_a_taken_embedded_port_is_one_line(serve: type[Serve]) -> None:
         "already in use (another server is running there): pick another --embedded-port, "
         "or leave it out for a free one\n"
     ], "".join(s.output)
+
+
+def test_the_server_reaches_its_embedded_valkey_by_a_private_unix_socket(
+    serve: type[Serve],
+) -> None:
+    s = serve()
+    _, port, _ = _valkey(s.wait_line("Redis: embedded Valkey"))
+    path = s.wait_line("Redis: the server reaches it by ").rsplit(" by ", 1)[1].strip()
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700  # no other user
+    wait_until(lambda: _answers(s.port), DEADLINE, what="the API")
+    with connect(f"ws://127.0.0.1:{s.port}/data/by-socket/push?ack=1") as ws:
+        ws.send(json.dumps([2]))
+        ws.send(b"ok")
+        assert len(json.loads(ws.recv(timeout=DEADLINE))) == 1
+    got = httpx.get(f"http://127.0.0.1:{s.port}/data/by-socket?last_entry_id=0", timeout=DEADLINE)
+    assert got.content == b"ok"
+    with redis.Redis(port=port, socket_timeout=5) as local:  # the TCP port stays open
+        clients = local.client_list()
+    assert any(c["addr"].startswith(path) for c in clients), clients  # the server's
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.wait_exit() == 0, "".join(s.output)
+    assert not os.path.exists(os.path.dirname(path))

@@ -8,6 +8,7 @@ import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,7 +30,7 @@ from fastredis.server.endpoints.push import push_endpoint
 from fastredis.server.endpoints.rest import get_data, post_data
 from fastredis.server.endpoints.sse import EventCache, sse_endpoint
 from fastredis.server.reads.hub import Hub
-from fastredis.server.run.embedded_valkey import embedded_valkey
+from fastredis.server.run.embedded_valkey import embedded_valkey, server_url
 from fastredis.server.run.health import healthz, readyz
 from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
 from fastredis.server.run.settings import REDIS_POOL_WAIT_S, Settings
@@ -87,15 +88,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         embedded = None
         url = settings.redis_url
+        params = settings.client_params
         if url is None:
             embedded = await asyncio.to_thread(lambda: embedded_valkey(settings).start())
-            url = embedded.url
+            url = server_url(embedded)
+            params = replace(settings, redis_url=url).client_params  # a unix socket's
             log.info("started an embedded Valkey on port %s", embedded.port)
         install_log_redaction()
         app.state.settings = settings
         budget = settings.budget
         app.state.redis = make_async_client(
-            settings.client_params,
+            params,
             url=url,
             cluster=settings.redis_cluster,
             max_connections=settings.redis_max_connections,

@@ -145,7 +145,7 @@ class _Valkey:
 
     def start(self, settings: Settings, args: argparse.Namespace) -> Settings:
         """Start it; `settings` pointed at it (EmbeddedServerError, OSError: it did not)."""
-        from fastredis.server.run.embedded_valkey import Watch, embedded_valkey
+        from fastredis.server.run.embedded_valkey import Watch, embedded_valkey, server_url
 
         # assigned first: stopped even if a signal arrives while it starts
         self.server = embedded_valkey(settings, args.embedded_port, args.data_dir)
@@ -156,7 +156,9 @@ class _Valkey:
             f"Redis: embedded Valkey (pid {self.server.pid}) at {redacted(self.server.url)}{kept}",
             flush=True,
         )
-        return replace(settings, redis_url=self.server.url)
+        if self.server.socket_path is not None:
+            print(f"Redis: the server reaches it by {self.server.socket_path}", flush=True)
+        return replace(settings, redis_url=server_url(self.server))
 
     @property
     def died(self) -> bool:
