@@ -639,7 +639,8 @@ YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
 # "-unix": the same process reaching Valkey by its unix socket instead of loopback TCP
 YARD_TARGETS = ("server", "server-unix", "relay", "bare-ws", "floor", "floor-unix",
                 "splice-floor")  # fmt: skip
-# FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
+# FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base" and "server-unix-base": `fastredis
+# serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
 BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
 
@@ -730,7 +731,7 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
 
     load_before = loadavg()
     sid = "yard"
-    targets = (*YARD_TARGETS, "server-base") if BASE_TREE else YARD_TARGETS
+    targets = (*YARD_TARGETS, "server-base", "server-unix-base") if BASE_TREE else YARD_TARGETS
     started: list[subprocess.Popen[bytes]] = []
     with EmbeddedRedis(unix_socket=True) as valkey:
         unix_url = valkey.unix_url or ""
@@ -753,6 +754,9 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
             argv["server-unix"] = _server_argv(ports["server-unix"], unix_url)
             if BASE_TREE:
                 argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)
+                argv["server-unix-base"] = _server_argv(
+                    ports["server-unix-base"], unix_url, BASE_TREE
+                )
             procs: dict[str, psutil.Process] = {"valkey": psutil.Process(valkey.pid)}
             for target in targets:
                 started.append(spawn_server(argv[target], ports[target]))
@@ -829,13 +833,10 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
         ),
         **(
             {
-                "server_cpu_per_mb_vs_server_base": spread(
-                    [
-                        r["server"]["gateway_cpu_ms_per_mb"]
-                        / r["server-base"]["gateway_cpu_ms_per_mb"]
-                        for r in rounds
-                    ]
-                )
+                "server_cpu_per_mb_vs_server_base": cpu_ratio("server", "server-base"),
+                "server_unix_cpu_per_mb_vs_server_unix_base": cpu_ratio(
+                    "server-unix", "server-unix-base"
+                ),
             }
             if BASE_TREE
             else {}

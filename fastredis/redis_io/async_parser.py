@@ -54,9 +54,13 @@ class ReceiveProtocol(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.reader.buffer_updated(nbytes)
+        reader = self.reader
+        reader.buffer_updated(nbytes)
         self.fed = True
-        self._wake()
+        # not while the bulk string the parser stopped in is still short: a 1 MB
+        # reply comes in several chunks, and each wake resumes the reading coroutines
+        if not reader.missing():
+            self._wake()
         # nobody is reading and a lot is pending: stop receiving until someone does
         if self.waiter is None and self.reader.len() > self.high_water:
             self._pause()

@@ -950,6 +950,14 @@ cdef class Reader:
         buffer is compacted, as in hiredis)."""
         return self.rlen
 
+    def missing(self):
+        """Bytes known to be missing before `gets()` can get further: the rest of a
+        bulk string the last `gets()` stopped in (0: none known). A receiver waking
+        its reader per chunk can wait for them instead (a 1 MB reply comes in chunks
+        of the sender's socket buffer, ~200 KB on a unix socket)."""
+        cdef Py_ssize_t rest = self.want_end - (self.rlen - self.rpos)
+        return rest if rest > 0 and self.perr is None else 0
+
     # -- output ------------------------------------------------------------------
 
     def gets(self, decode=True):

@@ -683,3 +683,21 @@ def test_split_at_every_boundary():
 def _fed(reader, data):
     reader.feed(data)
     return reader
+
+
+def test_missing_is_the_rest_of_the_bulk_string_gets_stopped_in() -> None:
+    """What a receiver may wait for before waking its parser (0: nothing known)."""
+    reader = Reader()
+    assert reader.missing() == 0
+    reader.feed(b"*2\r\n$10\r\n0123")
+    assert reader.gets() is False
+    assert reader.missing() == 8  # 6 bytes and the CRLF
+    reader.feed(b"456789\r")
+    assert reader.missing() == 1  # counted as bytes arrive, before the next gets()
+    reader.feed(b"\n:5")
+    assert reader.missing() == 0
+    assert reader.gets() is False
+    assert reader.missing() == 0  # stopped in a line: its length is not known
+    reader.feed(b"\r\n")
+    assert reader.gets() == [b"0123456789", 5]
+    assert reader.missing() == 0
