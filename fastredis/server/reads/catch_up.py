@@ -62,10 +62,17 @@ class SharedReads(Generic[T]):
         *,
         since: float | None,
         keep: bool,
+        alone: bool = False,
     ) -> T:
         """The result of `make()` for `key`: one under way or kept that was issued at or
         after `since` (`time.monotonic()`; None: none), else made now; kept for others
-        when `keep` and it has bytes (`size`)."""
+        when `keep` and it has bytes (`size`). `alone`: no other subscriber could take
+        this read (none of its key began before it is issued), so it is made at once,
+        with nothing registered for others (`since` and `keep` are then ignored)."""
+        if alone:
+            result = await make()
+            self.made += 1
+            return result
         while since is not None:
             kept = self._take_kept(key, since)
             if kept is not None:

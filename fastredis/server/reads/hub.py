@@ -476,14 +476,13 @@ class Subscription:
             since = 0.0
         # kept for the others of its key (readers that resume: for those yet to come)
         keep = not self.latest and (self.resume or hub.members.get(self.key, 0) > 1)
+        # nobody else can take it: a `latest` read (its key's readers take none), or
+        # the only subscriber of its key (one that comes later began after the read)
+        alone = not keep and not confirm
         if confirm:  # its own read, issued now: its states are what it reads them for
             since, keep = None, False
         delivery, full = await hub.catch_ups.read(
-            where,
-            read,
-            _kept_bytes,
-            since=since,
-            keep=keep,
+            where, read, _kept_bytes, since=since, keep=keep, alone=alone
         )
         metrics.stream_read("catch_up" if made else "shared")
         cursor.move_to(delivery.cursor)
