@@ -8,7 +8,9 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   batch after the group's cursor, over one of a few held connections taken in turns,
   and hands the same `Delivery` to every subscriber of the group; each sends it as
   frames of its own ``count`` (`fastredis.server.reads.delivery`). Every read's reply
-  is bounded in bytes (`fastredis.server.reads.sizes`).
+  is bounded in bytes (`fastredis.server.reads.sizes`). A subscriber waiting for it
+  may have it sent by the group's task (`Subscription.direct`: a pull whose socket
+  takes the frame at once), with no hand-off to its own task.
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
