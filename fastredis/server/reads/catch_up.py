@@ -70,9 +70,9 @@ class SharedReads(Generic[T]):
         this read (none of its key began before it is issued), so it is made at once,
         with nothing registered for others (`since` and `keep` are then ignored)."""
         if alone:
-            result = await make()
+            made = await make()
             self.made += 1
-            return result
+            return made
         while since is not None:
             kept = self._take_kept(key, since)
             if kept is not None:
