@@ -35,8 +35,9 @@ def embedded_valkey(
 
 def server_url(embedded: EmbeddedRedis) -> str:
     """The URL the server uses for its embedded Valkey: the unix socket, when it has
-    one (the loopback TCP stack costs the server and Valkey ~1/4 more CPU per MB
-    pulled: docs/benchmarks/wire.md), else the TCP port other clients use."""
+    one (the loopback TCP stack costs the server and Valkey together about a third
+    more CPU per MB pulled: docs/benchmarks/wire.md), else the TCP port other clients
+    use."""
     return embedded.unix_url or embedded.url
 
 
