@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 import websockets
 from procs import FD_SPARE, ClientProcs, next_command, raise_nofile
@@ -246,6 +247,27 @@ def stream_reads(http_url: str) -> dict[str, float]:
 # -- one case ---------------------------------------------------------------------------
 
 
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each group of processes."""
+    out = {}
+    for name, group in pids.items():
+        times = [psutil.Process(pid).cpu_times() for pid in group]
+        out[name] = sum(t.user + t.system for t in times)
+    return out
+
+
+def _resume_metered(
+    clients: Clients, pids: dict[str, list[int]], *args: Any
+) -> dict[str, Any]:
+    """`clients.resume(*args)`, with the CPU seconds each group of processes spent
+    while it ran (the server, the client processes, Valkey)."""
+    before = _cpu(pids)
+    result = clients.resume(*args)
+    after = _cpu(pids)
+    result["cpu_s"] = {k: after[k] - before[k] for k in pids}
+    return result
+
+
 def by_cursor(reads: dict[str, float]) -> int:
     """The server's XREADs made for a cursor (catch-up and tail reads; ``shared`` ones
     were taken from another's read, and the parking read is not counted there)."""
@@ -284,7 +306,8 @@ def run_case(
     with redis.Redis.from_url(valkey.url) as r:
         cursors = populate(r, case, viewers, opts["shared_streams"])
         out["first_cursors"] = len({(s, c) for s, c, _ in cursors})
-        server = ServeProcess(valkey.url, "--max-sockets", str(viewers + 100))
+        server = ServeProcess(valkey.url, "--max-sockets", str(viewers + 100),
+                              root=opts.get("server_root", ROOT))  # fmt: skip
         http_url = f"http://127.0.0.1:{server.port}"
         r.config_resetstat()
         server.start()
@@ -305,7 +328,10 @@ def run_case(
                 targets = _written_while_down(r, {s for s, _c, _t in cursors}, opts["depth"])
             r.config_resetstat()
             server.start()
-            out["storm"] = clients.resume(None, opts["concurrency"], targets)
+            assert server.proc is not None and valkey.pid is not None
+            pids = {"server": [server.proc.pid], "clients": [p.pid for p in clients.procs],
+                    "valkey": [valkey.pid]}  # fmt: skip
+            out["storm"] = _resume_metered(clients, pids, None, opts["concurrency"], targets)
             _quiet(r)
             out["xread_calls"] = xread_calls(r)
             out["stream_reads"] = stream_reads(http_url)
@@ -351,9 +377,19 @@ def _phase(o: dict[str, Any], phase: str, prefix: str, cursors: str) -> dict[str
     }
 
 
+def _cpu_cell(o: dict[str, Any]) -> dict[str, str]:
+    cpu, k = o["storm"]["cpu_s"], o["viewers"] / 1000
+    return {
+        "after the restart: CPU s per 1,000 viewers, server / clients / Valkey": (
+            f"{cpu['server'] / k:.2f} / {cpu['clients'] / k:.2f} / {cpu['valkey'] / k:.2f}"
+        )
+    }
+
+
 def _cells(o: dict[str, Any]) -> dict[str, str]:
     return {
         **_phase(o, "storm", "", "distinct_cursors"),
+        **_cpu_cell(o),
         **_phase(o, "first", "first_", "first_cursors"),
     }
 
@@ -376,6 +412,7 @@ def run(
     shared_streams: int = SHARED_STREAMS,
     concurrency: int = CONCURRENCY,
     record: bool = True,
+    server_root: Path = ROOT,
 ) -> tuple[list[dict[str, Any]], str]:
     procs = max(1, math.ceil(viewers / PER_PROC))
     raise_nofile(viewers + FD_SPARE)  # the server inherits it
@@ -387,7 +424,8 @@ def run(
                 results.append(
                     run_case(clients, valkey, case, viewers,
                              shared_streams=shared_streams, concurrency=concurrency,
-                             depth=shared_depth(viewers, shared_streams))
+                             depth=shared_depth(viewers, shared_streams),
+                             server_root=server_root)
                 )  # fmt: skip
     finally:
         clients.close()
@@ -403,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case", action="append", choices=CASES, help="(both)")
     p.add_argument("--shared-streams", type=int, default=SHARED_STREAMS)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="per client process")
+    p.add_argument("--server-root", type=Path, default=ROOT,
+                   help="the checkout the server runs from (this one): a base to compare")
     args = p.parse_args(argv)
     results, table = run(args.viewers, tuple(args.case or CASES), args.shared_streams,
-                         args.concurrency)  # fmt: skip
+                         args.concurrency, server_root=args.server_root)  # fmt: skip
     print(table)
     print("median resume s:", [statistics.median(o["storm"]["seconds"] or [0]) for o in results])
     return 0
