@@ -158,7 +158,10 @@ class ServeProcess:
         cmd = [sys.executable, "-m", "fastredis", "serve", "--port", str(self.port)]
         cmd += ["--redis-url", self.redis_url, "--log-level", "warning", *self.args]
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=python_env(self.root), stdin=subprocess.DEVNULL,
+            cmd,
+            cwd=self.root,
+            env=python_env(self.root),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
         proc = self.proc
