@@ -31,8 +31,9 @@ cursor), with the server's ``fastredis_stream_reads_total`` beside them, and the
 seconds (psutil) the server, the client processes and Valkey spent until all were
 resumed. ``--base``: the server of another checkout (say main's) runs each case too,
 in the same run, the two alternating over ``--rounds``; a summary gives the medians.
-``--bare starlette|websockets``: each round, the clients' ceiling too: the same viewers
-against benchmarks/bare_ws_server.py, which only answers with the resume frame.
+``--bare starlette|websockets`` (either or both): each round, the clients' ceiling
+too: the same viewers against benchmarks/bare_ws_server.py, which only answers with
+the resume frame.
 Results go to benchmarks/results/ (`record.write_run`).
 """
 
@@ -497,7 +498,7 @@ def run(
     record: bool = True,
     base: Path | None = None,
     rounds: int = 1,
-    bare: str | None = None,
+    bare: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], str]:
     """Each case `rounds` times; with `base`, the server of that checkout too, the two
     alternating (this one first in even rounds, the base first in odd ones); with
@@ -518,8 +519,8 @@ def run(
                                      server_root=root)  # fmt: skip
                         o.update(tree=tree, round=n)
                         results.append(o)
-                if bare is not None:
-                    results.append(run_bare(clients, viewers, bare, concurrency))
+                for impl in bare:
+                    results.append(run_bare(clients, viewers, impl, concurrency))
     finally:
         clients.close()
     table = summary(results) + "\n\n" + build_table([o for o in results if "first_cursors" in o])
@@ -539,12 +540,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--bare",
         choices=("starlette", "websockets"),
-        help="the clients' ceiling too: a bare server of that kind (run_bare)",
+        action="append",
+        help="the clients' ceiling too: a bare server of that kind (run_bare; repeatable)",
     )
     args = p.parse_args(argv)
     results, table = run(args.viewers, tuple(args.case or CASES), args.shared_streams,
                          args.concurrency, base=args.base, rounds=args.rounds,
-                         bare=args.bare)  # fmt: skip
+                         bare=tuple(args.bare or ()))  # fmt: skip
     print(table)
     print("median resume s:", [statistics.median(o["storm"]["seconds"] or [0]) for o in results])
     return 0
