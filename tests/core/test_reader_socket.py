@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 
 import numpy as np
@@ -188,6 +189,27 @@ def test_oserror_propagates_unchanged() -> None:
         r.recv_from(a)
     r.feed(b"\r\n")
     assert r.gets() == b"x"
+
+
+def test_a_reset_connection_raises_connection_reset_error() -> None:
+    # the receive that reads what is already there reports the reset as recv_into does
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        client.settimeout(5)
+        peer.sendall(b"+ok\r\n")
+        r = Reader()
+        while r.gets() is False:
+            assert r.recv_from(client) > 0
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: an RST
+        with pytest.raises(ConnectionResetError):
+            while True:
+                assert r.recv_from(client) > 0
+    finally:
+        client.close()
+        server.close()
 
 
 class FakeSock:
