@@ -909,7 +909,13 @@ cdef class Reader:
         is kept elsewhere): its memory is then never freed and the reader goes on
         in a copy."""
         cdef PyMemoryViewObject* mv = <PyMemoryViewObject*>view
-        cdef bint escaped = mv.exports != 0 or mv.mbuf.exports != 1
+        cdef bint escaped
+        if mv.mbuf == NULL:
+            # cleared by the garbage collector (a cycle freed before this reader):
+            # already released, unless an export of it is still held
+            escaped = mv.exports != 0
+        else:
+            escaped = mv.exports != 0 or mv.mbuf.exports != 1
         try:
             view.release()
         except BufferError:
