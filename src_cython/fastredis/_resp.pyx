@@ -117,18 +117,25 @@ cdef extern from *:
 cdef extern from *:
     """
     #include <errno.h>
+    #if !defined(_WIN32)
     #include <sys/socket.h>
+    #endif
     /* One receive of what has already arrived, without waiting: n >= 0 bytes, -1
        when nothing is there yet (or a signal came first), else -1 - errno. A socket
        with a timeout is non-blocking underneath and Python polls before each of
        its receives: a reply's bytes that are already there need no poll. */
     static Py_ssize_t fr_recv_now(int fd, char* p, Py_ssize_t n) {
+    #if defined(MSG_DONTWAIT)
         Py_ssize_t got = (Py_ssize_t)recv(fd, p, (size_t)n, MSG_DONTWAIT);
         if (got >= 0)
             return got;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
             return -1;
         return -1 - (Py_ssize_t)errno;
+    #else
+        (void)fd; (void)p; (void)n;
+        return -1;      /* no such flag here: recv_into (poll, then receive) */
+    #endif
     }
     """
     Py_ssize_t fr_recv_now(int fd, char* p, Py_ssize_t n) noexcept nogil
