@@ -182,7 +182,7 @@ async def _deliveries(
     ws: WebSocket,
     sub: Subscription,
     opts: ReadOptions,
-    acks: asyncio.Queue[Message],
+    acks: asyncio.Queue[Message] | None,
     gone: Callable[[], bool],
     views: bool,
     idle: float | None,
