@@ -31,6 +31,7 @@ class ProducerSession:
         self.keys = producer_keys(sids, producer)
         self.ttl = ttl
         self.next_seq = 1
+        self.epoch = new_epoch()  # a stream a message creates gets "<epoch>-<number>"
 
     @classmethod
     async def open(
@@ -44,8 +45,7 @@ class ProducerSession:
                 "or no braces (its producer count is kept in its slot)"
             )
         session = cls(sids, producer, ttl)
-        raw = await client.hgetall(session.keys[0])
-        committed, recent = parse_state(raw)
+        committed, recent = parse_state(await client.get(session.keys[0]))
         session.next_seq = committed + 1
         hello = {
             "producer": producer,
@@ -56,10 +56,8 @@ class ProducerSession:
 
     def command(self, entries: Sequence[Entry], maxlen: int) -> list[Any]:
         """The write of the next message: its entries and the count, in one step."""
-        streams, items = producer_entries(entries)
         seq = self.next_seq
         self.next_seq += 1
-        epochs = ([epoch_key(s) or s for s in streams], new_epoch())
-        return produce_command(
-            self.keys, streams, self.producer, seq, items, self.ttl, maxlen, True, epochs
-        )
+        streams, items = producer_entries(entries)
+        epochs = ([epoch_key(s) or s for s in streams], self.epoch)
+        return produce_command(self.keys, streams, seq, items, self.ttl, maxlen, True, epochs)
