@@ -1,6 +1,6 @@
 """Valkey's CPU per push write: EVAL (the script's text each time) against EVALSHA.
 
-    python benchmarks/bench_push_valkey_cpu.py [--rounds 5] [--calls 3000]
+    python benchmarks/bench_push_valkey_cpu.py [--rounds 5] [--calls 3000] [--callgrind]
 
 The one-entry write of a plain ``ack=1`` push (`ADD_ONE_LUA`) and of a ``producer=``
 push (`PRODUCE_ONE_LUA`), each sent as EVAL and as EVALSHA, one call at a time (as
@@ -8,19 +8,25 @@ an ack=1 socket does) from one connection to a private Valkey. Per call: Valkey'
 CPU time (``INFO cpu``, reading the command included) and its time in the command
 (``INFO commandstats``). Variants run in a rotated order every round; medians and
 spreads over rounds go to benchmarks/results/push_valkey_cpu-<date>.json.
+``--callgrind``: instead, Valkey's instructions per call (callgrind Ir, counted from
+a reset to a dump around each variant's calls), which a busy machine does not move.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import statistics
+import subprocess
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from abrounds import spread, write
 
-from fastredis.embedded import EmbeddedRedis
+from fastredis.embedded import EmbeddedRedis, find_server_binary
 from fastredis.redis_io.lua import with_text
 from fastredis.redis_io.producers import producer_keys
 from fastredis.server.writes.entries import entry_commands
@@ -84,6 +90,44 @@ def run(rounds: int = 5, calls: int = 3000) -> dict[str, Any]:
     return result
 
 
+def _callgrind_ir(control: list[str], out: str) -> int:
+    """The instructions counted since the last reset (dumped, then reset)."""
+    subprocess.run([*control, "-d"], check=True, capture_output=True)
+    newest = max(glob.glob(out + ".*"), key=os.path.getmtime)
+    with open(newest) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("no totals in the callgrind dump")
+
+
+def run_callgrind(calls: int = 2000) -> dict[str, Any]:
+    """Valkey's instructions per call of each variant, Valkey run under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        wrapper = os.path.join(tmp, "valkey-callgrind")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out} '
+                    f'{find_server_binary()} "$@"\n')  # fmt: skip
+        os.chmod(wrapper, 0o755)
+        per_call: dict[str, float] = {}
+        with EmbeddedRedis(wrapper, startup_timeout=120) as server:
+            control = ["callgrind_control", str(server.pid)]
+            with redis.Redis.from_url(server.url) as r:
+                for kind in ("plain", "producer"):
+                    make = _commands(kind)
+                    r.execute_command(*with_text(make(0)))  # loads the script
+                    for k in range(100):  # warm
+                        r.execute_command(*make(k))
+                    _callgrind_ir(control, out)
+                    for k in range(calls):
+                        r.execute_command(*make(k))
+                    per_call[f"{kind} EVALSHA"] = _callgrind_ir(control, out) / calls
+    result = {"calls": calls, "valkey_ir_per_call": per_call}
+    write("push_valkey_ir", result)
+    return result
+
+
 def test_push_valkey_cpu() -> None:
     result = run(rounds=1, calls=200)
     assert result["summary"]["producer EVALSHA"]["cpu_us"]["median"] > 0
@@ -93,7 +137,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--callgrind", action="store_true", help="instructions per call")
     a = parser.parse_args()
+    if a.callgrind:
+        for name, ir in run_callgrind(a.calls)["valkey_ir_per_call"].items():
+            print(f"{name}: Valkey {ir:,.0f} instructions per call")
+        raise SystemExit(0)
     res = run(a.rounds, a.calls)
     for name, ms in res["summary"].items():
         print(
