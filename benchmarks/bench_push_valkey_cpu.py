@@ -15,18 +15,18 @@ a reset to a dump around each variant's calls), which a busy machine does not mo
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from abrounds import spread, write
+from procs import callgrind_count, callgrind_valkey
 
-from fastredis.embedded import EmbeddedRedis, find_server_binary
+import fastredis
+from fastredis.embedded import EmbeddedRedis
 from fastredis.redis_io.lua import with_text
 from fastredis.redis_io.producers import producer_keys
 from fastredis.server.writes.entries import entry_commands
@@ -90,40 +90,25 @@ def run(rounds: int = 5, calls: int = 3000) -> dict[str, Any]:
     return result
 
 
-def _callgrind_ir(control: list[str], out: str) -> int:
-    """The instructions counted since the last reset (dumped, then reset)."""
-    subprocess.run([*control, "-d"], check=True, capture_output=True)
-    newest = max(glob.glob(out + ".*"), key=os.path.getmtime)
-    with open(newest) as f:
-        for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError("no totals in the callgrind dump")
-
-
 def run_callgrind(calls: int = 2000) -> dict[str, Any]:
     """Valkey's instructions per call of each variant, Valkey run under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
-        wrapper = os.path.join(tmp, "valkey-callgrind")
-        with open(wrapper, "w") as f:
-            f.write(f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out} '
-                    f'{find_server_binary()} "$@"\n')  # fmt: skip
-        os.chmod(wrapper, 0o755)
         per_call: dict[str, float] = {}
-        with EmbeddedRedis(wrapper, startup_timeout=120) as server:
-            control = ["callgrind_control", str(server.pid)]
+        with EmbeddedRedis(callgrind_valkey(tmp, out), startup_timeout=120) as server:
+            assert server.pid is not None
             with redis.Redis.from_url(server.url) as r:
                 for kind in ("plain", "producer"):
                     make = _commands(kind)
                     r.execute_command(*with_text(make(0)))  # loads the script
                     for k in range(100):  # warm
                         r.execute_command(*make(k))
-                    _callgrind_ir(control, out)
+                    callgrind_count(server.pid, out)
                     for k in range(calls):
                         r.execute_command(*make(k))
-                    per_call[f"{kind} EVALSHA"] = _callgrind_ir(control, out) / calls
-    result = {"calls": calls, "valkey_ir_per_call": per_call}
+                    per_call[f"{kind} EVALSHA"] = callgrind_count(server.pid, out) / calls
+    tree = os.path.dirname(os.path.dirname(fastredis.__file__))  # the checkout measured
+    result = {"calls": calls, "tree": tree, "valkey_ir_per_call": per_call}
     write("push_valkey_ir", result)
     return result
 
