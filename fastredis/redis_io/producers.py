@@ -234,18 +234,41 @@ def produce_command(
     stream the message creates gets the epoch ``<prefix>-<seq>`` (the server's pushes;
     None: no epoch is stored, the stream gets one when a reader first asks)."""
     epoch_keys, epoch = epochs if epochs is not None else ((), "")
-    numkeys = 2 + len(sids) + len(epoch_keys)
-    head = (seq, max(1, int(ttl * 1000)), "~" if approximate else "=", maxlen, epoch)
+    trim = "~" if approximate else "="
     if len(entries) == 1 and len(entries[0][2]) == 2:
         _index, eid, (field, value) = entries[0]
-        return _ONE.command(numkeys, *keys, *sids, *epoch_keys, *head, eid, field, value)
-    argv: list[Any] = list(head)
+        head = one_entry_head(keys, sids[0], epoch_keys[0] if epoch_keys else None)
+        return produce_one(head, seq, ttl_ms(ttl), trim, maxlen, epoch, eid, field, value)
+    argv: list[Any] = [seq, ttl_ms(ttl), trim, maxlen, epoch]
     for index, eid, fields in entries:
         argv.append(index)
         argv.append(eid)
         argv.append(len(fields) // 2)
         argv.extend(fields)
-    return _ANY.command(numkeys, *keys, *sids, *epoch_keys, *argv)
+    return _ANY.command(2 + len(sids) + len(epoch_keys), *keys, *sids, *epoch_keys, *argv)
+
+
+def ttl_ms(ttl: float) -> int:
+    """A state's `ttl` (seconds) as the scripts take it."""
+    return max(1, int(ttl * 1000))
+
+
+def one_entry_head(keys: tuple[str, str], sid: str, epoch_key: str | None) -> list[Any]:
+    """The start of the write of a one-entry message to `sid` (`produce_one`), the same
+    for every such message: made once, it spares a producer's writes the rest of
+    `produce_command`. `epoch_key`: as in `produce_command` (None: no epoch)."""
+    if epoch_key is None:
+        return _ONE.command(3, *keys, sid)
+    return _ONE.command(4, *keys, sid, epoch_key)
+
+
+def produce_one(
+    head: list[Any], seq: int, ttl: int, trim: str, maxlen: int, epoch: str, eid: str,
+    field: Any, value: Any,
+) -> list[Any]:  # fmt: skip
+    """`produce_command` of a one-entry message of one field, from its `one_entry_head`
+    (`ttl`: from `ttl_ms`, `trim`: '~' or '=', `epoch`: the prefix, '' for none)."""
+    return [*head, seq, ttl, trim, maxlen, epoch, eid, field, value]
 
 
 def parse_state(raw: bytes | str | None) -> tuple[int, dict[int, list[str]]]:

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastredis.redis_io import AnyAsyncRedis, is_cluster
-from fastredis.redis_io.producers import hash_tag, parse_state, produce_command, producer_keys
+from fastredis.redis_io.producers import (
+    hash_tag,
+    one_entry_head,
+    parse_state,
+    produce_command,
+    produce_one,
+    producer_keys,
+    ttl_ms,
+)
 from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.edge.protocol import BadInput
 from fastredis.server.writes.entries import Entry, producer_entries
@@ -32,6 +40,9 @@ class ProducerSession:
         self.ttl = ttl
         self.next_seq = 1
         self.epoch = new_epoch()  # a stream a message creates gets "<epoch>-<number>"
+        self._ttl_ms = ttl_ms(ttl)
+        # the path's streams: a one-entry message to one of them is the common write
+        self._heads = {s: one_entry_head(self.keys, s, epoch_key(s) or s) for s in sids}
 
     @classmethod
     async def open(
@@ -58,6 +69,12 @@ class ProducerSession:
         """The write of the next message: its entries and the count, in one step."""
         seq = self.next_seq
         self.next_seq += 1
+        if len(entries) == 1:
+            sid, eid, payload = entries[0]
+            head = self._heads.get(sid)
+            if head is not None and eid == "*":
+                epoch, ttl = self.epoch, self._ttl_ms
+                return produce_one(head, seq, ttl, "~", maxlen, epoch, "*", b"d", payload)
         streams, items = producer_entries(entries)
         epochs = ([epoch_key(s) or s for s in streams], self.epoch)
         return produce_command(self.keys, streams, seq, items, self.ttl, maxlen, True, epochs)
