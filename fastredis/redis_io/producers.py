@@ -2,9 +2,10 @@
 
 A producer (an id the client picks) numbers its messages 1, 2, 3, ... per stream set.
 Its state is one string beside the streams, in their hash slot: a line
-``"k id id ..."`` per message, newest first, for its last `PRODUCER_WINDOW` messages
-(the ids message k was given, so a resent message is answered with them instead of
-being written again); the first number is how many of its messages are committed.
+``"k id id ..."`` per message, newest first: the ids message k was given, so a resent
+message among the last `PRODUCER_WINDOW` is answered with them instead of being
+written again (the lines are cut to that window when k ends in 0, so 16 to 25 lines
+are kept); the first number is how many of its messages are committed.
 
 `PRODUCE_LUA` writes a message's entries and the count in one atomic step (nothing
 is written when Redis would refuse an entry); `PRODUCE_ONE_LUA` is its short form for
@@ -15,7 +16,8 @@ the producer's last write, and an active producer's never. At most `MAX_PRODUCER
 producers of one stream set hold state at once (an index set beside it counts them).
 A stream a message creates gets the epoch ``<prefix>-<k>``, the prefix drawn once per
 session, not per message. The server's ``producer=`` pushes and
-``sink_to_redis_stream(producer=...)`` both write through this module.
+``sink_to_redis_stream(producer=...)`` both write through this module (the server
+makes the start of a one-entry write once per socket: `one_entry_head`).
 
 Redis >= 8.6 has ``XADD ... IDMP`` (a per-stream idempotency window), detectable with
 ``COMMAND DOCS XADD``. It keys on one stream and one entry, not on a message of
@@ -43,9 +45,12 @@ __all__ = [
     "ProducerEntry",
     "check_producer_id",
     "hash_tag",
+    "one_entry_head",
     "parse_state",
     "produce_command",
+    "produce_one",
     "producer_keys",
+    "ttl_ms",
 ]
 
 DEFAULT_PRODUCER_TTL = 3600.0  # seconds a producer's state outlives its last write
