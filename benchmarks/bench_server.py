@@ -634,7 +634,7 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 # -- yardsticks: the 1 MB pull next to the simplest relay, CPU per MB next to bare ---------
 
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
-YARD_TARGETS = ("server", "relay", "bare-ws", "floor")
+YARD_TARGETS = ("server", "relay", "bare-ws", "floor", "splice-floor")
 # FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base": `fastredis serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
 BASE_TREE = os.environ.get("FASTREDIS_BENCH_BASE_TREE")
@@ -700,6 +700,8 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                             "--impl", "websockets"],
                 "floor": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor"]),
                           "--redis-url", valkey.url],
+                "splice-floor": ["benchmarks/floor_forwarder.py", "--splice",
+                                 "--port", str(ports["splice-floor"]), "--redis-url", valkey.url],
             }  # fmt: skip
             if BASE_TREE:
                 code = (f"import sys; sys.path.insert(0, {BASE_TREE!r}); "
@@ -758,6 +760,19 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                 for r in rounds
             ]
         ),
+        # the floor with the payload moved by splice(2), never entering the process
+        "splice_floor_cpu_per_mb_vs_floor": spread(
+            [
+                r["splice-floor"]["gateway_cpu_ms_per_mb"] / r["floor"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
+        "splice_floor_cpu_per_mb_vs_bare_ws": spread(
+            [
+                r["splice-floor"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
+                for r in rounds
+            ]
+        ),
         **(
             {
                 "server_cpu_per_mb_vs_server_base": spread(
@@ -788,11 +803,11 @@ def _print_yardsticks(doc: dict[str, Any]) -> None:
     s = doc["summary"]
     print(f"1 MB pull, {doc['entries']} entries, {doc['runs']} interleaved rounds; "
           f"load average {doc['load_before']} -> {doc['load_after']}")  # fmt: skip
-    print("target     MB/s median (min-max)       gateway CPU ms/MB     client ms/MB   valkey")
+    print("target       MB/s median (min-max)       gateway CPU ms/MB     client ms/MB   valkey")
     for t in [t for t in s if t != "ratios"]:
         row = s[t]
         print(
-            f"{t:10} {fmt(row['mb_per_s'], digits=0):26} "
+            f"{t:12} {fmt(row['mb_per_s'], digits=0):26} "
             f"{fmt(row['gateway_cpu_ms_per_mb'], digits=3):22}"
             f"{fmt(row['client_cpu_ms_per_mb'], digits=3):18}"
             f"{fmt(row['valkey_cpu_ms_per_mb'], digits=3)}"
@@ -802,8 +817,9 @@ def _print_yardsticks(doc: dict[str, Any]) -> None:
 
 
 def test_yardsticks() -> None:
-    """The yardstick run, short (2 rounds of 50 MB): runs, checks, prints."""
-    doc = yardsticks(runs=2, entries=50)
+    """The yardstick run, short (2 rounds of 200 MB: 50 MB can take 0 ticks of CPU in a
+    floor, a division by zero): runs, checks, prints."""
+    doc = yardsticks(runs=2, entries=200)
     assert set(doc["summary"]) >= set(YARD_TARGETS)
     _print_yardsticks(doc)
 

@@ -12,18 +12,29 @@ what `fastredis serve` spends per MB above this is its own (Python, asyncio, the
 websocket and Redis layers), and what this spends above bare_ws_server.py is receiving
 from Valkey. It is a benchmark yardstick: one stream, `count` 1, entries with one
 field, other parameters ignored; a malformed reply ends the pull.
+
+With `--splice` (Linux) the payload never enters the process: the reply is peeked
+(MSG_PEEK) up to the value's length, exactly that prefix is received, the payload is
+moved Valkey socket -> pipe -> client socket with splice(2) after the frame heads went
+out with one `sendmsg(MSG_MORE)`, and the value's trailing CRLF is received last: the
+lower bound of a zero-copy relay (docs/benchmarks/wire.md). `--pause-us N` sleeps N µs
+before each entry (no CPU): a stand-in for the server's per-entry work, so the reader
+waits for every entry as it does with `fastredis serve` (benchmarks/bench_splice.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import hashlib
 import json
+import os
 import re
 import socket
 import struct
 import threading
+import time
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from replies import encode
@@ -78,6 +89,79 @@ class _Valkey:
         return match.group(1), self.view[start : start + size]
 
 
+class _SpliceValkey(_Valkey):
+    """One blocking connection; `head()` receives one entry's reply up to its payload."""
+
+    PEEK = 512
+
+    def head(self, sid: bytes, last: bytes) -> tuple[bytes, int] | None:
+        """The id and payload size of the entry after `last` (the payload and its CRLF
+        left in the socket), or None at the stream's end."""
+        self.sock.sendall(encode(b"XREAD", b"COUNT", b"1", b"STREAMS", sid, last))
+        while True:
+            peeked = self.sock.recv(self.PEEK, socket.MSG_PEEK)
+            if not peeked:
+                raise ConnectionError("Valkey closed the connection")
+            if peeked.startswith(b"*-1\r\n"):
+                self.sock.recv(5)
+                return None
+            match = _HEAD.match(peeked)
+            if match is not None:
+                break  # else: the head is still arriving (rare): peek again
+        self.sock.recv_into(self.view, match.end(), socket.MSG_WAITALL)
+        return match.group(1), int(match.group(2))
+
+    def crlf(self) -> None:
+        """Receive the CRLF after a spliced payload."""
+        if self.sock.recv(2, socket.MSG_WAITALL) != b"\r\n":
+            raise ConnectionError("malformed reply")
+
+
+def _splice_payload(valkey: socket.socket, conn: socket.socket, size: int,
+                    pipe: tuple[int, int]) -> None:  # fmt: skip
+    """Move `size` bytes from `valkey` to `conn` through `pipe`, in the kernel."""
+    read_end, write_end = pipe
+    while size:
+        moved = os.splice(valkey.fileno(), write_end, size, flags=os.SPLICE_F_MOVE)
+        if not moved:
+            raise ConnectionError("Valkey closed the connection")
+        size -= moved
+        # the frame's last bytes go out at once (MSG_MORE would hold them back)
+        flags = os.SPLICE_F_MOVE | (os.SPLICE_F_MORE if size else 0)
+        while moved:
+            moved -= os.splice(read_end, conn.fileno(), moved, flags=flags)
+
+
+def _pipe() -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    return read_end, write_end
+
+
+def _pull_spliced(conn: socket.socket, redis: tuple[str, int], sid: str, last: bytes,
+                  pause: float) -> None:  # fmt: skip
+    valkey = _SpliceValkey(*redis)
+    pipe = _pipe()
+    try:
+        while True:
+            entry = valkey.head(sid.encode(), last)
+            if entry is None:
+                conn.recv(65536)
+                return
+            last, size = entry
+            if pause:
+                time.sleep(pause)
+            text = json.dumps([[sid, last.decode(), 0]]).encode()
+            head = _frame_head(1, len(text)) + text + _frame_head(2, size)
+            conn.sendmsg([head], [], socket.MSG_MORE)  # blocking: all of it
+            _splice_payload(valkey.sock, conn, size, pipe)
+            valkey.crlf()
+    finally:
+        valkey.sock.close()
+        os.close(pipe[0])
+        os.close(pipe[1])
+
+
 def _handshake(conn: socket.socket) -> str | None:
     """The request head; answers it (101 for a websocket, else 404); the target."""
     head = b""
@@ -112,7 +196,26 @@ def _send_all(conn: socket.socket, views: list[memoryview]) -> None:
             views[0] = views[0][sent:]
 
 
-def _serve(conn: socket.socket, redis: tuple[str, int]) -> None:
+def _pull_copied(conn: socket.socket, redis: tuple[str, int], sid: str, last: bytes,
+                 pause: float) -> None:  # fmt: skip
+    valkey = _Valkey(*redis)
+    try:
+        while True:
+            entry = valkey.next(sid.encode(), last)
+            if entry is None:
+                conn.recv(65536)  # the load tool closes once it has all it wanted
+                return
+            last, payload = entry
+            if pause:
+                time.sleep(pause)
+            text = json.dumps([[sid, last.decode(), 0]]).encode()
+            head = _frame_head(1, len(text)) + text + _frame_head(2, payload.nbytes)
+            _send_all(conn, [memoryview(head), payload])
+    finally:
+        valkey.sock.close()
+
+
+def _serve(conn: socket.socket, redis: tuple[str, int], splice: bool, pause: float) -> None:
     with conn:
         target = _handshake(conn)
         match = re.fullmatch(r"/data/([^/]+)/pull", urlsplit(target or "").path)
@@ -122,27 +225,19 @@ def _serve(conn: socket.socket, redis: tuple[str, int]) -> None:
         query = dict(parse_qsl(urlsplit(target or "").query))
         last = query.get("last_entry_id", "0").encode()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        valkey = _Valkey(*redis)
+        pull = _pull_spliced if splice else _pull_copied
         try:
-            while True:
-                entry = valkey.next(sid.encode(), last)
-                if entry is None:
-                    conn.recv(65536)  # the load tool closes once it has all it wanted
-                    return
-                last, payload = entry
-                text = json.dumps([[sid, last.decode(), 0]]).encode()
-                head = _frame_head(1, len(text)) + text + _frame_head(2, payload.nbytes)
-                _send_all(conn, [memoryview(head), payload])
+            pull(conn, redis, sid, last, pause)
         except (BrokenPipeError, ConnectionResetError):
             return
-        finally:
-            valkey.sock.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--splice", action="store_true", help="payloads by splice(2)")
+    parser.add_argument("--pause-us", type=int, default=0, help="sleep before each entry")
     args = parser.parse_args()
     url = urlsplit(args.redis_url)
     redis = (url.hostname or "127.0.0.1", url.port or 6379)
@@ -150,7 +245,8 @@ def main() -> None:
     print(f"floor forwarder on ws://127.0.0.1:{args.port}", flush=True)
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=_serve, args=(conn, redis), daemon=True).start()
+        job = (conn, redis, args.splice, args.pause_us / 1e6)
+        threading.Thread(target=_serve, args=job, daemon=True).start()
 
 
 if __name__ == "__main__":

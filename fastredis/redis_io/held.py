@@ -10,8 +10,8 @@ task), so hot paths hold one and send buffers packed by the Cython packer
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.exceptions
@@ -26,6 +26,8 @@ from fastredis.redis_io.commands import blocking_read_timeout, xread_command
 from fastredis.redis_io.sockets import send_buffers
 
 __all__ = ["HeldConnection", "blocking_command"]
+
+T = TypeVar("T")
 
 
 class HeldConnection:
@@ -96,6 +98,22 @@ class HeldConnection:
             return receiver.closed is not None
         reader = getattr(conn, "_reader", None)
         return reader is not None and reader.at_eof()
+
+    async def read_idempotent(self, read: Callable[[HeldConnection], Awaitable[T]]) -> T:
+        """`read(self)`, a read (sending it twice is harmless). A connection Redis closed
+        while it was held idle (a restart) is dropped first; one whose close was not
+        seen yet fails as closed, and `read` runs once more on a new connection."""
+        idle = self.held
+        if self.closed_by_server():
+            await self.release(broken=True)
+            idle = False
+        try:
+            return await read(self)
+        except redis.exceptions.ConnectionError:
+            if not idle:
+                raise
+            await self.release(broken=True)  # a new one: the pool checks it
+            return await read(self)
 
     async def _give_back(self, conn: Any) -> None:
         if self._cluster:

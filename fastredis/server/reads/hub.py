@@ -43,8 +43,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import redis.exceptions
-
 from fastredis._resp import StreamBatch
 from fastredis.ids import EntryId, format_id, parse_id, previous_id
 from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
@@ -179,40 +177,20 @@ class _Turns:
 
     async def read(self, command: Callable[[HeldConnection], Awaitable[T]]) -> T:
         """`command` (a read: sending it twice is harmless) on a connection taken in
-        turns; once more on a new connection when one that sat idle fails as closed
-        (Redis restarted while it sat idle, and its close was not seen yet)."""
+        turns (`HeldConnection.read_idempotent`: once more on a new connection when one
+        that sat idle was closed by a Redis restart)."""
         async with self._sem:
-            conn = await self._idle()
-            if conn is not None:
-                try:
-                    return await self._use(conn, command)
-                except redis.exceptions.ConnectionError:
-                    pass  # a new connection: the pool checks it (and Redis is there)
-            return await self._use(HeldConnection(self.client), command)
-
-    async def _use(
-        self, conn: HeldConnection, command: Callable[[HeldConnection], Awaitable[T]]
-    ) -> T:
-        clean = False
-        try:
-            result = await command(conn)
-            clean = True
-            return result
-        finally:
-            if clean:
-                self._free.append(conn)
-            else:  # cut off mid-command: its reply may still come
-                await conn.release(broken=True)
-
-    async def _idle(self) -> HeldConnection | None:
-        """A free connection (None: none); one Redis closed while it sat idle (it was
-        restarted) is dropped."""
-        while self._free:
-            conn = self._free.pop()
-            if not conn.closed_by_server():
-                return conn
-            await conn.release(broken=True)
-        return None
+            conn = self._free.pop() if self._free else HeldConnection(self.client)
+            clean = False
+            try:
+                result = await conn.read_idempotent(command)
+                clean = True
+                return result
+            finally:
+                if clean:
+                    self._free.append(conn)
+                else:  # cut off mid-command: its reply may still come
+                    await conn.release(broken=True)
 
     async def close(self) -> None:
         free, self._free = self._free, []

@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
-import redis.exceptions
-
 from fastredis._resp import StreamBatch
 from fastredis.ids import parse_id
 from fastredis.redis_io import AnyAsyncRedis, HeldConnection
@@ -113,21 +111,9 @@ class Parking:
 
     async def _run(self) -> None:
         conn = self._conn
-        # held since the last run: Redis may have closed it meanwhile (restarted)
-        idle = conn.held
-        if conn.closed_by_server():
-            await conn.release(broken=True)
-            self._client_id, idle = None, False
         try:
-            try:
-                await self._read(conn)
-            except redis.exceptions.ConnectionError:
-                if not idle:
-                    raise
-                # closed while idle (not seen yet): once more, on a new connection
-                await conn.release(broken=True)
-                self._client_id = None
-                await self._read(conn)
+            # held since the last run: Redis may have closed it meanwhile (restarted)
+            await conn.read_idempotent(self._read)
         except asyncio.CancelledError:
             await conn.release(broken=True)
             raise
@@ -138,7 +124,7 @@ class Parking:
 
     async def _read(self, conn: HeldConnection) -> None:
         """The parking read, again while groups are parked."""
-        if self._client_id is None:
+        if self._client_id is None or not conn.held:  # a new connection: its id
             await conn.send_commands([[b"CLIENT", b"ID"]])
             self._client_id = int(await conn.read_reply())
         while self.parked:
