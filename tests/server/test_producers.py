@@ -210,6 +210,16 @@ def test_a_resent_message_gets_its_ids_while_in_the_window(r: redis.Redis) -> No
     assert parse_state(r.get(keys[0]))[0] == last + 2
 
 
+def test_a_resent_message_of_several_entries_gets_all_its_ids(r: redis.Redis) -> None:
+    keys = producer_keys(["s", "t"], "p")
+    entries = [(1, "*", (b"d", b"a")), (2, "*", (b"d", b"b")), (1, "*", (b"d", b"c"))]
+    first = r.execute_command(*with_text(produce_command(keys, ["s", "t"], 1, entries, 60)))
+    assert len(first) == 3
+    assert r.execute_command(*with_text(produce_command(keys, ["s", "t"], 1, entries, 60))) == first
+    assert (r.xlen("s"), r.xlen("t")) == (2, 1)  # written once
+    assert parse_state(r.get(keys[0])) == (1, {1: [i.decode() for i in first]})
+
+
 @pytest.mark.parametrize(
     ("query", "why"),
     [
