@@ -175,3 +175,32 @@ async def test_a_slow_ack_reader_does_not_hold_up_the_lane(
     stuck.set()
     await slow.close()
     await fast.close()
+
+
+async def test_a_stream_deleted_under_a_writer_is_made_anew_in_order(
+    lanes: WriteLanes, plain_redis: redis.Redis
+) -> None:
+    """A writer's stream deleted between its messages (they go as plain XADDs once the
+    stream is known): the next messages, pipelined, make it anew with a new epoch, in
+    order, none lost."""
+    acked: list[str] = []
+
+    async def on_ids(ids: list[str]) -> None:
+        acked.extend(ids)
+
+    writer = lanes.writer(on_ids=on_ids)
+    for i in range(3):
+        await writer.write([("s", "*", b"old%d" % i)])
+        await writer.drain()
+    old_epoch = plain_redis.get("XEPOCH:{s}")
+    assert old_epoch
+    plain_redis.delete("s")
+    for i in range(20):  # queued at once: pipelined on the lane
+        await writer.write([("s", "*", b"new%d" % i)])
+    await writer.drain()
+    await writer.write([("s", "*", b"last")])
+    await writer.close()
+    entries = plain_redis.xrange("s")
+    assert [e[1][b"d"] for e in entries] == [b"new%d" % i for i in range(20)] + [b"last"]
+    assert acked[3:] == [e[0].decode() for e in entries]
+    assert plain_redis.get("XEPOCH:{s}") not in (None, old_epoch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -307,6 +308,32 @@ async def test_large_pull_payloads_arrive_whole_with_pings_between(
                 await asyncio.wait_for(pong, DEADLINE)
         assert [(t, len(d)) for _, t, d in got] == list(zip(ids, sizes, strict=True))
         assert [d for _, _, d in got] == payloads
+
+
+async def test_large_frames_at_the_tail_arrive_whole_and_keep_the_pull_alive(
+    url: str, r: redis.Redis
+) -> None:
+    """Pulls waiting at the tail (their frames go out from the hub's read, not their
+    own task): every large entry arrives whole, in order, header included (start or
+    end offsets, or none), and frames sent that way count as activity for `block`: no
+    empty batch while entries come more often than that."""
+    queries = ["block=400", "block=400&offsets=end", "block=400&header=0"]
+    async with contextlib.AsyncExitStack() as stack:
+        pulls = [
+            await stack.enter_async_context(connect(f"{url}/data/tail/pull?{q}")) for q in queries
+        ]
+        await until_blocked(r)
+        async with connect(f"{url}/data/tail/push?ack=1") as pusher:
+            for i in range(8):
+                payload = bytes([i]) * (100_000 + i)
+                await pusher.send(json.dumps([len(payload)]))
+                await pusher.send(payload)
+                (eid,) = json.loads(await recv(pusher))
+                start, end = await recv(pulls[0]), await recv(pulls[1])
+                assert json.loads(start) == [["tail", eid, 0]]
+                assert json.loads(end) == [["tail", eid, len(payload)]]
+                assert [await recv(ws) for ws in pulls] == [payload] * 3
+                await asyncio.sleep(0.1)  # 8 x 0.1 s: longer than block, never idle that long
 
 
 def _first_binary_frame(host: str, port: int, path: str) -> tuple[int, bytes]:

@@ -17,7 +17,10 @@ so a pull of several large entries is never packed into one copy. Either may car
 same `write`: one system call and one wake of the client less per pulled frame. When
 nothing is queued in the transport, such a message goes out in one ``sendmsg`` of its
 buffers; what the socket does not take is queued by the transport as before (its
-high-water mark pauses the app's writes: a slow client holds a bounded buffer).
+high-water mark pauses the app's writes: a slow client holds a bounded buffer). The
+extension's ``"send_now"`` (a plain function, not a coroutine) writes such a message at
+once when that needs no waiting (the app's writes are not paused) and says whether it
+did: the hub sends a frame from its own task that way (`fastredis.server.reads.hub`).
 
 Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
@@ -135,7 +138,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the app's task has not run yet
-            scope["extensions"][VIEWS_EXTENSION] = {}
+            scope["extensions"][VIEWS_EXTENSION] = {"send_now": self.send_now}
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -165,15 +168,32 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
                 joined: Any = {"type": "websocket.send", "bytes": b"".join(views)}
                 return await super().send(joined)
             return await super().send(message)
+        self._write_message(views, data, text)
+        return None
+
+    def send_now(self, message: Any) -> bool:
+        """Write a binary ``websocket.send`` message (and its text first) now, if that
+        needs no waiting and it is written here (`_direct`); False: it was not (send
+        it the usual way)."""
+        if not self.writable.is_set() or self.disconnected:
+            return False
+        views = message.get(VIEWS_EXTENSION)
+        data = message.get("bytes")
+        if not self._direct(views, data):
+            return False
+        self._write_message(views, data, message.get(TEXT_FIRST))
+        return True
+
+    def _write_message(self, views: list[Any] | None, data: Any, text: str | None) -> None:
         head = list(self.conn.data_to_send())  # e.g. a pong websockets queued: it goes first
         if text is not None:
             encoded = text.encode()
             head += (_frame_head(0x81, len(encoded)), encoded)
         if views is not None:
-            return self._write_views(head, views)
+            self._write_views(head, views)
+            return
         head.append(_frame_head(0x82, memoryview(data).nbytes))
         self._write([b"".join(head), data])
-        return None
 
     def _direct(self, views: list[Any] | None, data: Any) -> bool:
         """Whether a binary message is written here rather than by websockets: a large

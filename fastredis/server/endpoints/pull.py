@@ -46,7 +46,7 @@ from fastredis.server.edge.protocol import (
 )
 from fastredis.server.edge.uvicorn_guard import TEXT_FIRST, VIEWS_EXTENSION
 from fastredis.server.endpoints.websocket import close_with
-from fastredis.server.reads.delivery import Views, nbytes
+from fastredis.server.reads.delivery import Delivery, Views, nbytes
 from fastredis.server.reads.hub import Subscription
 
 __all__ = ["pull_endpoint"]
@@ -167,10 +167,28 @@ async def _pull_loop(
     gone: Callable[[], bool],
 ) -> None:
     """Send what the hub delivers: the frames of each batch are packed once and shared
-    with every other pull of the same streams."""
-    send = ws.send
+    with every other pull of the same streams; at the tail, a frame the socket takes at
+    once is sent by the hub's task (`_direct_sender`)."""
     idle = opts.block / 1000 if opts.block else None
     views = VIEWS_EXTENSION in ws.scope.get("extensions", {})
+    sub.direct = _direct_sender(ws, sub, opts)
+    try:
+        await _deliveries(ws, sub, opts, acks, gone, views, idle)
+    finally:
+        sub.direct = None
+
+
+async def _deliveries(
+    ws: WebSocket,
+    sub: Subscription,
+    opts: ReadOptions,
+    acks: asyncio.Queue[Message],
+    gone: Callable[[], bool],
+    views: bool,
+    idle: float | None,
+) -> None:
+    """The pull's own sends: what `Subscription.direct` did not send."""
+    send = ws.send
     while not gone():
         delivery = await sub.next(timeout=idle)
         if delivery is None:  # `block` ms without an entry: an empty batch says alive
@@ -200,6 +218,33 @@ async def _pull_loop(
                 first = None
             if opts.ack:
                 await acks.get()  # binary ones close the pull in the watcher
+
+
+def _direct_sender(
+    ws: WebSocket, sub: Subscription, opts: ReadOptions
+) -> Callable[[Delivery], bool] | None:
+    """What sends a delivery of one frame from the hub's task, when the socket takes it
+    at once (`Subscription.direct`): for a pull that sends each frame as it comes (no
+    ack, no pacing, no frame dropping) on the ``fastredis.views`` socket; else None."""
+    send_now = ws.scope.get("extensions", {}).get(VIEWS_EXTENSION, {}).get("send_now")
+    if send_now is None or opts.ack or opts.latest or opts.max_fps:
+        return None
+
+    def direct(delivery: Delivery) -> bool:
+        if delivery.gaps or not len(delivery.batch):
+            return False  # a gap is told first, in its own text message
+        frames = sub.frames(delivery, opts.header, True)
+        if len(frames) != 1 or len(frames[0][1]) != 1:
+            return False
+        header, (payload,) = frames[0]
+        if header is not None and opts.end_offsets:
+            header = end_offsets(header, nbytes(payload))
+        if not send_now(_binary(payload, header)):
+            return False
+        delivery.sent("ws")
+        return True
+
+    return direct
 
 
 def _binary(payload: Any, text: str | None) -> Message:

@@ -8,7 +8,9 @@ subscriber (websocket pulls, GraphQL subscriptions, blocking REST GETs, MJPEG).
   batch after the group's cursor, over one of a few held connections taken in turns,
   and hands the same `Delivery` to every subscriber of the group; each sends it as
   frames of its own ``count`` (`fastredis.server.reads.delivery`). Every read's reply
-  is bounded in bytes (`fastredis.server.reads.sizes`).
+  is bounded in bytes (`fastredis.server.reads.sizes`). A subscriber waiting for it
+  may have it sent by the group's task (`Subscription.direct`: a pull whose socket
+  takes the frame at once), with no hand-off to its own task.
 * A subscriber **behind the tail** (``0``, an old id) reads by its own cursor over a small
   shared set of catch-up connections, taking turns (far behind, its next read is under
   way while the last batch is sent); subscribers at the same cursor share that read
@@ -248,6 +250,12 @@ class Subscription:
         self._since = 0.0
         self._ids: Ids = {}  # the cursor after the last delivery handed out
         self._wake = asyncio.Event()
+        # Set by the reader while it may be sent to at once: a delivery offered while it
+        # waits at the tail is sent by the group's task (True: sent; False: not now, the
+        # reader is woken to send it), no hand-off to the reader's task per frame.
+        self.direct: Callable[[Delivery], bool] | None = None
+        self._waiting = False  # in `next`, joined, for the group's next delivery
+        self._direct_at = 0.0  # when `direct` last sent (loop time): `next`'s timeout
         self._error: BaseException | None = None
         # resumed at the end of every stream (its states said so): it joins the tail
         # group with no catch-up read, and a group it starts parks before reading
@@ -344,7 +352,7 @@ class Subscription:
         loop = self.hub.loop
         if self.latest:  # the newest when it is time for the next frame
             await self.pace()
-        deadline = None if timeout is None else loop.time() + timeout
+        entered = loop.time()
         while True:
             if self._error is not None:
                 raise self._error
@@ -361,19 +369,28 @@ class Subscription:
                     self.pos += 1
                     return self._hand_out(delivery)
             self._wake.clear()
-            if deadline is None:
-                await self._wake.wait()
+            if timeout is None:
+                await self._wait()
                 continue
-            remaining = deadline - loop.time()
+            # deliveries sent by `direct` meanwhile count as something
+            remaining = max(entered, self._direct_at) + timeout - loop.time()
             if remaining <= 0:
                 return None
             # a timer that wakes it, not wait_for: that would make a task per frame and
             # take three turns of the loop to hand the frame on
             timer = loop.call_later(remaining, self._wake.set)
             try:
-                await self._wake.wait()
+                await self._wait()
             finally:
                 timer.cancel()
+
+    async def _wait(self) -> None:
+        """Wait for `_wake`; joined, deliveries may meanwhile go by `direct`."""
+        self._waiting = self._joined
+        try:
+            await self._wake.wait()
+        finally:
+            self._waiting = False
 
     def _hand_out(self, delivery: Delivery) -> Delivery:
         self._ids = delivery.cursor
@@ -591,6 +608,12 @@ class Subscription:
             if count > 1 and (count > QUEUE_LIMIT or nbytes > QUEUE_BYTES):
                 self._fall_back()  # too slow for the tail: catch up by cursor, no loss
                 return
+        direct = self.direct
+        if self._waiting and direct is not None and self.pos == delivery.seq and direct(delivery):
+            self.pos += 1
+            self._hand_out(delivery)
+            self._direct_at = self.hub.loop.time()
+            return
         self._wake.set()
 
     def _fall_back(self) -> None:

@@ -18,7 +18,13 @@ number of sockets costs that many Redis connections. A lane is one held connecti
   Their commands are kept until replied (bytes already on their way to Redis). Should
   a later message of the same writer have been written before that (another
   connection loaded the scripts in between), its order is lost: that writer fails as
-  on a lost connection.
+  on a lost connection;
+* a one-entry message to a stream its writer has written to is a plain ``XADD
+  NOMKSTREAM`` (`fastredis.server.writes.entries.existing_stream_command`), its script
+  kept as above: a nil reply (the stream was deleted since) is handled like NOSCRIPT,
+  the script sent instead (it makes the stream anew, with its epoch). Only while none
+  of the writer's other messages is owed a reply: a plain XADD never meets NOSCRIPT,
+  so one sent after a script that does would be written before it.
 
 Memory is bounded per writer (`max_pending` messages, `max_unsent_bytes`) and per lane
 (`LANE_UNSENT_BYTES`): a client faster than Redis waits, so its socket stops being read.
@@ -43,12 +49,18 @@ from fastredis.redis_io import AnyAsyncRedis, HeldConnection, is_cluster
 from fastredis.redis_io.lua import is_noscript, load_commands, with_text
 from fastredis.server.edge.errors import refused
 from fastredis.server.run import metrics
-from fastredis.server.writes.entries import Entry, entry_commands, one_slot_key
+from fastredis.server.writes.entries import (
+    Entry,
+    entry_commands,
+    existing_stream_command,
+    one_slot_key,
+)
 from fastredis.server.writes.producers import ProducerSession
 
 __all__ = ["LANE_UNSENT_BYTES", "PushWriter", "WriteLanes"]
 
 LANE_UNSENT_BYTES = 64 << 20  # queued on one lane, not yet taken by its socket
+KNOWN_STREAMS = 16  # streams a writer remembers having written to (plain XADDs)
 
 IdsHandler = Callable[[list[str]], Awaitable[None]]
 ErrorHandler = Callable[[BaseException], Awaitable[None]]
@@ -65,6 +77,7 @@ class _Message:
     sid: str | None  # the stream of a one-entry message (its errors name none)
     queued_at: float
     command: list[Any] | None  # an EVALSHA, kept until replied: sent again on NOSCRIPT
+    plain: bool = False  # sent as XADD NOMKSTREAM: a nil reply sends `command` again
 
 
 def _decode_ids(reply: Any) -> list[str]:
@@ -158,13 +171,18 @@ class _Lane:
             await self._broken(exc)
 
     def _answer(self, message: _Message, reply: Any) -> None:
-        if message.command is not None and is_noscript(reply):
+        if message.command is not None and (
+            is_noscript(reply) or (message.plain and reply is None)
+        ):
+            if message.plain and message.sid is not None:
+                message.writer.forget(message.sid)
             self._noscript.append(message)
             return
         if any(m.writer is message.writer for m in self._noscript):
             reply = RedisConnectionError(
-                "Redis lost its scripts (SCRIPT FLUSH or a restart) while this socket's "
-                "messages were on their way, and wrote one out of order: try again"
+                "Redis lost its scripts (SCRIPT FLUSH or a restart), or the stream was "
+                "deleted, while this socket's messages were on their way, and wrote one "
+                "out of order: try again"
             )
         elif isinstance(reply, ResponseError):
             reply = refused(reply, [message.sid] if message.sid is not None else [])
@@ -258,15 +276,15 @@ class PushWriter:
         self._ack_task: asyncio.Task[None] | None = None
         self._error_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._known: set[str] = set()  # streams written to: one entry is a plain XADD
+        self._scripts_owed = 0  # messages not sent plain whose reply is not in yet
 
     async def write(self, entries: Sequence[Entry]) -> None:
         """Queue one message (its entries all or none). Raises the writer's error."""
         if self.error is not None:
             raise self.error
-        if self.producer is None:
-            command = entry_commands(entries, self._lanes.maxlen)
-        else:
-            command = self.producer.command(entries, self._lanes.maxlen)
+        # (plain or not is decided now: while waiting, replies only make it safer)
+        command, script = self._command(entries)
         lane = await self._lanes.lane(self._index, entries)
         if lane is not self._lane and self._pending:
             await self.drain()  # another node: its acks would overtake the ones owed
@@ -289,9 +307,29 @@ class PushWriter:
         self._pending += 1
         self._unsent += packed
         self._done.clear()
-        script = command if command[0] == b"EVALSHA" else None
-        message = _Message(self, packed, len(entries), nbytes, sid, time.perf_counter(), script)
+        plain = script is not None and command is not script
+        self._scripts_owed += not plain
+        queued_at = time.perf_counter()
+        message = _Message(self, packed, len(entries), nbytes, sid, queued_at, script, plain)
         lane.enqueue(bufs, message)
+
+    def _command(self, entries: Sequence[Entry]) -> tuple[list[Any], list[Any] | None]:
+        """(what to send, the script kept to send instead) for one message."""
+        if self.producer is not None:
+            command = self.producer.command(entries, self._lanes.maxlen)
+        else:
+            command = entry_commands(entries, self._lanes.maxlen)
+        script = command if command[0] == b"EVALSHA" else None
+        known = entries[0][0] in self._known
+        if script is not None and self.producer is None and known and not self._scripts_owed:
+            plain = existing_stream_command(entries, self._lanes.maxlen)
+            if plain is not None:
+                return plain, script
+        return command, script
+
+    def forget(self, sid: str) -> None:
+        """`sid` was not there (deleted): its next messages go by script again."""
+        self._known.discard(sid)
 
     async def drain(self) -> None:
         """Wait until every message queued so far is written (or the writer failed)."""
@@ -304,12 +342,17 @@ class PushWriter:
         self._wake()
 
     def _answered(self, message: _Message, reply: Any) -> None:
+        self._scripts_owed -= not message.plain
         if isinstance(reply, BaseException):
             self._fail(reply)
             return
         metrics.pushed(
             self.via, message.entries, message.nbytes, time.perf_counter() - message.queued_at
         )
+        if message.sid is not None and message.sid not in self._known:
+            if len(self._known) >= KNOWN_STREAMS:
+                self._known.clear()
+            self._known.add(message.sid)
         if self.error is not None or self._closed:
             return
         if self.on_ids is None:
