@@ -525,8 +525,29 @@ def run(
         clients.close()
     table = summary(results) + "\n\n" + build_table([o for o in results if "first_cursors" in o])
     if record:
-        write_run("storm", table, results)
+        write_run("storm", table, [compact(o) for o in results])
     return results, table
+
+
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
+
+
+def compact(o: Any) -> Any:
+    """`o` as recorded: each list of every viewer's seconds becomes its count, quantiles
+    and max (10,000 numbers per phase made megabytes per run file)."""
+    if isinstance(o, dict):
+        out = {k: compact(v) for k, v in o.items()}
+        secs = o.get("seconds")
+        if isinstance(secs, list) and secs and isinstance(secs[0], float):
+            out["seconds"] = {
+                "count": len(secs),
+                "max": secs[-1],
+                **{f"q{q:g}": _q(secs, q) for q in QUANTILES},
+            }
+        return out
+    if isinstance(o, list):
+        return [compact(v) for v in o]
+    return o
 
 
 def main(argv: list[str] | None = None) -> int:
