@@ -24,9 +24,11 @@ Protocol subset (the shape of DESIGN.md's "Server face"):
   binary message is one entry. `?ack=1`: answer each message with the JSON list of
   the new ids. Offsets that do not fit the payload close the socket with 1007.
 * `WS /data/{sid}/pull`: `last_entry_id` ($ default, 0, or an id), `count` (1),
-  `latest` (skip to the newest entry). Each batch is a text header
-  `[[sid, id, start], ...]` and one binary message with the payloads back to back;
-  when nothing is new it waits (like `block=0`). Other parameters are ignored.
+  `latest` (skip to the newest entry), `resume` (1: first a text frame
+  `{"resume": {"recovered": true}}`, as fastredis's opens a pull that resumes). Each
+  batch is a text header `[[sid, id, start], ...]` and one binary message with the
+  payloads back to back; when nothing is new it waits (like `block=0`). Other
+  parameters are ignored.
 
 Ids are made like Redis makes them (ms-seq, strictly increasing per stream).
 It is a benchmark tool, not a store: payloads come back canned, not as pushed.
@@ -56,6 +58,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+
+from fastredis.server.run.process import LISTEN_BACKLOG  # as fastredis serve's
 
 __all__ = ["create_app", "main", "serve_websockets", "uvicorn_config", "websockets_handler"]
 
@@ -211,6 +215,9 @@ async def serve_push(conn: Conn, st: _Stream, sid: str, query: Mapping[str, str]
         return
 
 
+RESUMED = '{"resume": {"recovered": true}}'  # nothing is ever lost here
+
+
 def _start(st: _Stream, last_entry_id: str) -> int:
     if last_entry_id == "$":
         return len(st.keys)
@@ -238,6 +245,8 @@ async def serve_pull(conn: Conn, st: _Stream, query: Mapping[str, str]) -> None:
     canned: dict[Any, bytearray] = {}
     gone = asyncio.ensure_future(conn.receive())  # the client's close, or anything it sends
     try:
+        if query.get("resume", "0") in ("1", "true"):
+            await conn.send(RESUMED)
         while True:
             while pos >= len(st.keys):
                 waiter = asyncio.ensure_future(st.changed.wait())
@@ -324,6 +333,7 @@ def uvicorn_config(host: str = "127.0.0.1", port: int = 8001) -> uvicorn.Config:
         loop="asyncio",
         log_level="warning",
         lifespan="off",
+        backlog=LISTEN_BACKLOG,
     )
 
 
@@ -396,6 +406,7 @@ async def serve_websockets(host: str = "127.0.0.1", port: int = 8001) -> None:
         compression=None,
         max_size=MAX_MESSAGE_SIZE + FRAME_OVERHEAD,
         process_request=_process_request,
+        backlog=LISTEN_BACKLOG,
     ) as server:
         await server.serve_forever()
 

@@ -12,6 +12,12 @@ time does not. ``--base``: a second server from another checkout (say the main
 branch) on the same Valkey, its rounds interleaved with this one's (rotated order), to
 compare two versions in one run. Writes medians, spreads and ratios to
 benchmarks/results/producer_<date>.json. The pytest entry runs a short round.
+
+``--callgrind``: instead, the instructions per message of the server process and of
+Valkey, both run under valgrind's callgrind (counts a busy machine does not move):
+per tree, a plain and a producer socket, each counted over `--messages` messages after
+50 unmeasured ones (its opening and hello not counted), twice. To
+benchmarks/results/producer_ir-<date>.json.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +36,15 @@ from typing import Any
 import psutil
 import redis
 import websockets
-from procs import ROOT, spawn_server, stop_server
+from abrounds import write
+from procs import (
+    ROOT,
+    callgrind_count,
+    callgrind_prefix,
+    callgrind_valkey,
+    spawn_server,
+    stop_server,
+)
 
 from fastredis.embedded import EmbeddedRedis, free_port
 
@@ -81,7 +97,9 @@ async def _measure(
 ) -> dict[str, dict[str, dict[str, list[float]]]]:  # fmt: skip
     """{tree: {kind: {rate|server_us|valkey_us: per round}}}."""
     procs = {tree: psutil.Process(pid) for tree, pid in pids.items()}
-    out = {t: {k: {"rate": [], "server_us": [], "valkey_us": []} for k in KINDS} for t in ports}
+    out: dict[str, dict[str, dict[str, list[float]]]] = {
+        t: {k: {"rate": [], "server_us": [], "valkey_us": []} for k in KINDS} for t in ports
+    }
     trees = list(ports)
     for tree, port in ports.items():  # warm up
         await _round(f"ws://127.0.0.1:{port}/data/{tree}/push?ack=1", 200, size)
@@ -155,6 +173,62 @@ def run(
     return result
 
 
+async def _counted(
+    url: str, messages: int, size: int, pids: dict[str, int], outs: dict[str, str]
+) -> dict[str, float]:
+    """Instructions per message of each process in `pids` (under callgrind, dumping to
+    `outs`), over `messages` messages of one socket after 50 that are not counted."""
+    payload, header = b"x" * size, f"[{size}]"
+    async with websockets.connect(url, max_size=None, compression=None) as ws:
+        if "producer=" in url:
+            await ws.recv()  # the hello
+        for k in range(50 + messages):
+            if k == 50:
+                for who, pid in pids.items():
+                    callgrind_count(pid, outs[who])  # from zero
+            await ws.send(header)
+            await ws.send(payload)
+            await ws.recv()
+    return {who: callgrind_count(pid, outs[who]) / messages for who, pid in pids.items()}
+
+
+def run_callgrind(messages: int = 500, size: int = 100, base: Path | None = None) -> dict[str, Any]:
+    """Server and Valkey instructions per message, plain and producer, per tree."""
+    roots = {"new": ROOT, **({"base": base} if base is not None else {})}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {"valkey": os.path.join(tmp, "valkey.cg"), "server": os.path.join(tmp, "server.cg")}
+        with EmbeddedRedis(callgrind_valkey(tmp, outs["valkey"]), startup_timeout=120) as valkey:
+            assert valkey.pid is not None
+            for tree, root in roots.items():
+                port = free_port()
+                args = ["-m", "fastredis", "serve", "--port", str(port), "--maxlen", "100000",
+                        "--redis-url", valkey.url, "--log-level", "warning"]  # fmt: skip
+                proc = spawn_server(args, port, 300, root, callgrind_prefix(outs["server"]))
+                try:
+                    pids = {"server": proc.pid, "valkey": valkey.pid}
+                    base_url = f"ws://127.0.0.1:{port}/data/ir-{tree}/push"
+                    runs: dict[str, dict[str, list[float]]] = {}
+                    for k in range(2):
+                        for kind, query in (("plain", "ack=1"), ("producer", f"producer=ir{k}")):
+                            got = asyncio.run(
+                                _counted(f"{base_url}?{query}", messages, size, pids, outs)
+                            )
+                            for who, ir in got.items():
+                                runs.setdefault(kind, {}).setdefault(who, []).append(ir)
+                finally:
+                    stop_server(proc)
+                out[tree] = {
+                    kind: {who: statistics.median(v) for who, v in whos.items()}
+                    for kind, whos in runs.items()
+                }
+                out[tree]["runs"] = runs
+    result = {"messages": messages, "payload_bytes": size,
+              "trees": {tree: str(root) for tree, root in roots.items()}, **out}  # fmt: skip
+    write("producer_ir", result)
+    return result
+
+
 def test_producer_push_cost() -> None:
     result = run(rounds=2, messages=300)
     assert result["new"]["plain"]["rate"]["median"] > 0
@@ -184,7 +258,20 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--base", type=Path, help="another checkout, measured alongside")
+    parser.add_argument("--callgrind", action="store_true", help="instructions per message")
     a = parser.parse_args()
+    if a.callgrind:
+        ir = run_callgrind(a.messages, a.size, a.base)
+        for tree in ir["trees"]:
+            p, q = ir[tree]["plain"], ir[tree]["producer"]
+            print(
+                f"{tree}: instructions per message, plain / producer: server "
+                f"{p['server']:,.0f} / {q['server']:,.0f}, Valkey {p['valkey']:,.0f} / "
+                f"{q['valkey']:,.0f}; producer's extra {q['server'] - p['server']:+,.0f} + "
+                f"{q['valkey'] - p['valkey']:+,.0f} = "
+                f"{100 * (q['server'] + q['valkey']) / (p['server'] + p['valkey']) - 100:+.1f}%"
+            )
+        raise SystemExit(0)
     res = run(a.rounds, a.messages, a.size, a.base)
     for tree in res["trees"]:
         print(_line(tree, res[tree]))

@@ -4,6 +4,7 @@ Redis served for it next to the distinct cursors the viewers came back with.
 
     python benchmarks/bench_storm.py                   # short: 1,000 viewers, both cases
     python benchmarks/bench_storm.py --viewers 10000   # the issue's 10,000
+    python benchmarks/bench_storm.py --viewers 10000 --case distinct --base ../main --rounds 3
 
 A private Valkey (EmbeddedRedis) and one `fastredis serve` (`ServeProcess`, a fixed port
 so that it comes back where it was). Client processes (multiprocessing, as in
@@ -26,8 +27,14 @@ process, 1,000 by default). Measured from that moment: seconds until each viewer
 resumed (p50, p99, max; goal: all within 15 s), viewers resumed / failed / told
 ``recovered: false``, and XREAD calls (INFO commandstats, every XREAD the server
 made, tail and parking reads included) against the distinct cursors (goal: <= 1 per
-cursor), with the server's ``fastredis_stream_reads_total`` beside them. Results go
-to benchmarks/results/ (`record.write_run`).
+cursor), with the server's ``fastredis_stream_reads_total`` beside them, and the CPU
+seconds (psutil) the server, the client processes and Valkey spent until all were
+resumed. ``--base``: the server of another checkout (say main's) runs each case too,
+in the same run, the two alternating over ``--rounds``; a summary gives the medians.
+``--bare starlette|websockets`` (either or both): each round, the clients' ceiling
+too: the same viewers against benchmarks/bare_ws_server.py, which only answers with
+the resume frame.
+Results go to benchmarks/results/ (`record.write_run`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import signal
@@ -46,9 +54,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 import websockets
-from procs import FD_SPARE, ClientProcs, next_command, raise_nofile
+from procs import FD_SPARE, ClientProcs, next_command, raise_nofile, spawn_server
 from record import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +65,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: ServeProcess
 
 from support.serve_process import ServeProcess  # noqa: E402
 
-from fastredis.embedded import EmbeddedRedis  # noqa: E402
+from fastredis.embedded import EmbeddedRedis, free_port  # noqa: E402
 from fastredis.ids import parse_id  # noqa: E402
 
 VIEWERS = 1000
@@ -146,7 +155,14 @@ async def _wait_dropped(viewers: list[_Viewer]) -> int:
     return len(readers)
 
 
+CLIENT_GC_YOUNG = 10_000  # as the server's (fastredis.server.run.app.GC_YOUNG)
+
+
 async def _client_loop(conn: Connection) -> None:
+    # A viewer keeps some 100 objects: at Python's default of 700 the collector's full
+    # passes over 2,500 of them took much of the client processes' CPU in a storm.
+    gc.freeze()
+    gc.set_threshold(CLIENT_GC_YOUNG, 10, 10)
     viewers: list[_Viewer] = []
     while True:
         cmd, arg = await next_command(conn)
@@ -246,6 +262,41 @@ def stream_reads(http_url: str) -> dict[str, float]:
 # -- one case ---------------------------------------------------------------------------
 
 
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each group of processes."""
+    out = {}
+    for name, group in pids.items():
+        times = [psutil.Process(pid).cpu_times() for pid in group]
+        out[name] = sum(t.user + t.system for t in times)
+    return out
+
+
+def listen_overflows() -> int | None:
+    """The kernel's count of connections dropped with a full accept queue (Linux's
+    TcpExtListenOverflows, machine-wide; None elsewhere)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return int(table.get("ListenOverflows", 0))
+    return None
+
+
+def _resume_metered(clients: Clients, pids: dict[str, list[int]], *args: Any) -> dict[str, Any]:
+    """`clients.resume(*args)`, with the CPU seconds each group of processes spent
+    while it ran (the server, the client processes, Valkey)."""
+    before, dropped = _cpu(pids), listen_overflows()
+    result = clients.resume(*args)
+    after = _cpu(pids)
+    result["cpu_s"] = {k: after[k] - before[k] for k in pids}
+    if dropped is not None:
+        result["listen_overflows"] = (listen_overflows() or 0) - dropped
+    return result
+
+
 def by_cursor(reads: dict[str, float]) -> int:
     """The server's XREADs made for a cursor (catch-up and tail reads; ``shared`` ones
     were taken from another's read, and the parking read is not counted there)."""
@@ -284,7 +335,8 @@ def run_case(
     with redis.Redis.from_url(valkey.url) as r:
         cursors = populate(r, case, viewers, opts["shared_streams"])
         out["first_cursors"] = len({(s, c) for s, c, _ in cursors})
-        server = ServeProcess(valkey.url, "--max-sockets", str(viewers + 100))
+        server = ServeProcess(valkey.url, "--max-sockets", str(viewers + 100),
+                              root=opts.get("server_root", ROOT))  # fmt: skip
         http_url = f"http://127.0.0.1:{server.port}"
         r.config_resetstat()
         server.start()
@@ -305,7 +357,10 @@ def run_case(
                 targets = _written_while_down(r, {s for s, _c, _t in cursors}, opts["depth"])
             r.config_resetstat()
             server.start()
-            out["storm"] = clients.resume(None, opts["concurrency"], targets)
+            assert server.proc is not None and valkey.pid is not None
+            pids = {"server": [server.proc.pid], "clients": [p.pid for p in clients.procs],
+                    "valkey": [valkey.pid]}  # fmt: skip
+            out["storm"] = _resume_metered(clients, pids, None, opts["concurrency"], targets)
             _quiet(r)
             out["xread_calls"] = xread_calls(r)
             out["stream_reads"] = stream_reads(http_url)
@@ -313,6 +368,33 @@ def run_case(
             server.stop(signal.SIGKILL)
             with contextlib.suppress(Exception):
                 clients.dropped()
+    return out
+
+
+def run_bare(clients: Clients, viewers: int, impl: str, concurrency: int) -> dict[str, Any]:
+    """The ceiling of the client processes: the same viewers (each at the end of its own
+    stream) against benchmarks/bare_ws_server.py (`impl`), which answers a pull with the
+    resume frame and nothing else (no Redis, no checks); it is killed and started again
+    on its port, as the server is, and the storm after it measured the same way."""
+    port = free_port()
+    argv = ["benchmarks/bare_ws_server.py", "--port", str(port), "--impl", impl]
+    base = f"ws://127.0.0.1:{port}"
+    specs = [(base, f"storm{k}", "1-0", "1-0") for k in range(viewers)]
+    out: dict[str, Any] = {"case": "distinct", "viewers": viewers, "tree": f"bare {impl}"}
+    proc = spawn_server(argv, port)
+    try:
+        out["first"] = clients.resume(specs, concurrency)
+        proc.kill()
+        proc.wait()
+        out["dropped"] = clients.dropped()
+        proc = spawn_server(argv, port)
+        pids = {"server": [proc.pid], "clients": [p.pid for p in clients.procs]}
+        out["storm"] = _resume_metered(clients, pids, None, concurrency)
+    finally:
+        proc.kill()
+        proc.wait()
+        with contextlib.suppress(Exception):
+            clients.dropped()
     return out
 
 
@@ -351,22 +433,60 @@ def _phase(o: dict[str, Any], phase: str, prefix: str, cursors: str) -> dict[str
     }
 
 
+def _cpu_cell(o: dict[str, Any]) -> dict[str, str]:
+    cpu, k = o["storm"]["cpu_s"], o["viewers"] / 1000
+    return {
+        "after the restart: CPU s per 1,000 viewers, server / clients / Valkey": (
+            f"{cpu['server'] / k:.2f} / {cpu['clients'] / k:.2f} / {cpu['valkey'] / k:.2f}"
+        ),
+        "after the restart: accept queue overflows (the machine's, during the storm)": str(
+            o["storm"].get("listen_overflows", "-")
+        ),
+    }
+
+
 def _cells(o: dict[str, Any]) -> dict[str, str]:
     return {
         **_phase(o, "storm", "", "distinct_cursors"),
+        **_cpu_cell(o),
         **_phase(o, "first", "first_", "first_cursors"),
     }
 
 
+def _name(o: dict[str, Any]) -> str:
+    tree = f", {o['tree']} r{o['round']}" if "tree" in o else ""
+    return f"{o['case']} ({o['viewers']:,} viewers{tree})"
+
+
 def build_table(results: list[dict[str, Any]]) -> str:
     columns = [_cells(o) for o in results]
-    names = [f"{o['case']} ({o['viewers']:,} viewers)" for o in results]
-    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(results)]
+    lines = ["| | " + " | ".join(_name(o) for o in results) + " |",
+             "|---|" + "---:|" * len(results)]  # fmt: skip
     for label in columns[0] if columns else ():
         lines.append(f"| {label} | " + " | ".join(c[label] for c in columns) + " |")
     for o in results:
         for err in o["storm"]["errors"]:
-            lines.append(f"* {o['case']}: {err}")
+            lines.append(f"* {_name(o)}: {err}")
+    return "\n".join(lines)
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """After the restart, per case and tree: medians over the rounds (and their range)."""
+    lines = [
+        "| after the restart, median (min-max) over rounds | seconds p50 | p99 | max "
+        "| server CPU s / 1,000 | clients CPU s / 1,000 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key in dict.fromkeys((o["case"], o["tree"]) for o in results):
+        runs = [o for o in results if (o["case"], o["tree"]) == key]
+        secs = [o["storm"]["seconds"] for o in runs]
+        k = runs[0]["viewers"] / 1000
+        cols = [[_q(x, 0.5) for x in secs], [_q(x, 0.99) for x in secs],
+                [x[-1] if x else float("nan") for x in secs],
+                [o["storm"]["cpu_s"]["server"] / k for o in runs],
+                [o["storm"]["cpu_s"]["clients"] / k for o in runs]]  # fmt: skip
+        cells = [f"{statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" for c in cols]
+        lines.append(f"| {key[0]}, {key[1]} ({len(runs)} rounds) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -376,25 +496,58 @@ def run(
     shared_streams: int = SHARED_STREAMS,
     concurrency: int = CONCURRENCY,
     record: bool = True,
+    base: Path | None = None,
+    rounds: int = 1,
+    bare: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], str]:
+    """Each case `rounds` times; with `base`, the server of that checkout too, the two
+    alternating (this one first in even rounds, the base first in odd ones); with
+    `bare`, the clients' ceiling each round too (`run_bare`)."""
     procs = max(1, math.ceil(viewers / PER_PROC))
     raise_nofile(viewers + FD_SPARE)  # the server inherits it
     clients = Clients(procs, math.ceil(viewers / procs))
+    trees = [("this", ROOT)] + ([("base", base)] if base is not None else [])
     results = []
     try:
         with EmbeddedRedis() as valkey:
-            for case in cases:
-                results.append(
-                    run_case(clients, valkey, case, viewers,
-                             shared_streams=shared_streams, concurrency=concurrency,
-                             depth=shared_depth(viewers, shared_streams))
-                )  # fmt: skip
+            for n in range(rounds):
+                for case in cases:
+                    for tree, root in trees if n % 2 == 0 else trees[::-1]:
+                        o = run_case(clients, valkey, case, viewers,
+                                     shared_streams=shared_streams, concurrency=concurrency,
+                                     depth=shared_depth(viewers, shared_streams),
+                                     server_root=root)  # fmt: skip
+                        o.update(tree=tree, round=n)
+                        results.append(o)
+                for impl in bare:
+                    results.append(run_bare(clients, viewers, impl, concurrency))
     finally:
         clients.close()
-    table = build_table(results)
+    table = summary(results) + "\n\n" + build_table([o for o in results if "first_cursors" in o])
     if record:
-        write_run("storm", table, results)
+        write_run("storm", table, [compact(o) for o in results])
     return results, table
+
+
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
+
+
+def compact(o: Any) -> Any:
+    """`o` as recorded: each list of every viewer's seconds becomes its count, quantiles
+    and max (10,000 numbers per phase made megabytes per run file)."""
+    if isinstance(o, dict):
+        out = {k: compact(v) for k, v in o.items()}
+        secs = o.get("seconds")
+        if isinstance(secs, list) and secs and isinstance(secs[0], float):
+            out["seconds"] = {
+                "count": len(secs),
+                "max": secs[-1],
+                **{f"q{q:g}": _q(secs, q) for q in QUANTILES},
+            }
+        return out
+    if isinstance(o, list):
+        return [compact(v) for v in o]
+    return o
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,9 +556,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--case", action="append", choices=CASES, help="(both)")
     p.add_argument("--shared-streams", type=int, default=SHARED_STREAMS)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="per client process")
+    p.add_argument("--base", type=Path, help="another checkout whose server runs too")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument(
+        "--bare",
+        choices=("starlette", "websockets"),
+        action="append",
+        help="the clients' ceiling too: a bare server of that kind (run_bare; repeatable)",
+    )
     args = p.parse_args(argv)
     results, table = run(args.viewers, tuple(args.case or CASES), args.shared_streams,
-                         args.concurrency)  # fmt: skip
+                         args.concurrency, base=args.base, rounds=args.rounds,
+                         bare=tuple(args.bare or ()))  # fmt: skip
     print(table)
     print("median resume s:", [statistics.median(o["storm"]["seconds"] or [0]) for o in results])
     return 0

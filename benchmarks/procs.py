@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import http.client
 import multiprocessing
 import os
@@ -14,10 +15,12 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from fastredis.embedded import find_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,13 +42,19 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
 
 
 def spawn_server(
-    args: list[str], port: int, timeout: float = 30.0, root: Path = ROOT
+    args: list[str],
+    port: int,
+    timeout: float = 30.0,
+    root: Path = ROOT,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`python ARGS` (checkout `root`, this one by default, first on PYTHONPATH), once
-    it answers HTTP on `port`; killed again if it exits or does not answer in `timeout` s."""
+    it answers HTTP on `port`; killed again if it exits or does not answer in `timeout` s.
+    `prefix`: a command that runs it, say `callgrind_prefix`'s."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen([sys.executable, *args], cwd=root, env=env, stdin=subprocess.DEVNULL)
+    command = [*prefix, sys.executable, *args]
+    proc = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL)
     try:
         _wait_http(port, proc, timeout)
     except BaseException:
@@ -53,6 +62,32 @@ def spawn_server(
         proc.wait()
         raise
     return proc
+
+
+def callgrind_prefix(out: str) -> list[str]:
+    """Run under valgrind's callgrind, its counts dumped to `out`.<n> (`callgrind_count`)."""
+    return ["valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}"]
+
+
+def callgrind_count(pid: int, out: str) -> int:
+    """Instructions (Ir) process `pid` (run with `callgrind_prefix(out)`) executed since
+    the last call (or since it started): dumped, and counted from zero again."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    newest = max(glob.glob(out + ".*"), key=os.path.getmtime)
+    with open(newest) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in the callgrind dump {newest}")
+
+
+def callgrind_valkey(tmp: str, out: str) -> str:
+    """An executable in `tmp` that runs the Valkey binary under `callgrind_prefix(out)`."""
+    wrapper = os.path.join(tmp, "valkey-callgrind")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec {" ".join(callgrind_prefix(out))} {find_server_binary()} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:

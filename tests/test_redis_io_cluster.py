@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -188,13 +189,21 @@ async def test_async_reads_over_the_cluster(cluster_url: str, plain) -> None:
         await client.aclose()
 
 
+def _blocked_readers(plain: redis.RedisCluster) -> int:
+    infos = plain.info("clients", target_nodes=redis.RedisCluster.PRIMARIES)
+    return sum(int(info["blocked_clients"]) for info in infos.values())
+
+
 async def test_async_cancelled_blocking_read_leaves_the_client_usable(cluster_url, plain) -> None:
     client = make_async_client(url=cluster_url)
     try:
         reader = asyncio.ensure_future(
             axread_batch(client, {name: "$" for name in STREAMS}, block=60_000)
         )
-        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while _blocked_readers(plain) == 0:  # cancelled while its XREADs block
+            assert time.monotonic() < deadline, "the read never reached its blocking XREAD"
+            await asyncio.sleep(0.01)
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader

@@ -393,11 +393,11 @@ class sink_to_redis_stream(_RedisSink):
     async def _produce(self, client: AnyAsyncRedis, items: list[Any], text: bool = False) -> None:
         """Write `items` (the first queued) as the producer's next messages, once each
         (by the script's hash; on NOSCRIPT, counted again and sent with its `text`)."""
-        keys, producer = self._producer_keys, self.producer
-        assert keys is not None and producer is not None
+        keys = self._producer_keys
+        assert keys is not None
         skip = 0
         if self._seq0 is None or self._recount:
-            committed, _recent = parse_state(await client.hgetall(keys[0]))
+            committed, _recent = parse_state(await client.get(keys[0]))
             if self._seq0 is None:
                 self.committed = committed
                 self._seq0 = committed + 1 - self._base
@@ -412,7 +412,6 @@ class sink_to_redis_stream(_RedisSink):
                     command = produce_command(
                         keys,
                         [self.key],
-                        producer,
                         first + k,
                         [(1, "*", fields)],
                         self.producer_ttl,

@@ -78,6 +78,8 @@ from fastredis._cursor cimport (
 )
 
 import codecs
+import os
+from socket import socket as _PlainSocket
 
 cdef extern from "Python.h":
     # CPython's memoryview internals (not the limited API): recv_from checks that no
@@ -111,6 +113,32 @@ cdef extern from *:
     }
     """
     void fr_hugepage(char* p, Py_ssize_t n) noexcept nogil
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #if !defined(_WIN32)
+    #include <sys/socket.h>
+    #endif
+    /* One receive of what has already arrived, without waiting: n >= 0 bytes, -1
+       when nothing is there yet (or a signal came first), else -1 - errno. A socket
+       with a timeout is non-blocking underneath and Python polls before each of
+       its receives: a reply's bytes that are already there need no poll. */
+    static Py_ssize_t fr_recv_now(int fd, char* p, Py_ssize_t n) {
+    #if defined(MSG_DONTWAIT)
+        Py_ssize_t got = (Py_ssize_t)recv(fd, p, (size_t)n, MSG_DONTWAIT);
+        if (got >= 0)
+            return got;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return -1;
+        return -1 - (Py_ssize_t)errno;
+    #else
+        (void)fd; (void)p; (void)n;
+        return -1;      /* no such flag here: recv_into (poll, then receive) */
+    #endif
+    }
+    """
+    Py_ssize_t fr_recv_now(int fd, char* p, Py_ssize_t n) noexcept nogil
 
 
 # --------------------------------------------------------------------------
@@ -416,31 +444,46 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     -1 when one lies before `start` (out is then discarded)."""
     cdef Py_ssize_t s, e, f
     cdef Py_ssize_t ns = out.n_streams, ne = out.n_entries, nf = out.n_fields
-    for s in range(b.n_streams):
-        if b.stream_off[s] < start:
+    cdef Py_ssize_t bs = b.n_streams, be = b.n_entries, bf = b.n_fields
+    # the arrays in locals: stores through them cannot be assumed not to change
+    # out's or b's fields, so field reads in the loops would be reloaded every time
+    cdef const int64_t* src_off = b.stream_off
+    cdef int64_t* dst_off = out.stream_off + ns
+    for s in range(bs):
+        if src_off[s] < start:
             return -1
-        out.stream_off[ns + s] = b.stream_off[s] + delta
-        out.stream_len[ns + s] = b.stream_len[s]
-    for e in range(b.n_entries):
-        if b.id_off[e] < start:
+        dst_off[s] = src_off[s] + delta
+    memcpy(out.stream_len + ns, b.stream_len, bs * sizeof(int64_t))
+    cdef const int32_t* src_st = b.entry_stream
+    cdef int32_t* dst_st = out.entry_stream + ne
+    cdef const int64_t* src_ff = b.field_first
+    cdef int64_t* dst_ff = out.field_first + ne
+    src_off = b.id_off
+    dst_off = out.id_off + ne
+    for e in range(be):
+        if src_off[e] < start:
             return -1
-        out.entry_stream[ne + e] = b.entry_stream[e] + <int32_t>ns
-        out.id_off[ne + e] = b.id_off[e] + delta
-        out.id_len[ne + e] = b.id_len[e]
-        out.id_ms[ne + e] = b.id_ms[e]
-        out.id_seq[ne + e] = b.id_seq[e]
-        out.entry_nil[ne + e] = b.entry_nil[e]
-        out.field_first[ne + e] = b.field_first[e] + nf
-    for f in range(b.n_fields):
-        if b.key_off[f] < start or b.val_off[f] < start:
+        dst_off[e] = src_off[e] + delta
+        dst_st[e] = src_st[e] + <int32_t>ns
+        dst_ff[e] = src_ff[e] + nf
+    memcpy(out.id_len + ne, b.id_len, be * sizeof(int64_t))
+    memcpy(out.id_ms + ne, b.id_ms, be * sizeof(uint64_t))
+    memcpy(out.id_seq + ne, b.id_seq, be * sizeof(uint64_t))
+    memcpy(out.entry_nil + ne, b.entry_nil, be * sizeof(uint8_t))
+    cdef const int64_t* src_k = b.key_off
+    cdef const int64_t* src_v = b.val_off
+    cdef int64_t* dst_k = out.key_off + nf
+    cdef int64_t* dst_v = out.val_off + nf
+    for f in range(bf):
+        if src_k[f] < start or src_v[f] < start:
             return -1
-        out.key_off[nf + f] = b.key_off[f] + delta
-        out.key_len[nf + f] = b.key_len[f]
-        out.val_off[nf + f] = b.val_off[f] + delta
-        out.val_len[nf + f] = b.val_len[f]
-    out.n_streams = ns + b.n_streams
-    out.n_entries = ne + b.n_entries
-    out.n_fields = nf + b.n_fields
+        dst_k[f] = src_k[f] + delta
+        dst_v[f] = src_v[f] + delta
+    memcpy(out.key_len + nf, b.key_len, bf * sizeof(int64_t))
+    memcpy(out.val_len + nf, b.val_len, bf * sizeof(int64_t))
+    out.n_streams = ns + bs
+    out.n_entries = ne + be
+    out.n_fields = nf + bf
     return 0
 
 
@@ -765,9 +808,13 @@ cdef class Reader:
         released before returning: a recv_into that keeps an export of it (a
         buffer, a slice) gets BufferError (the buffer it wrote to is then never
         freed, so that export stays valid; the reader keeps the received bytes).
-        Once in protocol error, the bytes are received and dropped (as feed)."""
+        Once in protocol error, the bytes are received and dropped (as feed).
+        A plain `socket.socket` is first read without waiting (bytes already
+        there need no poll); only when nothing has arrived does recv_into wait as
+        the socket's timeout says."""
         cdef Py_ssize_t size, n
         cdef bint escaped
+        cdef int fd
         if self.busy:
             self._raise_busy("recv_from")
         if self._rview is not None:
@@ -775,6 +822,17 @@ cdef class Reader:
         if self.perr is not None:
             return sock.recv_into(bytearray(RECV_MIN))    # like feed: ignored in error
         size = self._recv_room()
+        if type(sock) is _PlainSocket:
+            fd = sock.fileno()
+            if fd >= 0:
+                self.busy = B_RECV
+                with nogil:
+                    n = fr_recv_now(fd, self.rbuf + self.rlen, size)
+                self.busy = 0
+                if n >= 0:
+                    return self._received(n, size, 0)
+                if n < -1:                  # as recv_into raises it (errno subclass)
+                    raise OSError(-1 - n, os.strerror(-1 - n))
         view = PyMemoryView_FromMemory(self.rbuf + self.rlen, size, PyBUF_WRITE)
         self.busy = B_RECV                  # the GIL is released in recv_into
         try:
@@ -858,7 +916,13 @@ cdef class Reader:
         is kept elsewhere): its memory is then never freed and the reader goes on
         in a copy."""
         cdef PyMemoryViewObject* mv = <PyMemoryViewObject*>view
-        cdef bint escaped = mv.exports != 0 or mv.mbuf.exports != 1
+        cdef bint escaped
+        if mv.mbuf == NULL:
+            # cleared by the garbage collector (a cycle freed before this reader):
+            # already released, unless an export of it is still held
+            escaped = mv.exports != 0
+        else:
+            escaped = mv.exports != 0 or mv.mbuf.exports != 1
         try:
             view.release()
         except BufferError:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -188,6 +191,55 @@ def test_oserror_propagates_unchanged() -> None:
         r.recv_from(a)
     r.feed(b"\r\n")
     assert r.gets() == b"x"
+
+
+def test_a_reset_connection_raises_connection_reset_error() -> None:
+    # the receive that reads what is already there reports the reset as recv_into does
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    try:
+        client.settimeout(5)
+        peer.sendall(b"+ok\r\n")
+        r = Reader()
+        while r.gets() is False:
+            assert r.recv_from(client) > 0
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: an RST
+        with pytest.raises(ConnectionResetError):
+            while True:
+                assert r.recv_from(client) > 0
+    finally:
+        client.close()
+        server.close()
+
+
+_CLEARED_VIEW_CHILD = """
+import ctypes
+from fastredis._resp import Reader
+slot = ctypes.pythonapi.PyType_GetSlot
+slot.restype, slot.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_int]
+clear = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)(slot(memoryview, 51))  # tp_clear
+reader = Reader()
+view = reader.get_buffer()
+clear(view)  # what the garbage collector does first when both are in a freed cycle
+del view
+del reader  # frees the reader with its pending view already cleared
+print("freed")
+"""
+
+
+def test_a_pending_view_cleared_by_the_garbage_collector_first_is_no_crash() -> None:
+    # a dropped asyncio connection: the reader and the view get_buffer gave it die in
+    # one cycle, and the collector may clear the view before the reader is freed
+    # (this crashed pytest's last collection in the cluster tests); in a child process,
+    # so that a crash is a failure here and not the end of the run
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, "-c", _CLEARED_VIEW_CHILD], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "freed"
 
 
 class FakeSock:

@@ -135,7 +135,7 @@ async def test_multi_stream_message_and_count_are_one_step(url: str, r: redis.Re
     assert code == 1008 and "string" in reason
     assert r.xlen("a") == 0  # nothing partial: not a's entry, not the count
     state, _index = producer_keys(["a", "bad"], "p")
-    assert r.hget(state, "n") is None
+    assert r.get(state) is None
 
 
 async def test_only_the_last_ids_are_kept_and_state_expires(url: str, r: redis.Redis) -> None:
@@ -145,7 +145,7 @@ async def test_only_the_last_ids_are_kept_and_state_expires(url: str, r: redis.R
             await send(ws, b"%d" % k)
             await recv(ws)
     state, index = producer_keys(["s"], "p")
-    committed, recent = parse_state(r.hgetall(state))
+    committed, recent = parse_state(r.get(state))
     assert committed == PRODUCER_WINDOW + 3
     assert sorted(recent) == list(range(4, PRODUCER_WINDOW + 4))
     assert 3500_000 < r.pttl(state) <= 3600_000
@@ -161,6 +161,63 @@ async def test_state_expiry_is_configurable(redis_server: EmbeddedRedis, redis_u
             await recv(ws)
         state, _index = producer_keys(["s"], "p")
         assert 0 < r.pttl(state) <= 5000
+
+
+async def test_each_write_renews_the_states_expiry(url: str, r: redis.Redis) -> None:
+    # The state expires ttl after the producer's last write, never while it writes.
+    state, _index = producer_keys(["s"], "p")
+    async with connect(f"{url}/data/s/push?producer=p") as ws:
+        await hello(ws)
+        for k in range(3):
+            await send(ws, b"%d" % k)
+            await recv(ws)
+            assert 3500_000 < r.pttl(state) <= 3600_000
+            r.pexpire(state, 60_000)  # as if 59 minutes went by before the next write
+    assert parse_state(r.get(state))[0] == 3
+    assert r.pttl(state) <= 60_000
+
+
+async def test_a_stream_made_anew_by_a_producer_gets_a_new_epoch(url: str, r: redis.Redis) -> None:
+    epochs = []
+    async with connect(f"{url}/data/s+t/push?producer=p") as ws:
+        await hello(ws)
+        for message in ([["s", 1]], [["s", 1], ["t", 2]]):  # one entry, then two streams
+            await ws.send(json.dumps(message))
+            await ws.send(b"xy"[: message[-1][1]])
+            await recv(ws)
+            epochs.append(r.get("XEPOCH:{s}"))
+            r.delete("s")
+    assert epochs[0] and epochs[1] and epochs[0] != epochs[1]
+    assert r.get("XEPOCH:{t}")
+
+
+def test_a_resent_message_gets_its_ids_while_in_the_window(r: redis.Redis) -> None:
+    keys = producer_keys(["s"], "p")
+
+    def write(seq: int) -> Any:
+        return r.execute_command(
+            *with_text(produce_command(keys, ["s"], seq, [(1, "*", (b"d", b"%d" % seq))], 60))
+        )
+
+    ids = {seq: write(seq).decode() for seq in range(1, PRODUCER_WINDOW + 5)}
+    last = PRODUCER_WINDOW + 4
+    for seq in (last, last - PRODUCER_WINDOW + 1):
+        assert [i.decode() for i in write(seq)] == [ids[seq]]  # answered, not written
+    with pytest.raises(redis.ResponseError, match=f"only the ids of the last {PRODUCER_WINDOW}"):
+        write(last - PRODUCER_WINDOW)
+    assert r.xlen("s") == last
+    assert write(last + 2)  # a number skipped (a refused write): counted from there
+    assert parse_state(r.get(keys[0]))[0] == last + 2
+
+
+def test_a_resent_message_of_several_entries_gets_all_its_ids(r: redis.Redis) -> None:
+    keys = producer_keys(["s", "t"], "p")
+    entries = [(1, "*", (b"d", b"a")), (2, "*", (b"d", b"b")), (1, "*", (b"d", b"c"))]
+    first = r.execute_command(*with_text(produce_command(keys, ["s", "t"], 1, entries, 60)))
+    assert len(first) == 3
+    assert r.execute_command(*with_text(produce_command(keys, ["s", "t"], 1, entries, 60))) == first
+    assert (r.xlen("s"), r.xlen("t")) == (2, 1)  # written once
+    assert parse_state(r.get(keys[0])) == (1, {1: [i.decode() for i in first]})
 
 
 @pytest.mark.parametrize(
@@ -233,27 +290,28 @@ async def test_a_script_flush_between_pushes_loses_and_doubles_nothing(
     assert noscripts() - before >= 4  # each flush was met by a NOSCRIPT
     if query.startswith("producer"):
         state, _index = producer_keys(["s", "t"], "p")
-        assert parse_state(r.hgetall(state))[0] == 6
+        assert parse_state(r.get(state))[0] == 6
 
 
 def test_producers_per_stream_set_are_bounded(r: redis.Redis) -> None:
     def one(producer: str) -> Any:
         keys = producer_keys(["s"], producer)
-        cmd = produce_command(keys, ["s"], producer, 1, [(1, "*", (b"d", b"x"))], 3600)
+        cmd = produce_command(keys, ["s"], 1, [(1, "*", (b"d", b"x"))], 3600)
         return r.execute_command(*with_text(cmd))
 
     pipe = r.pipeline(transaction=False)
     for k in range(MAX_PRODUCERS):
         keys = producer_keys(["s"], f"p{k}")
-        cmd = produce_command(keys, ["s"], f"p{k}", 1, [(1, "*", (b"d", b"x"))], 3600)
+        cmd = produce_command(keys, ["s"], 1, [(1, "*", (b"d", b"x"))], 3600)
         pipe.execute_command(*with_text(cmd))
     pipe.execute()
     with pytest.raises(redis.ResponseError, match="producers already"):
         one("late")
     assert r.xlen("s") == MAX_PRODUCERS  # the refused one wrote nothing
     r.delete(producer_keys(["s"], "p7")[0])  # one state expired: room for one more
-    assert len(one("late")) == 1
-    assert len(one("p0")) == 1  # a known producer is never refused (a resend here)
+    late = one("late")  # a message of one entry: its id
+    assert r.xrange("s", late, late)
+    assert len(one("p0")) == 1  # a known producer is never refused (a resend here: [id])
 
 
 async def test_producer_pushes_on_a_redis_cluster(
@@ -272,7 +330,7 @@ async def test_producer_pushes_on_a_redis_cluster(
         for sid in ("{cam1}:rgb", "plain", "other"):
             state, _index = producer_keys([sid], "p")
             assert r.keyslot(state) == r.keyslot(sid)
-            assert parse_state(r.hgetall(state))[0] == 3
+            assert parse_state(r.get(state))[0] == 3
         async with connect(f"{live.ws_url}/data/a%7Bb/push?producer=p") as ws:  # "a{b"
             code, reason = await closed_with(ws)
         assert code == 1008 and "hash tag" in reason

@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0
 
 
-def python_env(**extra: str) -> dict[str, str]:
-    """This environment without REDIS_URL/FASTREDIS_*, this checkout first on the path."""
+def python_env(root: Path = ROOT, **extra: str) -> dict[str, str]:
+    """This environment without REDIS_URL/FASTREDIS_*, checkout `root` (this one)
+    first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "FASTREDIS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
@@ -137,12 +138,16 @@ def _healthy(port: int) -> bool:
 
 
 class ServeProcess:
-    """One server process on `port` (the same across restarts) over `redis_url`."""
+    """One server process on `port` (the same across restarts) over `redis_url`, run
+    from checkout `root` (this one by default)."""
 
-    def __init__(self, redis_url: str, *args: str, port: int | None = None) -> None:
+    def __init__(
+        self, redis_url: str, *args: str, port: int | None = None, root: Path = ROOT
+    ) -> None:
         self.redis_url = redis_url
         self.args = args
         self.port = port or free_port()
+        self.root = root
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -153,7 +158,11 @@ class ServeProcess:
         cmd = [sys.executable, "-m", "fastredis", "serve", "--port", str(self.port)]
         cmd += ["--redis-url", self.redis_url, "--log-level", "warning", *self.args]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=python_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+            cmd,
+            cwd=self.root,
+            env=python_env(self.root),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
         )
         proc = self.proc
         wait_until(lambda: _healthy(self.port) or proc.poll() is not None, timeout, "the server up")

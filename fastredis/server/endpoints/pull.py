@@ -93,7 +93,7 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
     # cancels the pull wherever it waits.
     main = asyncio.current_task()
     assert main is not None
-    acks: asyncio.Queue[Message] = asyncio.Queue(MAX_ACKS_AHEAD)
+    acks: asyncio.Queue[Message] | None = asyncio.Queue(MAX_ACKS_AHEAD) if opts.ack else None
     gone = False
     pulling = True
     drained: str | None = None  # the close reason, once the server drains
@@ -111,7 +111,7 @@ async def _serve(ws: WebSocket, sub: Subscription, sids: list[str], opts: ReadOp
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if opts.ack:
+                if acks is not None:
                     if message.get("text") is None:
                         await close_with(
                             ws, CLOSE_UNSUPPORTED,
@@ -163,7 +163,7 @@ async def _pull_loop(
     ws: WebSocket,
     sub: Subscription,
     opts: ReadOptions,
-    acks: asyncio.Queue[Message],
+    acks: asyncio.Queue[Message] | None,
     gone: Callable[[], bool],
 ) -> None:
     """Send what the hub delivers: the frames of each batch are packed once and shared
@@ -182,7 +182,7 @@ async def _deliveries(
     ws: WebSocket,
     sub: Subscription,
     opts: ReadOptions,
-    acks: asyncio.Queue[Message],
+    acks: asyncio.Queue[Message] | None,
     gone: Callable[[], bool],
     views: bool,
     idle: float | None,
@@ -216,7 +216,7 @@ async def _deliveries(
             for payload in payloads:
                 await send(_binary(payload, first))
                 first = None
-            if opts.ack:
+            if acks is not None:  # with `ack`
                 await acks.get()  # binary ones close the pull in the watcher
 
 

@@ -40,6 +40,15 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("fastredis.server")
 
+# The garbage collector's youngest generation is collected every GC_YOUNG new objects
+# (Python's default: 700). An open pull keeps about 250 (the coroutines of the ASGI
+# stack, its tasks and futures), so at 700 each few sockets opened made a pass, and a
+# full pass followed each time the heap grew by a quarter: in a storm of 10,000
+# reconnecting viewers, 17 full passes were 70% of the server's CPU, pausing every
+# socket for up to 2 s (benchmarks/bench_storm.py). Garbage in cycles waits longer to
+# be freed: at most GC_YOUNG * 10 objects' worth before a middle pass.
+GC_YOUNG = 10_000
+
 GRAPHQL_MODULE = "fastredis.server.endpoints.graphql_api"
 
 
@@ -113,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # otherwise stall every socket for milliseconds now and then (p99 latency).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG, 10, 10)
         try:
             yield
         finally:

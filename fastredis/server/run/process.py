@@ -12,7 +12,13 @@ from typing import Any
 
 from fastredis.server.run.settings import Settings
 
-__all__ = ["bind_port", "how_it_ended", "run_uvicorn"]
+__all__ = ["LISTEN_BACKLOG", "bind_port", "how_it_ended", "run_uvicorn"]
+
+# Connections the kernel holds for the server to accept (capped by net.core.somaxconn,
+# 4096 by default since Linux 5.4). uvicorn's 2048 overflowed when thousands of viewers
+# reconnected at once: each connection dropped then waited a 1 s SYN-ACK retransmit
+# (TcpExtListenOverflows; benchmarks/bench_storm.py).
+LISTEN_BACKLOG = 65_535
 
 
 def how_it_ended(code: int | None) -> str:
@@ -36,7 +42,7 @@ def bind_port(host: str, port: int, balance: str) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         if balance == "shared":
-            sock.listen(2048)
+            sock.listen(LISTEN_BACKLOG)
             sock.set_inheritable(True)
     except OSError:
         sock.close()
@@ -77,6 +83,7 @@ def run_uvicorn(app: Any, settings: Settings, sock: socket.socket, log_level: st
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         lifespan="on",
+        backlog=LISTEN_BACKLOG,  # asyncio listens again with it
         log_level=log_level,
         timeout_graceful_shutdown=5,
     )

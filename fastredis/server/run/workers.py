@@ -31,7 +31,7 @@ import sys
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from fastredis.server.run.process import how_it_ended, run_uvicorn
+from fastredis.server.run.process import LISTEN_BACKLOG, how_it_ended, run_uvicorn
 from fastredis.server.run.settings import Settings
 
 __all__ = ["BALANCES", "run_workers"]
@@ -46,7 +46,7 @@ def _listener(parent: socket.socket) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(parent.getsockname()[:2])
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     return sock
 
 

@@ -132,6 +132,9 @@ def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:
 
 def producer_entries(entries: Sequence[Entry]) -> tuple[list[str], list[ProducerEntry]]:
     """The streams and `ProducerEntry` list of a pushed message, for `produce_command`."""
+    if len(entries) == 1:  # the common case, without the grouping
+        sid, eid, payload = entries[0]
+        return [sid], [(1, eid if eid == "*" else _canonical_id(eid), (b"d", payload))]
     streams: dict[str, int] = {}
     out: list[ProducerEntry] = []
     for sid, eid, payload in entries:

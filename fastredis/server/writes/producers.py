@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastredis.redis_io import AnyAsyncRedis, is_cluster
-from fastredis.redis_io.producers import hash_tag, parse_state, produce_command, producer_keys
+from fastredis.redis_io.producers import (
+    hash_tag,
+    one_entry_head,
+    parse_state,
+    produce_command,
+    produce_one,
+    producer_keys,
+    ttl_ms,
+)
 from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.edge.protocol import BadInput
 from fastredis.server.writes.entries import Entry, producer_entries
@@ -31,6 +39,10 @@ class ProducerSession:
         self.keys = producer_keys(sids, producer)
         self.ttl = ttl
         self.next_seq = 1
+        self.epoch = new_epoch()  # a stream a message creates gets "<epoch>-<number>"
+        self._ttl_ms = ttl_ms(ttl)
+        # the path's streams: a one-entry message to one of them is the common write
+        self._heads = {s: one_entry_head(self.keys, s, epoch_key(s) or s) for s in sids}
 
     @classmethod
     async def open(
@@ -44,8 +56,7 @@ class ProducerSession:
                 "or no braces (its producer count is kept in its slot)"
             )
         session = cls(sids, producer, ttl)
-        raw = await client.hgetall(session.keys[0])
-        committed, recent = parse_state(raw)
+        committed, recent = parse_state(await client.get(session.keys[0]))
         session.next_seq = committed + 1
         hello = {
             "producer": producer,
@@ -56,10 +67,14 @@ class ProducerSession:
 
     def command(self, entries: Sequence[Entry], maxlen: int) -> list[Any]:
         """The write of the next message: its entries and the count, in one step."""
-        streams, items = producer_entries(entries)
         seq = self.next_seq
         self.next_seq += 1
-        epochs = ([epoch_key(s) or s for s in streams], new_epoch())
-        return produce_command(
-            self.keys, streams, self.producer, seq, items, self.ttl, maxlen, True, epochs
-        )
+        if len(entries) == 1:
+            sid, eid, payload = entries[0]
+            head = self._heads.get(sid)
+            if head is not None and eid == "*":
+                epoch, ttl = self.epoch, self._ttl_ms
+                return produce_one(head, seq, ttl, "~", maxlen, epoch, "*", b"d", payload)
+        streams, items = producer_entries(entries)
+        epochs = ([epoch_key(s) or s for s in streams], self.epoch)
+        return produce_command(self.keys, streams, seq, items, self.ttl, maxlen, True, epochs)
