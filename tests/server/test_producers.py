@@ -287,7 +287,9 @@ async def test_a_script_flush_between_pushes_loses_and_doubles_nothing(
     assert payloads(r, "s") == [b"m1", b"m2", b"m3", b"m5", b"m6", b"m8"]
     assert payloads(r, "t") == [b"m4", b"m7"]
     assert [len(ids) for ids in acked] == [1, 1, 2, 1, 2, 1]
-    assert noscripts() - before >= 4  # each flush was met by a NOSCRIPT
+    # each flush was met by a NOSCRIPT, but for plain pushes of one entry to a stream
+    # the socket wrote to (m2, m5): those go as XADD NOMKSTREAM, with no script
+    assert noscripts() - before >= (4 if query.startswith("producer") else 3)
     if query.startswith("producer"):
         state, _index = producer_keys(["s", "t"], "p")
         assert parse_state(r.get(state))[0] == 6
