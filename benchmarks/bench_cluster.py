@@ -154,6 +154,20 @@ def _variants(
     return variants
 
 
+def _settle(window: float = 0.05, most: float = 3.0) -> None:
+    """Wait until this process is idle: numpy (which every variant's process loads, with
+    fastredis) starts OpenBLAS's worker threads, and they spin for ~0.1 s after it
+    loads, using a core beside the timed reads (and counted as their CPU)."""
+    import time
+
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window)
+        if time.process_time() - c0 < 0.05 * (time.perf_counter() - t0):
+            return
+
+
 def _child(url: str, case: str, variant: str, reads: int) -> None:
     """One variant in a fresh interpreter, as a user's program running one client:
     connect, one warm-up read, then `reads` timed reads; print per-read figures."""
@@ -163,6 +177,7 @@ def _child(url: str, case: str, variant: str, reads: int) -> None:
 
     with make_client({"socket_read_size": 1 << 20}, url=url) as fast, \
             RedisCluster.from_url(url) as stock:  # fmt: skip
+        _settle()
         read = _variants(fast, stock, case, variant)[variant]  # checked: the warm-up read
         wall, cpu = [], []
         faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
