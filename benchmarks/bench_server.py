@@ -781,72 +781,37 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
 
     summary = {t: {k: spread(col(t, k)) for k in rounds[0][t]} for t in targets}
 
-    def cpu_ratio(a: str, b: str) -> dict[str, float]:
-        return spread(
-            [r[a]["gateway_cpu_ms_per_mb"] / r[b]["gateway_cpu_ms_per_mb"] for r in rounds]
-        )
+    def ratio(a: str, b: str, key: str = "gateway_cpu_ms_per_mb") -> dict[str, float]:
+        """Target `a`'s `key` over target `b`'s, per round."""
+        return spread([r[a][key] / r[b][key] for r in rounds])
 
     summary["ratios"] = {
         # Valkey by its unix socket instead of loopback TCP
-        "server_unix_cpu_per_mb_vs_server": cpu_ratio("server-unix", "server"),
-        "server_unix_cpu_per_mb_vs_bare_ws": cpu_ratio("server-unix", "bare-ws"),
-        "floor_unix_cpu_per_mb_vs_floor": cpu_ratio("floor-unix", "floor"),
-        "floor_unix_cpu_per_mb_vs_bare_ws": cpu_ratio("floor-unix", "bare-ws"),
-        "server_vs_relay_mb_per_s": spread(
-            [r["server"]["mb_per_s"] / r["relay"]["mb_per_s"] for r in rounds]
-        ),
-        "bare_ws_vs_server_mb_per_s (load tool headroom)": spread(
-            [r["bare-ws"]["mb_per_s"] / r["server"]["mb_per_s"] for r in rounds]
-        ),
-        "server_cpu_per_mb_vs_bare_ws": spread(
-            [
-                r["server"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
+        "server_unix_cpu_per_mb_vs_server": ratio("server-unix", "server"),
+        "server_unix_cpu_per_mb_vs_bare_ws": ratio("server-unix", "bare-ws"),
+        "floor_unix_cpu_per_mb_vs_floor": ratio("floor-unix", "floor"),
+        "floor_unix_cpu_per_mb_vs_bare_ws": ratio("floor-unix", "bare-ws"),
+        "server_vs_relay_mb_per_s": ratio("server", "relay", "mb_per_s"),
+        "bare_ws_vs_server_mb_per_s (load tool headroom)": ratio("bare-ws", "server", "mb_per_s"),
+        "server_cpu_per_mb_vs_bare_ws": ratio("server", "bare-ws"),
         # the bare layers under the server (benchmarks/floor_forwarder.py): receiving
         # every byte from Valkey too, which bare-ws never does
-        "server_cpu_per_mb_vs_floor": spread(
-            [
-                r["server"]["gateway_cpu_ms_per_mb"] / r["floor"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
-        "floor_cpu_per_mb_vs_bare_ws": spread(
-            [
-                r["floor"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
+        "server_cpu_per_mb_vs_floor": ratio("server", "floor"),
+        "floor_cpu_per_mb_vs_bare_ws": ratio("floor", "bare-ws"),
         # the floor with the payload moved by splice(2), never entering the process
-        "splice_floor_cpu_per_mb_vs_floor": spread(
-            [
-                r["splice-floor"]["gateway_cpu_ms_per_mb"] / r["floor"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
-        "splice_floor_cpu_per_mb_vs_bare_ws": spread(
-            [
-                r["splice-floor"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
+        "splice_floor_cpu_per_mb_vs_floor": ratio("splice-floor", "floor"),
+        "splice_floor_cpu_per_mb_vs_bare_ws": ratio("splice-floor", "bare-ws"),
         **(
             {
-                "server_cpu_per_mb_vs_server_base": cpu_ratio("server", "server-base"),
-                "server_unix_cpu_per_mb_vs_server_unix_base": cpu_ratio(
+                "server_cpu_per_mb_vs_server_base": ratio("server", "server-base"),
+                "server_unix_cpu_per_mb_vs_server_unix_base": ratio(
                     "server-unix", "server-unix-base"
                 ),
             }
             if BASE_TREE
             else {}
         ),
-        "relay_cpu_per_mb_vs_bare_ws": spread(
-            [
-                r["relay"]["gateway_cpu_ms_per_mb"] / r["bare-ws"]["gateway_cpu_ms_per_mb"]
-                for r in rounds
-            ]
-        ),
+        "relay_cpu_per_mb_vs_bare_ws": ratio("relay", "bare-ws"),
     }
     return {"entries": entries, "runs": runs, "load_before": load_before,
             "load_after": loadavg(), "rounds": rounds, "summary": summary}  # fmt: skip
