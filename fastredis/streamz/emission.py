@@ -38,7 +38,6 @@ async def emit_each(
     again), and the caller keeps the rest (a group leaves them pending, a stream reader
     rewinds, a list reader puts them back).
     """
-    gather = asyncio.gather
     n = len(items)
     i = emitted = 0
     ref, md = _new_ref(acker)
@@ -63,12 +62,12 @@ async def emit_each(
                     r = single(x, who=source, metadata=md)
                     if r:
                         finished = _hand_over(acker, finished)
-                        await _finished(source, gather(*r) if type(r) is list else gather(r))
+                        await _finished(source, r if type(r) is list else [r])
                 else:
                     r = source._emit(x, md)
                     if r:
                         finished = _hand_over(acker, finished)
-                        await _finished(source, gather(*r))
+                        await _finished(source, r)
             except asyncio.CancelledError:
                 if source.stopped:  # stop() while a step downstream was under way
                     _hand_over(acker, finished)
@@ -104,9 +103,17 @@ def _new_ref(acker: Acker | None) -> tuple[AckRef | None, list[Any]]:
     return ref, [{"ref": ref}]
 
 
-async def _finished(source: Stream, fut: Any) -> None:
+async def _finished(source: Stream, results: list[Any]) -> None:
     """Wait for what downstream returned; stop() ends the wait (through the source's
-    `_wait`), not the downstream work itself."""
+    `_wait`), not the downstream work itself. Futures done already (a tornado coroutine
+    step that finished at once, as ``partition`` does) are not waited for: the item is
+    emitted, and a stop() arriving meanwhile must not count it as undelivered (a list
+    reader would put back an item its steps had taken)."""
+    if all(isinstance(f, asyncio.Future) and f.done() for f in results):
+        for f in results:
+            f.result()  # a step's error is raised here, as gather would
+        return
+    fut = asyncio.gather(*results)
     wait = getattr(source, "_wait", None)
     if wait is None:
         await fut

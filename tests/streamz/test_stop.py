@@ -86,3 +86,34 @@ def test_stop_does_not_wait_for_an_asynchronous_step(
         source.stop()
     assert seen.count(2) == 2  # the item under way is delivered again: at least once
     assert len(seen) == N + 1
+
+
+@pytest.mark.parametrize("kind", ["group", "streams", "lists"])
+def test_stop_during_a_finished_coroutine_step_counts_its_item_as_delivered(
+    kind: str, redis_url: str, plain_redis: redis.Redis
+) -> None:
+    # partition() is a tornado coroutine: it returns a future for every item, done at
+    # once here. A stop() that lands right after the batch it completes (here from the
+    # sink itself, on the loop thread) must not count the last item as undelivered: a
+    # list reader put it back, so the list kept an item its steps had taken.
+    for i in range(10):
+        plain_redis.xadd("in", {"d": str(i)})
+        plain_redis.rpush("in-list", str(i))
+    source = _source(kind, redis_url)
+    batches: list[tuple[Any, ...]] = []
+
+    def take(batch: tuple[Any, ...]) -> None:
+        batches.append(batch)
+        source.stop()
+
+    source.partition(10).sink(take)
+    try:
+        source.start()
+        wait_until(lambda: batches, 30, what="the batch of 10")
+    finally:
+        source.stop()  # from this thread: returns once the source has finished
+    assert len(batches) == 1 and len(batches[0]) == 10
+    if kind == "lists":
+        assert plain_redis.llen("in-list") == 0
+    if kind == "group":  # every item acknowledged: none left to deliver again
+        wait_until(lambda: plain_redis.xpending("in", "g")["pending"] == 0, 30, "acks")
