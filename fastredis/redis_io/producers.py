@@ -241,9 +241,9 @@ def produce_command(
     approximate: bool = True,
     epochs: tuple[Sequence[str], str] | None = None,
 ) -> list[Any]:
-    """The EVALSHA that writes message `seq` of the producer of `keys` (`producer_keys`:
-    its `entries`) once (on
-    NOSCRIPT, send it again as `fastredis.redis_io.lua.with_text`).
+    """The EVALSHA that writes message `seq` (its `entries`) of the producer of `keys`
+    (`producer_keys`) once (on NOSCRIPT, send it again as
+    `fastredis.redis_io.lua.with_text`).
     `epochs`: (each stream's epoch key, or the stream's own key where it has none; an
     epoch prefix, say `fastredis.server.edge.epoch.new_epoch()` once per session): a
     stream the message creates gets the epoch ``<prefix>-<seq>`` (the server's pushes;
