@@ -13,7 +13,10 @@ a message of one entry of one field (the common case). Per message the script re
 the state (GET) and writes it back with its expiry (SET ... PX): two calls beside the
 XADD, where a hash needed HGET, HSET and PEXPIRE, so the state expires `ttl` after
 the producer's last write, and an active producer's never. At most `MAX_PRODUCERS`
-producers of one stream set hold state at once (an index set beside it counts them).
+producers of one stream set hold state at once (an index set beside it counts them;
+it expires `INDEX_TTLS` ttls after it was last renewed, which a producer's first
+message and every message whose k ends in 0 do, so it outlives every active producer's
+state for one call per ten messages).
 A stream a message creates gets the epoch ``<prefix>-<k>``, the prefix drawn once per
 session, not per message. The server's ``producer=`` pushes and
 ``sink_to_redis_stream(producer=...)`` both write through this module (the server
@@ -37,6 +40,7 @@ from fastredis.redis_io.stream_scripts import CHECK_IDS_LUA
 
 __all__ = [
     "DEFAULT_PRODUCER_TTL",
+    "INDEX_TTLS",
     "MAX_PRODUCERS",
     "MAX_PRODUCER_ID",
     "PRODUCER_WINDOW",
@@ -56,6 +60,7 @@ __all__ = [
 DEFAULT_PRODUCER_TTL = 3600.0  # seconds a producer's state outlives its last write
 PRODUCER_WINDOW = 16  # messages whose ids are kept, per producer
 MAX_PRODUCERS = 1024  # producers with state at once, per stream set
+INDEX_TTLS = 10  # the index's expiry, in ttls: renewed every 10 messages of a producer
 MAX_PRODUCER_ID = 128  # characters
 _PRODUCER_ID = re.compile(r"[A-Za-z0-9._:@-]+")
 
@@ -69,6 +74,7 @@ def _constants(text: str) -> str:
         text.replace("@WINDOW@", str(PRODUCER_WINDOW))
         .replace("@LONG@", str(64 * PRODUCER_WINDOW))
         .replace("@MOST@", str(MAX_PRODUCERS))
+        .replace("@TTLS@", str(INDEX_TTLS))
     )
 
 
@@ -113,14 +119,18 @@ else
     end
   end
   redis.call('SADD', index, producer)
-  redis.call('PEXPIRE', index, ARGV[2])
+  redis.call('PEXPIRE', index, ARGV[2] * @TTLS@)
 end
 """
 # The new line, then the previous lines: cut to WINDOW - 1 when the message's number
 # ends in 0 or the state is long, so the state holds 16 to 25 lines of one-entry
-# messages (searching for the cut on every message cost more than the XADD).
+# messages (searching for the cut on every message cost more than the XADD). When it
+# ends in 0 the index is renewed too: a producer alive writes 10 messages within
+# @TTLS@ ttls, so the index never expires under it (the bound would not hold then).
 _PRODUCE_TAIL = r"""
-if string.byte(seq, -1) == 48 or #kept > @LONG@ then
+local tenth = string.byte(seq, -1) == 48
+if tenth then redis.call('PEXPIRE', KEYS[2], ARGV[2] * @TTLS@) end
+if tenth or #kept > @LONG@ then
   local cut = 0
   for _ = 1, @WINDOW@ - 1 do
     cut = string.find(kept, '\n', cut + 1, true)

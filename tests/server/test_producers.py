@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from support.live_server import LiveServer
 from fastredis.embedded import EmbeddedCluster, EmbeddedRedis
 from fastredis.redis_io.lua import with_text
 from fastredis.redis_io.producers import (
+    INDEX_TTLS,
     MAX_PRODUCER_ID,
     MAX_PRODUCERS,
     PRODUCER_WINDOW,
@@ -149,7 +151,8 @@ async def test_only_the_last_ids_are_kept_and_state_expires(url: str, r: redis.R
     assert committed == PRODUCER_WINDOW + 3
     assert sorted(recent) == list(range(4, PRODUCER_WINDOW + 4))
     assert 3500_000 < r.pttl(state) <= 3600_000
-    assert 3500_000 < r.pttl(index) <= 3600_000
+    # the index outlives the states it counts (renewed every 10 messages)
+    assert INDEX_TTLS * 3500_000 < r.pttl(index) <= INDEX_TTLS * 3600_000
 
 
 async def test_state_expiry_is_configurable(redis_server: EmbeddedRedis, redis_url: str) -> None:
@@ -314,6 +317,22 @@ def test_producers_per_stream_set_are_bounded(r: redis.Redis) -> None:
     late = one("late")  # a message of one entry: its id
     assert r.xrange("s", late, late)
     assert len(one("p0")) == 1  # a known producer is never refused (a resend here: [id])
+
+
+def test_the_producer_index_outlives_a_producer_that_writes_on(r: redis.Redis) -> None:
+    """The index counting a stream set's producers (the bound) is renewed as they
+    write: a producer writing for ten times the ttl and more is counted all along."""
+    ttl = 0.05
+    keys = producer_keys(["s"], "p")
+    index = keys[1]
+    k, t0 = 0, time.monotonic()
+    while time.monotonic() - t0 < 12 * ttl or k < 25:
+        k += 1
+        cmd = produce_command(keys, ["s"], k, [(1, "*", (b"d", b"x"))], ttl)
+        r.execute_command(*with_text(cmd))
+        assert r.sismember(index, "p"), f"not counted after message {k}"
+        time.sleep(ttl / 3)  # the producer's pace: a message before its state expires
+    assert r.pttl(index) > 1000 * ttl  # outlives the state by more than a ttl
 
 
 async def test_producer_pushes_on_a_redis_cluster(
