@@ -168,56 +168,48 @@ async def _pull_loop(
 ) -> None:
     """Send what the hub delivers: the frames of each batch are packed once and shared
     with every other pull of the same streams; at the tail, a frame the socket takes at
-    once is sent by the hub's task (`_direct_sender`)."""
+    once is sent by the hub's task (`_direct_sender`), and this sends the rest."""
     idle = opts.block / 1000 if opts.block else None
     views = VIEWS_EXTENSION in ws.scope.get("extensions", {})
+    send = ws.send
     sub.direct = _direct_sender(ws, sub, opts)
     try:
-        await _deliveries(ws, sub, opts, acks, gone, views, idle)
+        while not gone():
+            delivery = await sub.next(timeout=idle)
+            if delivery is None:  # `block` ms without an entry: an empty batch says alive
+                if opts.header:
+                    await send({"type": "websocket.send", "text": "[]"})
+                    await send({"type": "websocket.send", "bytes": b""})
+                continue
+            if opts.resume:  # only readers that resume are told of gaps
+                for gap in delivery.gaps:
+                    await send({"type": "websocket.send", "text": gap.frame()})
+            if not len(delivery.batch):
+                continue
+            delivery.sent("ws")
+            for header, payloads in sub.frames(delivery, opts.header, views):
+                if not opts.latest:
+                    await sub.pace()
+                first = None  # the header, when it goes out in the write of its payload
+                if header is not None:
+                    header = _header(header, payloads, opts)
+                    if views and len(payloads) == 1:
+                        first = header
+                    else:
+                        await send({"type": "websocket.send", "text": header})
+                for payload in payloads:
+                    await send(_binary(payload, first))
+                    first = None
+                if acks is not None:  # with `ack`
+                    await acks.get()  # binary ones close the pull in the watcher
     finally:
         sub.direct = None
 
 
-async def _deliveries(
-    ws: WebSocket,
-    sub: Subscription,
-    opts: ReadOptions,
-    acks: asyncio.Queue[Message] | None,
-    gone: Callable[[], bool],
-    views: bool,
-    idle: float | None,
-) -> None:
-    """The pull's own sends: what `Subscription.direct` did not send."""
-    send = ws.send
-    while not gone():
-        delivery = await sub.next(timeout=idle)
-        if delivery is None:  # `block` ms without an entry: an empty batch says alive
-            if opts.header:
-                await send({"type": "websocket.send", "text": "[]"})
-                await send({"type": "websocket.send", "bytes": b""})
-            continue
-        if opts.resume:  # only readers that resume are told of gaps
-            for gap in delivery.gaps:
-                await send({"type": "websocket.send", "text": gap.frame()})
-        if not len(delivery.batch):
-            continue
-        delivery.sent("ws")
-        for header, payloads in sub.frames(delivery, opts.header, views):
-            if not opts.latest:
-                await sub.pace()
-            first = None  # the header, when it goes out in the write of its payload
-            if header is not None:
-                if opts.end_offsets:
-                    header = end_offsets(header, sum(nbytes(p) for p in payloads))
-                if views and len(payloads) == 1:
-                    first = header
-                else:
-                    await send({"type": "websocket.send", "text": header})
-            for payload in payloads:
-                await send(_binary(payload, first))
-                first = None
-            if acks is not None:  # with `ack`
-                await acks.get()  # binary ones close the pull in the watcher
+def _header(header: str, payloads: list[Any], opts: ReadOptions) -> str:
+    """A frame's text header as the pull sends it (with `end_offsets`: each entry's
+    end in the binary message)."""
+    return end_offsets(header, sum(nbytes(p) for p in payloads)) if opts.end_offsets else header
 
 
 def _direct_sender(
@@ -236,9 +228,10 @@ def _direct_sender(
         frames = sub.frames(delivery, opts.header, True)
         if len(frames) != 1 or len(frames[0][1]) != 1:
             return False
-        header, (payload,) = frames[0]
-        if header is not None and opts.end_offsets:
-            header = end_offsets(header, nbytes(payload))
+        header, payloads = frames[0]
+        if header is not None:
+            header = _header(header, payloads, opts)
+        payload = payloads[0]
         if not send_now(_binary(payload, header)):
             return False
         delivery.sent("ws")
