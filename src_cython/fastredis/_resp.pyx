@@ -279,6 +279,15 @@ cdef int _fields_room(StreamBatch b, Py_ssize_t nf, Py_ssize_t pairs, Py_ssize_t
     return b.grow_fields(target)
 
 
+cdef inline Py_ssize_t _entries_room(int64_t entries_left, Py_ssize_t left) noexcept:
+    """Room to ask for before the next entry: every remaining entry of the stream
+    (one growth instead of doubling from 64), bounded by the `left` bytes expected
+    (an entry takes at least 16 bytes), at least 1."""
+    cdef Py_ssize_t bound = (left if left > 0 else 0) // 16 + 1
+    return <Py_ssize_t>entries_left if 1 <= entries_left <= bound else (
+        bound if entries_left > bound else 1)
+
+
 cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32_t stream,
                              int64_t max_entries, Py_ssize_t expect_end,
                              int64_t* done) noexcept:
@@ -332,7 +341,7 @@ cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32
             break
         if ne >= b.cap_entries:
             b.n_entries = ne
-            if b.grow_entries(ne + 1) < 0:
+            if b.grow_entries(ne + _entries_room(max_entries - k, expect_end - q)) < 0:
                 return -2
         b.entry_stream[ne] = stream
         b.id_off[ne] = id_off
@@ -460,12 +469,17 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     cdef int64_t* dst_ff = out.field_first + ne
     src_off = b.id_off
     dst_off = out.id_off + ne
+    # checked once per loop, not per item, so that the loops vectorize: `bad` gathers
+    # every offset and its distance from start (no overflow: both >= 0 where the
+    # offset is); its sign bit is set when one of them is negative
+    cdef uint64_t bad = 0
     for e in range(be):
-        if src_off[e] < start:
-            return -1
+        bad |= <uint64_t>src_off[e] | (<uint64_t>src_off[e] - <uint64_t>start)
         dst_off[e] = src_off[e] + delta
         dst_st[e] = src_st[e] + <int32_t>ns
         dst_ff[e] = src_ff[e] + nf
+    if bad >> 63 or start < 0:
+        return -1                       # (offsets stored so far are discarded with out)
     memcpy(out.id_len + ne, b.id_len, be * sizeof(int64_t))
     memcpy(out.id_ms + ne, b.id_ms, be * sizeof(uint64_t))
     memcpy(out.id_seq + ne, b.id_seq, be * sizeof(uint64_t))
@@ -475,10 +489,12 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     cdef int64_t* dst_k = out.key_off + nf
     cdef int64_t* dst_v = out.val_off + nf
     for f in range(bf):
-        if src_k[f] < start or src_v[f] < start:
-            return -1
+        bad |= <uint64_t>src_k[f] | (<uint64_t>src_k[f] - <uint64_t>start)
+        bad |= <uint64_t>src_v[f] | (<uint64_t>src_v[f] - <uint64_t>start)
         dst_k[f] = src_k[f] + delta
         dst_v[f] = src_v[f] + delta
+    if bad >> 63:
+        return -1
     memcpy(out.key_len + nf, b.key_len, bf * sizeof(int64_t))
     memcpy(out.val_len + nf, b.val_len, bf * sizeof(int64_t))
     out.n_streams = ns + bs
