@@ -202,15 +202,13 @@ def calls_for(client: Any, build: Build, streams: StreamIds) -> list[Call]:
 
 def lanes(calls: list[Call], block: int | None) -> list[list[Call]]:
     """Calls sharing a connection: a node's calls pipelined on one, except blocking calls
-    over several slots, which block side by side on a connection each. The node with
-    the most streams comes first (ties in call order): sent first, the node likely to
-    answer last starts first. (Replies are merged in call order, not lane order.)"""
+    over several slots, which block side by side on a connection each."""
     if block is not None and len(calls) > 1:
         return [[call] for call in calls]
     by_node: dict[str, list[Call]] = {}
     for call in calls:
         by_node.setdefault(call.node.name, []).append(call)
-    return sorted(by_node.values(), key=lambda lane: -sum(len(call.streams) for call in lane))
+    return list(by_node.values())
 
 
 def lane_commands(lane: list[Call], want_id: bool) -> list[tuple[Any, ...]]:
