@@ -279,15 +279,6 @@ cdef int _fields_room(StreamBatch b, Py_ssize_t nf, Py_ssize_t pairs, Py_ssize_t
     return b.grow_fields(target)
 
 
-cdef inline Py_ssize_t _entries_room(int64_t entries_left, Py_ssize_t left) noexcept:
-    """Room to ask for before the next entry: every remaining entry of the stream
-    (one growth instead of doubling from 64), bounded by the `left` bytes expected
-    (an entry takes at least 16 bytes), at least 1."""
-    cdef Py_ssize_t bound = (left if left > 0 else 0) // 16 + 1
-    return <Py_ssize_t>entries_left if 1 <= entries_left <= bound else (
-        bound if entries_left > bound else 1)
-
-
 cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32_t stream,
                              int64_t max_entries, Py_ssize_t expect_end,
                              int64_t* done) noexcept:
@@ -341,7 +332,7 @@ cdef Py_ssize_t fast_entries(StreamBatch b, const Cursor* c, Py_ssize_t p, int32
             break
         if ne >= b.cap_entries:
             b.n_entries = ne
-            if b.grow_entries(ne + _entries_room(max_entries - k, expect_end - q)) < 0:
+            if b.grow_entries(ne + 1) < 0:
                 return -2
         b.entry_stream[ne] = stream
         b.id_off[ne] = id_off
@@ -469,9 +460,9 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     cdef int64_t* dst_ff = out.field_first + ne
     src_off = b.id_off
     dst_off = out.id_off + ne
-    # checked once per loop, not per item, so that the loops vectorize: `bad` gathers
-    # every offset and its distance from start (no overflow: both >= 0 where the
-    # offset is); its sign bit is set when one of them is negative
+    # checked after each loop, not per item, so that the loops vectorize: an offset is
+    # bad when it or its distance from start is negative, and OR-ing both into `bad`
+    # sets its sign bit then (an offset >= 0 and start are below 2**63: no wrap-around)
     cdef uint64_t bad = 0
     for e in range(be):
         bad |= <uint64_t>src_off[e] | (<uint64_t>src_off[e] - <uint64_t>start)
