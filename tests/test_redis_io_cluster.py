@@ -99,6 +99,19 @@ def test_every_node_connection_uses_the_fastredis_parser(cluster: Any, plain) ->
             pool.release(conn)
 
 
+def test_names_go_out_in_the_client_s_encoding(cluster_url: str, plain) -> None:
+    _fill(plain, 1)
+    with redis.RedisCluster.from_url(cluster_url, encoding="latin-1") as latin:
+        latin.xadd("caf\u00e9", {"d": "x"})  # the key is b"caf\xe9"
+    with make_client({"encoding": "latin-1"}, url=cluster_url) as client:
+        batch = xread_batch(client, {"caf\u00e9": 0, "s0": 0}, encoding="latin-1")
+        assert batch.streams == ("caf\u00e9", "s0") and len(batch) == 2
+    with make_client(url=cluster_url) as client:
+        with pytest.raises(redis.exceptions.DataError):  # as redis-py refuses it
+            xread_batch(client, {"s0": None, "s1": 0})  # type: ignore[dict-item]
+        assert len(xread_batch(client, {"s0": 0, "s1": 0})) == 2  # the client still works
+
+
 def _xread_calls(node: Any) -> int:
     stats = node.redis_connection.info("commandstats")
     return int(stats.get("cmdstat_xread", {}).get("calls", 0))

@@ -21,9 +21,9 @@ from fastredis.redis_io.cluster import (
     calls_for,
     check_parser,
     finish,
-    lane_commands,
     lanes,
     next_round,
+    pack_lane,
     settled,
     slot_groups,
 )
@@ -47,8 +47,7 @@ async def _lane(
         check_parser(conn, AsyncFastParser)
         await node.disconnect_if_needed(conn)
         owed = True
-        commands = lane_commands(lane, want_id=id_known is not None)
-        await conn.send_packed_command(conn.pack_commands(commands))
+        await conn.send_packed_command(pack_lane(conn, lane, want_id=id_known is not None))
         timeout = blocking_read_timeout(conn.socket_timeout, block, forever=math.inf)
         for call in lane:
             if call.asking:

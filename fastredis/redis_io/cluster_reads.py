@@ -21,9 +21,9 @@ from fastredis.redis_io.cluster import (
     calls_for,
     check_parser,
     finish,
-    lane_commands,
     lanes,
     next_round,
+    pack_lane,
     settled,
 )
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout
@@ -45,7 +45,7 @@ class _Lane:
     def send(self, want_id: bool) -> None:
         self.conn = conn = self.pool.get_connection()
         check_parser(conn, FastParser)
-        conn.send_packed_command(conn.pack_commands(lane_commands(self.calls, want_id)))
+        conn.send_packed_command(pack_lane(conn, self.calls, want_id))
         for call in self.calls:  # ASKING's OK and CLIENT ID come before the reply
             if call.asking:
                 conn.read_response()

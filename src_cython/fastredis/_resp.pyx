@@ -460,12 +460,17 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     cdef int64_t* dst_ff = out.field_first + ne
     src_off = b.id_off
     dst_off = out.id_off + ne
+    # checked after each loop, not per item, so that the loops vectorize: an offset is
+    # bad when it or its distance from start is negative, and OR-ing both into `bad`
+    # sets its sign bit then (an offset >= 0 and start are below 2**63: no wrap-around)
+    cdef uint64_t bad = 0
     for e in range(be):
-        if src_off[e] < start:
-            return -1
+        bad |= <uint64_t>src_off[e] | (<uint64_t>src_off[e] - <uint64_t>start)
         dst_off[e] = src_off[e] + delta
         dst_st[e] = src_st[e] + <int32_t>ns
         dst_ff[e] = src_ff[e] + nf
+    if bad >> 63 or start < 0:
+        return -1                       # (offsets stored so far are discarded with out)
     memcpy(out.id_len + ne, b.id_len, be * sizeof(int64_t))
     memcpy(out.id_ms + ne, b.id_ms, be * sizeof(uint64_t))
     memcpy(out.id_seq + ne, b.id_seq, be * sizeof(uint64_t))
@@ -475,10 +480,12 @@ cdef int _append_moved(StreamBatch out, StreamBatch b, int64_t start, int64_t de
     cdef int64_t* dst_k = out.key_off + nf
     cdef int64_t* dst_v = out.val_off + nf
     for f in range(bf):
-        if src_k[f] < start or src_v[f] < start:
-            return -1
+        bad |= <uint64_t>src_k[f] | (<uint64_t>src_k[f] - <uint64_t>start)
+        bad |= <uint64_t>src_v[f] | (<uint64_t>src_v[f] - <uint64_t>start)
         dst_k[f] = src_k[f] + delta
         dst_v[f] = src_v[f] + delta
+    if bad >> 63:
+        return -1
     memcpy(out.key_len + nf, b.key_len, bf * sizeof(int64_t))
     memcpy(out.val_len + nf, b.val_len, bf * sizeof(int64_t))
     out.n_streams = ns + bs
