@@ -10,7 +10,9 @@ import redis
 import redis.asyncio
 
 from fastredis import StreamBatch
+from fastredis._resp import READ
 from fastredis.redis_io import (
+    ReadPipeline,
     axautoclaim_batch,
     axclaim_batch,
     axrange_batch,
@@ -251,6 +253,31 @@ async def test_async_batch_reads(aclient: redis.asyncio.Redis, plain_redis: redi
     assert sorted(auto.ids()) == ids[:10]
     empty = await axread_batch(aclient, {"s": "$"}, block=50)
     assert len(empty) == 0
+
+
+async def test_read_pipeline_answers_in_order_and_loses_nothing_with_a_reply(
+    aclient: redis.asyncio.Redis, plain_redis: redis.Redis
+) -> None:
+    ids = [i.decode() for i in _fill(plain_redis, "s", 30, {"d": "v"})]
+    plain_redis.xgroup_create("s", "g", id="0")
+    new = ["XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "s", ">"]
+    pipeline = ReadPipeline(aclient)
+    try:
+        first = await pipeline.send(new, READ, "utf-8", None)
+        second = await pipeline.send(new, READ, "utf-8", None)  # before the first's reply
+        assert (await second).ids() == ids[10:20]
+        assert (await first).ids() == ids[:10]
+        # A reply given up on (cancelled before it was read) loses those after it on its
+        # connection; the next read goes on another, and nothing Redis delivered is lost.
+        given_up = await pipeline.send(new, READ, "utf-8", None)
+        after = await pipeline.send(new, READ, "utf-8", None)
+        given_up.cancel()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await after
+        history = ["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"]
+        assert (await (await pipeline.send(history, READ, "utf-8", None))).ids() == ids
+    finally:
+        await pipeline.close()
 
 
 async def test_async_block_outlives_socket_timeout(redis_url: str) -> None:

@@ -8,7 +8,7 @@ Modules, after redis-py's own ``redis/_parsers/``:
 * `commands`: building XREAD & co., `blocking_read_timeout`;
 * `batch_reads` / `async_batch_reads`: replies parsed straight into a StreamBatch;
 * `sockets`: sending prebuilt RESP buffers;
-* `held`: connections held across commands (pull reads, pipelined writers);
+* `held`: connections held across commands (pull reads, pipelined writers and reads);
 * `cluster`: Redis Cluster clients and batch reads grouped by slot and node.
 """
 
@@ -39,7 +39,7 @@ from fastredis.redis_io.clients import (
 )
 from fastredis.redis_io.cluster import cluster_enabled, is_cluster, slot_groups
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout, xread_command
-from fastredis.redis_io.held import HeldConnection, blocking_command
+from fastredis.redis_io.held import HeldConnection, ReadPipeline, blocking_command
 from fastredis.redis_io.parser import FastParser
 from fastredis.redis_io.sockets import send_buffers
 
@@ -49,6 +49,7 @@ __all__ = [
     "AsyncFastParser",
     "FastParser",
     "HeldConnection",
+    "ReadPipeline",
     "StreamIds",
     "aslot_groups",
     "axautoclaim_batch",

@@ -9,8 +9,10 @@ task), so hot paths hold one and send buffers packed by the Cython packer
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -25,7 +27,7 @@ from fastredis.redis_io.cluster import is_cluster, mark_stale
 from fastredis.redis_io.commands import blocking_read_timeout, xread_command
 from fastredis.redis_io.sockets import send_buffers
 
-__all__ = ["HeldConnection", "blocking_command"]
+__all__ = ["HeldConnection", "ReadPipeline", "blocking_command"]
 
 T = TypeVar("T")
 
@@ -173,6 +175,75 @@ class HeldConnection:
                 await conn.disconnect()
                 mark_stale(self.client)
             await self._give_back(conn)
+
+
+class ReadPipeline:
+    """Batch reads sent one after another on one held connection of `client` (not a
+    cluster's), each without waiting for the replies of those before it: Redis prepares
+    the next while the caller uses the last. Redis runs a connection's commands in the
+    order sent, so replies come in that order; each is read once those before it are.
+
+    A read that fails or is cancelled with its reply owed (an error reply is a whole
+    reply: not that) loses the connection's later replies: the reads sent before the
+    next ``send`` raise ConnectionError, and that send takes a new connection.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._held = HeldConnection(client)
+        self._last: asyncio.Future[Any] | None = None  # the reply read last
+        self._gen = 0  # bumped when a reply is lost: older reads cannot be answered
+        self._held_gen = 0  # the generation the held connection serves
+
+    async def send(
+        self, args: list[Any], kind: int, encoding: str | None, block: int | None
+    ) -> asyncio.Future[StreamBatch]:
+        """Send one read (`block`: its BLOCK ms); return the future of its reply."""
+        if self._held_gen != self._gen:
+            await self._held.release(broken=True)
+            self._held_gen, self._last = self._gen, None
+        gen = self._gen
+        try:
+            await self._held.send_commands([args])
+        except BaseException:
+            self._lose(gen)
+            raise
+        reply = asyncio.ensure_future(self._reply(self._last, gen, kind, encoding, block))
+        # A callback, not an except clause: a reply cancelled before it ever ran is lost too.
+        reply.add_done_callback(partial(self._replied, gen))
+        self._last = reply
+        return reply
+
+    async def _reply(
+        self,
+        before: asyncio.Future[Any] | None,
+        gen: int,
+        kind: int,
+        encoding: str | None,
+        block: int | None,
+    ) -> StreamBatch:
+        if before is not None:
+            await asyncio.wait([before])
+        if gen != self._gen:
+            raise redis.exceptions.ConnectionError("a reply before this one was lost")
+        return await self._held.read_batch(kind, encoding, block)
+
+    def _replied(self, gen: int, reply: asyncio.Future[Any]) -> None:
+        """A reply not read whole (cancelled, or failed other than by an error reply,
+        which is a whole reply) loses the connection's later ones."""
+        if reply.cancelled() or not isinstance(
+            reply.exception(), (type(None), redis.exceptions.ResponseError)
+        ):
+            self._lose(gen)
+
+    def _lose(self, gen: int) -> None:
+        if gen == self._gen:
+            self._gen += 1
+
+    async def close(self) -> None:
+        """Give the connection back (dropped if replies are still owed)."""
+        owed = self._held_gen != self._gen or (self._last is not None and not self._last.done())
+        self._last = None
+        await self._held.release(broken=owed)
 
 
 async def blocking_command(client: Any, args: list[Any], block_s: float) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,7 +55,7 @@ class RedisSource(Source):
         self.client: AnyAsyncRedis | None = None
         self.error: BaseException | None = None  # why the source stopped by itself, if it did
         self._wait_fut: asyncio.Future[Any] | None = None
-        self._prefetch: asyncio.Future[Any] | None = None
+        self._ahead: deque[asyncio.Future[Any]] = deque()  # reads sent ahead, oldest first
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = threading.Event()
         self._finished = threading.Event()
@@ -137,10 +138,8 @@ class RedisSource(Source):
                 finished.set()
 
     async def _teardown(self) -> None:
-        tasks: list[asyncio.Future[Any]] = [*self._tasks]
-        if self._prefetch is not None:
-            tasks.append(self._prefetch)
-            self._prefetch = None
+        tasks: list[asyncio.Future[Any]] = [*self._tasks, *self._ahead]
+        self._ahead.clear()
         await cancel_and_wait(tasks)
         self._tasks.clear()
         await self._close_more()

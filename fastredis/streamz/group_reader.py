@@ -4,21 +4,31 @@ entries, and claim those of dead consumers. What it gets goes to a Deliverer."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import redis
 import redis.asyncio
 
-from fastredis.redis_io import AnyAsyncRedis, axread_batch, axreadgroup_batch
+from fastredis._resp import READ
+from fastredis.redis_io import (
+    AnyAsyncRedis,
+    ReadPipeline,
+    axread_batch,
+    axreadgroup_batch,
+    is_cluster,
+)
+from fastredis.redis_io.commands import xreadgroup_args
 from fastredis.streamz.claims import Claims
 from fastredis.streamz.connection import as_str, log, running_client
 from fastredis.streamz.deliverer import Deliverer
 from fastredis.streamz.descriptors import READ_IDS_SCRIPT, Descriptor, DescriptorRead
 
-__all__ = ["DESCRIBE_COUNT", "GroupReader"]
+__all__ = ["DESCRIBE_COUNT", "READ_AHEAD", "GroupReader"]
 
 DESCRIBE_COUNT = 10_000  # most entries per descriptor without count or max_in_flight
+READ_AHEAD = 2  # reads of new entries under way while a batch is emitted (pipelined)
 
 # wait(awaitable): await it so that stopping the source cancels it
 Wait = Callable[[Awaitable[Any]], Awaitable[Any]]
@@ -32,6 +42,10 @@ class GroupReader:
     With `descriptors`, new entries are delivered in Redis and only described here (with
     `url` and `client_params`, where a worker fetches them). Claims (heartbeats, XCLAIM,
     XAUTOCLAIM) run as ``claims.tasks()``.
+
+    New entries are read through one connection that carries READ_AHEAD reads at once,
+    answered in the order sent (`send_read`); on a cluster, and in descriptor mode, one
+    read at a time.
     """
 
     def __init__(
@@ -67,6 +81,7 @@ class GroupReader:
         self.url, self.client_params = url, client_params  # put in each Descriptor
         self.what = what
         self._read_script: Any = None
+        self._pipeline: ReadPipeline | None = None
         self.claims = Claims(
             client, list(streams), group, consumer, deliverer.deliver_again,
             heartbeat_interval=heartbeat_interval, claim_timeout=claim_timeout,
@@ -89,6 +104,30 @@ class GroupReader:
                     raise
             else:
                 log.info("%s: created group at %s on stream %r", self.what, start, name)
+
+    def start(self) -> None:
+        """Each start of the source (a new client): a new pipeline for the reads."""
+        client = self.client
+        self._pipeline = None if self.descriptors or is_cluster(client) else ReadPipeline(client)
+
+    async def close(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
+
+    @property
+    def read_ahead(self) -> int:
+        """How many reads of new entries may be under way at once."""
+        return 1 if self._pipeline is None else READ_AHEAD
+
+    async def send_read(self, count: int | None, max_in_flight: int | None) -> Awaitable[Any]:
+        """Send a read of new entries (as `read`); return what awaits its reply. Reads
+        are answered in the order sent."""
+        if self._pipeline is None:
+            return asyncio.ensure_future(self.read(count, max_in_flight))
+        streams = dict.fromkeys(self.streams, ">")
+        args = xreadgroup_args(self.group, self.consumer, streams, count, self.block, False)
+        return await self._pipeline.send(args, READ, self.encoding, self.block)
 
     async def read(self, count: int | None, max_in_flight: int | None) -> Any:
         """New entries, at most `count` per stream (None: all there are); in descriptor

@@ -138,6 +138,7 @@ class from_redis_consumer_group(StreamSource):
         self.lag_warning = lag_warning
         self.lag_interval = check_positive(lag_interval, "lag_interval", allow_none=False)
         self._resync = False
+        self._sending = asyncio.Lock()  # made again at each start, on the loop
         super().__init__(
             client_params=client_params, url=url, convert=convert, encoding=encoding, **kwargs
         )
@@ -226,6 +227,8 @@ class from_redis_consumer_group(StreamSource):
         await self._check_types(list(self.streams), "stream")
         await self.reader.create_groups()
         self._resync = self.replay_pending
+        self._sending = asyncio.Lock()
+        self.reader.start()
         for task in [*self.deliverer.start(), *self.claims.tasks()]:
             self._spawn(task)
         if self.lag_warning is not None:
@@ -238,13 +241,19 @@ class from_redis_consumer_group(StreamSource):
 
     async def _close_more(self) -> None:
         await self.deliverer.close()
+        await self.reader.close()
+
+    def _reads_ahead(self) -> int:
+        return self.reader.read_ahead
 
     async def _read(self) -> Any:
-        count = await self.deliverer.room(self.count)
-        return await self.reader.read(count, self.max_in_flight)
-
-    def _advance(self, batch: Any) -> None:
-        self.deliverer.reserve(len(batch))
+        # Reads are sent in order, one at a time waiting for room.
+        async with self._sending:
+            count = await self.deliverer.room(self.count)
+            reply = await self.reader.send_read(count, self.max_in_flight)
+        batch = await reply
+        self.deliverer.arrived(count, batch)
+        return batch
 
     async def _deliver(self, batch: Any) -> None:
         await self.deliverer.deliver_read(batch)
@@ -281,16 +290,23 @@ class from_redis_consumer_group(StreamSource):
             self._resync = False
             return
 
-    async def _drop_prefetch(self, fut: asyncio.Future[Any]) -> None:
-        # A read that already came back was delivered to us: emit it rather than leave it
-        # pending until the next start.
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
+    async def _drop_ahead(self) -> None:
+        # Reads that already came back were delivered to us: emit them (in order) rather
+        # than leave them pending until the next start. The rest stay pending.
+        ahead = self._ahead
+        while ahead and ahead[0].done():
+            fut = ahead.popleft()
+            if fut.cancelled() or fut.exception() is not None:
+                break
             try:
                 await self.deliverer.deliver_read(fut.result())
             except Exception as exc:
                 log.error("%s: %s", self._what, exc, exc_info=exc)
-            return
-        await super()._drop_prefetch(fut)
+        await super()._drop_ahead()
+
+    async def _cancel_ahead(self) -> None:
+        await super()._cancel_ahead()
+        self.deliverer.reads_dropped()
 
 
 if not hasattr(Stream, "from_redis_consumer_group"):  # without the entry points

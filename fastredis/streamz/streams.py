@@ -28,8 +28,8 @@ __all__ = ["StreamSource", "from_redis_streams"]
 
 
 class StreamSource(RedisSource):
-    """What the stream and group sources share: the read loop, with the next read sent
-    while this one is emitted."""
+    """What the stream and group sources share: the read loop, with the next reads sent
+    while this one is emitted (``_reads_ahead()`` of them)."""
 
     def _init_streams(
         self, streams: dict[str, str], count: int | None, timeout: float | None, batch: Any
@@ -54,38 +54,45 @@ class StreamSource(RedisSource):
 
     async def _main(self) -> None:
         backoff = Backoff(self._what)
-        nxt: asyncio.Future[Any] | None = None
+        ahead = self._ahead
         try:
             while not self.stopped:
                 await self._before_read()
                 try:
-                    batch = await self._wait(nxt if nxt is not None else self._read())
+                    batch = await self._wait(ahead.popleft() if ahead else self._read())
                 except TRANSIENT_ERRORS as exc:
-                    nxt = self._prefetch = None
+                    await self._cancel_ahead()  # the connection they went on failed
                     self._lost_connection()
                     await self._pause(backoff.next_delay(exc))
                     continue
                 except redis.exceptions.ResponseError as exc:
-                    nxt = self._prefetch = None
+                    await self._cancel_ahead()
                     await self._response_error(exc)
                     continue
-                nxt = self._prefetch = None
                 backoff.succeeded()
                 if not len(batch):
                     continue
                 self._advance(batch)
                 if not self.stopped:
-                    # Send the next read now: Redis prepares it while we emit this one.
-                    nxt = self._prefetch = asyncio.ensure_future(self._read())
+                    # Send the next reads now: Redis prepares them while we emit this one.
+                    while len(ahead) < self._reads_ahead():
+                        ahead.append(asyncio.ensure_future(self._read()))
                     await asyncio.sleep(0)
                 await self._deliver(batch)
         finally:
-            if nxt is not None:
-                self._prefetch = None
-                await self._drop_prefetch(nxt)
+            await self._drop_ahead()
 
-    async def _drop_prefetch(self, fut: asyncio.Future[Any]) -> None:
-        await cancel_and_wait([fut])
+    async def _drop_ahead(self) -> None:
+        """The loop ends: what the reads sent ahead bring is not emitted."""
+        await self._cancel_ahead()
+
+    async def _cancel_ahead(self) -> None:
+        futures = [*self._ahead]
+        self._ahead.clear()
+        await cancel_and_wait(futures)
+
+    def _reads_ahead(self) -> int:
+        return 1  # XREAD names the ids to read after: the next read needs this one's
 
     async def _before_read(self) -> None:
         pass

@@ -4,6 +4,7 @@ after the whole batch), and the next start() goes on where it left, losing nothi
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 import redis
 from streamz import Stream
 from support.waiting import wait_until
+
+from fastredis.streamz.group_reader import READ_AHEAD
 
 N = 200
 BATCH = 100
@@ -117,3 +120,44 @@ def test_stop_during_a_finished_coroutine_step_counts_its_item_as_delivered(
         assert plain_redis.llen("in-list") == 0
     if kind == "group":  # every item acknowledged: none left to deliver again
         wait_until(lambda: plain_redis.xpending("in", "g")["pending"] == 0, 30, "acks")
+
+
+def test_stop_leaves_what_the_reads_sent_ahead_brought_pending_for_the_next_start(
+    redis_url: str, plain_redis: redis.Redis
+) -> None:
+    # While a batch is emitted, the group's next reads are under way: Redis delivers
+    # their entries to this consumer before they are emitted. A stop() then leaves them
+    # pending; the next start emits them first, each once, in order, and acks them.
+    total = (READ_AHEAD + 2) * BATCH
+    for i in range(total):
+        plain_redis.xadd("in", {"d": str(i)})
+    source = _source("group", redis_url)
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def sink(x: Any) -> None:
+        seen.append(int(x[2]["d"]))
+        if len(seen) == 3:
+            gate.wait(30)  # holds the loop thread: the reads sent ahead reach Redis meanwhile
+
+    source.sink(sink)
+    try:
+        source.start()
+        delivered = (1 + READ_AHEAD) * BATCH  # the batch being emitted and those read ahead
+        wait_until(
+            lambda: plain_redis.xpending("in", "g")["pending"] == delivered, 30, "reads ahead"
+        )
+        stopper = threading.Thread(target=source.stop)
+        stopper.start()
+        wait_until(lambda: source.stopped, 30, what="stop() under way")
+        gate.set()
+        stopper.join(30)
+        assert seen == [0, 1, 2]
+        assert plain_redis.xpending("in", "g")["pending"] == delivered - 3  # none lost
+        source.start()
+        wait_until(lambda: len(seen) >= total, 60, what="every entry")
+        wait_until(lambda: plain_redis.xpending("in", "g")["pending"] == 0, 30, "acks")
+    finally:
+        gate.set()
+        source.stop()
+    assert seen == list(range(total))  # nothing twice, nothing skipped, in order
