@@ -12,6 +12,9 @@ __pyx_capi__: dict[str, Any]
 def spare_buffers() -> tuple[int, int]:
     """(count, bytes) of big reply buffers of dropped batches kept for reuse."""
 
+def release_spare_buffers() -> int:
+    """Give the kept reply buffers back to the system; the bytes they held."""
+
 READ: int  # XREAD / XREADGROUP reply: per stream [name, entries] (RESP2) or a map (RESP3)
 RANGE: int  # XRANGE / XREVRANGE / XCLAIM reply: a flat list of entries
 AUTOCLAIM: int  # XAUTOCLAIM reply: [cursor, entries, deleted ids]

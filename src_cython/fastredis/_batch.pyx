@@ -89,6 +89,15 @@ def spare_buffers():
     return len(_spares), _spare_bytes
 
 
+def release_spare_buffers():
+    """Give the kept reply buffers back to the system; the bytes they held."""
+    global _spare_bytes
+    freed = _spare_bytes
+    del _spares[:]
+    _spare_bytes = 0
+    return freed
+
+
 READ = KIND_READ            # XREAD / XREADGROUP: per stream [name, entries] (or a map)
 RANGE = KIND_RANGE          # XRANGE / XREVRANGE / XCLAIM: a flat list of entries
 AUTOCLAIM = KIND_AUTOCLAIM  # XAUTOCLAIM: [cursor, entries(, deleted ids)]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 
-from fastredis._batch import spare_buffers
+import pytest
+
+from fastredis._batch import release_spare_buffers, spare_buffers
 from fastredis._resp import READ, Reader, batch_from_reply
 
 MB = 1 << 20
@@ -32,6 +35,24 @@ def _received(value: bytes):
         a.close()
         b.close()
     return batch
+
+
+@pytest.fixture(autouse=True)
+def empty_pool() -> Iterator[None]:
+    """Each test starts with no kept buffer (those of earlier tests may fill the pool)."""
+    release_spare_buffers()
+    yield
+    release_spare_buffers()
+
+
+def test_release_gives_every_kept_buffer_back() -> None:
+    batches = [_received(bytes([65 + i]) * (2 * MB)) for i in range(3)]
+    del batches
+    assert spare_buffers()[0] == 3
+    assert release_spare_buffers() >= 3 * 2 * MB
+    assert spare_buffers() == (0, 0)
+    again = _received(b"z" * (2 * MB))  # received into a new buffer
+    assert again[0][2] == {b"d": b"z" * (2 * MB)}
 
 
 def test_a_dropped_big_batch_buffer_is_reused_with_its_new_content() -> None:
