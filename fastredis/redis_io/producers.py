@@ -234,7 +234,7 @@ def hash_tag(key: str) -> str:
 
 
 def producer_keys(sids: Sequence[str], producer: str) -> tuple[str, str]:
-    """(state hash, index set) of `producer` on the stream set `sids`, in the slot of
+    """(state string, index set) of `producer` on the stream set `sids`, in the slot of
     ``sids[0]`` (on a cluster, a stream without a hash tag must not hold braces)."""
     names = "+".join(sids)
     tag = hash_tag(sids[0])

@@ -81,9 +81,7 @@ def entry_commands(entries: Sequence[Entry], maxlen: int) -> list[Any]:
             eid = _canonical_id(eid)
         key = epoch_key(sid)
         if key is None:  # a sid that cannot have an epoch: a bare XADD
-            if maxlen:
-                return [b"XADD", sid, b"MAXLEN", b"~", maxlen, eid, b"d", payload]
-            return [b"XADD", sid, eid, b"d", payload]
+            return _xadd(sid, eid, payload, maxlen)
         return _ONE.command(2, sid, key, maxlen, eid, payload, new_epoch())
     keys: dict[str, int] = {}
     argv: list[Any] = [maxlen, new_epoch()]
@@ -108,9 +106,13 @@ def existing_stream_command(entries: Sequence[Entry], maxlen: int) -> list[Any] 
         return None  # entry_commands makes it a bare XADD already
     if eid != "*":
         eid = _canonical_id(eid)
-    if maxlen:
-        return [b"XADD", sid, b"NOMKSTREAM", b"MAXLEN", b"~", maxlen, eid, b"d", payload]
-    return [b"XADD", sid, b"NOMKSTREAM", eid, b"d", payload]
+    return _xadd(sid, eid, payload, maxlen, b"NOMKSTREAM")
+
+
+def _xadd(sid: str, eid: str, payload: Any, maxlen: int, *flags: bytes) -> list[Any]:
+    """XADD of one entry (field ``d``), trimmed to about `maxlen` (0: not trimmed)."""
+    trim = (b"MAXLEN", b"~", maxlen) if maxlen else ()
+    return [b"XADD", sid, *flags, *trim, eid, b"d", payload]
 
 
 def one_slot_key(client: Any, entries: Sequence[Entry]) -> Any:
