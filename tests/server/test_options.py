@@ -48,6 +48,7 @@ SAMPLES = {
     "--forwarded-allow-ips": ("10.0.0.1", "10.0.0.0/8,192.168.1.1"),
     "--root-path": ("/a", "/b/c"),
     "--offsets": ("end", "start"),
+    "--splice-pulls": ("off", "on"),
     "--producer-ttl": ("90", "0.5"),
     "--drain-seconds": ("2.5", "0"),
 }

@@ -30,7 +30,7 @@ from websockets.frames import Frame, Opcode
 
 from fastredis.embedded import EmbeddedRedis
 from fastredis.server import Settings, create_app
-from fastredis.server.edge.uvicorn_guard import _frame_head
+from fastredis.server.edge.uvicorn_guard import frame_head
 
 SOCKET_TIMEOUT = 1.0  # the server's Redis client socket_timeout, far below `block`
 MAX_MESSAGE = 1 << 20
@@ -388,7 +388,7 @@ def test_direct_frame_head_is_the_one_websockets_writes(
 ) -> None:
     data = os.urandom(size) if opcode is Opcode.BINARY else b"a" * size
     expected = Frame(opcode, data).serialize(mask=False, extensions=[])
-    assert _frame_head(first, size) + data == expected
+    assert frame_head(first, size) + data == expected
 
 
 async def test_pull_compares_ids_as_numbers(url: str, r: redis.Redis) -> None:

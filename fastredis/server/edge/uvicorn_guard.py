@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -59,6 +60,7 @@ __all__ = [
     "VIEWS_EXTENSION",
     "GuardedH11Protocol",
     "GuardedWebSocketProtocol",
+    "frame_head",
     "uvicorn_options",
 ]
 
@@ -70,6 +72,7 @@ FRAME_OVERHEAD = 64 * 1024  # ws_max_size above the largest message (framing)
 DIRECT_FRAME_BYTES = 64 * 1024
 VIEWS_EXTENSION = "fastredis.views"  # a send message of several buffers (see above)
 TEXT_FIRST = "fastredis.text_first"  # a text message to send just before (see above)
+MAX_HELD_BYTES = 256 * 1024  # the protocol's writes held while its socket is lent
 
 
 _REQUEST_TIMEOUT = (
@@ -138,7 +141,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # the app's task has not run yet
-            scope["extensions"][VIEWS_EXTENSION] = {"send_now": self.send_now}
+            scope["extensions"][VIEWS_EXTENSION] = {
+                "send_now": self.send_now,
+                "lease": self.lease,
+                "unlease": self.unlease,
+            }
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -188,11 +195,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         head = list(self.conn.data_to_send())  # e.g. a pong websockets queued: it goes first
         if text is not None:
             encoded = text.encode()
-            head += (_frame_head(0x81, len(encoded)), encoded)
+            head += (frame_head(0x81, len(encoded)), encoded)
         if views is not None:
             self._write_views(head, views)
             return
-        head.append(_frame_head(0x82, memoryview(data).nbytes))
+        head.append(frame_head(0x82, memoryview(data).nbytes))
         self._write([b"".join(head), data])
 
     def _direct(self, views: list[Any] | None, data: Any) -> bool:
@@ -201,6 +208,11 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         turned on, encodes the frame) and not inside a fragmented message."""
         if views is None and (data is None or memoryview(data).nbytes < DIRECT_FRAME_BYTES):
             return False
+        return self._frames_free()
+
+    def _frames_free(self) -> bool:
+        """Whether frames may be written past websockets: an open socket without
+        extensions (permessage-deflate encodes frames), not in a fragmented message."""
         if self.close_sent or not self.handshake_complete:
             return False
         conn = self.conn
@@ -208,9 +220,43 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             conn.state is State.OPEN and not conn.expect_continuation_frame and not conn.extensions
         )
 
+    def lease(self, on_close: Callable[[], None]) -> socket.socket | None:
+        """Lend the socket to a writer outside the loop (`fastredis.server.reads.
+        splice_pump`): a duplicate of it, which the writer closes, or None when not now
+        (writes queued or paused, a TLS or closing socket). Until `unlease`, writes of
+        the protocol are held in order, and a close or abort of the socket calls
+        `on_close()` (the writer then stops at once)."""
+        if not self.writable.is_set() or self.disconnected or not self._frames_free():
+            return None
+        pending = b"".join(self.conn.data_to_send())  # e.g. a pong: before the lease
+        if pending:
+            self.transport.write(pending)
+        sock = _plain_socket(self.transport)
+        if sock is None or self.transport.get_write_buffer_size():
+            return None
+        self.transport = _HeldTransport(self.transport, on_close)  # type: ignore[assignment]
+        return sock.dup()
+
+    def unlease(self, whole: bool) -> None:
+        """End a lease: the held writes go out, then a close or abort asked meanwhile;
+        `whole` False (the writer stopped within a frame): the socket is aborted."""
+        held = self.transport
+        if not isinstance(held, _HeldTransport):
+            return
+        self.transport = held.real
+        if not whole:
+            held.real.abort()
+            return
+        if held.data:
+            held.real.write(b"".join(held.data))
+        if held.aborting:
+            held.real.abort()
+        elif held.closing:
+            held.real.close()
+
     def _write_views(self, head: list[bytes], views: list[Any]) -> None:
         """One binary message from `views`, written as they are (small ones joined)."""
-        head.append(_frame_head(0x82, sum(memoryview(v).nbytes for v in views)))
+        head.append(frame_head(0x82, sum(memoryview(v).nbytes for v in views)))
         out: list[Any] = []
         small: list[Any] = head
         for view in views:
@@ -231,7 +277,7 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         buffer), the rest (what the socket did not take) through the transport, which
         queues it and pauses the app's writes (`writable`) past its high-water mark."""
         transport = self.transport
-        sock = _plain_socket(transport)
+        sock = _plain_socket(transport)  # None while lent (`lease`)
         sent = 0
         if sock is not None and not transport.get_write_buffer_size():
             try:
@@ -286,6 +332,45 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
 
+class _HeldTransport:
+    """The transport while its socket is lent (`lease`): writes are held; a close or
+    abort is noted and tells the borrower; the rest is the transport's."""
+
+    def __init__(self, real: asyncio.Transport, on_close: Callable[[], None]) -> None:
+        self.real = real
+        self.data: list[bytes] = []
+        self.held = 0
+        self.closing = False
+        self.aborting = False
+        self._on_close = on_close
+
+    def write(self, data: Any) -> None:
+        self.data.append(bytes(data))
+        self.held += len(self.data[-1])
+        if self.held > MAX_HELD_BYTES:  # a flood of pings while lent: a hostile client
+            self.abort()
+
+    def close(self) -> None:
+        self.closing = True
+        self._on_close()
+
+    def abort(self) -> None:
+        self.aborting = True
+        self._on_close()
+
+    def is_closing(self) -> bool:
+        return self.closing or self.aborting or self.real.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.held + self.real.get_write_buffer_size()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default if name == "socket" else self.real.get_extra_info(name, default)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 def _plain_socket(transport: Any) -> socket.socket | None:
     """The socket under a plain (not TLS) selector transport that is open, else None.
     asyncio hands out only a wrapper without send methods; its `_sock` is the socket."""
@@ -296,7 +381,7 @@ def _plain_socket(transport: Any) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def _frame_head(first: int, size: int) -> bytes:
+def frame_head(first: int, size: int) -> bytes:
     """The head of an unmasked frame of `size` bytes whose first byte is `first` (0x81:
     a final text frame, 0x82: a final binary frame; RFC 6455 5.2)."""
     if size < 126:

@@ -48,6 +48,8 @@ from fastredis.server.edge.uvicorn_guard import TEXT_FIRST, VIEWS_EXTENSION
 from fastredis.server.endpoints.websocket import close_with
 from fastredis.server.reads.delivery import Delivery, Views, nbytes
 from fastredis.server.reads.hub import Subscription
+from fastredis.server.reads.splice_pump import SplicePump
+from fastredis.server.run import metrics
 
 __all__ = ["pull_endpoint"]
 
@@ -172,6 +174,7 @@ async def _pull_loop(
     idle = opts.block / 1000 if opts.block else None
     views = VIEWS_EXTENSION in ws.scope.get("extensions", {})
     send = ws.send
+    await _spliced_catch_up(ws, sub, opts)
     sub.direct = _direct_sender(ws, sub, opts)
     try:
         while not gone():
@@ -204,6 +207,51 @@ async def _pull_loop(
                     await acks.get()  # binary ones close the pull in the watcher
     finally:
         sub.direct = None
+
+
+async def _spliced_catch_up(ws: WebSocket, sub: Subscription, opts: ReadOptions) -> None:
+    """Send what a pull has to catch up by a `SplicePump` when it may: a pull of one
+    stream from a given id, one entry per frame, with no ack, pacing, frame dropping or
+    resume, on the ``fastredis.views`` socket (`fastredis.server.reads.splice_pump`)."""
+    state = ws.app.state
+    lender = ws.scope.get("extensions", {}).get(VIEWS_EXTENSION, {})
+    if (
+        state.pump_address is None
+        or "lease" not in lender
+        or len(sub.sids) != 1
+        or opts.count != 1
+        or opts.ack
+        or opts.latest
+        or opts.max_fps
+        or opts.resume
+        or opts.last_entry_ids[0] in ("$", "*")
+        or not state.pumps.take()
+    ):
+        return
+    pumps: list[SplicePump] = []
+
+    def closed() -> None:  # the socket was closed or aborted while lent
+        for pump in pumps:
+            pump.stop(abort=True)
+
+    try:
+        client = lender["lease"](closed)
+        if client is None:
+            return
+        sid = sub.sids[0]
+        pump = SplicePump(
+            state.pump_address, client, sid, sub.last_entry_id(), opts.header, opts.end_offsets
+        )
+        pumps.append(pump)
+        try:
+            await pump.run()
+        finally:
+            lender["unlease"](not pump.broken)
+            metrics.pulled("ws", pump.entries, pump.nbytes)
+            metrics.stream_read("spliced", pump.reads)
+            sub.moved_to({sid: pump.last})
+    finally:
+        state.pumps.give()
 
 
 def _header(header: str, payloads: list[Any], opts: ReadOptions) -> str:

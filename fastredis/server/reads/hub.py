@@ -342,6 +342,14 @@ class Subscription:
         stream each; `views`: see `Delivery.frames`)."""
         return delivery.frames(self.count, header, views)
 
+    def moved_to(self, ids: Ids) -> None:
+        """Where it is after entries sent past the hub (`fastredis.server.reads.
+        splice_pump`), before its first `next`: the reads go on from there."""
+        if self._group is not None or self._prefetch is not None:
+            raise RuntimeError("moved_to after the subscription began reading")
+        self.cursor.move_to(ids)
+        self._ids = dict(ids)
+
     def last_entry_id(self) -> str:
         """Where the subscriber is: a `last_entry_id` query value ('+'-joined)."""
         return "+".join(self._ids[s] for s in self.sids)

@@ -30,6 +30,7 @@ from fastredis.server.endpoints.push import push_endpoint
 from fastredis.server.endpoints.rest import get_data, post_data
 from fastredis.server.endpoints.sse import EventCache, sse_endpoint
 from fastredis.server.reads.hub import Hub
+from fastredis.server.reads.splice_pump import PumpSlots, redis_address
 from fastredis.server.run.embedded_valkey import embedded_valkey, server_url
 from fastredis.server.run.health import healthz, readyz
 from fastredis.server.run.metrics import MetricsMiddleware, metrics_endpoint
@@ -117,6 +118,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up, settings.max_read_bytes)
         app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)
         app.state.embedded = embedded
+        app.state.pumps = PumpSlots()
+        app.state.pump_address = (
+            redis_address(app.state.redis) if settings.splice_pulls == "on" else None
+        )
         # Everything loaded so far (Starlette, Strawberry, redis-py ...) lives as long
         # as the server: keep it out of the garbage collector's full passes, which
         # otherwise stall every socket for milliseconds now and then (p99 latency).

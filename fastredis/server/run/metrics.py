@@ -20,8 +20,10 @@ at scrape time (XINFO GROUPS of at most `MAX_GROUP_STREAMS` stream keys).
   other) that reached a client;
 * ``fastredis_stream_reads_total{kind}``: the hub's stream reads: ``tail`` (one read
   shared by the subscribers at the tail), ``catch_up`` (a subscriber behind, by its
-  cursor) and ``shared`` (a catch-up read taken from another subscriber's, no Redis
-  read): with many viewers, reads per pushed entry show what the sharing saves;
+  cursor), ``shared`` (a catch-up read taken from another subscriber's, no Redis
+  read) and ``spliced`` (a pull's catch-up by splice, one entry a read:
+  `fastredis.server.reads.splice_pump`): with many viewers, reads per pushed entry
+  show what the sharing saves;
 * ``fastredis_group_pending{stream,group}``, ``fastredis_group_lag{stream,group}``,
   ``fastredis_group_consumers{stream,group}``.
 """
@@ -61,7 +63,7 @@ __all__ = [
 
 MAX_GROUP_STREAMS = 1000  # stream keys whose groups one scrape reports (sorted by name)
 SOCKET_KINDS = ("push", "pull", "graphql", "mjpeg", "sse", "foxglove")
-STREAM_READ_KINDS = ("tail", "catch_up", "shared")
+STREAM_READ_KINDS = ("tail", "catch_up", "shared", "spliced")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -116,9 +118,10 @@ def dropped(via: str, reason: str, entries: int = 1) -> None:
         COUNTS.dropped[via, reason] += entries
 
 
-def stream_read(kind: str) -> None:
-    """The hub made (or, ``shared``, took) a stream read of `kind` (`STREAM_READ_KINDS`)."""
-    COUNTS.stream_reads[kind] += 1
+def stream_read(kind: str, n: int = 1) -> None:
+    """The hub made (or, ``shared``, took) `n` stream reads of `kind`
+    (`STREAM_READ_KINDS`; ``spliced``: a splice pump's)."""
+    COUNTS.stream_reads[kind] += n
 
 
 def redis_error(exc: RedisError) -> None:

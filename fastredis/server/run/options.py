@@ -387,6 +387,18 @@ OPTIONS: tuple[Option, ...] = (
         choices=("start", "end"),
     ),
     Option(
+        "--splice-pulls",
+        TEXT,
+        "on",
+        "on: a pull catching up on one stream, one entry per frame, moves payloads from "
+        "Redis to its socket by splice(2) in a thread of its own, never copying them "
+        "into the server (Linux, Redis by a plain socket); off: every pull reads "
+        "through the hub",
+        env="FASTREDIS_SPLICE_PULLS",
+        setting="splice_pulls",
+        choices=("on", "off"),
+    ),
+    Option(
         "--ssl-certfile",
         FILE,
         None,

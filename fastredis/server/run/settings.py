@@ -123,6 +123,8 @@ class Settings:
       default: ``start`` (the specification) or ``end`` (the Redis Streamer protocol's
       deployed clients; REST then also names its headers ``x-offsets`` and
       ``x-last-entry-id``). The ``offsets`` query parameter picks per request.
+    * ``splice_pulls``: ``on`` lets a pull catch up by splice(2)
+      (`fastredis.server.reads.splice_pump`); ``off``: every pull reads through the hub.
     * ``api_keys``, ``jwt_secret`` (HS256), ``jwt_public_key`` (a PEM file, RS256 or
       ES256): with any of them set, every endpoint but the health checks needs a
       token (see `fastredis.server.edge.auth`).
@@ -150,6 +152,7 @@ class Settings:
     producer_ttl: float = option("--producer-ttl").default
     drain_seconds: float = option("--drain-seconds").default
     offsets: str = "start"
+    splice_pulls: str = option("--splice-pulls").default
     api_keys: list[str] = field(default_factory=list, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
@@ -181,6 +184,8 @@ class Settings:
             raise ValueError(f"producer_ttl must be > 0 seconds, not {self.producer_ttl}")
         if self.offsets not in ("start", "end"):
             raise ValueError(f"offsets must be start or end, not {self.offsets!r}")
+        if self.splice_pulls not in ("on", "off"):
+            raise ValueError(f"splice_pulls must be on or off, not {self.splice_pulls!r}")
         if not 0 <= self.drain_seconds <= 3600:
             raise ValueError(f"drain_seconds must be 0 to 3600, not {self.drain_seconds}")
         if self.pull_block_ms < 0:

@@ -1,0 +1,458 @@
+"""A pull's catch-up by splice(2): each payload moves from Redis's socket through a pipe
+into the client's socket inside the kernel, never entering the process.
+
+Far behind the tail, a pull costs the server per MB a receive from Redis, a send to the
+client and the Python of the read and send path per entry (docs/benchmarks/wire.md). For
+the common case (one stream, one entry per frame; no acks, pacing, frame dropping or
+resume; Redis by a plain unix or TCP socket, not a cluster) a `SplicePump` serves the
+catch-up from a thread of its own, on a Redis connection of its own:
+
+* one ``XREAD COUNT 1`` at a time after the cursor. The reply's head is peeked and
+  parsed, its payload (field ``d``) spliced into a pipe and the rest of the reply read;
+  only then are the frame's heads written and the pipe spliced into the client's
+  socket. A frame is whole or not begun, as on the usual path, so a Redis failure is
+  told to the client the usual way.
+* It stops at the stream's end (a read with nothing), and hands over before an entry it
+  does not take whole (a payload the pipe cannot hold, a large field besides ``d``):
+  nothing of that entry was sent, and the usual path goes on from its cursor.
+
+The websocket protocol lends its socket for the run (`lease` of the ``fastredis.views``
+extension): its own writes meanwhile (a pong, a close) are held and written after, in
+order, and a close or abort of the socket stops the pump at once. At most `MAX_PUMPS`
+run at once; other pulls catch up the usual way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from redis._parsers.base import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from fastredis._frames import json_string
+from fastredis.redis_io import is_cluster
+from fastredis.server.edge.protocol import end_offsets
+from fastredis.server.edge.uvicorn_guard import frame_head
+
+__all__ = ["MAX_PUMPS", "PumpSlots", "RedisAddress", "SplicePump", "redis_address"]
+
+MAX_PUMPS = 2  # pumps running at once per process (one thread each)
+PEEK_BYTES = 64 * 1024  # a reply's head and small fields must be within this much
+PIPE_BYTES = 1 << 20  # asked of the pipe; a payload it cannot hold is handed over
+REPLY_TIMEOUT = 10.0  # seconds Redis may take to answer one read
+CONNECT_TIMEOUT = 5.0
+
+_HAS_SPLICE = hasattr(os, "splice")
+# an XREAD reply of one entry: *1 *2 $sid *1 *2 (the prefix, known) then $id *<2k>
+_ID_FIELDS = re.compile(rb"\$\d+\r\n([0-9]+-[0-9]+)\r\n\*(\d+)\r\n")
+_NIL = b"*-1\r\n"
+_BULK = re.compile(rb"\$(\d+)\r\n")
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where and how the pump connects: a unix socket's path or (host, port)."""
+
+    address: str | tuple[str, int]
+    username: str | None
+    password: str | None
+    db: int
+
+
+def redis_address(client: Any) -> RedisAddress | None:
+    """The address of a plain (not TLS, not cluster) redis-py asyncio client with fixed
+    credentials, else None (no pump)."""
+    if not _HAS_SPLICE or is_cluster(client):
+        return None
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
+    if kw.get("credential_provider") is not None:
+        return None
+    cls = pool.connection_class
+    if cls is redis.asyncio.UnixDomainSocketConnection:
+        address: str | tuple[str, int] = kw["path"]
+    elif cls is redis.asyncio.Connection:
+        address = (kw.get("host", "localhost"), int(kw.get("port", 6379)))
+    else:
+        return None
+    return RedisAddress(address, kw.get("username"), kw.get("password"), int(kw.get("db") or 0))
+
+
+class PumpSlots:
+    """At most `size` pumps at once (`take` / `give`)."""
+
+    def __init__(self, size: int = MAX_PUMPS) -> None:
+        self.free = size
+
+    def take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    def give(self) -> None:
+        self.free += 1
+
+
+class _Handover(Exception):
+    """An entry the pump does not take whole: nothing of it was sent."""
+
+
+class _Stopped(Exception):
+    """Asked to stop where nothing of an entry was sent yet, or to abort."""
+
+
+def _command(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """One entry's reply: its id, the bytes before its payload, the payload's size and
+    the fields after it (-1: it has no payload field, the reply ends there)."""
+
+    entry_id: bytes
+    before: int
+    size: int
+    rest_pairs: int
+
+
+def _skip_pairs(buf: bytes, pos: int, pairs: int) -> int | None:
+    """Where `pairs` field/value bulk strings starting at `pos` end; None: not all in
+    `buf`."""
+    for _ in range(2 * pairs):
+        match = _BULK.match(buf, pos)
+        if match is None:
+            return None
+        pos = match.end() + int(match.group(1)) + 2
+        if pos > len(buf):
+            return None
+    return pos
+
+
+def _parse_head(buf: bytes, prefix: bytes) -> _Head | None:
+    """The head of one entry's XREAD reply at the start of `buf` (its stream's part is
+    `prefix`), None when more bytes are needed; raises the reply's error, and
+    `_Handover` for a reply of another shape."""
+    if buf.startswith(b"-"):
+        if b"\r\n" not in buf:
+            return None
+        raise BaseParser.parse_error(buf[1 : buf.index(b"\r\n")].decode(errors="replace"))
+    if not buf.startswith(prefix):
+        if prefix.startswith(buf):
+            return None
+        raise _Handover("a reply of another shape")
+    match = _ID_FIELDS.match(buf, len(prefix))
+    if match is None:
+        if len(buf) < len(prefix) + 64:
+            return None
+        raise _Handover("a reply of another shape")
+    pairs, pos = int(match.group(2)) // 2, match.end()
+    for i in range(pairs):
+        name = _BULK.match(buf, pos)
+        value = name and _BULK.match(buf, name.end() + int(name.group(1)) + 2)
+        if name is None or value is None:
+            return None
+        if buf[name.end() : name.end() + int(name.group(1))] == b"d":
+            return _Head(match.group(1), value.end(), int(value.group(1)), pairs - i - 1)
+        pos = value.end() + int(value.group(1)) + 2
+        if pos > len(buf):
+            return None
+    return _Head(match.group(1), pos, 0, -1)  # no payload field: an empty message
+
+
+def _fields_after(buf: bytes, pairs: int) -> int | None:
+    """The bytes of a payload's CRLF and the `pairs` fields after it at the start of
+    `buf`; None: not all in `buf`."""
+    if len(buf) < 2:
+        return None
+    if not buf.startswith(b"\r\n"):
+        raise RedisConnectionError("a malformed reply from Redis")
+    return _skip_pairs(buf, 2, pairs)
+
+
+class SplicePump:
+    """The catch-up of one pull of `sid` after `after` (see the module docstring):
+    `await run()`, `stop()` from the loop."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        client: socket.socket,
+        sid: str,
+        after: str,
+        header: bool,
+        end_offsets: bool,
+    ) -> None:
+        self.address = address
+        self.client = client  # a duplicate of the client's socket: the pump closes it
+        self.sid = sid
+        self.last = after  # the id of the last entry sent
+        self.reads = 0  # XREADs made
+        self.entries = 0  # sent, and their payload bytes
+        self.nbytes = 0
+        self._header = header
+        self._end_offsets = end_offsets
+        self._sid_json = json_string(sid)
+        # XREAD COUNT 1 STREAMS sid <the cursor, added per read>
+        sid_b = sid.encode()
+        self._command = b"*6\r\n" + _command(b"XREAD", b"COUNT", b"1", b"STREAMS", sid_b)[4:]
+        self._prefix = b"*1\r\n*2\r\n$%d\r\n%s\r\n*1\r\n*2\r\n" % (len(sid_b), sid_b)
+        self._stop = False
+        self._abort = False
+        self._writing = False  # bytes of the current frame may have been sent
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    async def run(self) -> str:
+        """Send entries until the stream's end ("end"), an entry it hands over
+        ("handover") or `stop()` ("stopped"); a Redis failure raises redis-py's error,
+        a client gone OSError. A cancel stops the pump (the frame under way is finished,
+        unless `stop(abort=True)` was asked) and waits for its thread to end."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def work() -> None:
+            try:
+                outcome = self._work()
+            except BaseException as exc:  # handed to the loop, raised there
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, outcome, None)
+
+        threading.Thread(target=work, name="fastredis-splice", daemon=True).start()
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stop()
+            while not done.done():  # the thread ends at the frame's end, or on abort
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([done])
+            raise
+        finally:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_w = -1
+
+    @property
+    def broken(self) -> bool:
+        """Whether it stopped within a frame (the client's socket is then unusable)."""
+        return self._writing
+
+    def stop(self, abort: bool = False) -> None:
+        """Stop before the next frame (`abort`: at once, even within a frame)."""
+        self._stop = True
+        self._abort = self._abort or abort
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"x")
+
+    def _work(self) -> str:
+        redis_sock = self._connect()
+        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            room = fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            while not self._stop:
+                if not self._entry(redis_sock, pipe_r, pipe_w, room):
+                    return "end"
+            return "stopped"
+        except _Handover:
+            return "handover"
+        except _Stopped:
+            return "stopped"
+        finally:
+            os.close(pipe_r)
+            os.close(pipe_w)
+            redis_sock.close()
+            self.client.close()
+
+    # -- in the pump's thread --------------------------------------------------------
+
+    def _entry(self, rs: socket.socket, pipe_r: int, pipe_w: int, room: int) -> bool:
+        """Send the entry after `last`; False at the stream's end."""
+        self._writing = False
+        last = self.last.encode()
+        self._send(rs, self._command + b"$%d\r\n%s\r\n" % (len(last), last), REPLY_TIMEOUT)
+        self.reads += 1
+        buf = bytearray()
+        while True:
+            if buf.startswith(_NIL):
+                return False
+            head = _parse_head(bytes(buf), self._prefix)
+            if head is not None:
+                break
+            self._receive(rs, buf)
+        held = bytes(buf[head.before : head.before + head.size])  # the payload's first bytes
+        spliced = head.size - len(held)
+        if spliced > room:
+            raise _Handover("a payload larger than the pipe")
+        self._fill(rs, pipe_w, spliced)
+        rest = bytearray(buf[head.before + head.size :])
+        while head.rest_pairs >= 0 and _fields_after(bytes(rest), head.rest_pairs) is None:
+            self._receive(rs, rest)
+        self._write_frame(head, held, pipe_r, spliced)
+        self.last = head.entry_id.decode()
+        self.entries += 1
+        self.nbytes += head.size
+        return True
+
+    def _receive(self, rs: socket.socket, buf: bytearray) -> None:
+        """Add what Redis sent next to `buf` (a reply's head and small fields only)."""
+        if len(buf) >= PEEK_BYTES:
+            raise _Handover("a reply's head or fields over PEEK_BYTES")
+        while True:
+            try:
+                chunk = rs.recv(4096)
+            except BlockingIOError:
+                self._wait(rs, select.POLLIN, REPLY_TIMEOUT)
+                continue
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            if not chunk:
+                raise RedisConnectionError("Connection closed by server.")
+            buf += chunk
+            return
+
+    def _fill(self, rs: socket.socket, pipe_w: int, size: int) -> None:
+        """Move `size` bytes from Redis into the pipe."""
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        waited = False
+        while size:
+            try:
+                moved = os.splice(rs.fileno(), pipe_w, size, flags=flags)
+            except BlockingIOError:
+                if waited:  # Redis has bytes for it, the pipe takes no more
+                    raise _Handover("the pipe is full") from None
+                self._wait(rs, select.POLLIN, REPLY_TIMEOUT)
+                waited = True
+                continue
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            if not moved:
+                raise RedisConnectionError("Connection closed by server.")
+            size -= moved
+            waited = False
+
+    def _write_frame(self, head: _Head, held: bytes, pipe_r: int, spliced: int) -> None:
+        """The frame's heads (the text header first, with `header`), the payload's
+        first bytes, then the rest of it from the pipe."""
+        out = b""
+        if self._header:
+            text = b'[[%s,"%s",0]]' % (self._sid_json, head.entry_id)
+            if self._end_offsets:
+                text = end_offsets(text.decode(), head.size).encode()
+            out = frame_head(0x81, len(text)) + text
+        self._writing = True
+        self._send(self.client, out + frame_head(0x82, head.size) + held, None, more=spliced > 0)
+        while spliced:
+            try:
+                flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+                spliced -= os.splice(pipe_r, self.client.fileno(), spliced, flags=flags)
+            except BlockingIOError:
+                self._wait(self.client, select.POLLOUT, None)
+        self._writing = False
+
+    def _send(
+        self, sock: socket.socket, data: bytes, timeout: float | None, more: bool = False
+    ) -> None:
+        """Send all of `data` (Redis: within `timeout`; the client: as it reads)."""
+        view = memoryview(data)
+        flags = socket.MSG_MORE if more else 0
+        while view:
+            try:
+                view = view[sock.send(view, flags) :]
+            except BlockingIOError:
+                self._wait(sock, select.POLLOUT, timeout)
+            except OSError as exc:
+                if sock is self.client:
+                    raise
+                raise self._lost(exc, "writing to") from exc
+
+    def _lost(self, exc: OSError, doing: str = "reading from") -> RedisConnectionError:
+        """The error redis-py gives for a failed connection (the message clients see)."""
+        a = self.address.address
+        where = a if isinstance(a, str) else f"{a[0]}:{a[1]}"
+        return RedisConnectionError(f"Error while {doing} {where} : {exc.args}")
+
+    def _wait(self, sock: socket.socket, events: int, timeout: float | None) -> None:
+        """Until `sock` is ready for `events` (or failed); `_Stopped` when asked to stop
+        where it may, Redis's TimeoutError past `timeout` seconds."""
+        poller = select.poll()
+        poller.register(sock.fileno(), events)
+        poller.register(self._wake_r, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_ms = (
+                None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            )
+            ready = dict(poller.poll(wait_ms))
+            if ready.pop(self._wake_r, 0):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 64)
+                if self._abort or (self._stop and not self._writing):
+                    raise _Stopped
+            if ready:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RedisTimeoutError("Timeout reading from Redis")
+
+    def _connect(self) -> socket.socket:
+        """A connection to Redis, authenticated and on its database, non-blocking."""
+        a = self.address
+        try:
+            if isinstance(a.address, str):
+                rs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                rs.settimeout(CONNECT_TIMEOUT)
+                rs.connect(a.address)
+            else:
+                rs = socket.create_connection(a.address, CONNECT_TIMEOUT)
+                rs.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        try:
+            if a.password is not None:
+                user = [a.username.encode()] if a.username else []
+                self._call(rs, b"AUTH", *user, a.password.encode())
+            if a.db:
+                self._call(rs, b"SELECT", str(a.db).encode())
+            rs.setblocking(False)
+        except BaseException:
+            rs.close()
+            raise
+        return rs
+
+    def _call(self, rs: socket.socket, *args: bytes) -> None:
+        """One command answered by a status line (blocking, while connecting)."""
+        try:
+            rs.sendall(_command(*args))
+            line = rs.recv(4096)
+        except OSError as exc:
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        if line.startswith(b"-"):
+            raise BaseParser.parse_error(line[1:].strip().decode(errors="replace"))
+        if not line.startswith(b"+"):
+            raise RedisConnectionError("Connection closed by server.")
+
+
+def _settle(done: asyncio.Future[str], outcome: str | None, exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        assert outcome is not None
+        done.set_result(outcome)
