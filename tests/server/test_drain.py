@@ -17,6 +17,7 @@ import pytest
 import redis
 import websockets
 from support.serve_process import Serve, started
+from support.waiting import wait_until
 
 DEADLINE = 30.0
 WINDOW = 2.0
@@ -145,3 +146,33 @@ async def test_sigterm_ends_every_other_face_within_the_window(server: Serve) ->
     for code, reason in (fox, gql):
         match = HINT.fullmatch(reason)
         assert code == 1012 and match and int(match[1]) <= WINDOW * 1000
+
+
+async def test_sigterm_closes_a_pull_catching_up_by_splice_after_a_whole_frame(
+    server: Serve, redis_url: str
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.delete("big")
+    payloads = [bytes([i]) * (1 << 20) for i in range(200)]
+    for payload in payloads:
+        r.xadd("big", {"d": payload})
+    server.wait_ready()
+    ws_url = server.http_url.replace("http", "ws")
+    async with websockets.connect(
+        f"{ws_url}/data/big/pull?last_entry_id=0&header=0", max_size=None
+    ) as ws:
+        got = [await ws.recv()]  # the client reads slowly: the catch-up waits for it
+
+        def spliced() -> bool:  # the metrics tell a pump's progress within a second
+            metrics = httpx.get(f"{server.http_url}/metrics", timeout=DEADLINE).text
+            return bool(re.search(r'fastredis_stream_reads_total\{kind="spliced"\} [1-9]', metrics))
+
+        await asyncio.to_thread(wait_until, spliced, DEADLINE, what="a splice pump's reads")
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            while True:
+                got.append(await asyncio.wait_for(ws.recv(), DEADLINE))
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1012
+    assert HINT.fullmatch(info.value.rcvd.reason)
+    assert got == payloads[: len(got)] and len(got) < len(payloads)  # whole, in order
+    assert server.wait_exit() == 0, "".join(server.output)

@@ -244,14 +244,17 @@ async def _spliced_catch_up(ws: WebSocket, sub: Subscription, opts: ReadOptions)
         )
         pumps.append(pump)
         try:
-            await pump.run()
+            await pump.run(_count_spliced)
         finally:
             lender["unlease"](not pump.broken)
-            metrics.pulled("ws", pump.entries, pump.nbytes)
-            metrics.stream_read("spliced", pump.reads)
             sub.moved_to({sid: pump.last})
     finally:
         state.pumps.give()
+
+
+def _count_spliced(entries: int, nbytes: int, reads: int) -> None:
+    metrics.pulled("ws", entries, nbytes)
+    metrics.stream_read("spliced", reads)
 
 
 def _header(header: str, payloads: list[Any], opts: ReadOptions) -> str:

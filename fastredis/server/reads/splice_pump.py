@@ -33,6 +33,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = ["MAX_PUMPS", "PumpSlots", "RedisAddress", "SplicePump", "redis_addres
 MAX_PUMPS = 2  # pumps running at once per process (one thread each)
 PEEK_BYTES = 64 * 1024  # a reply's head and small fields must be within this much
 PIPE_BYTES = 1 << 20  # asked of the pipe; a payload it cannot hold is handed over
+PROGRESS_S = 1.0  # what a pump sent is told this often (the metrics)
 REPLY_TIMEOUT = 10.0  # seconds Redis may take to answer one read
 CONNECT_TIMEOUT = 5.0
 
@@ -204,6 +206,7 @@ class SplicePump:
         self.sid = sid
         self.last = after  # the id of the last entry sent
         self.reads = 0  # XREADs made
+        self._told = (0, 0, 0)  # entries, bytes and reads told to `progress`
         self.entries = 0  # sent, and their payload bytes
         self.nbytes = 0
         self._header = header
@@ -216,13 +219,17 @@ class SplicePump:
         self._stop = False
         self._abort = False
         self._writing = False  # bytes of the current frame may have been sent
+        self._asked = False  # the read after `last` is sent
+        self._carry = bytearray()  # bytes received of the next reply
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    async def run(self) -> str:
+    async def run(self, progress: Callable[[int, int, int], None]) -> str:
         """Send entries until the stream's end ("end"), an entry it hands over
         ("handover") or `stop()` ("stopped"); a Redis failure raises redis-py's error,
         a client gone OSError. A cancel stops the pump (the frame under way is finished,
-        unless `stop(abort=True)` was asked) and waits for its thread to end."""
+        unless `stop(abort=True)` was asked) and waits for its thread to end.
+        `progress(entries, nbytes, reads)` is told what was sent and read since its last
+        call, every `PROGRESS_S` seconds and at the end."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
 
@@ -236,14 +243,24 @@ class SplicePump:
 
         threading.Thread(target=work, name="fastredis-splice", daemon=True).start()
         try:
-            return await asyncio.shield(done)
+            while True:
+                finished, _ = await asyncio.wait([done], timeout=PROGRESS_S)
+                self._report(progress)
+                if finished:
+                    return done.result()
         except asyncio.CancelledError:
             self.stop()
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
             while not done.done():  # the thread ends at the frame's end, or on abort
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await asyncio.wait([done])
+                except asyncio.CancelledError:  # asked again: one cancel is raised below
+                    if uncancel is not None:
+                        uncancel()
+            done.exception()  # seen: the pull is cancelled, its failure told no one
             raise
         finally:
+            self._report(progress)
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_w = -1
@@ -252,6 +269,11 @@ class SplicePump:
     def broken(self) -> bool:
         """Whether it stopped within a frame (the client's socket is then unusable)."""
         return self._writing
+
+    def _report(self, progress: Callable[[int, int, int], None]) -> None:
+        now = (self.entries, self.nbytes, self.reads)
+        told, self._told = self._told, now
+        progress(now[0] - told[0], now[1] - told[1], now[2] - told[2])
 
     def stop(self, abort: bool = False) -> None:
         """Stop before the next frame (`abort`: at once, even within a frame)."""
@@ -283,14 +305,17 @@ class SplicePump:
     # -- in the pump's thread --------------------------------------------------------
 
     def _entry(self, rs: socket.socket, pipe_r: int, pipe_w: int, room: int) -> bool:
-        """Send the entry after `last`; False at the stream's end."""
+        """Send the entry after `last`; False at the stream's end. The read of the next
+        entry is asked for as soon as this one's id is known, so that Redis makes its
+        reply while this one is sent (two replies at most are owed)."""
         self._writing = False
-        last = self.last.encode()
-        self._send(rs, self._command + b"$%d\r\n%s\r\n" % (len(last), last), REPLY_TIMEOUT)
-        self.reads += 1
-        buf = bytearray()
+        if not self._asked:
+            self._ask(rs, self.last.encode())
+        buf, self._carry = self._carry, bytearray()
         while True:
             if buf.startswith(_NIL):
+                self._asked = False
+                self._carry = buf[len(_NIL) :]
                 return False
             head = _parse_head(bytes(buf), self._prefix)
             if head is not None:
@@ -300,15 +325,24 @@ class SplicePump:
         spliced = head.size - len(held)
         if spliced > room:
             raise _Handover("a payload larger than the pipe")
+        self._ask(rs, head.entry_id)
         self._fill(rs, pipe_w, spliced)
-        rest = bytearray(buf[head.before + head.size :])
-        while head.rest_pairs >= 0 and _fields_after(bytes(rest), head.rest_pairs) is None:
+        rest = buf[head.before + head.size :]
+        end: int | None = 0
+        while head.rest_pairs >= 0 and (end := _fields_after(bytes(rest), head.rest_pairs)) is None:
             self._receive(rs, rest)
+        self._carry = rest[end:]  # the next reply's first bytes
         self._write_frame(head, held, pipe_r, spliced)
         self.last = head.entry_id.decode()
         self.entries += 1
         self.nbytes += head.size
         return True
+
+    def _ask(self, rs: socket.socket, after: bytes) -> None:
+        """Send the read of the entry after `after`."""
+        self._send(rs, self._command + b"$%d\r\n%s\r\n" % (len(after), after), REPLY_TIMEOUT)
+        self._asked = True
+        self.reads += 1
 
     def _receive(self, rs: socket.socket, buf: bytearray) -> None:
         """Add what Redis sent next to `buf` (a reply's head and small fields only)."""
