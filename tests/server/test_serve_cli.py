@@ -379,9 +379,10 @@ def test_redis_max_connections_flag_environment_and_floor(serve: type[Serve]) ->
     assert Settings().redis_max_connections == 32
     # what the process may open is split between its fixed users and requests
     budget = ConnectionBudget.split(32)
-    assert (budget.writers, budget.tail, budget.catch_up, budget.parking, budget.other) == (
-        4, 16, 4, 1, 7
-    )  # fmt: skip
+    assert (
+        budget.writers, budget.tail, budget.catch_up, budget.parking, budget.pumps, budget.other
+    ) == (4, 16, 4, 1, 2, 5)  # fmt: skip
+    assert ConnectionBudget.split(8).pumps == 0  # the smallest budget has none
     s = serve("--redis-max-connections", "3")
     assert s.wait_exit() == 1
     out = "".join(s.output)

@@ -21,7 +21,6 @@ from support.live_server import LiveServer
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.server.reads import splice_pump
 from fastredis.server.reads.splice_pump import _Handover, _parse_head
 from fastredis.server.run.app import create_app
 from fastredis.server.run.metrics import COUNTS
@@ -134,7 +133,7 @@ async def test_a_client_vanishing_mid_catch_up_frees_its_pump(
     for _ in range(60):
         r.xadd("s", {"d": os.urandom(MB)})
     url = f"{servers['on'].ws_url}/data/s/pull?last_entry_id=0&header=0"
-    for _ in range(splice_pump.MAX_PUMPS + 1):  # more than the slots: each one was freed
+    for _ in range(Settings().budget.pumps + 1):  # more than the slots: each one was freed
         ws = await websockets.connect(url, max_size=None)
         assert len(await ws.recv()) == MB
         assert _pump_threads() >= 1  # the client reads slowly: the pump waits for it

@@ -18,8 +18,9 @@ catch-up from a thread of its own, on a Redis connection of its own:
 
 The websocket protocol lends its socket for the run (`lease` of the ``fastredis.views``
 extension): its own writes meanwhile (a pong, a close) are held and written after, in
-order, and a close or abort of the socket stops the pump at once. At most `MAX_PUMPS`
-run at once; other pulls catch up the usual way.
+order, and a close or abort of the socket stops the pump at once. As many run at once
+as the server's connection budget gives pumps (`ConnectionBudget.pumps`); other pulls
+catch up the usual way.
 """
 
 from __future__ import annotations
@@ -47,9 +48,8 @@ from fastredis.redis_io import is_cluster
 from fastredis.server.edge.protocol import end_offsets
 from fastredis.server.edge.uvicorn_guard import frame_head
 
-__all__ = ["MAX_PUMPS", "PumpSlots", "RedisAddress", "SplicePump", "redis_address"]
+__all__ = ["PumpSlots", "RedisAddress", "SplicePump", "redis_address"]
 
-MAX_PUMPS = 2  # pumps running at once per process (one thread each)
 PEEK_BYTES = 64 * 1024  # a reply's head and small fields must be within this much
 PIPE_BYTES = 1 << 20  # asked of the pipe; a payload it cannot hold is handed over
 PROGRESS_S = 1.0  # what a pump sent is told this often (the metrics)
@@ -95,7 +95,7 @@ def redis_address(client: Any) -> RedisAddress | None:
 class PumpSlots:
     """At most `size` pumps at once (`take` / `give`)."""
 
-    def __init__(self, size: int = MAX_PUMPS) -> None:
+    def __init__(self, size: int) -> None:
         self.free = size
 
     def take(self) -> bool:

@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.hub = Hub(app.state.redis, budget.tail, budget.catch_up, settings.max_read_bytes)
         app.state.writers = WriteLanes(app.state.redis, budget.writers, settings.maxlen)
         app.state.embedded = embedded
-        app.state.pumps = PumpSlots()
+        app.state.pumps = PumpSlots(budget.pumps)
         app.state.pump_address = (
             redis_address(app.state.redis) if settings.splice_pulls == "on" else None
         )

@@ -30,6 +30,7 @@ DEFAULT_MAX_SOCKETS: int = option("--max-sockets").default
 DEFAULT_REDIS_MAX_CONNECTIONS: int = option("--redis-max-connections").default
 DEFAULT_MAX_HEADER_SIZE: int = option("--max-header-size").default
 MIN_REDIS_CONNECTIONS = 8
+MAX_PUMPS = 2  # pulls catching up by splice at once, per process (a thread each)
 # How long a request waits for a free Redis connection before it is told to try again
 # (1013 / 503); the fixed users (write lanes, hub reads) never wait on the pool.
 REDIS_POOL_WAIT_S = 60.0
@@ -70,6 +71,8 @@ class ConnectionBudget:
     * ``writers``: write lanes, shared by every push socket and REST POST;
     * ``tail`` / ``catch_up``: the hub's shared tail reads and catch-up reads;
     * ``parking``: the one blocking read of idle streams;
+    * ``pumps``: pulls catching up by splice, a connection each
+      (`fastredis.server.reads.splice_pump`; one per 16, at most two);
     * ``other``: the rest, for requests (REST GETs, GraphQL, metrics, health).
     """
 
@@ -78,13 +81,15 @@ class ConnectionBudget:
     catch_up: int
     parking: int
     other: int
+    pumps: int
 
     @classmethod
     def split(cls, total: int) -> ConnectionBudget:
         writers = max(1, total // 8)
         catch_up = max(1, total // 8)
         tail = max(1, total // 2)
-        return cls(writers, tail, catch_up, 1, total - writers - catch_up - tail - 1)
+        pumps = min(MAX_PUMPS, total // 16)
+        return cls(writers, tail, catch_up, 1, total - writers - catch_up - tail - 1 - pumps, pumps)
 
 
 @dataclass
