@@ -637,8 +637,8 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
 # "-unix": the same process reaching Valkey by its unix socket instead of loopback TCP
-YARD_TARGETS = ("server", "server-unix", "relay", "bare-ws", "floor", "floor-unix",
-                "splice-floor")  # fmt: skip
+YARD_TARGETS = ("server", "server-unix", "server-hub", "server-unix-hub", "relay", "bare-ws",
+                "floor", "floor-unix", "splice-floor")  # fmt: skip
 # FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base" and "server-unix-base": `fastredis
 # serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
@@ -752,6 +752,10 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                                  "--port", str(ports["splice-floor"]), "--redis-url", valkey.url],
             }  # fmt: skip
             argv["server-unix"] = _server_argv(ports["server-unix"], unix_url)
+            # the same server with the catch-up through the hub (no splice pump)
+            hub = ["--splice-pulls", "off"]
+            argv["server-hub"] = _server_argv(ports["server-hub"], valkey.url) + hub
+            argv["server-unix-hub"] = _server_argv(ports["server-unix-hub"], unix_url) + hub
             if BASE_TREE:
                 argv["server-base"] = _server_argv(ports["server-base"], valkey.url, BASE_TREE)
                 argv["server-unix-base"] = _server_argv(
@@ -794,6 +798,14 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
         "server_vs_relay_mb_per_s": ratio("server", "relay", "mb_per_s"),
         "bare_ws_vs_server_mb_per_s (load tool headroom)": ratio("bare-ws", "server", "mb_per_s"),
         "server_cpu_per_mb_vs_bare_ws": ratio("server", "bare-ws"),
+        # the splice pump against the catch-up through the hub (--splice-pulls off)
+        "server_cpu_per_mb_vs_server_hub": ratio("server", "server-hub"),
+        "server_unix_cpu_per_mb_vs_server_unix_hub": ratio("server-unix", "server-unix-hub"),
+        "server_vs_server_hub_mb_per_s": ratio("server", "server-hub", "mb_per_s"),
+        "server_unix_vs_server_unix_hub_mb_per_s": ratio(
+            "server-unix", "server-unix-hub", "mb_per_s"
+        ),
+        "server_hub_cpu_per_mb_vs_bare_ws": ratio("server-hub", "bare-ws"),
         # the bare layers under the server (benchmarks/floor_forwarder.py): receiving
         # every byte from Valkey too, which bare-ws never does
         "server_cpu_per_mb_vs_floor": ratio("server", "floor"),

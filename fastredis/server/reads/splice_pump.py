@@ -285,11 +285,11 @@ class SplicePump:
 
     def _work(self) -> str:
         redis_sock = self._connect()
-        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # by a unix socket, splicing costs more than one copy (docs/benchmarks/wire.md)
+        carrier = _Buffer(self) if isinstance(self.address.address, str) else _Pipe(self)
         try:
-            room = fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             while not self._stop:
-                if not self._entry(redis_sock, pipe_r, pipe_w, room):
+                if not self._entry(redis_sock, carrier):
                     return "end"
             return "stopped"
         except _Handover:
@@ -297,14 +297,13 @@ class SplicePump:
         except _Stopped:
             return "stopped"
         finally:
-            os.close(pipe_r)
-            os.close(pipe_w)
+            carrier.close()
             redis_sock.close()
             self.client.close()
 
     # -- in the pump's thread --------------------------------------------------------
 
-    def _entry(self, rs: socket.socket, pipe_r: int, pipe_w: int, room: int) -> bool:
+    def _entry(self, rs: socket.socket, carrier: _Pipe | _Buffer) -> bool:
         """Send the entry after `last`; False at the stream's end. The read of the next
         entry is asked for as soon as this one's id is known, so that Redis makes its
         reply while this one is sent (two replies at most are owed)."""
@@ -322,17 +321,17 @@ class SplicePump:
                 break
             self._receive(rs, buf)
         held = bytes(buf[head.before : head.before + head.size])  # the payload's first bytes
-        spliced = head.size - len(held)
-        if spliced > room:
+        carried = head.size - len(held)
+        if carried > carrier.room:
             raise _Handover("a payload larger than the pipe")
         self._ask(rs, head.entry_id)
-        self._fill(rs, pipe_w, spliced)
+        carrier.fill(rs, carried)
         rest = buf[head.before + head.size :]
         end: int | None = 0
         while head.rest_pairs >= 0 and (end := _fields_after(bytes(rest), head.rest_pairs)) is None:
             self._receive(rs, rest)
         self._carry = rest[end:]  # the next reply's first bytes
-        self._write_frame(head, held, pipe_r, spliced)
+        self._write_frame(head, held, carrier, carried)
         self.last = head.entry_id.decode()
         self.entries += 1
         self.nbytes += head.size
@@ -361,29 +360,11 @@ class SplicePump:
             buf += chunk
             return
 
-    def _fill(self, rs: socket.socket, pipe_w: int, size: int) -> None:
-        """Move `size` bytes from Redis into the pipe."""
-        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-        waited = False
-        while size:
-            try:
-                moved = os.splice(rs.fileno(), pipe_w, size, flags=flags)
-            except BlockingIOError:
-                if waited:  # Redis has bytes for it, the pipe takes no more
-                    raise _Handover("the pipe is full") from None
-                self._wait(rs, select.POLLIN, REPLY_TIMEOUT)
-                waited = True
-                continue
-            except OSError as exc:
-                raise self._lost(exc) from exc
-            if not moved:
-                raise RedisConnectionError("Connection closed by server.")
-            size -= moved
-            waited = False
-
-    def _write_frame(self, head: _Head, held: bytes, pipe_r: int, spliced: int) -> None:
+    def _write_frame(
+        self, head: _Head, held: bytes, carrier: _Pipe | _Buffer, carried: int
+    ) -> None:
         """The frame's heads (the text header first, with `header`), the payload's
-        first bytes, then the rest of it from the pipe."""
+        first bytes, then the rest of it from the carrier."""
         out = b""
         if self._header:
             text = b'[[%s,"%s",0]]' % (self._sid_json, head.entry_id)
@@ -391,17 +372,16 @@ class SplicePump:
                 text = end_offsets(text.decode(), head.size).encode()
             out = frame_head(0x81, len(text)) + text
         self._writing = True
-        self._send(self.client, out + frame_head(0x82, head.size) + held, None, more=spliced > 0)
-        while spliced:
-            try:
-                flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-                spliced -= os.splice(pipe_r, self.client.fileno(), spliced, flags=flags)
-            except BlockingIOError:
-                self._wait(self.client, select.POLLOUT, None)
+        self._send(self.client, out + frame_head(0x82, head.size) + held, None, more=carried > 0)
+        carrier.drain(carried)
         self._writing = False
 
     def _send(
-        self, sock: socket.socket, data: bytes, timeout: float | None, more: bool = False
+        self,
+        sock: socket.socket,
+        data: bytes | memoryview,
+        timeout: float | None,
+        more: bool = False,
     ) -> None:
         """Send all of `data` (Redis: within `timeout`; the client: as it reads)."""
         view = memoryview(data)
@@ -480,6 +460,80 @@ class SplicePump:
             raise BaseParser.parse_error(line[1:].strip().decode(errors="replace"))
         if not line.startswith(b"+"):
             raise RedisConnectionError("Connection closed by server.")
+
+
+class _Pipe:
+    """Payloads moved Redis socket -> pipe -> client socket by splice(2)."""
+
+    def __init__(self, pump: SplicePump) -> None:
+        self.pump = pump
+        self.read_end, self.write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.room = fcntl.fcntl(self.write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+    def fill(self, rs: socket.socket, size: int) -> None:
+        """Move `size` bytes from Redis into the pipe."""
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        waited = False
+        while size:
+            try:
+                moved = os.splice(rs.fileno(), self.write_end, size, flags=flags)
+            except BlockingIOError:
+                if waited:  # Redis has bytes for it, the pipe takes no more
+                    raise _Handover("the pipe is full") from None
+                self.pump._wait(rs, select.POLLIN, REPLY_TIMEOUT)
+                waited = True
+                continue
+            except OSError as exc:
+                raise self.pump._lost(exc) from exc
+            if not moved:
+                raise RedisConnectionError("Connection closed by server.")
+            size -= moved
+            waited = False
+
+    def drain(self, size: int) -> None:
+        """Move `size` bytes from the pipe into the client's socket."""
+        client = self.pump.client
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        while size:
+            try:
+                size -= os.splice(self.read_end, client.fileno(), size, flags=flags)
+            except BlockingIOError:
+                self.pump._wait(client, select.POLLOUT, None)
+
+    def close(self) -> None:
+        os.close(self.read_end)
+        os.close(self.write_end)
+
+
+class _Buffer:
+    """Payloads received into one buffer and sent from it."""
+
+    def __init__(self, pump: SplicePump) -> None:
+        self.pump = pump
+        self.room = PIPE_BYTES
+        self.view = memoryview(bytearray(self.room))
+
+    def fill(self, rs: socket.socket, size: int) -> None:
+        """Receive `size` bytes from Redis into the buffer."""
+        got = 0
+        while got < size:
+            try:
+                n = rs.recv_into(self.view[got:size])
+            except BlockingIOError:
+                self.pump._wait(rs, select.POLLIN, REPLY_TIMEOUT)
+                continue
+            except OSError as exc:
+                raise self.pump._lost(exc) from exc
+            if not n:
+                raise RedisConnectionError("Connection closed by server.")
+            got += n
+
+    def drain(self, size: int) -> None:
+        """Send the buffer's first `size` bytes to the client."""
+        self.pump._send(self.pump.client, self.view[:size], None)
+
+    def close(self) -> None:
+        self.view.release()
 
 
 def _settle(done: asyncio.Future[str], outcome: str | None, exc: BaseException | None) -> None:
