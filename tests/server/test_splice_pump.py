@@ -155,3 +155,22 @@ def test_a_hostile_reply_head_is_refused_or_waited_for(tail: bytes, cut: int) ->
             continue
         if head is not None:  # what it read is within the buffer
             assert 0 <= head.before <= len(buf) and head.size >= 0
+
+
+async def test_a_ping_flood_while_the_socket_is_lent_closes_only_that_socket(
+    valkey: tuple[EmbeddedRedis, str], servers: dict[str, LiveServer]
+) -> None:
+    r = redis.Redis.from_url(valkey[0].url)
+    r.delete("s")
+    for _ in range(60):
+        r.xadd("s", {"d": os.urandom(MB)})
+    url = f"{servers['on'].ws_url}/data/s/pull?last_entry_id=0&header=0"
+    ws = await websockets.connect(url, max_size=None)
+    assert len(await ws.recv()) == MB
+    with pytest.raises((websockets.ConnectionClosed, ConnectionResetError)):
+        for i in range(10_000):  # their pongs (127 bytes each) are held past the bound
+            await ws.ping(b"%125d" % i)
+        await asyncio.wait_for(ws.recv(), 20)
+    await asyncio.to_thread(wait_until, lambda: _pump_threads() == 0, 10, what="pump ends")
+    ws.transport.abort()
+    assert len(await _frames(servers["on"].ws_url, 60, "&header=0")) == 60  # others go on
