@@ -14,6 +14,7 @@ import redis.asyncio
 
 from fastredis.redis_io import (
     FastParser,
+    aread_each,
     axrange_batch,
     axread_batch,
     axreadgroup_batch,
@@ -200,6 +201,25 @@ async def test_async_reads_over_the_cluster(cluster_url: str, plain) -> None:
         assert len(group) == len(STREAMS) * 3 + 1
     finally:
         await client.aclose()
+
+
+async def test_read_each_answers_every_command_in_order(cluster_url: str, plain) -> None:
+    """Commands over every node, one key repeated, come back in the order given; a
+    command Redis refuses is answered by its error and the others still answer."""
+    _fill(plain, 2)
+    plain.set("text", "x")
+    commands = [(name, ["XLEN", name]) for name in reversed(STREAMS)]
+    commands += [("text", ["XLEN", "text"]), ("s3", ["XRANGE", "s3", "-", "+", "COUNT", 1])]
+    commands.append(("s3", ["XLEN", "s3"]))
+    client = make_async_client(url=cluster_url)
+    try:
+        replies = await aread_each(client, commands)
+    finally:
+        await client.aclose()
+    assert replies[: len(STREAMS)] == [2] * len(STREAMS)
+    refused, first, again = replies[len(STREAMS) :]
+    assert isinstance(refused, redis.ResponseError) and "WRONGTYPE" in str(refused)
+    assert first[0][1] == [b"d", b"s3-0"] and again == 2
 
 
 def _blocked_readers(plain: redis.RedisCluster) -> int:

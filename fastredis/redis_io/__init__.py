@@ -13,6 +13,7 @@ Modules, after redis-py's own ``redis/_parsers/``:
 """
 
 from fastredis.redis_io.async_batch_reads import (
+    aread_each,
     axautoclaim_batch,
     axclaim_batch,
     axrange_batch,
@@ -51,6 +52,7 @@ __all__ = [
     "HeldConnection",
     "ReadPipeline",
     "StreamIds",
+    "aread_each",
     "aslot_groups",
     "axautoclaim_batch",
     "axclaim_batch",

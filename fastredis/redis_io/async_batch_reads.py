@@ -1,15 +1,17 @@
-"""Asyncio batch reads: XREAD & co. parsed straight into a StreamBatch."""
+"""Asyncio batch reads: XREAD & co. parsed straight into a StreamBatch; `aread_each`:
+plain reads of one key each in one round trip."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from fastredis._resp import AUTOCLAIM, RANGE, READ, StreamBatch
-from fastredis.redis_io.async_cluster_reads import acluster_call
+from fastredis.redis_io.async_cluster_reads import KeyCommand, acluster_call, acluster_each
 from fastredis.redis_io.async_parser import AsyncFastParser
+from fastredis.redis_io.bounded_cluster import in_turn
 from fastredis.redis_io.clients import AnyAsyncRedis
 from fastredis.redis_io.cluster import AsyncRedisCluster
 from fastredis.redis_io.commands import (
@@ -23,6 +25,7 @@ from fastredis.redis_io.commands import (
 )
 
 __all__ = [
+    "aread_each",
     "axautoclaim_batch",
     "axclaim_batch",
     "axrange_batch",
@@ -149,3 +152,17 @@ async def axautoclaim_batch(
     """Asyncio XAUTOCLAIM into a StreamBatch; `batch.cursor` is the next start id."""
     args = xautoclaim_args(name, group, consumer, min_idle_time_ms, start_id, count)
     return await _abatch_call(client, args, AUTOCLAIM, encoding)
+
+
+async def aread_each(client: AnyAsyncRedis, commands: Sequence[KeyCommand]) -> list[Any]:
+    """Reads of one key each (`(key, args)`; sending one twice is harmless) in one
+    pipeline: their plain replies in order, a command Redis refused answered by its
+    error. On a cluster (a pipeline per node) they wait out a failover as the batch
+    reads do (`acluster_each`: retried every 0.1 s), not by redis-py's retries."""
+    if isinstance(client, AsyncRedisCluster):
+        async with in_turn(client):
+            return await acluster_each(client, commands)
+    async with client.pipeline(transaction=False) as pipe:
+        for _key, args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))

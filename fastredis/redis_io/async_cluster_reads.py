@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rexc
 
-from fastredis._resp import StreamBatch
 from fastredis.redis_io.async_parser import AsyncFastParser
 from fastredis.redis_io.cluster import (
     FAILOVER_WAIT,
@@ -24,12 +24,16 @@ from fastredis.redis_io.cluster import (
     lanes,
     next_round,
     pack_lane,
+    reroute,
     settled,
     slot_groups,
 )
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout
 
-__all__ = ["acluster_blocking_pop", "acluster_call", "aslot_groups"]
+__all__ = ["KeyCommand", "acluster_blocking_pop", "acluster_call", "acluster_each", "aslot_groups"]
+
+# One command and the key it reads (its slot routes it).
+KeyCommand = tuple[Any, Sequence[Any]]
 
 
 async def _lane(
@@ -114,6 +118,35 @@ async def _round(
         raise
 
 
+async def _rounds(
+    client: AsyncRedisCluster,
+    calls: list[Call],
+    kind: int | None,
+    encoding: str | None,
+    block: int | None,
+    errors_answer: bool = False,
+) -> list[Any]:
+    """Run `calls` (routed) until every one is answered (or, blocking, one got
+    entries): redirects followed, and a lost node, CLUSTERDOWN or TRYAGAIN retried
+    every `RETRY_PAUSE` s with a fresh topology, for up to `FAILOVER_WAIT` s. The
+    replies, as they came; each call keeps its own in `outcome`."""
+    deadline = time.monotonic() + FAILOVER_WAIT
+    done: list[Any] = []
+    while True:
+        for call in calls:
+            call.outcome = PENDING
+        await _round(calls, kind, encoding, block)
+        calls, moved, refresh = next_round(client, calls, done, deadline, errors_answer)
+        for error in moved:
+            await client.nodes_manager.move_slot(error)
+        if refresh:
+            await asyncio.sleep(RETRY_PAUSE)
+            await client.nodes_manager.initialize()
+        reroute(client, calls)
+        if settled(calls, done, block):
+            return done
+
+
 async def acluster_call(
     client: AsyncRedisCluster,
     build: Build,
@@ -126,23 +159,25 @@ async def acluster_call(
     replies, one per slot that answered, as a list."""
     if client._initialize:
         await client.initialize()
-    deadline = time.monotonic() + FAILOVER_WAIT
-    calls = calls_for(client, build, streams)
-    done: list[StreamBatch] = []
-    while True:
-        for call in calls:
-            call.outcome = PENDING
-        await _round(calls, kind, encoding, block)
-        calls, regroup, moved, refresh = next_round(client, calls, done, deadline)
-        for error in moved:
-            await client.nodes_manager.move_slot(error)
-        if refresh:
-            await asyncio.sleep(RETRY_PAUSE)
-            await client.nodes_manager.initialize()
-        if regroup:
-            calls += calls_for(client, build, regroup)
-        if settled(calls, done, block):
-            return finish(done, kind, encoding)
+    done = await _rounds(client, calls_for(client, build, streams), kind, encoding, block)
+    return finish(done, kind, encoding)
+
+
+async def acluster_each(client: AsyncRedisCluster, commands: Sequence[KeyCommand]) -> list[Any]:
+    """Commands of one key each (`(key, args)`: reads, which may be sent twice), sent
+    as `acluster_call`'s are (a node's pipelined on one connection, the nodes at once,
+    retried through a failover); their plain replies in order, a command Redis refused
+    answered by its ResponseError."""
+    if client._initialize:
+        await client.initialize()
+    manager = client.nodes_manager
+    calls = [
+        Call(manager.get_node_from_slot(client.keyslot(key)), {key: None}, list(args), False)
+        for key, args in commands
+    ]
+    if calls:
+        await _rounds(client, list(calls), None, None, None, errors_answer=True)
+    return [call.outcome for call in calls]
 
 
 async def acluster_blocking_pop(client: AsyncRedisCluster, args: list[Any], block_s: float) -> Any:

@@ -30,7 +30,7 @@ if sys.version_info >= (3, 11):
 else:  # redis-py depends on async-timeout before Python 3.11.3
     from async_timeout import timeout as _timeout
 
-__all__ = ["BoundedRedisCluster"]
+__all__ = ["BoundedRedisCluster", "in_turn"]
 
 # Set while a command or pipeline has its turn: a pipeline that retries its commands
 # one by one (after a MOVED) must not wait for a second turn.
@@ -84,7 +84,7 @@ class BoundedRedisCluster(AsyncRedisCluster):
             turns.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.turn(), _unreachable_is_connection_error():
+        async with in_turn(self):
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(
@@ -109,5 +109,14 @@ class _TurnPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client
         assert isinstance(client, BoundedRedisCluster)
-        async with client.turn(), _unreachable_is_connection_error():
+        async with in_turn(client):
             return await super().execute(raise_on_error, allow_redirections)
+
+
+@contextlib.asynccontextmanager
+async def in_turn(client: AsyncRedisCluster) -> AsyncIterator[None]:
+    """What a command or pipeline of `client` runs in: one of its turns when it is a
+    `BoundedRedisCluster`, with the cluster unreachable as a ConnectionError."""
+    turn = client.turn() if isinstance(client, BoundedRedisCluster) else contextlib.nullcontext()
+    async with turn, _unreachable_is_connection_error():
+        yield

@@ -52,6 +52,7 @@ __all__ = [
     "merge_read_batches",
     "next_round",
     "pack_lane",
+    "reroute",
     "slot_groups",
 ]
 
@@ -247,35 +248,53 @@ def check_parser(conn: Any, parser: type) -> None:
 
 
 def next_round(
-    client: Any, calls: list[Call], done: list[StreamBatch], deadline: float
-) -> tuple[list[Call], dict[Any, Any], list[rexc.MovedError], bool]:
-    """After a round: batches go to `done`; returns (ASK calls to make next, the streams
-    to group again once the slot map is patched with the MOVED errors, those errors,
-    whether to refresh the topology first). Other errors, or any error past `deadline`,
-    raise."""
+    client: Any,
+    calls: list[Call],
+    done: list[Any],
+    deadline: float,
+    errors_answer: bool = False,
+) -> tuple[list[Call], list[rexc.MovedError], bool]:
+    """After a round: replies go to `done` (with `errors_answer`, so does an error reply
+    that is neither a redirect nor an outage: it answers its command); returns (the
+    calls to make again, those redirected by ASK with their node set, the others with
+    none; the MOVED errors to patch the slot map with; whether to refresh the topology
+    first). `reroute` then sends the others to their slots' nodes. Other errors, or any
+    error past `deadline`, raise."""
     again: list[Call] = []
-    regroup: dict[Any, Any] = {}
     moved: list[rexc.MovedError] = []
     refresh = False
     for call in calls:
         error = call.outcome
-        if not isinstance(error, BaseException):
+        retriable = isinstance(error, RETRIABLE)
+        if not isinstance(error, BaseException) or (
+            errors_answer and not retriable and isinstance(error, rexc.ResponseError)
+        ):
             done.append(error)
             continue
-        if not isinstance(error, RETRIABLE) or time.monotonic() > deadline:
+        if not retriable or time.monotonic() > deadline:
             raise error
+        again.append(call)
+        call.client_id = None  # the new round's connection tells its own
         node = None
         if isinstance(error, rexc.AskError):
             node = client.nodes_manager.get_node(error.host, error.port)
+        call.node, call.asking = node, node is not None
         if node is not None:
-            again.append(Call(node, call.streams, call.args, asking=True))
             continue
         if isinstance(error, rexc.MovedError):
             moved.append(error)
         else:
             refresh = True
-        regroup.update(call.streams)
-    return again, regroup, moved, refresh
+    return again, moved, refresh
+
+
+def reroute(client: Any, calls: list[Call]) -> None:
+    """Send the calls that have no node (after MOVED or a lost node) to the node
+    serving their slot now (all of a call's streams share it)."""
+    manager = client.nodes_manager
+    for call in calls:
+        if call.node is None:
+            call.node = manager.get_node_from_slot(client.keyslot(next(iter(call.streams))))
 
 
 def finish(done: list[Any], kind: int | None, encoding: str | None) -> Any:

@@ -24,6 +24,7 @@ from fastredis.redis_io.cluster import (
     lanes,
     next_round,
     pack_lane,
+    reroute,
     settled,
 )
 from fastredis.redis_io.commands import StreamIds, blocking_read_timeout
@@ -202,13 +203,12 @@ def cluster_call(
         for call in calls:
             call.outcome = PENDING
         _round(client, calls, kind, encoding, block)
-        calls, regroup, moved, refresh = next_round(client, calls, done, deadline)
+        calls, moved, refresh = next_round(client, calls, done, deadline)
         for error in moved:
             client.nodes_manager.move_slot(error)
         if refresh:
             time.sleep(RETRY_PAUSE)
             client.nodes_manager.initialize()
-        if regroup:
-            calls += calls_for(client, build, regroup)
+        reroute(client, calls)
         if settled(calls, done, block):
             return finish(done, kind, encoding)

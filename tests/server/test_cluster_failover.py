@@ -93,3 +93,66 @@ async def test_failover_during_push_and_pull(
         f"\nfailover: {len(acked)} acked pushes, {len(lost)} lost (async replication), "
         f"{closed} push sockets closed, promotion {promoted_at - killed_at:.1f} s after the kill"
     )
+
+
+# The outage of the test below: longer than redis-py's own retries of a command (10,
+# with a backoff capped at 1 s: ~5 s at most), shorter than FAILOVER_WAIT (15 s).
+OUTAGE_S = 8.0
+
+
+def _hold_failover(cluster: EmbeddedCluster, key: str) -> tuple[Any, redis.Redis]:
+    """Write an entry to `key`'s primary and wait until its replica has it; stop that
+    replica from taking over by itself. Returns (the primary, a client of the replica)."""
+    primary = cluster.primary_of(key)
+    with redis.Redis(host=primary.host, port=primary.port) as r:
+        r.xadd(key, {"d": b"before"})
+        replica_port = int(r.info("replication")["slave0"]["port"])
+        assert r.execute_command("WAIT", 1, int(DEADLINE * 1000)) == 1
+    replica = redis.Redis(host=primary.host, port=replica_port)
+    replica.config_set("cluster-replica-no-failover", "yes")
+    return primary, replica
+
+
+async def test_handshakes_opened_during_an_outage_answer_after_the_failover(
+    private_cluster: EmbeddedCluster,
+) -> None:
+    """A pull with resume=1 and a producer push opened while the primary of their stream
+    is down: their first reads of the stream's state wait out the outage (retried as
+    the cluster reads are, up to FAILOVER_WAIT) instead of failing when redis-py's
+    retries run out; both answer once the replica took over, on the same sockets, and
+    what the producer then pushes reaches the pull."""
+    primary, replica = _hold_failover(private_cluster, SID)
+    with redis.RedisCluster.from_url(private_cluster.url) as client:
+        [(eid, _fields)] = client.xrange(SID)
+        last = eid.decode()
+    settings = Settings(redis_url=private_cluster.url, maxlen=0, pull_block_ms=500)
+    with LiveServer(create_app(settings)) as server, replica:
+        url = f"ws://{server.host}:{server.port}/data/{SID}"
+        pull_url = f"{url}/pull?resume=1&last_entry_id={last}&count=10"
+        push_url = f"{url}/push?producer=cam"
+        await asyncio.to_thread(primary.kill)
+        opens = [
+            asyncio.ensure_future(websockets.connect(u, open_timeout=DEADLINE + OUTAGE_S))
+            for u in (pull_url, push_url)
+        ]
+        try:
+            await asyncio.sleep(OUTAGE_S)  # the outage: the sockets' first reads wait
+            replica.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+            await asyncio.to_thread(private_cluster.wait_failover, SID, primary, DEADLINE)
+            pull, push = await asyncio.gather(*opens)
+        finally:
+            for task in opens:
+                if not task.done():
+                    task.cancel()
+        async with pull, push:
+            resumed = json.loads(await asyncio.wait_for(pull.recv(), DEADLINE))
+            assert resumed["resume"]["from"] == last
+            assert resumed["resume"]["recovered"] is True
+            hello = json.loads(await asyncio.wait_for(push.recv(), DEADLINE))
+            assert hello["producer"] == "cam" and hello["committed"] == 0
+            await push.send(json.dumps([5]))
+            await push.send(b"after")
+            [pushed] = json.loads(await asyncio.wait_for(push.recv(), DEADLINE))
+            header = json.loads(await asyncio.wait_for(pull.recv(), DEADLINE))
+            assert [eid for _sid, eid, _off in header] == [pushed]
+            assert await asyncio.wait_for(pull.recv(), DEADLINE) == b"after"

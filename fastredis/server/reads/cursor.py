@@ -19,6 +19,7 @@ from fastredis.ids import parse_id, previous_id
 from fastredis.redis_io import (
     AnyAsyncRedis,
     HeldConnection,
+    aread_each,
     aslot_groups,
     is_cluster,
     xread_command,
@@ -45,16 +46,20 @@ async def oldest_of_newest(
     client: AnyAsyncRedis, sids: Sequence[str], bounds: Sequence[str], n: int
 ) -> list[Any]:
     """Per stream, the id of the oldest of its newest `n` entries above its bound ("-"
-    or "(id"), None when there are none: one round trip (on a cluster, one per slot)."""
+    or "(id"), None when there are none: one round trip (on a cluster, a script per
+    slot, each node's pipelined, waiting out a failover: `aread_each`)."""
     if not sids:
         return []
-    script = client.register_script(NEWEST_LUA)
     if not is_cluster(client):
+        script = client.register_script(NEWEST_LUA)
         return list(await script(keys=list(sids), args=[*bounds, n]))
-    # a script's keys must share a slot: one call per slot
+    # a script's keys must share a slot: one per slot (EVAL: no node loads it first)
+    groups = [g for _node, g in await aslot_groups(client, dict(zip(sids, bounds, strict=True)))]
+    commands = [(next(iter(g)), ["EVAL", NEWEST_LUA, len(g), *g, *g.values(), n]) for g in groups]
     found: dict[str, Any] = {}
-    for _node, group in await aslot_groups(client, dict(zip(sids, bounds, strict=True))):
-        replies = await script(keys=list(group), args=[*group.values(), n])
+    for group, replies in zip(groups, await aread_each(client, commands), strict=True):
+        if isinstance(replies, Exception):
+            raise replies
         found.update(zip(group, replies, strict=True))
     return [found[sid] for sid in sids]
 

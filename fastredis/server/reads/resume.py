@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastredis.ids import parse_id, previous_id
-from fastredis.redis_io import AnyAsyncRedis
+from fastredis.redis_io import AnyAsyncRedis, aread_each
 from fastredis.server.edge.epoch import epoch_key, new_epoch
 from fastredis.server.reads.cursor import oldest_of_newest
 
@@ -233,12 +233,12 @@ class Starts:
     async def _fetch_states(self, keys: list[tuple[str, str]]) -> dict[Any, StreamState]:
         self.fetches += 1
         token = new_epoch()
-        # EVAL, not EVALSHA: a cluster pipeline does not load scripts on each node
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sid, cursor in keys:
-                key = epoch_key(sid) or sid
-                pipe.execute_command("EVAL", STATE_LUA, 2, sid, key, token, cursor)
-            replies = await pipe.execute(raise_on_error=False)
+        # EVAL, not EVALSHA: nothing loads the script on each node of a cluster
+        commands = [
+            (sid, ["EVAL", STATE_LUA, 2, sid, epoch_key(sid) or sid, token, cursor])
+            for sid, cursor in keys
+        ]
+        replies = await aread_each(self.client, commands)
         return {key: StreamState.from_reply(r) for key, r in zip(keys, replies, strict=True)}
 
 

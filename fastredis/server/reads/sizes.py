@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 
 from fastredis._resp import StreamBatch
-from fastredis.redis_io import AnyAsyncRedis
+from fastredis.redis_io import AnyAsyncRedis, aread_each
 from fastredis.server.run.options import option
 
 __all__ = ["DEFAULT_MAX_READ_BYTES", "ByteTurns", "EntrySizes", "redis_count"]
@@ -91,11 +91,12 @@ class EntrySizes:
         if not sids:
             return
         self.probes += 1
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sid in sids:
-                pipe.execute_command("MEMORY", "USAGE", sid, "SAMPLES", PROBE_SAMPLES)
-                pipe.execute_command("XLEN", sid)
-            replies = await pipe.execute(raise_on_error=False)
+        commands = [
+            (sid, command)
+            for sid in sids
+            for command in (["MEMORY", "USAGE", sid, "SAMPLES", PROBE_SAMPLES], ["XLEN", sid])
+        ]
+        replies = await aread_each(self.client, commands)
         for sid, usage, length in zip(sids, replies[::2], replies[1::2], strict=True):
             if isinstance(usage, int) and isinstance(length, int) and length:
                 self._set(sid, usage // length + ENTRY_OVERHEAD)

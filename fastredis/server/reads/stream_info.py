@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastredis.redis_io import AnyAsyncRedis
+from fastredis.redis_io import AnyAsyncRedis, aread_each
 
 __all__ = [
     "GroupInfo",
@@ -58,10 +58,8 @@ async def stream_infos(
     client: AnyAsyncRedis, sids: Sequence[str]
 ) -> dict[str, dict[str, Any] | None]:
     """XINFO STREAM of each stream (None: no such key), in one round trip."""
-    async with client.pipeline(transaction=False) as pipe:
-        for sid in sids:
-            pipe.execute_command("XINFO", "STREAM", sid)  # two words: the raw reply
-        replies = await pipe.execute(raise_on_error=False)
+    # "XINFO", "STREAM" as two words: the raw reply, not redis-py's reshaped one
+    replies = await aread_each(client, [(sid, ["XINFO", "STREAM", sid]) for sid in sids])
     return {
         sid: None if isinstance(reply, Exception) else pairs(reply)
         for sid, reply in zip(sids, replies, strict=True)
@@ -101,11 +99,8 @@ async def consumer_groups(
     not a stream maps to Redis's error."""
     if not sids:
         return {}
-    async with client.pipeline(transaction=False) as pipe:
-        for sid in sids:
-            # "XINFO", "GROUPS" as two words: the raw reply, not redis-py's reshaped one
-            pipe.execute_command("XINFO", "GROUPS", sid)
-        replies = await pipe.execute(raise_on_error=False)
+    # "XINFO", "GROUPS" as two words: the raw reply, not redis-py's reshaped one
+    replies = await aread_each(client, [(sid, ["XINFO", "GROUPS", sid]) for sid in sids])
     out: dict[str, list[GroupInfo] | Exception] = {}
     for sid, reply in zip(sids, replies, strict=True):
         out[sid] = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastredis.redis_io import AnyAsyncRedis, is_cluster
+from fastredis.redis_io import AnyAsyncRedis, aread_each, is_cluster
 from fastredis.redis_io.producers import (
     hash_tag,
     one_entry_head,
@@ -56,7 +56,12 @@ class ProducerSession:
                 "or no braces (its producer count is kept in its slot)"
             )
         session = cls(sids, producer, ttl)
-        committed, recent = parse_state(await client.get(session.keys[0]))
+        key = session.keys[0]
+        # on a cluster, waits out a failover as the pulls' state reads do
+        [state] = await aread_each(client, [(key, ["GET", key])])
+        if isinstance(state, Exception):
+            raise state
+        committed, recent = parse_state(state)
         session.next_seq = committed + 1
         hello = {
             "producer": producer,
