@@ -638,7 +638,7 @@ def test_zz_table(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
 YARD_ENTRIES = 400  # 1 MB entries per pull (--short: 100)
 # "-unix": the same process reaching Valkey by its unix socket instead of loopback TCP
 YARD_TARGETS = ("server", "server-unix", "server-hub", "server-unix-hub", "relay", "bare-ws",
-                "floor", "floor-unix", "splice-floor")  # fmt: skip
+                "bare-raw", "floor", "floor-unix", "splice-floor")  # fmt: skip
 # FASTREDIS_BENCH_BASE_TREE=DIR adds "server-base" and "server-unix-base": `fastredis
 # serve` imported from DIR
 # (another checkout, its extensions built), for an A/B of a change in the same run.
@@ -748,6 +748,9 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
                           "--redis-url", valkey.url],
                 "floor-unix": ["benchmarks/floor_forwarder.py", "--port", str(ports["floor-unix"]),
                                "--redis-url", unix_url],
+                # the load tool's own ceiling: frames from memory, no websocket library
+                "bare-raw": ["benchmarks/floor_forwarder.py", "--canned", str(MB),
+                             "--port", str(ports["bare-raw"])],
                 "splice-floor": ["benchmarks/floor_forwarder.py", "--splice",
                                  "--port", str(ports["splice-floor"]), "--redis-url", valkey.url],
             }  # fmt: skip
@@ -797,6 +800,9 @@ def yardsticks(runs: int = 5, entries: int = YARD_ENTRIES) -> dict[str, Any]:
         "floor_unix_cpu_per_mb_vs_bare_ws": ratio("floor-unix", "bare-ws"),
         "server_vs_relay_mb_per_s": ratio("server", "relay", "mb_per_s"),
         "bare_ws_vs_server_mb_per_s (load tool headroom)": ratio("bare-ws", "server", "mb_per_s"),
+        # the load tool's own ceiling (no websocket library in the server) over the server
+        "bare_raw_vs_server_mb_per_s": ratio("bare-raw", "server", "mb_per_s"),
+        "bare_raw_vs_server_unix_mb_per_s": ratio("bare-raw", "server-unix", "mb_per_s"),
         "server_cpu_per_mb_vs_bare_ws": ratio("server", "bare-ws"),
         # the splice pump against the catch-up through the hub (--splice-pulls off)
         "server_cpu_per_mb_vs_server_hub": ratio("server", "server-hub"),

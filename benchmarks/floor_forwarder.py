@@ -21,6 +21,12 @@ out with one `sendmsg(MSG_MORE)`, and the value's trailing CRLF is received last
 lower bound of a zero-copy relay (docs/benchmarks/wire.md). `--pause-us N` sleeps N µs
 before each entry (no CPU): a stand-in for the server's per-entry work, so the reader
 waits for every entry as it does with `fastredis serve` (benchmarks/bench_splice.py).
+
+With `--canned SIZE` there is no Valkey at all: a pull is answered with entries of SIZE
+bytes made in memory (ids 1-0, 2-0, ...; each payload starting with its sequence number
+as the load tool stamps them), each sent as the floor sends it, from one reused buffer.
+It costs little more than the kernel's copy per MB, so what a client reads from it is
+the client's own ceiling, where the bare `websockets` server is bound by its own CPU.
 """
 
 from __future__ import annotations
@@ -220,7 +226,21 @@ def _pull_copied(conn: socket.socket, redis: str | tuple[str, int], sid: str, la
         valkey.sock.close()
 
 
-def _serve(conn: socket.socket, redis: str | tuple[str, int], splice: bool, pause: float) -> None:
+def _pull_canned(conn: socket.socket, sid: str, size: int) -> None:
+    """Entries of `size` bytes made in memory, sent until the client goes."""
+    payload = bytearray(size)
+    view = memoryview(payload)
+    seq = 0
+    while True:
+        seq += 1
+        struct.pack_into(">Q", payload, 0, seq)
+        text = json.dumps([[sid, f"{seq}-0", 0]]).encode()
+        head = _frame_head(1, len(text)) + text + _frame_head(2, size)
+        _send_all(conn, [memoryview(head), view])
+
+
+def _serve(conn: socket.socket, redis: str | tuple[str, int], splice: bool, pause: float,
+           canned: int = 0) -> None:  # fmt: skip
     with conn:
         target = _handshake(conn)
         match = re.fullmatch(r"/data/([^/]+)/pull", urlsplit(target or "").path)
@@ -232,7 +252,10 @@ def _serve(conn: socket.socket, redis: str | tuple[str, int], splice: bool, paus
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pull = _pull_spliced if splice else _pull_copied
         try:
-            pull(conn, redis, sid, last, pause)
+            if canned:
+                _pull_canned(conn, sid, canned)
+            else:
+                pull(conn, redis, sid, last, pause)
         except (BrokenPipeError, ConnectionResetError):
             return
 
@@ -240,11 +263,20 @@ def _serve(conn: socket.socket, redis: str | tuple[str, int], splice: bool, paus
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--redis-url", help="the Valkey to read (not with --canned)")
+    parser.add_argument(
+        "--canned",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="no Valkey: entries of SIZE bytes made in memory",
+    )
     parser.add_argument("--splice", action="store_true", help="payloads by splice(2)")
     parser.add_argument("--pause-us", type=int, default=0, help="sleep before each entry")
     args = parser.parse_args()
-    url = urlsplit(args.redis_url)
+    if not args.canned and not args.redis_url:
+        parser.error("--redis-url is needed (or --canned SIZE)")
+    url = urlsplit(args.redis_url or "")
     redis: str | tuple[str, int] = (
         url.path if url.scheme == "unix" else (url.hostname or "127.0.0.1", url.port or 6379)
     )
@@ -252,7 +284,7 @@ def main() -> None:
     print(f"floor forwarder on ws://127.0.0.1:{args.port}", flush=True)
     while True:
         conn, _ = server.accept()
-        job = (conn, redis, args.splice, args.pause_us / 1e6)
+        job = (conn, redis, args.splice, args.pause_us / 1e6, args.canned)
         threading.Thread(target=_serve, args=job, daemon=True).start()
 
 
