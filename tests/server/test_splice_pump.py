@@ -6,10 +6,12 @@ and a client that vanishes frees the pump's thread and slot."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -65,10 +67,17 @@ def _spliced() -> int:
     return COUNTS.stream_reads["spliced"]
 
 
-async def _frames(url: str, n_entries: int, query: str) -> list[Any]:
+async def _reads_told(total: int) -> None:
+    """Wait until the pumps' reads add up to `total` (told when a pump ends, which can
+    be after its last frame reached the client)."""
+    await asyncio.to_thread(wait_until, lambda: _spliced() == total, 10, what="pump reads")
+
+
+async def _frames(url: str, n_entries: int, query: str, sid: str = "s") -> list[Any]:
     """Every message of a pull from 0 until `n_entries` binary ones came."""
     out: list[Any] = []
-    async with websockets.connect(f"{url}/data/s/pull?last_entry_id=0{query}", max_size=None) as ws:
+    path = f"{url}/data/{quote(sid, safe='')}/pull?last_entry_id=0{query}"
+    async with websockets.connect(path, max_size=None) as ws:
         while sum(isinstance(m, bytes) for m in out) < n_entries:
             out.append(await asyncio.wait_for(ws.recv(), 20))
     return out
@@ -83,6 +92,23 @@ async def test_a_spliced_catch_up_sends_what_the_hub_sends(
     spliced = await _frames(servers["on"].ws_url, n, query)
     assert _spliced() - before >= 6  # up to the entry handed over
     assert spliced == await _frames(servers["off"].ws_url, n, query)
+
+
+async def test_a_stream_name_to_escape_gets_the_same_header(
+    valkey: tuple[EmbeddedRedis, str], servers: dict[str, LiveServer]
+) -> None:
+    sid = 'cam "ü" \\ 1'
+    r = redis.Redis.from_url(valkey[0].url)
+    r.delete(sid)
+    r.xadd(sid, {"d": os.urandom(300_000)})
+    r.xadd(sid, {"d": b"small"})
+    for query in ("", "&offsets=end"):
+        before = _spliced()
+        spliced = await _frames(servers["on"].ws_url, 2, query, sid)
+        # two entries and the end
+        await _reads_told(before + 3)
+        assert spliced == await _frames(servers["off"].ws_url, 2, query, sid)
+        assert json.loads(spliced[0])[0][0] == sid
 
 
 async def test_pongs_wait_for_the_frame_and_come_after(
@@ -141,7 +167,7 @@ async def test_a_client_vanishing_mid_catch_up_frees_its_pump(
         await asyncio.to_thread(wait_until, lambda: _pump_threads() == 0, 10, what="pump ends")
     before = _spliced()
     assert len(await _frames(servers["on"].ws_url, 60, "&header=0")) == 60
-    assert _spliced() - before == 61  # spliced: a slot was free
+    await _reads_told(before + 61)  # spliced (a slot was free): 60 reads and the end's
 
 
 @given(st.binary(max_size=300), st.integers(0, 300))
