@@ -200,3 +200,25 @@ async def test_a_ping_flood_while_the_socket_is_lent_closes_only_that_socket(
     await asyncio.to_thread(wait_until, lambda: _pump_threads() == 0, 10, what="pump ends")
     ws.transport.abort()
     assert len(await _frames(servers["on"].ws_url, 60, "&header=0")) == 60  # others go on
+
+
+async def test_keepalive_pings_go_between_frames_of_a_long_catch_up(
+    valkey: tuple[EmbeddedRedis, str],
+) -> None:
+    r = redis.Redis.from_url(valkey[0].url)
+    r.delete("s")
+    payloads = [os.urandom(300_000) for _ in range(200)]
+    for p in payloads:
+        r.xadd("s", {"d": p})
+    app = create_app(Settings(redis_url=valkey[1]))
+    # the server pings every 0.3 s and gives up 1.5 s after an unanswered ping
+    with LiveServer(app, ws_ping_interval=0.3, ws_ping_timeout=1.5) as server:
+        before = _spliced()
+        url = f"{server.ws_url}/data/s/pull?last_entry_id=0&header=0"
+        async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+            got = []
+            for _ in payloads:  # ~4 s of catch-up: it answers the pings as they come
+                got.append(await asyncio.wait_for(ws.recv(), 20))
+                await asyncio.sleep(0.02)
+        assert got == payloads
+        await _reads_told(before + 201)

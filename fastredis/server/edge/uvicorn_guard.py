@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -220,11 +221,14 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
             conn.state is State.OPEN and not conn.expect_continuation_frame and not conn.extensions
         )
 
-    def lease(self, on_close: Callable[[], None]) -> socket.socket | None:
+    def lease(
+        self, on_close: Callable[[], None]
+    ) -> tuple[socket.socket, Callable[[], bytes]] | None:
         """Lend the socket to a writer outside the loop (`fastredis.server.reads.
-        splice_pump`): a duplicate of it, which the writer closes, or None when not now
-        (writes queued or paused, a TLS or closing socket). Until `unlease`, writes of
-        the protocol are held in order, and a close or abort of the socket calls
+        splice_pump`): a duplicate of it, which the writer closes, and the function that
+        takes the protocol's writes held meanwhile (pongs, keepalive pings), for the
+        writer to send between its frames; None when not now (writes queued or paused,
+        a TLS or closing socket). Until `unlease`, a close or abort of the socket calls
         `on_close()` (the writer then stops at once)."""
         if not self.writable.is_set() or self.disconnected or not self._frames_free():
             return None
@@ -234,8 +238,9 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         sock = _plain_socket(self.transport)
         if sock is None or self.transport.get_write_buffer_size():
             return None
-        self.transport = _HeldTransport(self.transport, on_close)  # type: ignore[assignment]
-        return sock.dup()
+        held = _HeldTransport(self.transport, on_close)
+        self.transport = held  # type: ignore[assignment]
+        return sock.dup(), held.take
 
     def unlease(self, whole: bool) -> None:
         """End a lease: the held writes go out, then a close or abort asked meanwhile;
@@ -247,8 +252,9 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         if not whole:
             held.real.abort()
             return
-        if held.data:
-            held.real.write(b"".join(held.data))
+        rest = held.take()
+        if rest:
+            held.real.write(rest)
         if held.aborting:
             held.real.abort()
         elif held.closing:
@@ -333,8 +339,9 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 class _HeldTransport:
-    """The transport while its socket is lent (`lease`): writes are held; a close or
-    abort is noted and tells the borrower; the rest is the transport's."""
+    """The transport while its socket is lent (`lease`): writes are held for the
+    borrower to send between its frames (`take`, from its thread); a close or abort is
+    noted and tells the borrower; the rest is the transport's."""
 
     def __init__(self, real: asyncio.Transport, on_close: Callable[[], None]) -> None:
         self.real = real
@@ -343,12 +350,21 @@ class _HeldTransport:
         self.closing = False
         self.aborting = False
         self._on_close = on_close
+        self._lock = threading.Lock()
 
     def write(self, data: Any) -> None:
-        self.data.append(bytes(data))
-        self.held += len(self.data[-1])
-        if self.held > MAX_HELD_BYTES:  # a flood of pings while lent: a hostile client
+        with self._lock:
+            self.data.append(bytes(data))
+            self.held += len(self.data[-1])
+            flood = self.held > MAX_HELD_BYTES
+        if flood:  # a flood of pings while lent, not read: a hostile client
             self.abort()
+
+    def take(self) -> bytes:
+        """The writes held so far, in order (they are no longer held)."""
+        with self._lock:
+            out, self.data, self.held = b"".join(self.data), [], 0
+        return out
 
     def close(self) -> None:
         self.closing = True

@@ -235,13 +235,15 @@ async def _spliced_catch_up(ws: WebSocket, sub: Subscription, opts: ReadOptions)
             pump.stop(abort=True)
 
     try:
-        client = lender["lease"](closed)
-        if client is None:
+        lent = lender["lease"](closed)
+        if lent is None:
             return
+        client, held = lent
         sid = sub.sids[0]
         pump = SplicePump(
-            state.pump_address, client, sid, sub.last_entry_id(), opts.header, opts.end_offsets
-        )
+            state.pump_address, client, held, sid, sub.last_entry_id(), opts.header,
+            opts.end_offsets,
+        )  # fmt: skip
         pumps.append(pump)
         try:
             await pump.run(_count_spliced)

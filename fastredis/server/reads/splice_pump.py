@@ -7,20 +7,22 @@ the common case (one stream, one entry per frame; no acks, pacing, frame droppin
 resume; Redis by a plain unix or TCP socket, not a cluster) a `SplicePump` serves the
 catch-up from a thread of its own, on a Redis connection of its own:
 
-* one ``XREAD COUNT 1`` at a time after the cursor. The reply's head is peeked and
-  parsed, its payload (field ``d``) spliced into a pipe and the rest of the reply read;
-  only then are the frame's heads written and the pipe spliced into the client's
-  socket. A frame is whole or not begun, as on the usual path, so a Redis failure is
-  told to the client the usual way.
+* ``XREAD COUNT 1`` after the cursor, the next one asked as soon as an entry's id is
+  known (Redis makes the next reply while this one is sent). The reply's head is
+  received and parsed, its payload (field ``d``) spliced into a pipe (by a unix socket:
+  received into one reused buffer, cheaper there than splicing) and the rest of the
+  reply read; only then are the frame's heads written and the payload sent on. A frame
+  is whole or not begun, as on the usual path, so a Redis failure is told to the client
+  the usual way.
 * It stops at the stream's end (a read with nothing), and hands over before an entry it
   does not take whole (a payload the pipe cannot hold, a large field besides ``d``):
   nothing of that entry was sent, and the usual path goes on from its cursor.
 
 The websocket protocol lends its socket for the run (`lease` of the ``fastredis.views``
-extension): its own writes meanwhile (a pong, a close) are held and written after, in
-order, and a close or abort of the socket stops the pump at once. As many run at once
-as the server's connection budget gives pumps (`ConnectionBudget.pumps`); other pulls
-catch up the usual way.
+extension): its own writes meanwhile (a pong, a keepalive ping) are held and sent by the
+pump between frames, in order, and a close or abort of the socket stops the pump at
+once. As many run at once as the server's connection budget gives pumps
+(`ConnectionBudget.pumps`); other pulls catch up the usual way.
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ class SplicePump:
         self,
         address: RedisAddress,
         client: socket.socket,
+        held: Callable[[], bytes],
         sid: str,
         after: str,
         header: bool,
@@ -203,6 +206,7 @@ class SplicePump:
     ) -> None:
         self.address = address
         self.client = client  # a duplicate of the client's socket: the pump closes it
+        self._held = held  # takes the protocol's own writes (pongs, pings) meanwhile
         self.sid = sid
         self.last = after  # the id of the last entry sent
         self.reads = 0  # XREADs made
@@ -306,7 +310,13 @@ class SplicePump:
     def _entry(self, rs: socket.socket, carrier: _Pipe | _Buffer) -> bool:
         """Send the entry after `last`; False at the stream's end. The read of the next
         entry is asked for as soon as this one's id is known, so that Redis makes its
-        reply while this one is sent (two replies at most are owed)."""
+        reply while this one is sent (two replies at most are owed). The protocol's own
+        frames held meanwhile go first (a keepalive ping waiting out a long catch-up
+        would otherwise time the socket out)."""
+        held = self._held()
+        if held:
+            self._writing = True
+            self._send(self.client, held, None)
         self._writing = False
         if not self._asked:
             self._ask(rs, self.last.encode())
