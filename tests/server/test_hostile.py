@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -352,3 +353,23 @@ def test_client_gone_mid_message_writes_nothing(server: LiveServer, r: redis.Red
         sock.sendall(_frame(0x1, b"[100000]") + _frame(0x2, b"x" * 100_000)[:10_000])
     no_sockets_left(server)
     assert r.dbsize() == 0
+
+
+def test_pings_without_reading_their_pongs_are_closed_with_1008(server: LiveServer) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the window opens
+    sock.settimeout(DEADLINE)
+    with sock:
+        sock.connect((server.host, server.port))
+        sock.sendall(_handshake(b"/data/s/pull?block=0"))
+        while b"\r\n\r\n" not in sock.recv(4096, socket.MSG_PEEK):
+            pass
+        head = sock.recv(4096, socket.MSG_PEEK)
+        sock.recv(head.index(b"\r\n\r\n") + 4)
+        # 13 MB of pongs, if all were queued: more than the kernel's buffers hold
+        sock.settimeout(2.0)
+        with contextlib.suppress(TimeoutError):  # the server stops reading once it closes
+            sock.sendall(_frame(0x9, b"p" * 125) * 100_000)
+        sock.settimeout(DEADLINE)
+        code, reason = _close_code(sock)  # the pongs queued before the bound, then this
+    assert (code, reason) == (1008, b"pings sent faster than their pongs are read")

@@ -22,12 +22,16 @@ extension's ``"send_now"`` (a plain function, not a coroutine) writes such a mes
 once when that needs no waiting (the app's writes are not paused) and says whether it
 did: the hub sends a frame from its own task that way (`fastredis.server.reads.hub`).
 
-Two gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
+Three gaps of `WebSocketsSansIOProtocol` (uvicorn 0.54) are closed as well:
 
 * A handshake the `websockets` parser refuses (a request line or a header line over
   8 KiB, too many headers, not HTTP) was never answered: websockets queued its
   ``414`` / ``431`` answer but uvicorn only looks at parsed events, so the socket
   hung open holding an fd. It is now answered at once and closed.
+* A client sending pings without reading made the server queue their pongs without
+  bound. While the client reads nothing of what is sent (the transport paused the
+  writes), at most `MAX_UNREAD_PONGS` bytes of pongs are queued; past that the socket
+  is closed with 1008.
 * A message over ``ws_max_size`` (and invalid UTF-8 in a text message) failed the
   connection and closed the TCP socket at once. When the client was still sending
   (an oversize header followed by its payload, as every client does), the unread
@@ -74,6 +78,9 @@ DIRECT_FRAME_BYTES = 64 * 1024
 VIEWS_EXTENSION = "fastredis.views"  # a send message of several buffers (see above)
 TEXT_FIRST = "fastredis.text_first"  # a text message to send just before (see above)
 MAX_HELD_BYTES = 256 * 1024  # the protocol's writes held while its socket is lent
+# pong bytes queued while the client reads nothing of what is sent (writes paused): a
+# client sending pings without reading their pongs would otherwise grow the buffer
+MAX_UNREAD_PONGS = 64 * 1024
 
 
 _REQUEST_TIMEOUT = (
@@ -147,6 +154,22 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
                 "lease": self.lease,
                 "unlease": self.unlease,
             }
+
+    _unread_pongs = 0  # pong bytes queued since writes were paused
+
+    def handle_ping(self) -> None:
+        output = b"".join(self.conn.data_to_send())
+        if not self.writable.is_set():  # the client reads nothing of what is sent
+            self._unread_pongs += len(output)
+            if self._unread_pongs > MAX_UNREAD_PONGS:
+                self.conn.fail(1008, "pings sent faster than their pongs are read")
+                self.handle_parser_exception()  # told, the close sent, the socket drained
+                return
+        self.transport.write(output)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unread_pongs = 0
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
