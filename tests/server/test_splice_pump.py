@@ -23,7 +23,7 @@ from support.live_server import LiveServer
 from support.waiting import wait_until
 
 from fastredis.embedded import EmbeddedRedis
-from fastredis.server.reads.splice_pump import _Handover, _parse_head
+from fastredis.server.reads.splice_pump import _fields_after, _Handover, _parse_head
 from fastredis.server.run.app import create_app
 from fastredis.server.run.metrics import COUNTS
 from fastredis.server.run.settings import Settings
@@ -181,6 +181,16 @@ def test_a_hostile_reply_head_is_refused_or_waited_for(tail: bytes, cut: int) ->
             continue
         if head is not None:  # what it read is within the buffer
             assert 0 <= head.before <= len(buf) and head.size >= 0
+
+
+@given(st.binary(max_size=300), st.integers(-1, 5))
+@settings(max_examples=300, deadline=None)
+def test_hostile_fields_after_a_payload_are_refused_or_waited_for(buf: bytes, pairs: int) -> None:
+    try:
+        end = _fields_after(buf, pairs)
+    except RedisError:
+        return
+    assert end is None or 2 <= end <= len(buf)
 
 
 async def test_a_ping_flood_while_the_socket_is_lent_closes_only_that_socket(
