@@ -228,11 +228,9 @@ async def _spliced_catch_up(ws: WebSocket, sub: Subscription, opts: ReadOptions)
         or not state.pumps.take()
     ):
         return
-    pumps: list[SplicePump] = []
 
-    def closed() -> None:  # the socket was closed or aborted while lent
-        for pump in pumps:
-            pump.stop(abort=True)
+    def closed() -> None:  # the socket was closed or aborted while lent (pump is made)
+        pump.stop(abort=True)
 
     try:
         lent = lender["lease"](closed)
@@ -244,7 +242,6 @@ async def _spliced_catch_up(ws: WebSocket, sub: Subscription, opts: ReadOptions)
             state.pump_address, client, held, sid, sub.last_entry_id(), opts.header,
             opts.end_offsets,
         )  # fmt: skip
-        pumps.append(pump)
         try:
             await pump.run(_count_spliced)
         finally:

@@ -38,14 +38,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import redis.asyncio
 from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from fastredis._frames import json_string
+from fastredis._frames import json_string, pack_commands
 from fastredis.redis_io import is_cluster
 from fastredis.server.edge.protocol import end_offsets
 from fastredis.server.edge.uvicorn_guard import frame_head
@@ -57,6 +58,8 @@ PIPE_BYTES = 1 << 20  # asked of the pipe; a payload it cannot hold is handed ov
 PROGRESS_S = 1.0  # what a pump sent is told this often (the metrics)
 REPLY_TIMEOUT = 10.0  # seconds Redis may take to answer one read
 CONNECT_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 _HAS_SPLICE = hasattr(os, "splice")
 # an XREAD reply of one entry: *1 *2 $sid *1 *2 (the prefix, known) then $id *<2k>
@@ -119,10 +122,8 @@ class _Stopped(Exception):
 
 
 def _command(*args: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
+    """One command, RESP-encoded."""
+    return b"".join(pack_commands([args]))
 
 
 @dataclass(frozen=True)
@@ -136,16 +137,21 @@ class _Head:
     rest_pairs: int
 
 
+def _bulk(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the bulk string whose head is at `pos` starts and ends (its CRLF after),
+    None when its head is not all in `buf`."""
+    match = _BULK.match(buf, pos)
+    return None if match is None else (match.end(), match.end() + int(match.group(1)))
+
+
 def _skip_pairs(buf: bytes, pos: int, pairs: int) -> int | None:
     """Where `pairs` field/value bulk strings starting at `pos` end; None: not all in
     `buf`."""
     for _ in range(2 * pairs):
-        match = _BULK.match(buf, pos)
-        if match is None:
+        bulk = _bulk(buf, pos)
+        if bulk is None or bulk[1] + 2 > len(buf):
             return None
-        pos = match.end() + int(match.group(1)) + 2
-        if pos > len(buf):
-            return None
+        pos = bulk[1] + 2
     return pos
 
 
@@ -168,13 +174,13 @@ def _parse_head(buf: bytes, prefix: bytes) -> _Head | None:
         raise _Handover("a reply of another shape")
     pairs, pos = int(match.group(2)) // 2, match.end()
     for i in range(pairs):
-        name = _BULK.match(buf, pos)
-        value = name and _BULK.match(buf, name.end() + int(name.group(1)) + 2)
+        name = _bulk(buf, pos)
+        value = None if name is None else _bulk(buf, name[1] + 2)
         if name is None or value is None:
             return None
-        if buf[name.end() : name.end() + int(name.group(1))] == b"d":
-            return _Head(match.group(1), value.end(), int(value.group(1)), pairs - i - 1)
-        pos = value.end() + int(value.group(1)) + 2
+        if buf[name[0] : name[1]] == b"d":
+            return _Head(match.group(1), value[0], value[1] - value[0], pairs - i - 1)
+        pos = value[1] + 2
         if pos > len(buf):
             return None
     return _Head(match.group(1), pos, 0, -1)  # no payload field: an empty message
@@ -207,7 +213,6 @@ class SplicePump:
         self.address = address
         self.client = client  # a duplicate of the client's socket: the pump closes it
         self._held = held  # takes the protocol's own writes (pongs, pings) meanwhile
-        self.sid = sid
         self.last = after  # the id of the last entry sent
         self.reads = 0  # XREADs made
         self._told = (0, 0, 0)  # entries, bytes and reads told to `progress`
@@ -216,9 +221,7 @@ class SplicePump:
         self._header = header
         self._end_offsets = end_offsets
         self._sid_json = json_string(sid)
-        # XREAD COUNT 1 STREAMS sid <the cursor, added per read>
-        sid_b = sid.encode()
-        self._command = b"*6\r\n" + _command(b"XREAD", b"COUNT", b"1", b"STREAMS", sid_b)[4:]
+        sid_b = self._sid = sid.encode()
         self._prefix = b"*1\r\n*2\r\n$%d\r\n%s\r\n*1\r\n*2\r\n" % (len(sid_b), sid_b)
         self._stop = False
         self._abort = False
@@ -247,11 +250,9 @@ class SplicePump:
 
         threading.Thread(target=work, name="fastredis-splice", daemon=True).start()
         try:
-            while True:
-                finished, _ = await asyncio.wait([done], timeout=PROGRESS_S)
+            while not (await asyncio.wait([done], timeout=PROGRESS_S))[0]:
                 self._report(progress)
-                if finished:
-                    return done.result()
+            return done.result()
         except asyncio.CancelledError:
             self.stop()
             uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
@@ -349,7 +350,8 @@ class SplicePump:
 
     def _ask(self, rs: socket.socket, after: bytes) -> None:
         """Send the read of the entry after `after`."""
-        self._send(rs, self._command + b"$%d\r\n%s\r\n" % (len(after), after), REPLY_TIMEOUT)
+        command = _command(b"XREAD", b"COUNT", b"1", b"STREAMS", self._sid, after)
+        self._send(rs, command, REPLY_TIMEOUT)
         self._asked = True
         self.reads += 1
 
@@ -357,18 +359,22 @@ class SplicePump:
         """Add what Redis sent next to `buf` (a reply's head and small fields only)."""
         if len(buf) >= PEEK_BYTES:
             raise _Handover("a reply's head or fields over PEEK_BYTES")
+        buf += self._from_redis(rs, partial(rs.recv, 4096))
+
+    def _from_redis(self, rs: socket.socket, receive: Callable[[], T]) -> T:
+        """What `receive()` got from Redis once something came (waiting for it); a
+        closed or failed connection raises redis-py's error."""
         while True:
             try:
-                chunk = rs.recv(4096)
+                got = receive()
             except BlockingIOError:
                 self._wait(rs, select.POLLIN, REPLY_TIMEOUT)
                 continue
             except OSError as exc:
                 raise self._lost(exc) from exc
-            if not chunk:
+            if not got:
                 raise RedisConnectionError("Connection closed by server.")
-            buf += chunk
-            return
+            return got
 
     def _write_frame(
         self, head: _Head, held: bytes, carrier: _Pipe | _Buffer, carried: int
@@ -525,18 +531,9 @@ class _Buffer:
 
     def fill(self, rs: socket.socket, size: int) -> None:
         """Receive `size` bytes from Redis into the buffer."""
-        got = 0
+        view, got = self.view, 0
         while got < size:
-            try:
-                n = rs.recv_into(self.view[got:size])
-            except BlockingIOError:
-                self.pump._wait(rs, select.POLLIN, REPLY_TIMEOUT)
-                continue
-            except OSError as exc:
-                raise self.pump._lost(exc) from exc
-            if not n:
-                raise RedisConnectionError("Connection closed by server.")
-            got += n
+            got += self.pump._from_redis(rs, partial(rs.recv_into, view[got:size]))
 
     def drain(self, size: int) -> None:
         """Send the buffer's first `size` bytes to the client."""
